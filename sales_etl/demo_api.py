@@ -1,0 +1,390 @@
+"""The project's own demo sales API: the contract of ``SALES_API.md``, with switchable faults.
+
+It is the embedded default of a local run (started in-process on a free loopback port), the test
+fixture and the benchmark source (``python -m sales_etl.demo_api --port 8765 --rows 1000000``).
+
+Data is either generated deterministically per day (``rows_per_day``) or given explicitly
+(``records``). Faults are deterministic so tests can assert exact outcomes:
+
+* ``error_5xx_every=N``: every Nth request to ``/sales`` answers 503;
+* ``rate_limit_every=N``: every Nth request answers 429 with ``Retry-After``;
+* ``reset_every=N``: every Nth request has its connection closed without an answer;
+* ``broken_page_every=N``: every Nth request answers 200 with a body that is not JSON;
+* ``slow_every=N`` / ``slow_seconds``: every Nth request answers late (a read timeout);
+* ``duplicate_page_every=N`` (N >= 2): every Nth page is served twice (the same records again);
+* ``malformed_every=N``: every Nth generated record is corrupted (one of several ways);
+* ``update_every=N``: every Nth generated sale is sent again at the end with a newer version;
+* ``permanent_status``: every ``/sales`` request answers this status (e.g. 403);
+* ``api_key``: requests without ``Authorization: Bearer <key>`` answer 401.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta, timezone
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+CURRENCIES = ("EUR", "USD", "GBP", "SEK", "JPY")
+OFFSETS = (timedelta(0), timedelta(hours=1), timedelta(hours=-5), timedelta(hours=5, minutes=30))
+CORRUPTIONS = (
+    "missing_sale_id",
+    "bad_sale_date",
+    "non_numeric_amount",
+    "unknown_currency",
+    "negative_amount",
+    "sql_text_store",
+    "nul_in_product",
+    "quantity_string",
+    "huge_customer",
+    "not_an_object",
+)
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Deterministic fault switches; 0 means off."""
+
+    error_5xx_every: int = 0
+    rate_limit_every: int = 0
+    retry_after_seconds: int = 1
+    reset_every: int = 0
+    broken_page_every: int = 0
+    slow_every: int = 0
+    slow_seconds: float = 0.0
+    duplicate_page_every: int = 0
+    permanent_status: int | None = None
+
+
+@dataclass(frozen=True)
+class DemoData:
+    """What the API serves: generated days and/or explicit records per day."""
+
+    rows_per_day: int = 1000
+    malformed_every: int = 0
+    update_every: int = 0
+    records: dict[str, Sequence[Any]] = field(default_factory=dict)
+    skip_days: frozenset[str] = frozenset()
+
+    def count(self, day: str) -> int:
+        if day in self.records:
+            return len(self.records[day])
+        updates = self.rows_per_day // self.update_every if self.update_every else 0
+        return self.rows_per_day + updates
+
+    def page(self, day: str, offset: int, limit: int) -> list[Any]:
+        if day in self.records:
+            return list(self.records[day][offset : offset + limit])
+        stop = min(offset + limit, self.count(day))
+        return [self.generated(day, i) for i in range(offset, stop)]
+
+    def generated(self, day: str, position: int) -> Any:
+        """The record at ``position`` of a generated day's stream."""
+        n = self.rows_per_day
+        if position >= n:  # the tail re-sends every update_every-th sale, changed and newer
+            record = generate_record(day, (position - n) * self.update_every, version=2)
+        else:
+            record = generate_record(day, position)
+        if (
+            self.malformed_every
+            and position < n
+            and position % self.malformed_every == (self.malformed_every - 1)
+        ):
+            kind = CORRUPTIONS[(position // self.malformed_every) % len(CORRUPTIONS)]
+            return corrupt(record, kind)
+        return record
+
+
+def generate_record(day: str, i: int, version: int = 1) -> dict[str, Any]:
+    """A valid, deterministic sale number ``i`` of ``day`` (version 2 is a later update)."""
+    d = date.fromisoformat(day)
+    digest = hashlib.blake2b(f"{day}:{i}".encode(), digest_size=8).digest()
+    h = int.from_bytes(digest, "big")
+    tz = OFFSETS[h % len(OFFSETS)]
+    moment = datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(seconds=(h >> 8) % 86_400)
+    local = moment.astimezone(timezone(tz))
+    quantity = 1 + (h >> 20) % 5 + (version - 1)
+    cents = 100 + (h >> 24) % 99_900
+    unit_price = f"{cents // 100}.{cents % 100:02d}"
+    amount = f"{cents * quantity // 100}.{cents * quantity % 100:02d}"
+    updated = local + timedelta(minutes=5 * version)
+    return {
+        "sale_id": f"{d:%Y%m%d}-{i:09d}",
+        "sale_date": local.isoformat(),
+        "store_id": f"S{(h >> 32) % 50:03d}",
+        "product_id": f"P{(h >> 40) % 1000:04d}",
+        "customer_id": None if h % 10 == 0 else f"C{(h >> 12) % 100_000:06d}",
+        "quantity": quantity,
+        # Half the prices arrive as JSON numbers, half as decimal strings: both are allowed.
+        "unit_price": float(unit_price) if h % 2 else unit_price,
+        "amount": amount,
+        "currency": CURRENCIES[(h >> 48) % len(CURRENCIES)],
+        "updated_at": updated.isoformat(),
+    }
+
+
+def corrupt(record: dict[str, Any], kind: str) -> Any:
+    """A copy of a valid record broken in one named way."""
+    bad = dict(record)
+    if kind == "missing_sale_id":
+        del bad["sale_id"]
+    elif kind == "bad_sale_date":
+        bad["sale_date"] = "not-a-date"
+    elif kind == "non_numeric_amount":
+        bad["amount"] = "12,50 EUR"
+    elif kind == "unknown_currency":
+        bad["currency"] = "XXY"
+    elif kind == "negative_amount":
+        bad["amount"] = "-" + str(bad["amount"])
+    elif kind == "sql_text_store":
+        bad["store_id"] = "S1'; DROP TABLE sales; --" + "x" * 200
+    elif kind == "nul_in_product":
+        bad["product_id"] = "P\x00" + str(bad["product_id"])
+    elif kind == "quantity_string":
+        bad["quantity"] = str(bad["quantity"])
+    elif kind == "huge_customer":
+        bad["customer_id"] = "C" * 10_000
+    elif kind == "not_an_object":
+        return [bad["sale_id"], bad["amount"]]
+    else:
+        raise ValueError(f"unknown corruption {kind!r}")
+    return bad
+
+
+def encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    padded = cursor + "=" * (-len(cursor) % 4)
+    text = base64.urlsafe_b64decode(padded.encode()).decode()
+    if not text.startswith("o:"):
+        raise ValueError("bad cursor")
+    return int(text[2:])
+
+
+class DemoSalesApi:
+    """A running demo API. Use :func:`serve_demo_api` to start one."""
+
+    def __init__(self, data: DemoData, faults: Faults, api_key: str | None = None) -> None:
+        self.data = data
+        self.faults = faults
+        self.api_key = api_key
+        self.requests = 0
+        self.pages_served = 0
+        self.sales_requests: list[str] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "server not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def set_faults(self, **changes: Any) -> None:
+        """Switch faults on or off while the server runs."""
+        self.faults = replace(self.faults, **changes)
+
+    def set_data(self, **changes: Any) -> None:
+        self.data = replace(self.data, **changes)
+
+    def next_request_number(self, path: str) -> int:
+        with self._lock:
+            self.requests += 1
+            self.sales_requests.append(path)
+            return self.requests
+
+
+def _handler_for(api: DemoSalesApi) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet by default
+            return
+
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+            if parts.path == "/health":
+                self._json(200, {"status": "ok"})
+                return
+            if api.api_key is not None and self.headers.get("Authorization") != (
+                f"Bearer {api.api_key}"
+            ):
+                self._json(401, {"error": "missing or wrong API key"})
+                return
+            if parts.path == "/sales/status":
+                self._status(query)
+            elif parts.path == "/sales":
+                self._sales(query)
+            else:
+                self._json(404, {"error": f"no such endpoint {parts.path}"})
+
+        def _status(self, query: dict[str, str]) -> None:
+            day = _parse_day(query.get("date"))
+            if day is None:
+                self._json(400, {"error": "date must be YYYY-MM-DD"})
+                return
+            count = api.data.count(day)
+            should = day not in api.data.skip_days and count > 0
+            self._json(200, {"date": day, "should_process": should, "record_count": count})
+
+        def _sales(self, query: dict[str, str]) -> None:
+            faults = api.faults
+            n = api.next_request_number(self.path)
+            if faults.permanent_status is not None:
+                self._json(faults.permanent_status, {"error": "permanent failure (demo fault)"})
+                return
+            if _every(faults.reset_every, n):
+                self.close_connection = True
+                self.connection.close()
+                return
+            if _every(faults.rate_limit_every, n):
+                self._json(
+                    429,
+                    {"error": "slow down"},
+                    headers={"Retry-After": str(faults.retry_after_seconds)},
+                )
+                return
+            if _every(faults.error_5xx_every, n):
+                self._json(503, {"error": "temporarily unavailable (demo fault)"})
+                return
+            if _every(faults.slow_every, n):
+                time.sleep(faults.slow_seconds)
+            day = _parse_day(query.get("date"))
+            try:
+                limit = int(query.get("limit", "1000"))
+                offset = decode_cursor(query["cursor"]) if "cursor" in query else 0
+            except (ValueError, UnicodeDecodeError):
+                self._json(400, {"error": "bad limit or cursor"})
+                return
+            if day is None or not 1 <= limit <= 10_000:
+                self._json(422, {"error": "date must be YYYY-MM-DD and 1 <= limit <= 10000"})
+                return
+            if _every(faults.broken_page_every, n):
+                self._send(200, b"<html>502 Bad Gateway</html>", "application/json")
+                return
+            with api._lock:
+                api.pages_served += 1
+                page_number = api.pages_served
+            records = api.data.page(day, offset, limit)
+            total = api.data.count(day)
+            if _every(faults.duplicate_page_every, page_number) and offset > 0:
+                # Serve the previous page again: the client sees the same records twice.
+                records = api.data.page(day, max(0, offset - limit), limit)
+                next_offset = offset
+            else:
+                next_offset = offset + len(records)
+            next_cursor = encode_cursor(next_offset) if next_offset < total else None
+            self._json(200, {"data": records, "next_cursor": next_cursor})
+
+        def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+            self._send(status, json.dumps(body).encode(), "application/json", headers)
+
+        def _send(
+            self,
+            status: int,
+            payload: bytes,
+            content_type: str,
+            headers: dict[str, str] | None = None,
+        ) -> None:
+            self.send_response(status, HTTPStatus(status).phrase if status in _PHRASES else "")
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(payload)
+
+    return Handler
+
+
+_PHRASES = {s.value for s in HTTPStatus}
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A threaded server that does not print tracebacks when a client hangs up (timeouts)."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        return
+
+
+def _every(n: int, count: int) -> bool:
+    return n > 0 and count % n == 0
+
+
+def _parse_day(text: str | None) -> str | None:
+    try:
+        return date.fromisoformat(text or "").isoformat()
+    except ValueError:
+        return None
+
+
+@contextmanager
+def serve_demo_api(
+    data: DemoData | None = None,
+    faults: Faults | None = None,
+    *,
+    api_key: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> Iterator[DemoSalesApi]:
+    """Run the demo API in a background thread for the duration of the ``with`` block."""
+    api = DemoSalesApi(data or DemoData(), faults or Faults(), api_key=api_key)
+    server = _QuietServer((host, port), _handler_for(api))
+    api._server = server
+    thread = threading.Thread(target=server.serve_forever, name="demo-sales-api", daemon=True)
+    thread.start()
+    try:
+        yield api
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo API in the foreground (for benchmarks and manual exploration)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sales_etl.demo_api", description="Serve the demo sales API."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--rows", type=int, default=1000, help="generated sales per day")
+    parser.add_argument("--malformed-every", type=int, default=0)
+    parser.add_argument("--update-every", type=int, default=0)
+    parser.add_argument("--error-5xx-every", type=int, default=0)
+    parser.add_argument("--rate-limit-every", type=int, default=0)
+    parser.add_argument("--api-key", default=None, help="require this bearer key")
+    args = parser.parse_args(argv)
+    data = DemoData(
+        rows_per_day=args.rows,
+        malformed_every=args.malformed_every,
+        update_every=args.update_every,
+    )
+    faults = Faults(error_5xx_every=args.error_5xx_every, rate_limit_every=args.rate_limit_every)
+    with serve_demo_api(data, faults, api_key=args.api_key, host=args.host, port=args.port) as api:
+        print(f"demo sales API listening on {api.url}", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

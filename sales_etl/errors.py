@@ -1,0 +1,31 @@
+"""Domain exceptions. Messages name what failed and where, never a secret."""
+
+from __future__ import annotations
+
+
+class EtlError(Exception):
+    """Base class of every error this pipeline raises on purpose."""
+
+
+class ConfigError(EtlError):
+    """The configuration is missing or invalid."""
+
+
+class SourceError(EtlError):
+    """The sales API could not deliver a day."""
+
+
+class PermanentSourceError(SourceError):
+    """The sales API answered with an error that retrying cannot fix (4xx, broken contract)."""
+
+
+class TransientSourceError(SourceError):
+    """The sales API kept failing with transient errors until the retries ran out."""
+
+
+class LakeError(EtlError):
+    """The data lake could not be read or written."""
+
+
+class WarehouseError(EtlError):
+    """The warehouse load failed."""

@@ -1,0 +1,178 @@
+"""The data lake: one small interface over a local folder or an S3 bucket.
+
+Objects are written atomically (a local file appears whole through ``os.replace``; an S3 object
+is atomic by nature), so a reader never sees a torn file. Higher-level snapshot logic lives in
+:mod:`sales_etl.snapshots` and works on either implementation.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sales_etl.errors import LakeError
+from sales_etl.settings import LakeConfig
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+class Lake(Protocol):
+    """What the pipeline needs from a data lake. Keys are ``/``-separated relative paths."""
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def list(self, prefix: str) -> list[str]: ...
+
+    def uri(self, key: str) -> str: ...
+
+    def close(self) -> None: ...
+
+
+class LocalLake:
+    """A lake in a local folder (the default: ``./.data/lake``)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+
+    def __repr__(self) -> str:
+        return f"LocalLake({str(self.root)!r})"
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents and path != self.root:
+            raise LakeError(f"lake key {key!r} escapes the lake root")
+        return path
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise LakeError(f"{self.uri(key)} does not exist") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".tmp-")
+        )
+
+    def uri(self, key: str) -> str:
+        return str(self.root / key)
+
+    def close(self) -> None:
+        return None
+
+
+class S3Lake:
+    """A lake in ``s3://bucket/prefix`` through boto3 (``endpoint_url`` for MinIO, moto, ...)."""
+
+    def __init__(self, config: LakeConfig) -> None:
+        import boto3
+
+        bucket, _, prefix = config.url.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise LakeError(f"data lake URL {config.url!r} names no bucket")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        kwargs: dict[str, Any] = {}
+        if config.endpoint_url:
+            kwargs["endpoint_url"] = config.endpoint_url
+        if config.region:
+            kwargs["region_name"] = config.region
+        if config.access_key_id and config.secret_access_key:
+            kwargs["aws_access_key_id"] = config.access_key_id.get_secret_value()
+            kwargs["aws_secret_access_key"] = config.secret_access_key.get_secret_value()
+        self._client: S3Client = boto3.session.Session().client("s3", **kwargs)
+
+    def __repr__(self) -> str:
+        return f"S3Lake('s3://{self.bucket}/{self.prefix}')"
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(self, key: str, data: bytes) -> None:
+        self._call(
+            "write",
+            key,
+            lambda: self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data),
+        )
+
+    def get(self, key: str) -> bytes:
+        response = self._call(
+            "read", key, lambda: self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+        )
+        body: bytes = response["Body"].read()
+        return body
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise LakeError(f"cannot check {self.uri(key)}: {exc}") from None
+        return True
+
+    def list(self, prefix: str) -> list[str]:
+        full = self._key(prefix)
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        keys: list[str] = []
+        paginator = self._client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        except Exception as exc:
+            raise LakeError(f"cannot list {self.uri(prefix)}: {exc}") from None
+        return sorted(keys)
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(self, verb: str, key: str, fn: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn()
+        except (BotoCoreError, ClientError) as exc:
+            raise LakeError(f"cannot {verb} {self.uri(key)}: {exc}") from None
+
+
+def open_lake(config: LakeConfig) -> Lake:
+    """The lake implementation for ``config.url`` (folder path or ``s3://``)."""
+    if config.is_s3:
+        return S3Lake(config)
+    if "://" in config.url and not config.url.startswith("file://"):
+        raise LakeError(f"unsupported data lake URL {config.url!r}: use a folder or s3://")
+    return LocalLake(config.url.removeprefix("file://"))

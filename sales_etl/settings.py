@@ -1,0 +1,132 @@
+"""The one place configuration is chosen.
+
+``Settings`` reads the environment (and an optional ``.env`` file); the blocks in ``blocks/``
+override it by name. Both produce the same three plain config objects that the tasks receive as
+arguments: :class:`SourceConfig`, :class:`LakeConfig` and :class:`WarehouseConfig`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sales_etl.errors import ConfigError
+
+DEFAULT_DATA_DIR = Path(".data")
+
+
+class SourceConfig(BaseModel):
+    """How to reach the sales API. ``base_url=None`` means: start the embedded demo API."""
+
+    model_config = ConfigDict(frozen=True)
+
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    page_size: int = Field(default=5000, ge=1, le=10_000)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=5, ge=0, le=20)
+    backoff_base_seconds: float = Field(default=0.5, ge=0)
+    backoff_cap_seconds: float = Field(default=30.0, ge=0)
+    max_page_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"sales API URL must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
+
+class LakeConfig(BaseModel):
+    """Where raw and clean data land: a local folder or ``s3://bucket/prefix``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str = str(DEFAULT_DATA_DIR / "lake")
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+
+    @property
+    def is_s3(self) -> bool:
+        return self.url.startswith("s3://")
+
+
+class WarehouseConfig(BaseModel):
+    """Which database to load. ``url`` holds the password, hence a ``SecretStr``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: SecretStr = SecretStr(f"sqlite:///{DEFAULT_DATA_DIR / 'warehouse.db'}")
+    db_schema: str = Field(default="public", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    table_name: str = Field(default="sales", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    pool_size: int = Field(default=5, ge=1)
+    pool_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The URL with a plain ``postgresql://`` pinned to psycopg2, the chosen driver."""
+        raw = self.url.get_secret_value()
+        for prefix in ("postgresql://", "postgres://"):
+            if raw.startswith(prefix):
+                return "postgresql+psycopg2://" + raw[len(prefix) :]
+        return raw
+
+    @property
+    def dialect(self) -> str:
+        return self.sqlalchemy_url.split(":", 1)[0].split("+", 1)[0]
+
+
+class Settings(BaseSettings):
+    """Environment settings; every field has a default that makes a local run work."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    sales_api_url: str | None = None
+    sales_api_key: SecretStr | None = None
+    sales_api_page_size: int = 5000
+    sales_api_timeout_seconds: float = 30.0
+    sales_api_max_retries: int = 5
+    data_lake_url: str = str(DEFAULT_DATA_DIR / "lake")
+    aws_endpoint_url: str | None = None
+    aws_default_region: str | None = None
+    warehouse_url: SecretStr | None = None
+    warehouse_schema: str = "public"
+
+    def source(self) -> SourceConfig:
+        return SourceConfig(
+            base_url=self.sales_api_url,
+            api_key=self.sales_api_key
+            if self.sales_api_key and self.sales_api_key.get_secret_value()
+            else None,
+            page_size=self.sales_api_page_size,
+            timeout_seconds=self.sales_api_timeout_seconds,
+            max_retries=self.sales_api_max_retries,
+        )
+
+    def lake(self) -> LakeConfig:
+        # Credentials stay with boto3's default chain (AWS_ACCESS_KEY_ID, profiles, IRSA, ...).
+        return LakeConfig(
+            url=self.data_lake_url,
+            endpoint_url=self.aws_endpoint_url,
+            region=self.aws_default_region,
+        )
+
+    def warehouse(self) -> WarehouseConfig:
+        if self.warehouse_url is None or not self.warehouse_url.get_secret_value():
+            return WarehouseConfig()
+        schema = self.warehouse_schema
+        return WarehouseConfig(url=self.warehouse_url, db_schema=schema)
+
+
+def load_settings() -> Settings:
+    """Read the environment now (never at import time)."""
+    try:
+        return Settings()
+    except ValueError as exc:  # pydantic's ValidationError; its text never holds SecretStr values
+        raise ConfigError(f"invalid environment settings: {exc}") from None

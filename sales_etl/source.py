@@ -1,0 +1,248 @@
+"""The sales API client: cursor pagination, timeouts, retries with backoff and jitter.
+
+Errors follow ``SALES_API.md``: 429 waits ``Retry-After`` (capped); 5xx, connection resets, read
+timeouts and broken pages are retried with exponential backoff and full jitter a bounded number
+of times; 400/401/403/404/422 fail at once. Messages name the status and the endpoint, never the
+API key (it travels only in the ``Authorization`` header).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+
+from sales_etl import jsontext
+from sales_etl.errors import PermanentSourceError, TransientSourceError
+from sales_etl.settings import SourceConfig
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
+RATE_LIMITED = 429
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    """The answer of ``/sales/status`` for one day."""
+
+    day: date
+    should_process: bool
+    record_count: int
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page as received: the raw body (the lake keeps it byte for byte) and its records."""
+
+    number: int
+    body: bytes
+    records: list[Any]
+    next_cursor: str | None
+
+
+class SalesApiClient:
+    """A narrow client of the sales API. Open with ``with SalesApiClient(config) as client``."""
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        if config.base_url is None:
+            raise ValueError("SourceConfig.base_url must be set (the flow starts the demo API)")
+        self._config = config
+        self._base_url = config.base_url
+        self._sleep = sleep
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._session = requests.Session()
+        if config.api_key is not None:
+            self._session.headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+        self._session.headers["Accept"] = "application/json"
+        self.requests_made = 0
+        self.retries = 0
+
+    def __enter__(self) -> SalesApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SalesApiClient(base_url={self._base_url!r})"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def status(self, day: date) -> SourceStatus:
+        """Ask whether ``day`` has data worth processing."""
+        _, body = self._get("/sales/status", {"date": day.isoformat()})
+        if not isinstance(body, dict) or not isinstance(body.get("should_process"), bool):
+            raise PermanentSourceError(
+                f"GET {self._base_url}/sales/status answered without a boolean should_process"
+            )
+        try:
+            count = int(body.get("record_count", 0))
+        except (TypeError, ValueError):
+            count = 0
+        return SourceStatus(day=day, should_process=body["should_process"], record_count=count)
+
+    def iter_pages(self, day: date, max_pages: int | None = None) -> Iterator[Page]:
+        """Yield every page of ``day`` in order until ``next_cursor`` is null."""
+        cursor: str | None = None
+        number = 0
+        while True:
+            params: dict[str, str | int] = {
+                "date": day.isoformat(),
+                "limit": self._config.page_size,
+            }
+            if cursor is not None:
+                params["cursor"] = cursor
+            raw, body = self._get("/sales", params, page=True)
+            data = body["data"]
+            next_cursor = body.get("next_cursor")
+            if next_cursor is not None and not isinstance(next_cursor, str):
+                raise PermanentSourceError(
+                    f"GET {self._base_url}/sales page {number} has a next_cursor that is not a "
+                    "string or null"
+                )
+            yield Page(number=number, body=raw, records=data, next_cursor=next_cursor)
+            number += 1
+            if next_cursor is None:
+                return
+            if max_pages is not None and number >= max_pages:
+                raise PermanentSourceError(
+                    f"GET {self._base_url}/sales returned more than {max_pages} pages for {day}; "
+                    "the cursor does not seem to end"
+                )
+            cursor = next_cursor
+
+    def _get(self, path: str, params: dict[str, Any], *, page: bool = False) -> tuple[bytes, Any]:
+        """GET with the retry policy of the contract; returns (raw body, parsed JSON)."""
+        endpoint = f"{self._base_url}{path}"
+        attempts = self._config.max_retries + 1
+        last_problem = "no attempt made"
+        for attempt in range(attempts):
+            if attempt:
+                self.retries += 1
+            self.requests_made += 1
+            wait: float | None = None
+            try:
+                response = self._session.get(
+                    endpoint,
+                    params=params,
+                    timeout=(min(10.0, self._config.timeout_seconds), self._config.timeout_seconds),
+                    stream=True,
+                )
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                last_problem = f"{type(exc).__name__}"
+            else:
+                with response:
+                    status = response.status_code
+                    if status == 200:
+                        try:
+                            raw = self._read_body(response, endpoint)
+                            body = jsontext.loads(raw)
+                            if page and not _is_page(body):
+                                raise ValueError("body lacks a 'data' list")
+                            return raw, body
+                        except (ValueError, RecursionError) as exc:
+                            last_problem = f"broken page ({str(exc)[:80]})"
+                        except (requests.ConnectionError, requests.Timeout) as exc:
+                            last_problem = f"{type(exc).__name__} while reading the body"
+                    elif status == RATE_LIMITED:
+                        wait = _retry_after(response.headers.get("Retry-After"))
+                        last_problem = "429 Too Many Requests"
+                    elif status in TRANSIENT_STATUSES:
+                        last_problem = f"{status} {response.reason}"
+                    else:
+                        raise PermanentSourceError(
+                            f"GET {endpoint} answered {status} {response.reason}: "
+                            f"{_error_text(response)}"
+                        )
+            if attempt == attempts - 1:
+                break
+            delay = (
+                self._backoff(attempt)
+                if wait is None
+                else min(wait, self._config.backoff_cap_seconds)
+            )
+            log.warning(
+                "GET %s failed (%s); retry %d/%d in %.2fs",
+                endpoint,
+                last_problem,
+                attempt + 1,
+                attempts - 1,
+                delay,
+            )
+            self._sleep(delay)
+        raise TransientSourceError(
+            f"GET {endpoint} still failing after {attempts} attempts: {last_problem}"
+        )
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**attempt))."""
+        ceiling = min(
+            self._config.backoff_cap_seconds, self._config.backoff_base_seconds * 2**attempt
+        )
+        return self._rng.uniform(0, ceiling)
+
+    def _read_body(self, response: requests.Response, endpoint: str) -> bytes:
+        limit = self._config.max_page_bytes
+        declared = response.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PermanentSourceError(
+                f"GET {endpoint} page of {int(declared):,} bytes exceeds the limit of {limit:,}"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(chunk_size=1 << 20):
+            size += len(chunk)
+            if size > limit:
+                raise PermanentSourceError(
+                    f"GET {endpoint} page exceeds the limit of {limit:,} bytes"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def max_pages_for(record_count: int, page_size: int) -> int:
+    """A generous bound on the pages of a day, so a cursor that never ends cannot run forever."""
+    return 2 * math.ceil(max(record_count, 1) / page_size) + 100
+
+
+def _is_page(body: Any) -> bool:
+    return isinstance(body, dict) and isinstance(body.get("data"), list)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def _error_text(response: requests.Response) -> str:
+    """A short, printable excerpt of an error body (the server's words, not ours)."""
+    try:
+        text = response.raw.read(300, decode_content=True).decode("utf-8", "replace")
+    except Exception:  # noqa: BLE001 - the excerpt is best effort, the status says enough
+        return "(no body)"
+    return " ".join(text.split())[:200] or "(empty body)"
