@@ -64,7 +64,7 @@ class SalesApiClient:
         self._config = config
         self._base_url = config.base_url
         self._sleep = sleep
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._rng = rng or random.Random()
         self._session = requests.Session()
         if config.api_key is not None:
             self._session.headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
@@ -243,6 +243,6 @@ def _error_text(response: requests.Response) -> str:
     """A short, printable excerpt of an error body (the server's words, not ours)."""
     try:
         text = response.raw.read(300, decode_content=True).decode("utf-8", "replace")
-    except Exception:  # noqa: BLE001 - the excerpt is best effort, the status says enough
+    except Exception:
         return "(no body)"
     return " ".join(text.split())[:200] or "(empty body)"

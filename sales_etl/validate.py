@@ -207,9 +207,9 @@ def _strings(col: pd.Series, *, numbers: bool = False, strings: bool = True) -> 
     kinds = col.map(type)
     keep = pd.Series(False, index=col.index)
     if strings:
-        keep |= kinds == str
+        keep |= kinds.map(lambda k: k is str)
     if numbers:
-        keep |= kinds == JsonNumber
+        keep |= kinds.map(lambda k: k is JsonNumber)
     values = col.where(keep, None)
     try:
         return pd.Series(values, dtype=_STRING)

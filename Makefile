@@ -1,0 +1,35 @@
+# One command to run the pipeline, one to test it. Both create the virtualenv when needed.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test lint format clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make run: run the flow once for yesterday (UTC) on the embedded defaults (ARGS="--date ...")
+run: $(STAMP)
+	$(BIN)/python -m flows.daily_sales $(ARGS)
+
+## make test: the whole suite against real PostgreSQL, S3 (moto server), demo API and Prefect
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy sales_etl tasks flows blocks deployments
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

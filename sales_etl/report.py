@@ -1,0 +1,107 @@
+"""The run summary: one object, rendered as console text, markdown and a table artifact."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+
+@dataclass
+class RunSummary:
+    """What one run of a day did. Holds no secrets: URLs are masked on the way in."""
+
+    day: str
+    run_id: str
+    status: str = "running"  # loaded | loaded_from_snapshot | skipped | failed
+    message: str = ""
+    source: str = ""
+    lake: str = ""
+    warehouse: str = ""
+    snapshot_id: str | None = None
+    fallback_used: bool = False
+    fallback_reason: str | None = None
+    pages: int = 0
+    records_extracted: int = 0
+    clean: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    superseded: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected_rows: int = 0
+    clean_amount_total: str = "0"
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.rejected_by_reason.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "rejected": self.rejected}
+
+    def table_rows(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = [
+            {"metric": "status", "value": self.status},
+            {"metric": "records extracted", "value": self.records_extracted},
+            {"metric": "pages", "value": self.pages},
+            {"metric": "valid", "value": self.clean},
+            {"metric": "rejected", "value": self.rejected},
+            {"metric": "superseded duplicates", "value": self.superseded},
+            {"metric": "inserted", "value": self.inserted},
+            {"metric": "updated", "value": self.updated},
+            {"metric": "unchanged", "value": self.unchanged},
+            {"metric": "rejects kept for the day", "value": self.rejected_rows},
+            {"metric": "amount of valid records", "value": self.clean_amount_total},
+            {"metric": "fallback snapshot used", "value": self.fallback_used},
+        ]
+        rows += [
+            {"metric": f"rejected: {k}", "value": v} for k, v in self.rejected_by_reason.items()
+        ]
+        rows += [{"metric": f"seconds: {k}", "value": round(v, 3)} for k, v in self.timings.items()]
+        return rows
+
+    def to_markdown(self) -> str:
+        lines = [f"# Daily Sales ETL — {self.day}", "", f"**{self.status}**: {self.message}", ""]
+        if self.fallback_used:
+            lines += [
+                f"> **Fallback:** the API failed ({self.fallback_reason}); the day was loaded "
+                f"from raw snapshot `{self.snapshot_id}`.",
+                "",
+            ]
+        lines += ["| metric | value |", "| --- | --- |"]
+        lines += [f"| {r['metric']} | {r['value']} |" for r in self.table_rows()[1:]]
+        lines += ["", f"- source: `{self.source}`", f"- lake: `{self.lake}`"]
+        lines += [f"- warehouse: `{self.warehouse}`", f"- run id: `{self.run_id}`"]
+        return "\n".join(lines)
+
+    def to_text(self) -> str:
+        reasons = ", ".join(f"{k}={v}" for k, v in self.rejected_by_reason.items()) or "none"
+        timings = ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items())
+        lines = [
+            f"Daily Sales ETL {self.day}: {self.status.upper()} — {self.message}",
+            f"  extracted {self.records_extracted} records in {self.pages} pages"
+            + (" (FROM FALLBACK SNAPSHOT)" if self.fallback_used else ""),
+            f"  valid {self.clean}, rejected {self.rejected} ({reasons}), "
+            f"superseded duplicates {self.superseded}",
+            f"  warehouse: {self.inserted} inserted, {self.updated} updated, "
+            f"{self.unchanged} unchanged, {self.rejected_rows} rejects kept",
+            f"  timings: {timings}",
+            f"  raw snapshot: {self.snapshot_id}",
+            f"  lake: {self.lake}",
+            f"  warehouse: {self.warehouse}",
+        ]
+        return "\n".join(lines)
+
+
+def mask_url(url: str) -> str:
+    """A URL with any password replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

@@ -1,0 +1,27 @@
+"""Task that publishes the run summary as Prefect artifacts."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from sales_etl.report import RunSummary
+
+
+@task(
+    name="publish-report",
+    description="Publish the run summary as a table and a markdown artifact.",
+    tags=["etl", "report"],
+    timeout_seconds=120,
+    cache_policy=NO_CACHE,
+)
+def publish_report(summary: RunSummary) -> None:
+    """Create the ``daily-sales-summary`` table and ``daily-sales-report`` markdown artifacts."""
+    description = f"Daily Sales ETL {summary.day}: {summary.status}"
+    create_table_artifact(
+        key="daily-sales-summary", table=summary.table_rows(), description=description
+    )
+    create_markdown_artifact(
+        key="daily-sales-report", markdown=summary.to_markdown(), description=description
+    )

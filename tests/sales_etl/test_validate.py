@@ -1,0 +1,189 @@
+from __future__ import annotations
+
+import json
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sales_etl import jsontext
+from sales_etl.validate import FIELDS, REASON_ORDER, validate_records
+
+DAY = date(2026, 11, 23)
+
+
+def record(**changes: Any) -> dict[str, Any]:
+    """A valid record as the API sends it, parsed the way the pipeline parses it."""
+    base: dict[str, Any] = {
+        "sale_id": "S-1",
+        "sale_date": "2026-11-23T14:05:09+01:00",
+        "store_id": "store-1",
+        "product_id": "prod-1",
+        "customer_id": "cust-1",
+        "quantity": 2,
+        "unit_price": "9.99",
+        "amount": 19.98,
+        "currency": "EUR",
+        "updated_at": "2026-11-23T15:00:00Z",
+    }
+    base.update(changes)
+    return jsontext.loads(json.dumps({k: v for k, v in base.items() if v is not ...}))
+
+
+def reasons(*records: Any) -> list[str]:
+    result = validate_records(list(records), DAY)
+    return list(result.rejected["reason"])
+
+
+def test_valid_record_is_typed_and_normalised_to_utc() -> None:
+    result = validate_records([record(currency="eur")], DAY, first_index=7)
+    assert result.rejected.empty
+    row = result.clean.iloc[0]
+    assert row["record_index"] == 7
+    assert row["sale_date"] == pd.Timestamp("2026-11-23T13:05:09Z")
+    assert row["updated_at"] == pd.Timestamp("2026-11-23T15:00:00Z")
+    assert row["quantity"] == 2 and result.clean["quantity"].dtype == "int32"
+    assert Decimal(row["unit_price"]) == Decimal("9.99")
+    assert Decimal(row["amount"]) == Decimal("19.98")
+    assert row["currency"] == "EUR"
+
+
+def test_money_stays_exact() -> None:
+    result = validate_records([record(amount="12345678901234.1234", unit_price=0.1)], DAY)
+    assert result.clean["amount"].iloc[0] == "12345678901234.1234"
+    assert result.clean["unit_price"].iloc[0] == "0.1"
+
+
+def test_null_and_missing_customer_are_allowed() -> None:
+    result = validate_records([record(customer_id=None), record(customer_id=...)], DAY)
+    assert len(result.clean) == 2
+    assert result.clean["customer_id"].isna().all()
+
+
+def test_unknown_fields_are_ignored() -> None:
+    assert reasons(record(extra={"nested": [1, 2]}, another="x")) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"sale_id": ...}, "invalid_sale_id"),
+        ({"sale_id": ""}, "invalid_sale_id"),
+        ({"sale_id": "x" * 65}, "invalid_sale_id"),
+        ({"sale_id": 12}, "invalid_sale_id"),
+        ({"sale_id": "a\u0000b"}, "invalid_sale_id"),
+        ({"sale_date": "2026-11-23T14:05:09"}, "invalid_sale_date"),  # no offset
+        ({"sale_date": "not-a-date"}, "invalid_sale_date"),
+        ({"sale_date": "2026-11-24T00:00:00Z"}, "sale_date_not_in_day"),
+        ({"sale_date": "2026-11-23T00:30:00+01:00"}, "sale_date_not_in_day"),  # 22nd in UTC
+        ({"updated_at": "9999-12-31T00:00:00Z"}, "invalid_updated_at"),
+        ({"updated_at": None}, "invalid_updated_at"),
+        ({"store_id": ["s"]}, "invalid_store_id"),
+        ({"product_id": None}, "invalid_product_id"),
+        ({"customer_id": 5}, "invalid_customer_id"),
+        ({"quantity": "2"}, "invalid_quantity"),
+        ({"quantity": 2.5}, "invalid_quantity"),
+        ({"quantity": 0}, "invalid_quantity"),
+        ({"quantity": True}, "invalid_quantity"),
+        ({"unit_price": "-1"}, "invalid_unit_price"),
+        ({"unit_price": "1.23456"}, "invalid_unit_price"),
+        ({"amount": "12,50"}, "invalid_amount"),
+        ({"amount": "1e3"}, "invalid_amount"),
+        ({"amount": "NaN"}, "invalid_amount"),
+        ({"amount": "123456789012345"}, "invalid_amount"),
+        ({"currency": "XXY"}, "invalid_currency"),
+        ({"currency": "EURO"}, "invalid_currency"),
+        ({"amount": 0}, "non_positive_amount"),
+        ({"amount": "-19.98"}, "non_positive_amount"),
+    ],
+)
+def test_invalid_records_get_their_reason(changes: dict[str, Any], reason: str) -> None:
+    assert reasons(record(**changes)) == [reason]
+
+
+def test_not_an_object() -> None:
+    assert reasons([1, 2], "text", None) == ["not_an_object"] * 3
+
+
+def test_nan_and_infinity_literals_are_rejected() -> None:
+    (parsed,) = jsontext.loads(
+        '[{"sale_id":"x","sale_date":"2026-11-23T10:00:00Z","store_id":"s","product_id":"p",'
+        '"customer_id":null,"quantity":1,"unit_price":Infinity,"amount":NaN,"currency":"EUR",'
+        '"updated_at":"2026-11-23T10:00:00Z"}]'
+    )
+    assert reasons(parsed) == ["invalid_unit_price"]
+
+
+def test_rejects_keep_raw_json_sale_id_and_detail() -> None:
+    bad = jsontext.loads(jsontext.dumps(record(amount="12,50"))[:-1] + ',"extra":1.50}')
+    result = validate_records([record(), bad], DAY, first_index=100)
+    rejected = result.rejected.iloc[0]
+    assert rejected["record_index"] == 101
+    assert rejected["sale_id"] == "S-1"
+    assert "amount" in rejected["detail"]
+    assert json.loads(rejected["raw_record"]) == json.loads(jsontext.dumps(bad))
+    assert '"extra":1.50' in rejected["raw_record"]
+
+
+def test_sql_looking_text_is_just_text() -> None:
+    result = validate_records([record(store_id="x'); DROP TABLE sales; --")], DAY)
+    assert result.clean["store_id"].iloc[0] == "x'); DROP TABLE sales; --"
+
+
+# --- property-based: arbitrary JSON never crashes validation and never loses a record -------
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=80)
+    | st.sampled_from(["2026-11-23T10:00:00Z", "NaN", "'; DROP TABLE sales; --", "\u0000"])
+)
+json_like = st.recursive(
+    scalars,
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+    max_leaves=8,
+)
+field_values = {name: scalars | json_like for name in FIELDS}
+
+
+@st.composite
+def hostile_records(draw: st.DrawFn) -> Any:
+    if draw(st.integers(0, 9)) == 0:
+        return draw(json_like)
+    valid = record()
+    for name in FIELDS:
+        choice = draw(st.integers(0, 3))
+        if choice == 0:
+            valid[name] = draw(field_values[name])
+        elif choice == 1 and draw(st.booleans()):
+            del valid[name]
+    if draw(st.booleans()):
+        valid[draw(st.text(max_size=8))] = draw(json_like)
+    return valid
+
+
+def _through_json(value: Any) -> Any:
+    # Exactly what the pipeline sees: text from the wire, parsed losslessly.
+    return jsontext.loads(json.dumps(value, allow_nan=True))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(hostile_records(), min_size=1, max_size=25))
+def test_every_record_lands_in_exactly_one_frame(records: list[Any]) -> None:
+    parsed = [_through_json(r) for r in records]
+    result = validate_records(parsed, DAY, first_index=1000)
+    indexes = list(result.clean["record_index"]) + list(result.rejected["record_index"])
+    assert sorted(indexes) == list(range(1000, 1000 + len(parsed)))
+    assert set(result.rejected["reason"]) <= set(REASON_ORDER)
+    assert result.rejected["raw_record"].notna().all()
+    for raw in result.rejected["raw_record"]:
+        json.loads(raw)  # always valid JSON text
+    assert result.clean["sale_id"].str.len().between(1, 64).all()
+    assert (result.clean["amount"].map(Decimal) > 0).all()
+    assert result.clean["sale_date"].dt.date.eq(DAY).all()
