@@ -136,3 +136,19 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="etl-prefect-home-")
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ.pop("PREFECT_API_URL", None)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One Prefect test API for the session (isolated PREFECT_HOME, see pytest_configure)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def run_env(**overrides: str) -> dict[str, str]:
+    """Environment for running the pipeline in a subprocess, with pipeline settings replaced."""
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    env.update(overrides)
+    return env
