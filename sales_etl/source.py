@@ -168,7 +168,7 @@ class SalesApiClient:
                     else:
                         raise PermanentSourceError(
                             f"GET {endpoint} answered {status} {response.reason}: "
-                            f"{_error_text(response)}"
+                            f"{self._redact(_error_text(response))}"
                         )
             if attempt == attempts - 1:
                 break
@@ -189,6 +189,11 @@ class SalesApiClient:
         raise TransientSourceError(
             f"GET {endpoint} still failing after {attempts} attempts: {last_problem}"
         )
+
+    def _redact(self, text: str) -> str:
+        """Remove the API key from server-provided text (a hostile server may echo it)."""
+        key = self._config.api_key.get_secret_value() if self._config.api_key else ""
+        return text.replace(key, "***") if key else text
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**attempt))."""

@@ -149,6 +149,7 @@ def prefect_harness() -> Iterator[None]:
 
 def run_env(**overrides: str) -> dict[str, str]:
     """Environment for running the pipeline in a subprocess, with pipeline settings replaced."""
-    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS and k != "PREFECT_API_URL"}
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
     env.update(overrides)
     return env

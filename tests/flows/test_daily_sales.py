@@ -1,42 +1,188 @@
+"""The flow end to end under a Prefect test API: PostgreSQL, S3 on moto, the demo API."""
+
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from datetime import date
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.states import State
 
-from flows.daily_sales import daily_sales
-from sales_etl.demo_api import DemoData, Faults, serve_demo_api
+from flows.daily_sales import daily_sales, default_business_date
+from sales_etl.demo_api import DemoData, DemoSalesApi, Faults, serve_demo_api
+from sales_etl.settings import LakeConfig
+from tasks.extract import extract_sales
 
 DAY = date(2026, 11, 23)
 
 
 @pytest.fixture(autouse=True)
-def _harness(prefect_harness: None) -> None:
-    return None
+def _harness(prefect_harness: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Task-level retry waits are for production outages; the client's own retries stay on.
+    monkeypatch.setattr(extract_sales, "retry_delay_seconds", [0, 0])
+    monkeypatch.setenv("SALES_API_MAX_RETRIES", "2")
 
 
-def counts(url: str) -> tuple[int, int]:
+@pytest.fixture
+def api() -> Iterator[DemoSalesApi]:
+    data = DemoData(rows_per_day=300, malformed_every=10, update_every=20)
+    with serve_demo_api(data, Faults()) as running:
+        yield running
+
+
+@pytest.fixture
+def configured(
+    monkeypatch: pytest.MonkeyPatch, api: DemoSalesApi, pg_url: str, s3_lake: LakeConfig
+) -> str:
+    monkeypatch.setenv("SALES_API_URL", api.url)
+    monkeypatch.setenv("WAREHOUSE_URL", pg_url)
+    monkeypatch.setenv("DATA_LAKE_URL", s3_lake.url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", str(s3_lake.endpoint_url))
+    return pg_url
+
+
+def query(url: str, sql: str) -> list[tuple[Any, ...]]:
     engine = sa.create_engine(url)
     with engine.connect() as conn:
-        sales = conn.execute(sa.text("SELECT count(*) FROM sales")).scalar_one()
-        rejected = conn.execute(sa.text("SELECT count(*) FROM sales_rejected")).scalar_one()
+        result = [tuple(r) for r in conn.execute(sa.text(sql))]
     engine.dispose()
-    return int(sales), int(rejected)
+    return result
 
 
-def test_flow_loads_a_day_into_postgres_and_s3(
-    monkeypatch: pytest.MonkeyPatch, pg_url: str, s3_lake, tmp_path
-) -> None:
-    data = DemoData(rows_per_day=300, malformed_every=10, update_every=20)
-    with serve_demo_api(data, Faults(error_5xx_every=4)) as api:
-        monkeypatch.setenv("SALES_API_URL", api.url)
-        monkeypatch.setenv("WAREHOUSE_URL", pg_url)
-        monkeypatch.setenv("DATA_LAKE_URL", s3_lake.url)
-        monkeypatch.setenv("AWS_ENDPOINT_URL", s3_lake.endpoint_url)
-        state: State = daily_sales(run_date=DAY, return_state=True)
+def table_state(url: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    return (
+        query(url, "SELECT * FROM sales ORDER BY sale_id"),
+        query(url, "SELECT * FROM sales_rejected ORDER BY record_hash"),
+    )
+
+
+def run(**params: Any) -> State:
+    return daily_sales(run_date=DAY, return_state=True, **params)
+
+
+# 300 generated sales + 15 updates; every 10th sale corrupted (30), 10 kinds x 3.
+# Corrupted ids that also get an update (i % 20 == 0 and i % 10 == 9: none) stay rejected.
+# Without a valid id: 3 "missing_sale_id" + 3 "not_an_object" records.
+EXPECTED_LOADED = 300 - 30
+EXPECTED_REJECTED = 30
+
+
+def test_a_hostile_api_loads_every_sale_id_exactly_once(api: DemoSalesApi, configured: str) -> None:
+    api.set_faults(
+        error_5xx_every=4, rate_limit_every=7, retry_after_seconds=0, broken_page_every=9
+    )
+    state = run()
     assert state.is_completed(), state.message
     summary = state.result()
     assert summary["records_extracted"] == 315
-    assert counts(pg_url)[0] == summary["inserted"]
+    assert summary["clean"] == 285 - 15 + 15  # 270 valid originals + 15 valid updates
+    assert summary["rejected"] == EXPECTED_REJECTED
+    assert summary["superseded"] == 15
+    assert summary["inserted"] == EXPECTED_LOADED
+    loaded = {r[0] for r in query(configured, "SELECT sale_id FROM sales")}
+    rejected = query(configured, "SELECT sale_id, reason FROM sales_rejected")
+    assert len(loaded) == EXPECTED_LOADED
+    assert len(rejected) == EXPECTED_REJECTED
+    with_id = {r[0] for r in rejected if r[0] is not None}
+    assert loaded.isdisjoint(with_id)
+    assert len(loaded | with_id) == 300 - 6  # 6 records carry no usable sale_id
+    # the updated version (quantity + 1, newer updated_at) replaced the original
+    assert query(configured, "SELECT quantity FROM sales WHERE sale_id = '20261123-000000020'") == [
+        (_generated_quantity(20) + 1,)
+    ]
+
+
+def _generated_quantity(i: int) -> int:
+    from sales_etl.demo_api import generate_record
+
+    return int(generate_record(DAY.isoformat(), i)["quantity"])
+
+
+def test_second_run_changes_nothing_and_reuses_the_extract(
+    api: DemoSalesApi, configured: str
+) -> None:
+    assert run().is_completed()
+    before = table_state(configured)
+    requests_after_first = api.requests
+    state = run()
+    assert state.is_completed()
+    summary = state.result()
+    assert (summary["inserted"], summary["updated"]) == (0, 0)
+    assert summary["unchanged"] == EXPECTED_LOADED
+    assert table_state(configured) == before
+    assert api.requests == requests_after_first  # cached extract: no page fetched again
+
+
+def test_skipped_day_touches_nothing(api: DemoSalesApi, configured: str) -> None:
+    api.set_data(skip_days=frozenset({DAY.isoformat()}))
+    state = run()
+    assert state.is_completed()
+    assert state.result()["status"] == "skipped"
+    assert api.requests == 0
+    assert query(configured, "SELECT to_regclass('public.sales')") == [(None,)]
+
+
+def test_source_down_falls_back_to_the_newest_snapshot(api: DemoSalesApi, configured: str) -> None:
+    assert run().is_completed()
+    before = table_state(configured)
+    api.set_faults(error_5xx_every=1)
+    state = run(refresh=True)
+    assert state.is_completed()
+    assert state.name == "Completed from snapshot"
+    summary = state.result()
+    assert summary["fallback_used"] is True
+    assert summary["status"] == "loaded_from_snapshot"
+    assert "503" in summary["fallback_reason"]
+    assert table_state(configured) == before
+
+
+def test_source_down_without_snapshot_fails_and_writes_nothing(
+    api: DemoSalesApi, configured: str, s3_lake: LakeConfig
+) -> None:
+    api.set_faults(error_5xx_every=1)
+    state = run()
+    assert state.is_failed()
+    assert "still failing" in str(state.message)
+    assert query(configured, "SELECT to_regclass('public.sales')") == [(None,)]
+    from sales_etl.lake import open_lake
+
+    assert open_lake(s3_lake).list("raw/") == []
+
+
+def test_permanent_error_fails_at_once(api: DemoSalesApi, configured: str) -> None:
+    api.set_faults(permanent_status=403)
+    state = run()
+    assert state.is_failed()
+    assert "403" in str(state.message)
+    assert "/sales" in str(state.message)
+    assert api.requests == 1  # no retries, no fallback
+
+
+def test_artifacts_summarise_the_run(configured: str) -> None:
+    state = run()
+    assert state.is_completed()
+
+    async def artifacts() -> dict[str, Any]:
+        async with get_client() as client:
+            found = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+                )
+            )
+        return {a.key: a for a in found}
+
+    found = asyncio.run(artifacts())
+    assert set(found) == {"daily-sales-summary", "daily-sales-report"}
+    assert f"| inserted | {EXPECTED_LOADED} |" in str(found["daily-sales-report"].data)
+    assert "rejected: invalid_amount" in str(found["daily-sales-summary"].data)
+
+
+def test_default_business_date_is_yesterday_utc() -> None:
+    from datetime import UTC, datetime
+
+    assert default_business_date(datetime(2026, 11, 25, 0, 5, tzinfo=UTC)) == date(2026, 11, 24)
