@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow, runtime
 from prefect.logging import get_run_logger
@@ -127,7 +127,7 @@ def _run_day(
     raw: dict[str, Any] | None
     with _timed(timings, "extract"):
         try:
-            extract = extract_sales.with_options(refresh_cache=refresh or None)
+            extract = extract_sales.with_options(refresh_cache=True) if refresh else extract_sales
             raw_info = extract(source, lake, day, source_state, lake.url)
             raw = find_raw_snapshot(lake, day, raw_info["snapshot_id"])
             if raw is None:  # a cached result whose snapshot was removed: fetch again
@@ -217,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: exit 0 on success, 1 with a one-line reason on failure."""
     args = build_parser().parse_args(argv)
     day = args.date or default_business_date()
-    state: State[Any] = daily_sales(run_date=day, refresh=args.refresh, return_state=True)
+    state = cast(State[Any], daily_sales(run_date=day, refresh=args.refresh, return_state=True))
     if not state.is_completed():
         reason = (state.message or state.name or "failed").strip().splitlines()[0]
         print(f"Daily Sales ETL {day} failed: {reason}", file=sys.stderr)

@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -172,12 +172,12 @@ def validate_records(records: Sequence[Any], day: date, first_index: int = 0) ->
             "updated_at": updated_at[bad].where(updated_ok[bad]),
             "reason": reason[bad].astype(_STRING),
             "detail": pd.Series(
-                [describe_problem(records[p], str(reason.iloc[p])) for p in bad_positions],
+                [describe_problem(records[int(p)], str(reason.iloc[p])) for p in bad_positions],
                 index=index[bad_positions],
                 dtype=_STRING,
             ),
             "raw_record": pd.Series(
-                [raw_json(records[p]) for p in bad_positions],
+                [raw_json(records[int(p)]) for p in bad_positions],
                 index=index[bad_positions],
                 dtype=_STRING,
             ),
@@ -186,7 +186,7 @@ def validate_records(records: Sequence[Any], day: date, first_index: int = 0) ->
     return ValidationResult(clean=clean, rejected=rejected)
 
 
-_STRING = "string[pyarrow]"
+_STRING: Final = "string[pyarrow]"
 
 
 def _flag(mask: pd.Series) -> pd.Series:
