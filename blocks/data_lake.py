@@ -196,7 +196,7 @@ class DataLakeBlock(Block):
             else:
                 ref = find_snapshot(store, zone, day, snapshot_id)
             if ref is None:
-                which = snapshot_id or "any snapshot"
+                which = f"snapshot {snapshot_id}" if snapshot_id else "snapshot"
                 raise LakeError(f"the {zone} zone of {store.uri('')} has no {which} of {day}")
             if zone == "raw":
                 keys, schema = ref.manifest["parts"], RAW_SCHEMA
