@@ -20,6 +20,7 @@ from prefect import flow, runtime
 from prefect.logging import get_run_logger
 from prefect.states import Completed, State
 
+from flows.config import resolve_configs
 from sales_etl.demo_api import DemoData, serve_demo_api
 from sales_etl.errors import TransientSourceError
 from sales_etl.report import RunSummary, mask_url
@@ -70,21 +71,34 @@ def _timed(timings: dict[str, float], step: str) -> Iterator[None]:
 
 
 @flow(name=FLOW_NAME, description="Extract a day of sales, land it raw, validate it, load it.")
-def daily_sales(run_date: date | None = None, refresh: bool = False) -> Any:
+def daily_sales(
+    run_date: date | None = None,
+    refresh: bool = False,
+    warehouse_block: str | None = None,
+    data_lake_block: str | None = None,
+    sales_api_block: str | None = None,
+) -> Any:
     """Run the pipeline for one business day.
 
     Args:
         run_date: the business day (UTC). Empty: the scheduled day of a deployment run,
             yesterday for an ad-hoc run.
         refresh: ignore a cached extract and fetch the day from the API again.
+        warehouse_block: name of a saved ``WarehouseBlock``; empty: the environment settings.
+        data_lake_block: name of a saved ``DataLakeBlock``; empty: the environment settings.
+        sales_api_block: name of a saved ``SalesApiBlock``; empty: the environment settings.
 
     Returns:
         The run summary (a dict). The run ends Completed, "Completed from snapshot" when the API
         failed and the day was reloaded from the lake, or Failed with the reason.
     """
     logger = get_run_logger()
-    settings = load_settings()
-    source_config, lake, warehouse = settings.source(), settings.lake(), settings.warehouse()
+    source_config, lake, warehouse = resolve_configs(
+        load_settings(),
+        warehouse_block=warehouse_block,
+        data_lake_block=data_lake_block,
+        sales_api_block=sales_api_block,
+    )
     day = resolve_business_date(run_date)
     run_id = str(runtime.flow_run.id or uuid.uuid4())
     with ExitStack() as stack:
@@ -210,6 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fetch the day from the API again even if a cached extract exists",
     )
+    for option, kind in (
+        ("--warehouse-block", "WarehouseBlock"),
+        ("--data-lake-block", "DataLakeBlock"),
+        ("--sales-api-block", "SalesApiBlock"),
+    ):
+        parser.add_argument(
+            option,
+            metavar="NAME",
+            default=None,
+            help=f"name of a saved {kind} to use instead of the environment settings",
+        )
     return parser
 
 
@@ -217,7 +242,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: exit 0 on success, 1 with a one-line reason on failure."""
     args = build_parser().parse_args(argv)
     day = args.date or default_business_date()
-    state = cast(State[Any], daily_sales(run_date=day, refresh=args.refresh, return_state=True))
+    state = cast(
+        State[Any],
+        daily_sales(
+            run_date=day,
+            refresh=args.refresh,
+            warehouse_block=args.warehouse_block,
+            data_lake_block=args.data_lake_block,
+            sales_api_block=args.sales_api_block,
+            return_state=True,
+        ),
+    )
     if not state.is_completed():
         reason = (state.message or state.name or "failed").strip().splitlines()[0]
         print(f"Daily Sales ETL {day} failed: {reason}", file=sys.stderr)

@@ -1,0 +1,83 @@
+"""``SalesApiBlock``: how to reach the sales API."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from prefect.blocks.core import Block
+from pydantic import Field, HttpUrl, SecretStr
+
+from sales_etl.settings import SourceConfig
+from sales_etl.source import SalesApiClient
+
+
+class SalesApiBlock(Block):
+    """The sales API the Daily Sales ETL extracts from: URL, API key, paging and retries.
+
+    An empty ``base_url`` runs the flow against the embedded demo API.
+    """
+
+    _block_type_name: ClassVar[str] = "Sales API"
+    _block_type_slug: ClassVar[str] = "sales-api"
+    _description: ClassVar[str] = (
+        "The sales API the Daily Sales ETL extracts from: base URL, API key (secret), "
+        "page size, request timeout and retries."
+    )
+    _documentation_url: ClassVar[HttpUrl] = HttpUrl("https://docs.prefect.io/v3/concepts/blocks")
+    _code_example: ClassVar[str] = """
+        from datetime import date
+
+        from blocks import SalesApiBlock
+
+        sales_api_block = SalesApiBlock.load("BLOCK_NAME")
+        with sales_api_block.client() as client:
+            status = client.status(date(2026, 11, 23))
+        """
+
+    base_url: str | None = Field(
+        default=None,
+        title="Base URL",
+        description="Base URL of the sales API, e.g. https://sales.example.com; empty: demo API.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        title="API key",
+        description="Bearer token sent as Authorization header; empty: no authentication.",
+    )
+    page_size: int = Field(
+        default=5000, ge=1, le=10_000, description="Records requested per page (1 to 10000)."
+    )
+    timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Timeout of one HTTP request, in seconds."
+    )
+    max_retries: int = Field(
+        default=5, ge=0, le=20, description="Retries of a failed request (5xx, 429, timeouts)."
+    )
+
+    @classmethod
+    def from_config(cls, config: SourceConfig) -> SalesApiBlock:
+        """A block holding the same settings as ``config``."""
+        return cls(
+            base_url=config.base_url,
+            api_key=config.api_key,
+            page_size=config.page_size,
+            timeout_seconds=config.timeout_seconds,
+            max_retries=config.max_retries,
+        )
+
+    def to_config(self) -> SourceConfig:
+        """The plain configuration the tasks receive (validates the URL)."""
+        return SourceConfig(
+            base_url=self.base_url,
+            api_key=self.api_key if self.api_key and self.api_key.get_secret_value() else None,
+            page_size=self.page_size,
+            timeout_seconds=self.timeout_seconds,
+            max_retries=self.max_retries,
+        )
+
+    def client(self) -> SalesApiClient:
+        """A client of the API; use it as ``with block.client() as client``."""
+        config = self.to_config()
+        if config.base_url is None:
+            raise ValueError("this SalesApiBlock has no base_url (it stands for the demo API)")
+        return SalesApiClient(config)

@@ -1,0 +1,208 @@
+"""``WarehouseBlock``: the warehouse connection as a Prefect block (the old guide's DatabaseBlock).
+
+The block holds settings only; every database operation delegates to :mod:`sales_etl.warehouse`,
+the same code the load task runs. The SQLAlchemy engine is created on first use, kept in a
+private attribute that is never serialized nor pickled, and disposed by :meth:`close` (or on
+leaving a ``with`` block).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime
+from types import TracebackType
+from typing import Any, ClassVar
+
+import pandas as pd
+import pyarrow as pa
+from prefect.blocks.core import Block
+from pydantic import Field, HttpUrl, PrivateAttr, SecretStr
+from sqlalchemy import Engine, text
+
+from sales_etl.settings import WarehouseConfig
+from sales_etl.snapshots import CLEAN_SCHEMA
+from sales_etl.transform import clean_table
+from sales_etl.warehouse import (
+    LoadStats,
+    WarehouseTables,
+    create_warehouse_engine,
+    ensure_tables,
+    load_day,
+    tables_for,
+)
+
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+
+
+class WarehouseBlock(Block):
+    """The warehouse the Daily Sales ETL loads: connection string, schema and target table.
+
+    Attributes:
+        connection_string: SQLAlchemy URL with the password (``postgresql://user:pw@host/db``).
+        db_schema: schema of the target tables.
+        table_name: name of the sales table (rejects go to ``<table_name>_rejected``).
+        pool_size: connections kept in the engine's pool.
+        pool_timeout_seconds: how long to wait for a free pooled connection.
+
+    Example:
+        ```python
+        from blocks import WarehouseBlock
+
+        with WarehouseBlock.load("prod-warehouse") as warehouse:
+            rows = warehouse.query("SELECT count(*) FROM sales WHERE currency = :c", {"c": "EUR"})
+        ```
+    """
+
+    _block_type_name: ClassVar[str] = "Sales Warehouse"
+    _block_type_slug: ClassVar[str] = "sales-warehouse"
+    _description: ClassVar[str] = (
+        "The PostgreSQL warehouse the Daily Sales ETL loads: connection string (secret), "
+        "schema, target table and pool settings."
+    )
+    _documentation_url: ClassVar[HttpUrl] = HttpUrl("https://docs.prefect.io/v3/concepts/blocks")
+    _code_example: ClassVar[str] = """
+        from blocks import WarehouseBlock
+
+        warehouse_block = WarehouseBlock.load("BLOCK_NAME")
+        with warehouse_block:
+            rows = warehouse_block.query("SELECT count(*) FROM sales")
+        """
+
+    connection_string: SecretStr = Field(
+        title="Connection string",
+        description=(
+            "SQLAlchemy URL of the warehouse, password included, e.g. "
+            "postgresql://etl:PASSWORD@db.internal:5432/analytics."
+        ),
+    )
+    db_schema: str = Field(
+        default="public",
+        title="Schema",
+        pattern=IDENTIFIER,
+        description="Database schema of the sales tables; created when missing.",
+    )
+    table_name: str = Field(
+        default="sales",
+        pattern=IDENTIFIER,
+        description="Name of the sales table; rejects go to <table_name>_rejected.",
+    )
+    pool_size: int = Field(
+        default=5, ge=1, description="Number of connections kept in the engine's pool."
+    )
+    pool_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Seconds to wait for a free pooled connection."
+    )
+
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    @classmethod
+    def from_config(cls, config: WarehouseConfig) -> WarehouseBlock:
+        """A block holding the same settings as ``config``."""
+        return cls(
+            connection_string=config.url,
+            db_schema=config.db_schema,
+            table_name=config.table_name,
+            pool_size=config.pool_size,
+            pool_timeout_seconds=config.pool_timeout_seconds,
+        )
+
+    def to_config(self) -> WarehouseConfig:
+        """The plain configuration the tasks receive."""
+        return WarehouseConfig(
+            url=self.connection_string,
+            db_schema=self.db_schema,
+            table_name=self.table_name,
+            pool_size=self.pool_size,
+            pool_timeout_seconds=self.pool_timeout_seconds,
+        )
+
+    def get_engine(self) -> Engine:
+        """The block's engine, created on first use (``create_warehouse_engine``)."""
+        if self._engine is None:
+            self._engine = create_warehouse_engine(self.to_config())
+        return self._engine
+
+    def tables(self) -> WarehouseTables:
+        """The sales and rejects tables in the configured schema."""
+        return tables_for(self.to_config())
+
+    def ensure_tables(self) -> WarehouseTables:
+        """Create the schema and tables if missing; returns them."""
+        tables = self.tables()
+        ensure_tables(self.get_engine(), tables)
+        return tables
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run one statement with bound ``:name`` parameters in a transaction; returns its rows.
+
+        Values always travel as bound parameters, never formatted into ``sql``. A statement
+        that returns no rows (DDL, DML) returns ``[]`` and is committed.
+        """
+        with self.get_engine().begin() as conn:
+            result = conn.execute(text(sql), dict(params or {}))
+            return [tuple(row) for row in result] if result.returns_rows else []
+
+    def upsert(
+        self,
+        day: date,
+        run_id: str,
+        sales_batches: Iterable[pa.Table],
+        rejected_batches: Iterable[pa.Table] = (),
+        loaded_at: datetime | None = None,
+    ) -> LoadStats:
+        """The pipeline's idempotent load of one day (``sales_etl.warehouse.load_day``).
+
+        Batches are Arrow tables in the clean zone's schemas. Sales are merged by ``sale_id``
+        (the newest ``updated_at`` wins); the day's rejects are replaced.
+        """
+        tables = self.ensure_tables()
+        return load_day(
+            self.get_engine(),
+            tables,
+            day,
+            run_id,
+            sales_batches,
+            rejected_batches,
+            loaded_at=loaded_at or datetime.now(UTC),
+        )
+
+    def insert(self, frame: pd.DataFrame | pa.Table, day: date, run_id: str) -> LoadStats:
+        """Upsert a frame of clean sales (the clean zone's columns) for ``day``.
+
+        A missing ``record_index`` is numbered in frame order (later rows win ties).
+        """
+        if isinstance(frame, pd.DataFrame):
+            if "record_index" not in frame.columns:
+                frame = frame.assign(record_index=range(len(frame)))
+            table = clean_table(frame)
+        else:
+            if "record_index" not in frame.column_names:
+                frame = frame.append_column(
+                    "record_index", pa.array(range(frame.num_rows), pa.int64())
+                )
+            table = frame.select(CLEAN_SCHEMA.names).cast(CLEAN_SCHEMA)
+        return self.upsert(day, run_id, [table])
+
+    def close(self) -> None:
+        """Dispose the engine (if one was created)."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def __enter__(self) -> WarehouseBlock:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[Any, Any]:
+        # An engine holds sockets and locks: a pickled block starts without one.
+        state = super().__getstate__()
+        private = dict(state.get("__pydantic_private__") or {})
+        private["_engine"] = None
+        return {**state, "__pydantic_private__": private}
