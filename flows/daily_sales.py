@@ -22,7 +22,7 @@ from prefect.states import Completed, State
 
 from flows.config import resolve_configs
 from sales_etl.demo_api import DemoData, serve_demo_api
-from sales_etl.errors import TransientSourceError
+from sales_etl.errors import LakeError, TransientSourceError
 from sales_etl.report import RunSummary, mask_url
 from sales_etl.settings import LakeConfig, SourceConfig, WarehouseConfig, load_settings
 from tasks.extract import check_source, extract_sales, find_raw_snapshot
@@ -128,28 +128,11 @@ def _run_day(
     timings = summary.timings
     logger.info("Daily Sales ETL for %s from %s", day, summary.source)
 
-    with _timed(timings, "status"):
-        status = check_source(source, day)
-    if not status.should_process:
-        summary.status = "skipped"
-        summary.message = f"the source says {day} has nothing to process; nothing was touched"
-        logger.info("Skipped: %s", summary.message)
-        publish_report(summary)
-        return summary.as_dict()
-
-    source_state = f"{identity}|records={status.record_count}"
-    raw: dict[str, Any] | None
     with _timed(timings, "extract"):
         try:
-            extract = extract_sales.with_options(refresh_cache=True) if refresh else extract_sales
-            raw_info = extract(source, lake, day, source_state, lake.url)
-            raw = find_raw_snapshot(lake, day, raw_info["snapshot_id"])
-            if raw is None:  # a cached result whose snapshot was removed: fetch again
-                raw_info = extract_sales.with_options(refresh_cache=True)(
-                    source, lake, day, source_state, lake.url
-                )
-                raw = find_raw_snapshot(lake, day, raw_info["snapshot_id"])
+            raw = _extract(source, identity, lake, day, refresh)
         except TransientSourceError as exc:
+            # The source is down (status or pages) even after retries: replay the lake.
             raw = find_raw_snapshot(lake, day)
             if raw is None:
                 logger.error("Extraction failed and the lake has no snapshot of %s", day)
@@ -162,6 +145,12 @@ def _run_day(
                 exc,
                 raw["snapshot_id"],
             )
+    if raw is None:
+        summary.status = "skipped"
+        summary.message = f"the source says {day} has nothing to process; nothing was touched"
+        logger.info("Skipped: %s", summary.message)
+        publish_report(summary)
+        return summary.as_dict()
     assert raw is not None
     summary.snapshot_id = raw["snapshot_id"]
     summary.pages = raw["pages"]
@@ -193,6 +182,27 @@ def _run_day(
             name="Completed from snapshot", message=summary.message, data=summary.as_dict()
         )
     return summary.as_dict()
+
+
+def _extract(
+    source: SourceConfig, identity: str, lake: LakeConfig, day: date, refresh: bool
+) -> dict[str, Any] | None:
+    """Land the day in the raw zone (or reuse the cached extract); None when there is nothing."""
+    status = check_source(source, day)
+    if not status.should_process:
+        return None
+    source_state = f"{identity}|records={status.record_count}"
+    extract = extract_sales.with_options(refresh_cache=True) if refresh else extract_sales
+    raw_info = extract(source, lake, day, source_state, lake.url)
+    raw = find_raw_snapshot(lake, day, raw_info["snapshot_id"])
+    if raw is None:  # a cached result whose snapshot was removed from the lake: fetch again
+        raw_info = extract_sales.with_options(refresh_cache=True)(
+            source, lake, day, source_state, lake.url
+        )
+        raw = find_raw_snapshot(lake, day, raw_info["snapshot_id"])
+    if raw is None:
+        raise LakeError(f"raw snapshot {raw_info['snapshot_id']} of {day} vanished after writing")
+    return raw
 
 
 def _parse_date(text: str) -> date:

@@ -141,6 +141,20 @@ def test_source_down_falls_back_to_the_newest_snapshot(api: DemoSalesApi, config
     assert table_state(configured) == before
 
 
+def test_source_unreachable_falls_back_even_before_the_status_call(
+    api: DemoSalesApi, configured: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run().is_completed()
+    before = table_state(configured)
+    from tests.postgres import free_port
+
+    monkeypatch.setenv("SALES_API_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens
+    state = run(refresh=True)
+    assert state.name == "Completed from snapshot"
+    assert "ConnectionError" in state.result()["fallback_reason"]
+    assert table_state(configured) == before
+
+
 def test_source_down_without_snapshot_fails_and_writes_nothing(
     api: DemoSalesApi, configured: str, s3_lake: LakeConfig
 ) -> None:
