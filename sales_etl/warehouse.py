@@ -55,19 +55,10 @@ from sqlalchemy.schema import CreateSchema
 
 from sales_etl.errors import WarehouseError
 from sales_etl.settings import WarehouseConfig
+from sales_etl.validate import FIELDS
 
-BUSINESS_COLUMNS: tuple[str, ...] = (
-    "sale_id",
-    "sale_date",
-    "store_id",
-    "product_id",
-    "customer_id",
-    "quantity",
-    "unit_price",
-    "amount",
-    "currency",
-    "updated_at",
-)
+# One column per contract field, under the same name (the order of sales_etl.validate.FIELDS).
+BUSINESS_COLUMNS: tuple[str, ...] = FIELDS
 REJECT_STAGE_COLUMNS: tuple[str, ...] = (
     "record_index",
     "sale_id",
