@@ -83,13 +83,16 @@ def deployed(prefect_server: PrefectServer) -> dict[str, dict[str, Any]]:
         "kubernetes": deployment_by_name(prefect_server, "hourly-kubernetes"),
     }
     stable = ("id", "job_variables", "parameters", "tags", "entrypoint", "work_pool_name")
-    for kind in after:
-        assert before[kind] is not None and after[kind] is not None
-        assert {k: after[kind][k] for k in stable} == {k: before[kind][k] for k in stable}
-        assert [s["schedule"] for s in after[kind]["schedules"]] == [
-            s["schedule"] for s in before[kind]["schedules"]
+    result: dict[str, dict[str, Any]] = {}
+    for kind, now in after.items():
+        then = before[kind]
+        assert then is not None and now is not None
+        assert {k: now[k] for k in stable} == {k: then[k] for k in stable}
+        assert [s["schedule"] for s in now["schedules"]] == [
+            s["schedule"] for s in then["schedules"]
         ]
-    return {kind: deployment for kind, deployment in after.items() if deployment}
+        result[kind] = now
+    return result
 
 
 async def resolve(
