@@ -22,8 +22,11 @@ FROM ${PYTHON_IMAGE} AS runtime
 ARG APP_UID=10001
 # The deployments' entrypoint flows/daily_sales.py:daily_sales is relative to this directory.
 WORKDIR /opt/prefect/daily-sales-etl
+# /data is the Docker pool's volume mount: a new named volume takes this directory's owner.
 RUN groupadd --gid "${APP_UID}" app \
-    && useradd --uid "${APP_UID}" --gid app --no-create-home --home-dir /tmp --shell /usr/sbin/nologin app
+    && useradd --uid "${APP_UID}" --gid app --no-create-home --home-dir /tmp --shell /usr/sbin/nologin app \
+    && mkdir -p /data \
+    && chown app:app /data
 COPY --from=build /opt/venv /opt/venv
 COPY --chown=root:root sales_etl ./sales_etl
 COPY --chown=root:root tasks ./tasks

@@ -8,6 +8,7 @@ embedded demo API (SALES_API_URL unset). Tests talk to the server over HTTP, lik
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,6 +125,7 @@ def prefect_server() -> Iterator[PrefectServer]:
         yield server
     finally:
         _stop(process, signal.SIGTERM)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def deployment_by_name(server: PrefectServer, name: str) -> dict[str, Any] | None:
@@ -188,6 +190,7 @@ def served(prefect_server: PrefectServer, pg_admin_url: str) -> Iterator[Served]
     finally:
         _stop(process, signal.SIGINT)
         postgres.drop_database(pg_admin_url, database)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def loaded_rows(warehouse_url: str, flow_run_id: str) -> list[tuple[Any, int]]:
