@@ -33,6 +33,20 @@ SERVER_START_SECONDS = 120
 TERMINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
+class RetryingClient(httpx.Client):
+    """Retries 503/429 like Prefect's own client: the SQLite-backed server answers 503 while
+    its database is briefly locked (scheduler, runner and tests write at once)."""
+
+    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        for attempt in range(6):
+            response = super().send(request, **kwargs)
+            if response.status_code not in (429, 503) or attempt == 5:
+                return response
+            response.close()
+            time.sleep(0.25 * 2**attempt)
+        raise AssertionError("unreachable")
+
+
 @dataclass(frozen=True)
 class PrefectServer:
     url: str
@@ -44,7 +58,7 @@ class PrefectServer:
         return f"{self.url}/api"
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.api_url, timeout=30)
+        return RetryingClient(base_url=self.api_url, timeout=30)
 
 
 @dataclass(frozen=True)
