@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format clean
+.PHONY: install run serve browser test lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,24 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m flows.daily_sales $(ARGS)
 
+## make serve: register the "hourly" deployment on PREFECT_API_URL and serve it (Ctrl-C stops)
+serve: $(STAMP)
+	$(BIN)/python -m deployments.serve $(ARGS)
+
+## make browser: Debian's chromium for the UI test, installed when missing and we are root
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing Debian chromium for the UI test"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "WARNING: no $(CHROMIUM) and not root: the UI test will fail (apt-get install chromium)"; \
+	fi
+
 ## make test: the whole suite against real PostgreSQL, S3 (moto server), demo API and Prefect
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

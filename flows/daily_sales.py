@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from typing import Any, cast
 
 from prefect import flow, runtime
@@ -40,14 +41,37 @@ def default_business_date(now: datetime | None = None) -> date:
     return moment.date() - timedelta(days=1)
 
 
+# A deployment run scheduled before this UTC time of day closes the previous day instead.
+CLOSE_PREVIOUS_DAY_BEFORE = dt_time(1, 0)
+
+
+def scheduled_business_date(scheduled: datetime) -> date:
+    """The business day of a deployment run scheduled at ``scheduled``.
+
+    Hourly runs re-load the current UTC day (idempotently, so each one refreshes it); the run
+    scheduled in the first hour after midnight (00:00-00:59 UTC) loads the previous day once more,
+    with its complete data, and so closes it. The next run (01:00) starts on the new day.
+    """
+    moment = scheduled.astimezone(UTC)
+    if moment.time() < CLOSE_PREVIOUS_DAY_BEFORE:
+        return moment.date() - timedelta(days=1)
+    return moment.date()
+
+
 def resolve_business_date(run_date: date | None) -> date:
-    """The explicit date, else the day of a deployment run's scheduled start, else yesterday."""
+    """The business day a run processes.
+
+    The explicit ``run_date`` wins. A deployment run without one (a scheduled run, a UI quick
+    run) derives it from its *scheduled* start time, never from ``now()``, so a late run still
+    processes the day it was scheduled for: see :func:`scheduled_business_date`. An ad-hoc run
+    outside a deployment processes yesterday (UTC).
+    """
     if run_date is not None:
         return run_date
     if runtime.deployment.id is not None:
         scheduled = runtime.flow_run.scheduled_start_time
         if scheduled is not None:
-            return scheduled.astimezone(UTC).date()
+            return scheduled_business_date(scheduled)
     return default_business_date()
 
 

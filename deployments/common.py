@@ -1,0 +1,133 @@
+"""Settings every deployment of the Daily Sales ETL shares: schedule, limit, tags, parameters.
+
+``serve.py``, ``docker.py`` and ``kubernetes.py`` differ only in where the run executes (the
+serve process, a Docker container, a Kubernetes Job); what runs, when, and with which default
+parameters is chosen here, once.
+
+Nothing here holds a secret: the pipeline reads its credentials at run time from the environment
+of the run (a mounted ``.env``, a Kubernetes Secret) or from the blocks named by ``--blocks``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.schedules import Interval, Schedule
+
+from flows.daily_sales import daily_sales
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Relative to PROJECT_ROOT locally and to the image's WORKDIR (same layout) in a container.
+ENTRYPOINT = "flows/daily_sales.py:daily_sales"
+FLOW_NAME = daily_sales.name
+TAGS = ["etl"]
+SCHEDULE_INTERVAL = timedelta(hours=1)
+# Runs fall on the full hour UTC, so "the run just after midnight" is the 00:00 run.
+SCHEDULE_ANCHOR = datetime(2026, 1, 1, tzinfo=UTC)
+SCHEDULE_SLUG = "hourly"
+# Parameters the blocks change adds to the flow; each names a saved block document.
+BLOCK_PARAMETERS = ("warehouse_block", "data_lake_block", "sales_api_block")
+# Non-secret runtime settings a worker-launched run gets in its environment.
+RUNTIME_ENV_VARS = ("DATA_LAKE_URL", "WAREHOUSE_SCHEMA", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
+
+
+def hourly_schedule() -> Schedule:
+    """Every hour on the hour, UTC (the business-date rule in the flow relies on UTC)."""
+    return Interval(
+        SCHEDULE_INTERVAL, anchor_date=SCHEDULE_ANCHOR, timezone="UTC", slug=SCHEDULE_SLUG
+    )
+
+
+def concurrency_limit() -> ConcurrencyLimitConfig:
+    """One run at a time; a late run queues instead of overlapping the next one."""
+    return ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+
+
+def default_parameters(blocks: str | None = None) -> dict[str, Any]:
+    """The deployment's default parameters.
+
+    ``run_date`` stays empty so each run derives its day from its scheduled start time. With
+    ``blocks``, the block parameters name that block document (one name per environment, e.g.
+    ``prod``: block names are unique per block type); without it they stay unset and the run
+    reads the environment.
+
+    Raises:
+        SystemExit: ``blocks`` was given but the flow has no block parameters yet.
+    """
+    parameters: dict[str, Any] = {"run_date": None, "refresh": False}
+    if blocks is None:
+        return parameters
+    accepted = inspect.signature(daily_sales.fn).parameters
+    missing = [name for name in BLOCK_PARAMETERS if name not in accepted]
+    if missing:
+        raise SystemExit(
+            f"--blocks {blocks!r}: the flow {FLOW_NAME!r} has no parameter(s) {', '.join(missing)}"
+        )
+    parameters.update(dict.fromkeys(BLOCK_PARAMETERS, blocks))
+    return parameters
+
+
+def deployment_options(blocks: str | None = None) -> dict[str, Any]:
+    """Keyword arguments common to ``flow.to_deployment`` and ``flow.deploy``."""
+    return {
+        "schedules": [hourly_schedule()],
+        "concurrency_limit": concurrency_limit(),
+        "parameters": default_parameters(blocks),
+        "tags": list(TAGS),
+        "description": (
+            "Daily Sales ETL, hourly. An empty run_date means: the day of the scheduled start "
+            "(UTC); the 00:00 run closes the previous day."
+        ),
+    }
+
+
+def runtime_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Non-secret pipeline settings passed to a worker-launched run (from this environment).
+
+    Only names listed in ``RUNTIME_ENV_VARS`` are copied, so a key or password set in the
+    deploying shell never lands in the deployment's job variables.
+    """
+    env = {"PREFECT_LOGGING_LEVEL": "INFO"}
+    env.update({name: os.environ[name] for name in RUNTIME_ENV_VARS if os.environ.get(name)})
+    env.update(extra or {})
+    return env
+
+
+def parse_env_pairs(pairs: list[str]) -> dict[str, str]:
+    """``NAME=value`` command-line pairs as a dict (for non-secret settings only)."""
+    env: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise argparse.ArgumentTypeError(f"expected NAME=value, got {pair!r}")
+        env[name] = value
+    return env
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, default_name: str) -> None:
+    """The options every deployment script takes."""
+    parser.add_argument(
+        "--name",
+        default=default_name,
+        help=f"deployment name (default: {default_name})",
+    )
+    parser.add_argument(
+        "--blocks",
+        metavar="NAME",
+        default=os.environ.get("ETL_BLOCKS") or None,
+        help=(
+            "name of the saved blocks (warehouse, data lake, sales API) the runs load, passed as "
+            "the flow's *_block parameters (default: $ETL_BLOCKS; unset: the run's environment)"
+        ),
+    )
+
+
+def enter_project_root() -> None:
+    """Run from the project root so the recorded entrypoint is ``flows/daily_sales.py``."""
+    os.chdir(PROJECT_ROOT)

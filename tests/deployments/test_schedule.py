@@ -1,0 +1,101 @@
+"""The hourly schedule and the business-date rule of its runs (no server needed)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+
+import pytest
+
+from deployments import backfill, common
+from flows.daily_sales import scheduled_business_date
+
+
+@pytest.mark.parametrize(
+    ("scheduled", "day"),
+    [
+        (datetime(2026, 11, 24, 0, 0, tzinfo=UTC), date(2026, 11, 23)),  # closes yesterday
+        (datetime(2026, 11, 24, 0, 59, 59, tzinfo=UTC), date(2026, 11, 23)),
+        (datetime(2026, 11, 24, 1, 0, tzinfo=UTC), date(2026, 11, 24)),  # today from 01:00
+        (datetime(2026, 11, 24, 23, 0, tzinfo=UTC), date(2026, 11, 24)),
+        (datetime(2027, 1, 1, 0, 0, tzinfo=UTC), date(2026, 12, 31)),
+        # Another offset is converted to UTC first: 01:30+02:00 is 23:30 UTC the day before.
+        (datetime(2026, 11, 24, 1, 30, tzinfo=timezone(timedelta(hours=2))), date(2026, 11, 23)),
+    ],
+)
+def test_scheduled_business_date(scheduled: datetime, day: date) -> None:
+    assert scheduled_business_date(scheduled) == day
+
+
+def test_a_day_of_hourly_runs_loads_each_day_and_closes_it_once() -> None:
+    start = datetime(2026, 11, 24, tzinfo=UTC)
+    days = [scheduled_business_date(start + timedelta(hours=h)) for h in range(48)]
+    assert days.count(date(2026, 11, 23)) == 1  # the 00:00 run of the 24th
+    assert days.count(date(2026, 11, 24)) == 24  # 01:00..23:00 and the closing 00:00 run
+    assert days[0] == date(2026, 11, 23) and days[24] == date(2026, 11, 24)
+
+
+def test_the_schedule_is_hourly_on_the_hour_utc() -> None:
+    schedule = common.hourly_schedule()
+    assert schedule.interval == timedelta(hours=1)
+    assert schedule.anchor_date == datetime(2026, 1, 1, tzinfo=UTC)
+    assert schedule.timezone == "UTC"
+    limit = common.concurrency_limit()
+    assert limit.limit == 1
+    assert limit.collision_strategy.value == "ENQUEUE"
+
+
+def test_default_parameters_leave_blocks_to_the_environment() -> None:
+    assert common.default_parameters() == {"run_date": None, "refresh": False}
+
+
+def test_blocks_need_the_flows_block_parameters() -> None:
+    import inspect
+
+    from flows.daily_sales import daily_sales
+
+    accepted = inspect.signature(daily_sales.fn).parameters
+    if all(name in accepted for name in common.BLOCK_PARAMETERS):
+        assert common.default_parameters("prod") == {
+            "run_date": None,
+            "refresh": False,
+            "warehouse_block": "prod",
+            "data_lake_block": "prod",
+            "sales_api_block": "prod",
+        }
+    else:
+        with pytest.raises(SystemExit, match="has no parameter"):
+            common.default_parameters("prod")
+
+
+def test_runtime_env_copies_only_non_secret_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WAREHOUSE_URL", "postgresql://u:pw@h/db")
+    monkeypatch.setenv("SALES_API_KEY", "sk-secret")
+    monkeypatch.setenv("DATA_LAKE_URL", "s3://lake/x")
+    assert common.runtime_env({"EXTRA": "1"}) == {
+        "PREFECT_LOGGING_LEVEL": "INFO",
+        "DATA_LAKE_URL": "s3://lake/x",
+        "EXTRA": "1",
+    }
+
+
+def test_backfill_days_and_keys() -> None:
+    days = backfill.days_between(date(2026, 2, 27), date(2026, 3, 1))
+    assert days == [date(2026, 2, 27), date(2026, 2, 28), date(2026, 3, 1)]
+    with pytest.raises(ValueError, match="before"):
+        backfill.days_between(date(2026, 3, 2), date(2026, 3, 1))
+    with pytest.raises(ValueError, match="split the backfill"):
+        backfill.days_between(date(2025, 1, 1), date(2026, 12, 31))
+    key = backfill.idempotency_key("Daily Sales ETL/hourly", date(2026, 3, 1))
+    assert key == "backfill:Daily Sales ETL/hourly:2026-03-01"
+    assert backfill.idempotency_key("d/x", date(2026, 3, 1), "r2") == "backfill:d/x:2026-03-01:r2"
+
+
+@pytest.mark.parametrize("module", ["serve", "docker", "kubernetes", "backfill"])
+def test_every_script_has_help(module: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib
+
+    script = importlib.import_module(f"deployments.{module}")
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--help"])
+    assert exit_info.value.code == 0
+    assert "usage: python -m deployments." + module in capsys.readouterr().out
