@@ -24,6 +24,7 @@ from sales_etl.demo_api import DemoData, serve_demo_api
 from sales_etl.errors import TransientSourceError
 from sales_etl.report import RunSummary, mask_url
 from sales_etl.settings import LakeConfig, SourceConfig, WarehouseConfig, load_settings
+from sales_etl.source import SourceStatus
 from tasks.extract import check_source, extract_sales, find_raw_snapshot
 from tasks.load import load_sales
 from tasks.report import publish_report
@@ -114,19 +115,27 @@ def _run_day(
     timings = summary.timings
     logger.info("Daily Sales ETL for %s from %s", day, summary.source)
 
+    status: SourceStatus | None = None
+    source_down: TransientSourceError | None = None
     with _timed(timings, "status"):
-        status = check_source(source, day)
-    if not status.should_process:
+        try:
+            status = check_source(source, day)
+        except TransientSourceError as exc:  # the whole API is down: the lake may still serve
+            source_down = exc
+    if status is not None and not status.should_process:
         summary.status = "skipped"
         summary.message = f"the source says {day} has nothing to process; nothing was touched"
         logger.info("Skipped: %s", summary.message)
         publish_report(summary)
         return summary.as_dict()
 
-    source_state = f"{identity}|records={status.record_count}"
     raw: dict[str, Any] | None
     with _timed(timings, "extract"):
         try:
+            if source_down is not None:
+                raise source_down
+            assert status is not None
+            source_state = f"{identity}|records={status.record_count}"
             extract = extract_sales.with_options(refresh_cache=refresh or None)
             raw_info = extract(source, lake, day, source_state, lake.url)
             raw = find_raw_snapshot(lake, day, raw_info["snapshot_id"])
