@@ -42,6 +42,7 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     func,
+    inspect,
     literal,
     or_,
     select,
@@ -178,8 +179,11 @@ def ensure_tables(engine: Engine, tables: WarehouseTables) -> None:
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('daily_sales_etl:ddl'))"))
-            if tables.metadata.schema:
-                conn.execute(CreateSchema(tables.metadata.schema, if_not_exists=True))
+            schema = tables.metadata.schema
+            # CREATE SCHEMA needs CREATE on the database even when the schema exists: a role
+            # granted only its schema (the usual production setup) must not need it.
+            if schema and not inspect(conn).has_schema(schema):
+                conn.execute(CreateSchema(schema, if_not_exists=True))
         tables.metadata.create_all(conn, checkfirst=True)
 
 

@@ -189,11 +189,8 @@ def test_hostile_records_through_the_demo_api_and_the_flow(
         tables = set(sa.inspect(conn).get_table_names())
     engine.dispose()
     assert tables == {"sales", "sales_rejected"}
-    assert (
-        sorted(r[0] for r in sales)
-        == sorted([SQLISH[0], f"{DAY:%Y%m%d}-000000002", f"{DAY:%Y%m%d}-000000008"])
-        or len(sales) == 3
-    )
+    # Only two of the corpus are valid sales; every other record is kept as a reject.
+    assert sorted(r[0] for r in sales) == sorted([SQLISH[0], f"{DAY:%Y%m%d}-000000002"])
     by_id = {r[0]: r for r in sales}
     assert by_id[SQLISH[0]][1] == SQLISH[1]  # stored as text, executed never
     assert by_id[f"{DAY:%Y%m%d}-000000002"][2] == SQLISH[3]
