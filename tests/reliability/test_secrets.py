@@ -90,8 +90,8 @@ def test_no_secret_on_failure_paths(
     lake = tmp_path / "lake"
     warehouse = pg_password_url
     if spec.get("warehouse_down"):
-        warehouse = str(sa.make_url(pg_password_url).set(port=int(closed_url().split(":")[1])))
-        warehouse = sa.make_url(warehouse).render_as_string(hide_password=False)
+        port = int(closed_url().split(":")[1])
+        warehouse = sa.make_url(pg_password_url).set(port=port).render_as_string(False)
         assert DB_PASSWORD in warehouse
     server_key = spec.get("server_key", API_KEY)
     with serve_demo_api(DATA, spec.get("faults"), api_key=server_key) as api:
