@@ -69,10 +69,10 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 FAILURES = {
-    "permanent_4xx": {"faults": Faults(permanent_status=403)},
-    "wrong_api_key": {"server_key": "another-key"},
-    "source_down_without_snapshot": {"api_down": True},
-    "warehouse_refusing_connections": {"warehouse_down": True},
+    "permanent_4xx": {"faults": Faults(permanent_status=403), "says": "403 Forbidden"},
+    "wrong_api_key": {"server_key": "another-key", "says": "401 Unauthorized"},
+    "source_down_without_snapshot": {"api_down": True, "says": "ConnectionError"},
+    "warehouse_refusing_connections": {"warehouse_down": True, "says": "Connection refused"},
 }
 
 
@@ -102,6 +102,7 @@ def test_no_secret_on_failure_paths(
         state = daily_sales(run_date=DAY, return_state=True)
 
     assert state.is_failed(), state
+    assert spec["says"] in (state.message or ""), state.message  # the failure meant, not another
     error = state.result(raise_on_failure=False)
     assert isinstance(error, BaseException)
     assert_clean(state.message or "", "the state message")
