@@ -171,7 +171,8 @@ def ensure_tables(engine: Engine, tables: WarehouseTables) -> None:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('daily_sales_etl:ddl'))"))
             schema = tables.metadata.schema
-            # Only ask for CREATE rights on the database when the schema is really missing.
+            # CREATE SCHEMA needs CREATE on the database even when the schema exists: a role
+            # granted only its schema (the usual production setup) must not need it.
             if schema and not inspect(conn).has_schema(schema):
                 conn.execute(CreateSchema(schema, if_not_exists=True))
         tables.metadata.create_all(conn, checkfirst=True)

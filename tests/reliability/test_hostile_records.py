@@ -1,0 +1,197 @@
+"""Hostile records: arbitrary JSON through validation and the real PostgreSQL load. Every
+sale_id lands in exactly one of sales / sales_rejected, nothing crashes, SQL-looking text is
+stored as text."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import SecretStr
+
+from flows.daily_sales import daily_sales
+from sales_etl import jsontext
+from sales_etl.demo_api import DemoData, generate_record, serve_demo_api
+from sales_etl.settings import WarehouseConfig
+from sales_etl.transform import clean_table, rejected_table
+from sales_etl.validate import FIELDS, MAX_ID_CHARS, validate_records
+from sales_etl.warehouse import create_warehouse_engine, ensure_tables, load_day, tables_for
+from tests.reliability.conftest import DAY, pipeline_env, set_env
+
+SQLISH = [
+    "'; DROP TABLE sales; --",
+    "Robert'); DROP TABLE sales_rejected;--",
+    "1' OR '1'='1",
+    "$$; SELECT pg_sleep(30); $$",
+    "\\.",
+    "E'\\\\x00'; COPY sales TO PROGRAM 'id'",
+    '","x"\n\\.\n',
+]
+ABSURD_DATES = [
+    "0000-01-01T00:00:00+00:00",
+    "9999-12-31T23:59:59+14:00",
+    "2026-02-30T10:00:00Z",
+    "2026-11-23T25:61:00Z",
+    "2026-11-23T12:00:00",
+    "-2026-11-23T12:00:00Z",
+    "2026-11-23T12:00:00+99:99",
+    "1969-12-31T23:59:59Z",
+    "2100-01-01T00:00:00Z",
+]
+ids = st.sampled_from([f"S-{i}" for i in range(8)] + SQLISH[:4])
+huge = st.builds(
+    lambda char, n: char * n,
+    st.sampled_from(["x", "'", "\\", "\x00", "é"]),
+    st.integers(0, 300_000),
+)
+texts = st.one_of(st.text(max_size=40), st.sampled_from(SQLISH), huge)
+numbers = st.one_of(
+    st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -0.0, 5e-324]),
+    st.integers(-(10**40), 10**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["12,50", "1e999999", " 7 ", "0x10", "NaN", "-0", "99999999999999.99999"]),
+)
+dates = st.one_of(
+    st.sampled_from(ABSURD_DATES),
+    st.datetimes(
+        min_value=datetime(2026, 11, 22), max_value=datetime(2026, 11, 24), timezones=st.just(UTC)
+    ).map(lambda d: d.isoformat()),
+)
+scalars = st.one_of(st.none(), st.booleans(), numbers, texts, dates)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@st.composite
+def hostile_records(draw: st.DrawFn) -> Any:
+    if draw(st.integers(0, 9)) == 0:
+        return draw(values)  # not an object at all
+    record: dict[str, Any] = generate_record(DAY.isoformat(), draw(st.integers(0, 10_000)))
+    record["sale_id"] = draw(ids)
+    record["updated_at"] = draw(dates)
+    for field in draw(st.sets(st.sampled_from(FIELDS), max_size=3)):
+        record[field] = draw(values)
+    for field in draw(st.sets(st.sampled_from(FIELDS), max_size=1)):
+        record.pop(field, None)
+    record.update(draw(st.dictionaries(st.text(max_size=8), values, max_size=2)))
+    return record
+
+
+def valid_id(value: Any) -> bool:
+    return (
+        type(value) is str  # a JSON number (JsonNumber) is no sale_id
+        and 1 <= len(value) <= MAX_ID_CHARS["sale_id"]
+        and not any(ord(c) < 32 or ord(c) == 127 for c in value)
+    )
+
+
+@pytest.fixture
+def warehouse_engine(pg_url: str) -> Any:
+    config = WarehouseConfig(url=SecretStr(pg_url))
+    engine = create_warehouse_engine(config)
+    tables = tables_for(config)
+    ensure_tables(engine, tables)
+    yield engine, tables
+    engine.dispose()
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(records=st.lists(hostile_records(), min_size=1, max_size=25))
+def test_hostile_records_each_sale_lands_in_exactly_one_table(
+    warehouse_engine: Any, records: list[Any]
+) -> None:
+    engine, tables = warehouse_engine
+    with engine.begin() as conn:
+        conn.execute(sa.text("TRUNCATE sales, sales_rejected"))
+    # Exactly what the API would send, parsed exactly as the pipeline parses it.
+    parsed = jsontext.loads(json.dumps({"data": records}, allow_nan=True))["data"]
+
+    result = validate_records(parsed, DAY)
+    assert len(result.clean) + len(result.rejected) == len(parsed)
+    load_day(
+        engine,
+        tables,
+        DAY,
+        "run",
+        [clean_table(result.clean)],
+        [rejected_table(result.rejected)],
+        loaded_at=datetime.now(UTC),
+    )
+
+    with engine.connect() as conn:
+        sales = conn.execute(sa.text("SELECT sale_id, store_id, product_id FROM sales")).all()
+        rejects = conn.execute(sa.text("SELECT sale_id, occurrences FROM sales_rejected")).all()
+    sales_ids = [r[0] for r in sales]
+    rejected_ids = {r[0] for r in rejects if r[0] is not None}
+    offered = {r["sale_id"] for r in parsed if isinstance(r, dict) and valid_id(r.get("sale_id"))}
+    assert len(sales_ids) == len(set(sales_ids))
+    assert set(sales_ids).isdisjoint(rejected_ids)
+    assert set(sales_ids) | rejected_ids == offered
+    without_id = sum(1 for r in parsed if not isinstance(r, dict) or not valid_id(r.get("sale_id")))
+    assert sum(n for sale_id, n in rejects if sale_id is None) == without_id
+    # Text that looks like SQL is stored as the very text that was sent.
+    sent = {
+        (r["sale_id"], r["store_id"], r["product_id"])
+        for r in parsed
+        if isinstance(r, dict)
+        and all(type(r.get(k)) is str for k in ("sale_id", "store_id", "product_id"))
+    }
+    assert {tuple(r) for r in sales} <= sent
+
+
+HOSTILE_CORPUS: list[Any] = [
+    {**generate_record(DAY.isoformat(), 1), "sale_id": SQLISH[0], "store_id": SQLISH[1]},
+    {**generate_record(DAY.isoformat(), 2), "product_id": SQLISH[3], "extra": {"a": [1, None]}},
+    {**generate_record(DAY.isoformat(), 3), "amount": math.nan},
+    {**generate_record(DAY.isoformat(), 4), "quantity": math.inf},
+    {**generate_record(DAY.isoformat(), 5), "store_id": "S\x00\x01\x1b[31m"},
+    {**generate_record(DAY.isoformat(), 6), "sale_date": ABSURD_DATES[1]},
+    {**generate_record(DAY.isoformat(), 7), "amount": 10**400},
+    {**generate_record(DAY.isoformat(), 8), "customer_id": "c" * 200_000},
+    {**generate_record(DAY.isoformat(), 9), "currency": ["EUR"]},
+    {**generate_record(DAY.isoformat(), 10), "sale_id": 12345},
+    {k: v for k, v in generate_record(DAY.isoformat(), 11).items() if k != "updated_at"},
+    None,
+    "'; DROP TABLE sales; --",
+    [1, 2, 3],
+    {},
+]
+
+
+def test_hostile_records_through_the_demo_api_and_the_flow(
+    monkeypatch: pytest.MonkeyPatch, pg_url: str, tmp_path: Path
+) -> None:
+    data = DemoData(records={DAY.isoformat(): HOSTILE_CORPUS})
+    with serve_demo_api(data) as api:
+        set_env(monkeypatch, pipeline_env(api.url, str(tmp_path / "lake"), pg_url))
+        state = daily_sales(run_date=DAY, return_state=True)
+    assert state.is_completed(), state.message
+    engine = sa.create_engine(pg_url)
+    with engine.connect() as conn:
+        sales = conn.execute(sa.text("SELECT sale_id, store_id, product_id FROM sales")).all()
+        rejects = conn.execute(sa.text("SELECT sale_id, reason FROM sales_rejected")).all()
+        tables = set(sa.inspect(conn).get_table_names())
+    engine.dispose()
+    assert tables == {"sales", "sales_rejected"}
+    # Only two of the corpus are valid sales; every other record is kept as a reject.
+    assert sorted(r[0] for r in sales) == sorted([SQLISH[0], f"{DAY:%Y%m%d}-000000002"])
+    by_id = {r[0]: r for r in sales}
+    assert by_id[SQLISH[0]][1] == SQLISH[1]  # stored as text, executed never
+    assert by_id[f"{DAY:%Y%m%d}-000000002"][2] == SQLISH[3]
+    assert len(sales) + len(rejects) == len(HOSTILE_CORPUS)

@@ -1,0 +1,110 @@
+"""Source down: with a raw snapshot in the lake the run completes from it and says so; without
+one it fails clearly and writes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import flows.daily_sales as flow_module
+from flows.daily_sales import daily_sales
+from sales_etl.demo_api import Faults, serve_demo_api
+from tasks.extract import extract_sales
+from tests import postgres
+from tests.reliability.conftest import (
+    DATA,
+    DAY,
+    WarehouseContents,
+    contents,
+    manifests,
+    pipeline_env,
+    set_env,
+    table_names,
+)
+
+FAST_FAIL = {"SALES_API_MAX_RETRIES": "1", "SALES_API_TIMEOUT_SECONDS": "2"}
+
+
+@pytest.fixture(autouse=True)
+def _no_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep Prefect's retries of the extract, without their minutes of waiting."""
+    monkeypatch.setattr(
+        flow_module, "extract_sales", extract_sales.with_options(retry_delay_seconds=0)
+    )
+
+
+def closed_port_url() -> str:
+    return f"http://127.0.0.1:{postgres.free_port()}"
+
+
+def test_api_down_with_raw_snapshot_completes_from_snapshot(
+    monkeypatch: pytest.MonkeyPatch, pg_url: str, tmp_path: Path, reference: WarehouseContents
+) -> None:
+    lake = tmp_path / "lake"
+    with serve_demo_api(DATA) as api:
+        url = api.url
+        set_env(monkeypatch, pipeline_env(url, str(lake), pg_url, **FAST_FAIL))
+        first = daily_sales(run_date=DAY, return_state=True)
+    assert first.is_completed(), first.message
+    [snapshot] = manifests(lake)
+
+    # The API is gone entirely (its port now refuses connections).
+    second = daily_sales(run_date=DAY, refresh=True, return_state=True)
+
+    assert second.is_completed() and second.name == "Completed from snapshot", second
+    summary = second.result()
+    assert summary["status"] == "loaded_from_snapshot" and summary["fallback_used"]
+    assert summary["snapshot_id"] in str(snapshot)
+    assert url in summary["fallback_reason"]
+    assert manifests(lake) == [snapshot]
+    got = contents(pg_url)
+    assert (got.sales, got.rejected) == (reference.sales, reference.rejected)
+
+
+def test_sales_endpoint_failing_with_raw_snapshot_completes_from_snapshot(
+    monkeypatch: pytest.MonkeyPatch, pg_url: str, tmp_path: Path, reference: WarehouseContents
+) -> None:
+    lake = tmp_path / "lake"
+    with serve_demo_api(DATA) as api:
+        set_env(monkeypatch, pipeline_env(api.url, str(lake), pg_url, **FAST_FAIL))
+        assert daily_sales(run_date=DAY, return_state=True).is_completed()
+        api.set_faults(error_5xx_every=1)  # /sales answers 503 on every request
+        state = daily_sales(run_date=DAY, refresh=True, return_state=True)
+
+    assert state.name == "Completed from snapshot", state.message
+    assert "503" in state.result()["fallback_reason"]
+    assert len(manifests(lake)) == 1
+    got = contents(pg_url)
+    assert (got.sales, got.rejected) == (reference.sales, reference.rejected)
+
+
+def test_api_down_without_snapshot_fails_clearly_and_writes_nothing(
+    monkeypatch: pytest.MonkeyPatch, pg_url: str, tmp_path: Path
+) -> None:
+    lake = tmp_path / "lake"
+    url = closed_port_url()
+    set_env(monkeypatch, pipeline_env(url, str(lake), pg_url, **FAST_FAIL))
+
+    state = daily_sales(run_date=DAY, return_state=True)
+
+    assert state.is_failed()
+    assert f"{url}/sales" in state.message and "ConnectionError" in state.message, state.message
+    assert not lake.exists() or not [p for p in lake.rglob("*") if p.is_file()]
+    assert table_names(pg_url) == set()
+
+
+def test_sales_endpoint_failing_without_snapshot_fails_clearly_and_writes_nothing(
+    monkeypatch: pytest.MonkeyPatch, pg_url: str, tmp_path: Path
+) -> None:
+    lake = tmp_path / "lake"
+    with serve_demo_api(DATA, Faults(error_5xx_every=1)) as api:
+        set_env(monkeypatch, pipeline_env(api.url, str(lake), pg_url, **FAST_FAIL))
+        state = daily_sales(run_date=DAY, return_state=True)
+        requests = len(api.sales_requests)
+
+    assert state.is_failed()
+    assert f"{api.url}/sales" in state.message and "503" in state.message, state.message
+    assert requests == 3 * 2  # 3 task attempts (Prefect retries) x 2 client attempts
+    assert not lake.exists() or not [p for p in lake.rglob("*") if p.is_file()]
+    assert table_names(pg_url) == set()

@@ -1,0 +1,151 @@
+"""Warehouse down or restarted, and concurrent runs of one day: the run fails clearly or
+retries, a rerun converges, and the raw snapshot is never fetched from the API twice."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+import flows.daily_sales as flow_module
+from flows.daily_sales import daily_sales
+from sales_etl.demo_api import serve_demo_api
+from tasks.load import load_sales
+from tests import postgres
+from tests.reliability.conftest import (
+    DATA,
+    DAY,
+    WarehouseContents,
+    admin_engine,
+    blocked_etl_backends,
+    contents,
+    database_name,
+    holding,
+    manifests,
+    pipeline_env,
+    set_env,
+    start_flow,
+    wait_for,
+)
+from tests.reliability.test_kills import DAY_LOCK, create_tables
+
+
+def test_warehouse_refusing_connections_fails_clearly_and_rerun_converges(
+    monkeypatch: pytest.MonkeyPatch, pg_url: str, tmp_path: Path, reference: WarehouseContents
+) -> None:
+    monkeypatch.setattr(flow_module, "load_sales", load_sales.with_options(retry_delay_seconds=0))
+    port = postgres.free_port()
+    down = f"postgresql://etl:pw-not-shown@127.0.0.1:{port}/warehouse"
+    lake = tmp_path / "lake"
+    with serve_demo_api(DATA) as api:
+        set_env(monkeypatch, pipeline_env(api.url, str(lake), down))
+        state = daily_sales(run_date=DAY, return_state=True)
+        assert state.is_failed()
+        assert f"loading {DAY} into postgresql+psycopg2://etl:***@127.0.0.1:{port}/warehouse" in (
+            state.message
+        ), state.message
+        assert "Connection refused" in state.message
+        assert "pw-not-shown" not in state.message
+        fetched = len(api.sales_requests)
+
+        monkeypatch.setenv("WAREHOUSE_URL", pg_url)
+        rerun = daily_sales(run_date=DAY, return_state=True)
+        assert rerun.is_completed(), rerun.message
+        assert len(api.sales_requests) == fetched, "the raw snapshot was fetched twice"
+    assert len(manifests(lake)) == 1
+    assert contents(pg_url) == reference
+
+
+def restart(cluster_url: str) -> None:
+    """``pg_ctl restart -m fast`` of a throwaway cluster (kills every session, then starts)."""
+    engine = admin_engine(cluster_url)
+    with engine.connect() as conn:
+        data = str(conn.execute(sa.text("SHOW data_directory")).scalar_one())
+    engine.dispose()
+    pg_ctl = postgres._pg_bin("pg_ctl")
+    assert pg_ctl
+    log = Path(data).parent / "restart.log"
+    run_as = ["runuser", "-u", "postgres", "--"] if Path("/root").exists() else []
+    subprocess.run(
+        [*run_as, pg_ctl, "-D", data, "-m", "fast", "-w", "-l", str(log), "restart"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def test_postgres_restarted_under_a_load_retries_and_rerun_converges(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    prefect_api_url: str,
+    reference: WarehouseContents,
+) -> None:
+    lake = tmp_path / "lake"
+    with postgres.throwaway_cluster() as cluster:
+        wait_for(lambda: postgres.answers(cluster), timeout=30, what="the throwaway cluster")
+        url = postgres.create_database(cluster, "warehouse")
+        create_tables(url)
+        admin = admin_engine(cluster)
+        with serve_demo_api(DATA) as api:
+            env = pipeline_env(api.url, str(lake), url)
+            proc = start_flow(tmp_path, "restarted", env, prefect_api_url)
+            locker = sa.create_engine(url, poolclass=sa.pool.NullPool)
+            conn = locker.connect()
+            conn.begin()
+            conn.execute(sa.text(DAY_LOCK))
+            wait_for(
+                lambda: blocked_etl_backends(admin, "warehouse", f"%{DAY}%"),
+                timeout=120,
+                what="the load to be in flight",
+                proc=proc,
+            )
+            admin.dispose()
+            restart(cluster)  # also ends the session holding the lock
+            conn.invalidate()
+            locker.dispose()
+            code = proc.wait(timeout=120)
+            # Either Prefect's retry of the load succeeded, or the run failed saying why.
+            log = proc.stdout + proc.stderr
+            assert "load-sales" in log
+            if code != 0:
+                assert "failed" in proc.stderr and "loading" in proc.stderr, proc.stderr
+            else:
+                assert "server closed the connection" in log and "Retry 1/2" in log, log[-3000:]
+            fetched = len(api.sales_requests)
+
+            set_env(monkeypatch, env)
+            rerun = daily_sales(run_date=DAY, return_state=True)
+            assert rerun.is_completed(), rerun.message
+            assert len(api.sales_requests) == fetched, "the raw snapshot was fetched twice"
+        assert contents(url) == reference
+        assert database_name(url) == "warehouse"
+
+
+def test_concurrent_runs_of_the_same_day_end_as_one_run(
+    pg_url: str,
+    pg_admin_url: str,
+    tmp_path: Path,
+    prefect_api_url: str,
+    reference: WarehouseContents,
+) -> None:
+    lake = tmp_path / "lake"
+    create_tables(pg_url)
+    admin = admin_engine(pg_admin_url)
+    db = database_name(pg_url)
+    with serve_demo_api(DATA) as api:
+        env = pipeline_env(api.url, str(lake), pg_url)
+        # Both loads queue on the day lock together, then race the moment it is released.
+        with holding(pg_url, DAY_LOCK):
+            runs = [start_flow(tmp_path, f"run{i}", env, prefect_api_url) for i in (1, 2)]
+            wait_for(
+                lambda: len(blocked_etl_backends(admin, db, f"%{DAY}%")) == 2,
+                timeout=180,
+                what="both loads to be in flight at once",
+            )
+        admin.dispose()
+        codes = [run.wait(timeout=120) for run in runs]
+    assert codes == [0, 0], [run.stderr[-2000:] for run in runs]
+    assert 1 <= len(manifests(lake)) <= 2
+    assert contents(pg_url) == reference
