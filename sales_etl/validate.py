@@ -107,9 +107,7 @@ def validate_records(records: Sequence[Any], day: date, first_index: int = 0) ->
     columns = {name: [o.get(name) for o in objects] for name in FIELDS}
 
     sale_id, sale_id_ok = _text(columns["sale_id"], index, MAX_ID_CHARS["sale_id"], nullable=False)
-    store_id, store_ok = _text(
-        columns["store_id"], index, MAX_ID_CHARS["store_id"], nullable=False
-    )
+    store_id, store_ok = _text(columns["store_id"], index, MAX_ID_CHARS["store_id"], nullable=False)
     product_id, product_ok = _text(
         columns["product_id"], index, MAX_ID_CHARS["product_id"], nullable=False
     )
