@@ -30,8 +30,8 @@ DAY = date(2026, 11, 23)
 DATA = DemoData(rows_per_day=1000, malformed_every=13, update_every=9)
 
 
-def expected_day() -> tuple[int, Decimal, int]:
-    """(sales rows, sum of amount, rejects kept) from one pass over all the day's records."""
+def expected_day() -> tuple[int, Decimal, int, list[tuple[str, datetime, datetime]]]:
+    """(sales rows, sum of amount, rejects kept, first rows' instants) from one pass."""
     text = DAY.isoformat()
     records = jsontext.loads(json.dumps(DATA.page(text, 0, DATA.count(text))))
     result = validate_records(records, DAY)
@@ -46,7 +46,14 @@ def expected_day() -> tuple[int, Decimal, int]:
     clean = result.clean[result.clean["record_index"].isin(winners)]
     kept_rejects = result.rejected["sale_id"].isna() | result.rejected["record_index"].isin(winners)
     total = sum((Decimal(a) for a in clean["amount"]), Decimal(0))
-    return len(clean), total, int(kept_rejects.sum())
+    first = clean.sort_values("sale_id").head(20)
+    instants = [
+        (sid, sd.to_pydatetime(), ua.to_pydatetime())
+        for sid, sd, ua in zip(
+            first["sale_id"], first["sale_date"], first["updated_at"], strict=True
+        )
+    ]
+    return len(clean), total, int(kept_rejects.sum()), instants
 
 
 def run_day(
@@ -81,7 +88,13 @@ def run_day(
 
 
 def test_multi_chunk_day_lands_exact_counts_and_sums(pg_url: str, local_lake: LakeConfig) -> None:
-    rows, amount, rejects = expected_day()
+    rows, amount, rejects, instants = expected_day()
+    # Timestamps must land as the same instants whatever the session's time zone is.
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        database = sa.make_url(pg_url).database
+        conn.execute(sa.text(f"ALTER DATABASE \"{database}\" SET timezone = 'Asia/Kolkata'"))
+    admin.dispose()
     streamed = WarehouseConfig(url=SecretStr(pg_url), table_name="sales")
     whole = WarehouseConfig(url=SecretStr(pg_url), table_name="sales_whole")
     with serve_demo_api(DATA) as api:
@@ -109,7 +122,11 @@ def test_multi_chunk_day_lands_exact_counts_and_sums(pg_url: str, local_lake: La
             )
         ]
         whole_count = conn.execute(sa.text("SELECT count(*) FROM sales_whole")).scalar_one()
+        stored = conn.execute(
+            sa.text("SELECT sale_id, sale_date, updated_at FROM sales ORDER BY sale_id LIMIT 20")
+        ).all()
     engine.dispose()
     assert (count, total, distinct) == (rows, amount, rows)
     assert kept == rejects
     assert differences == [0, 0] and whole_count == rows
+    assert [tuple(row) for row in stored] == instants
