@@ -20,20 +20,23 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.futures import PrefectFuture, wait
 from prefect.logging import get_run_logger
 from prefect.states import State
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.daily_sales import daily_sales
 
 FLOW_NAME = "Daily Sales Backfill"
+# Unbounded threads: the flow itself keeps at most max_parallel days in flight.
+_THREADS = cast(TaskRunner[PrefectFuture[Any]], ThreadPoolTaskRunner())
 MAX_DAYS = 3660
 SUMMARY_COLUMNS = (
     "records_extracted",
@@ -92,13 +95,16 @@ def run_day(day: date, deployment: str | None = None, refresh: bool = False) -> 
     """Run ``day`` and return its summary row; a failed day is reported, not raised, here."""
     started = time.perf_counter()
     if deployment is None:
-        state: State[Any] = daily_sales(run_date=day, refresh=refresh, return_state=True)
+        state = cast(State[Any], daily_sales(run_date=day, refresh=refresh, return_state=True))
     else:
-        flow_run = run_deployment(
-            name=deployment,
-            parameters={"run_date": day.isoformat(), "refresh": refresh},
-            timeout=None,
-            as_subflow=True,
+        flow_run = cast(
+            FlowRun,
+            run_deployment(
+                name=deployment,
+                parameters={"run_date": day.isoformat(), "refresh": refresh},
+                timeout=None,
+                as_subflow=True,
+            ),
         )
         assert flow_run.state is not None
         state = flow_run.state
@@ -108,7 +114,7 @@ def run_day(day: date, deployment: str | None = None, refresh: bool = False) -> 
 @flow(
     name=FLOW_NAME,
     description="Run the Daily Sales ETL for every day of a date range, a few days at a time.",
-    task_runner=ThreadPoolTaskRunner(),
+    task_runner=_THREADS,
 )
 def daily_sales_backfill(
     start: date,
@@ -137,7 +143,7 @@ def daily_sales_backfill(
     days = days_between(start, end)
     logger.info("Backfilling %d days (%s..%s), %d at a time", len(days), start, end, max_parallel)
     # A sliding window: a new day starts as soon as one finishes, never more than
-    # max_parallel in flight (the thread pool itself is unbounded, see the decorator).
+    # max_parallel in flight (the thread pool itself is unbounded, see _THREADS).
     pending = list(days)
     in_flight: list[PrefectFuture[dict[str, Any]]] = []
     finished: list[PrefectFuture[dict[str, Any]]] = []

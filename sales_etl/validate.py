@@ -128,7 +128,7 @@ def validate_records(records: Sequence[Any], day: date, first_index: int = 0) ->
     currency = _strings(columns["currency"], index).str.upper()
     currency_ok = _flag(currency.isin(ISO_4217))
 
-    failed: dict[str, pd.Series] = {
+    failed: dict[str, pd.Series | np.ndarray] = {
         NOT_AN_OBJECT: ~is_obj,
         INVALID["sale_id"]: ~sale_id_ok,
         INVALID["sale_date"]: ~sale_date_ok,
