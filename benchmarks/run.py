@@ -229,7 +229,7 @@ def report(rows: int, results: dict[str, dict[str, Any]], compare: bool) -> str:
                 REFERENCE["psql_copy"],
                 floor,
                 1.0,
-                results["psql_copy"]["peak_rss_mb"],
+                results["psql_copy"]["peak_rss_mb"] or "n/a",
             ],
             [
                 "**this project**: load step, table already holds the day (rerun)",
