@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run serve browser test lint format clean
+.PHONY: install install-bench run serve browser test bench lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## make install-bench: the product plus the benchmark's peers (the `bench` extra: dlt)
+install-bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+
+## make bench: 1M-row day end to end, rerun, peers (BENCH_ARGS="" without peers, "--rows 5000000")
+BENCH_ARGS ?= --compare
+bench: install-bench
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 ## make run: run the flow once for yesterday (UTC) on the embedded defaults (ARGS="--date ...")
 run: $(STAMP)

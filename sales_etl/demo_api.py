@@ -183,6 +183,8 @@ class DemoSalesApi:
         self.requests = 0
         self.pages_served = 0
         self.sales_requests: list[str] = []
+        # Rendered page bodies by (day, offset, limit); None = render every request (default).
+        self.page_cache: dict[tuple[str, int, int], bytes] | None = None
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -198,6 +200,36 @@ class DemoSalesApi:
 
     def set_data(self, **changes: Any) -> None:
         self.data = replace(self.data, **changes)
+        if self.page_cache is not None:
+            self.page_cache.clear()
+
+    def page_body(self, day: str, offset: int, limit: int) -> bytes:
+        """The JSON body of the page at ``offset`` (from the page cache when it is on)."""
+        key = (day, offset, limit)
+        cache = self.page_cache
+        if cache is not None and key in cache:
+            return cache[key]
+        records = self.data.page(day, offset, limit)
+        next_offset = offset + len(records)
+        next_cursor = encode_cursor(next_offset) if next_offset < self.data.count(day) else None
+        body = json.dumps({"data": records, "next_cursor": next_cursor}).encode()
+        if cache is not None:
+            cache[key] = body
+        return body
+
+    def warm(self, day: str, limit: int) -> int:
+        """Render every page of ``day`` at page size ``limit`` into the page cache, ahead of time.
+
+        For benchmarks: the records are generated in Python on the fly, which would otherwise
+        bound the throughput a client can measure. Returns the number of pages rendered.
+        """
+        if self.page_cache is None:
+            self.page_cache = {}
+        pages = 0
+        for offset in range(0, self.data.count(day), limit):
+            self.page_body(day, offset, limit)
+            pages += 1
+        return pages
 
     def next_request_number(self, path: str) -> int:
         with self._lock:
@@ -278,16 +310,13 @@ def _handler_for(api: DemoSalesApi) -> type[BaseHTTPRequestHandler]:
             with api._lock:
                 api.pages_served += 1
                 page_number = api.pages_served
-            records = api.data.page(day, offset, limit)
-            total = api.data.count(day)
             if _every(faults.duplicate_page_every, page_number) and offset > 0:
                 # Serve the previous page again: the client sees the same records twice.
                 records = api.data.page(day, max(0, offset - limit), limit)
-                next_offset = offset
-            else:
-                next_offset = offset + len(records)
-            next_cursor = encode_cursor(next_offset) if next_offset < total else None
-            self._json(200, {"data": records, "next_cursor": next_cursor})
+                next_cursor = encode_cursor(offset) if offset < api.data.count(day) else None
+                self._json(200, {"data": records, "next_cursor": next_cursor})
+                return
+            self._send(200, api.page_body(day, offset, limit), "application/json")
 
         def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
             self._send(status, json.dumps(body).encode(), "application/json", headers)
@@ -369,6 +398,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--error-5xx-every", type=int, default=0)
     parser.add_argument("--rate-limit-every", type=int, default=0)
     parser.add_argument("--api-key", default=None, help="require this bearer key")
+    parser.add_argument(
+        "--warm-date",
+        default=None,
+        help="render every page of this day (YYYY-MM-DD) into memory before listening",
+    )
+    parser.add_argument("--warm-page-size", type=int, default=5000)
     args = parser.parse_args(argv)
     data = DemoData(
         rows_per_day=args.rows,
@@ -377,6 +412,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     faults = Faults(error_5xx_every=args.error_5xx_every, rate_limit_every=args.rate_limit_every)
     with serve_demo_api(data, faults, api_key=args.api_key, host=args.host, port=args.port) as api:
+        if args.warm_date:
+            pages = api.warm(args.warm_date, args.warm_page_size)
+            print(f"rendered {pages} pages of {args.warm_date} into memory", flush=True)
         print(f"demo sales API listening on {api.url}", flush=True)
         try:
             while True:

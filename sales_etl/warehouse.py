@@ -44,6 +44,7 @@ from sqlalchemy import (
     func,
     inspect,
     literal,
+    literal_column,
     or_,
     select,
     text,
@@ -226,12 +227,31 @@ def _insert(dialect: str, table: Table) -> Any:
     return sqlite.insert(table)
 
 
+# psycopg2 reads the COPY source in 8 KiB calls by default; 1 MiB calls cut the Python overhead.
+_COPY_READ_BYTES = 1 << 20
+
+
+def _utc_wall_clock(batch: pa.Table) -> pa.Table:
+    """Timestamps with a time zone as naive UTC wall-clock times, for the CSV writer.
+
+    Arrow formats zoned timestamps through a time-zone lookup per value (about 6x slower for
+    this table than naive ones); the instants are the same, and the load transaction reads them
+    back as UTC (``SET LOCAL TIME ZONE 'UTC'`` in :func:`load_day`).
+    """
+    for i, column in enumerate(batch.schema):
+        if pa.types.is_timestamp(column.type) and column.type.tz is not None:
+            naive = batch.column(i).cast(pa.timestamp(column.type.unit))
+            batch = batch.set_column(i, column.name, naive)
+    return batch
+
+
 def _copy(conn: Connection, table: Table, batch: pa.Table, columns: tuple[str, ...]) -> None:
     """Bulk-load an Arrow batch into a staging table (COPY on PostgreSQL)."""
     if batch.num_rows == 0:
         return
     batch = batch.select(list(columns))
     if conn.dialect.name == "postgresql":
+        batch = _utc_wall_clock(batch)
         buffer = io.BytesIO()
         pacsv.write_csv(
             batch, buffer, pacsv.WriteOptions(include_header=False, quoting_style="needed")
@@ -241,7 +261,9 @@ def _copy(conn: Connection, table: Table, batch: pa.Table, columns: tuple[str, .
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.copy_expert(
-                f"COPY {table.name} ({column_list}) FROM STDIN WITH (FORMAT csv)", buffer
+                f"COPY {table.name} ({column_list}) FROM STDIN WITH (FORMAT csv)",
+                buffer,
+                size=_COPY_READ_BYTES,
             )
         finally:
             cursor.close()
@@ -271,6 +293,9 @@ def load_day(
         if dialect == "postgresql":
             key = f"daily_sales_etl:{sales.fullname}:{day.isoformat()}"
             conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+            # COPY receives timestamps as naive UTC text (see _utc_wall_clock); only for this
+            # transaction, and no statement below depends on the session time zone.
+            conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
         for table in (stage_sales, stage_rejected, winners):
             if dialect != "postgresql":
                 table.drop(conn, checkfirst=True)
@@ -279,6 +304,10 @@ def load_day(
             _copy(conn, stage_sales, batch, ("record_index", *BUSINESS_COLUMNS))
         for batch in rejected_batches:
             _copy(conn, stage_rejected, batch, REJECT_STAGE_COLUMNS)
+        if dialect == "postgresql":
+            # Temporary tables are never auto-analyzed: give the planner real row counts and
+            # distributions for the joins below (a sample, well under a second per million).
+            conn.execute(text(f"ANALYZE {stage_sales.name}, {stage_rejected.name}"))
 
         versions = (
             select(stage_sales.c.sale_id, stage_sales.c.updated_at, stage_sales.c.record_index)
@@ -319,12 +348,6 @@ def load_day(
         )
         winner_count = _scalar(conn, select(func.count()).select_from(winners))
         valid_winners = _scalar(conn, select(func.count()).where(is_winner))
-        existing = _scalar(
-            conn,
-            select(func.count())
-            .select_from(stage_sales.join(sales, sales.c.sale_id == stage_sales.c.sale_id))
-            .where(is_winner),
-        )
 
         insert = _insert(dialect, sales)
         source = select(
@@ -333,15 +356,53 @@ def load_day(
             literal(loaded_at, TIMESTAMPTZ).label("loaded_at"),
         ).where(is_winner, true())
         changed = or_(*(sales.c[n].is_distinct_from(insert.excluded[n]) for n in BUSINESS_COLUMNS))
-        upsert = insert.from_select([*BUSINESS_COLUMNS, "run_id", "loaded_at"], source)
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[sales.c.sale_id],
-            set_={n: insert.excluded[n] for n in (*BUSINESS_COLUMNS[1:], "run_id", "loaded_at")},
-            where=and_(sales.c.updated_at <= insert.excluded.updated_at, changed),
-        )
-        written = conn.execute(upsert).rowcount
-        inserted = valid_winners - existing
-        updated = written - inserted
+        set_ = {n: insert.excluded[n] for n in (*BUSINESS_COLUMNS[1:], "run_id", "loaded_at")}
+        newer_and_changed = and_(sales.c.updated_at <= insert.excluded.updated_at, changed)
+        if dialect == "postgresql":
+            # Rows identical to the stored ones are left out before the upsert (a hash anti-join
+            # instead of one speculative insert, tuple lock and WHERE per conflicting row); the
+            # ON CONFLICT guard would have written nothing for them anyway. xmax = 0 tells an
+            # inserted row from an updated one, so no separate count of existing rows is needed.
+            identical = (
+                select(literal(1))
+                .where(
+                    sales.c.sale_id == stage_sales.c.sale_id,
+                    *(sales.c[n].is_not_distinct_from(stage_sales.c[n]) for n in BUSINESS_COLUMNS),
+                )
+                .exists()
+            )
+            upsert = (
+                insert.from_select(
+                    [*BUSINESS_COLUMNS, "run_id", "loaded_at"], source.where(~identical)
+                )
+                .on_conflict_do_update(
+                    index_elements=[sales.c.sale_id], set_=set_, where=newer_and_changed
+                )
+                .returning(literal_column("xmax = 0").label("inserted"))
+                .cte("upsert")
+            )
+            written_rows = conn.execute(
+                select(
+                    func.count().filter(upsert.c.inserted),
+                    func.count().filter(~upsert.c.inserted),
+                )
+            ).one()
+            inserted, updated = int(written_rows[0]), int(written_rows[1])
+            existing = valid_winners - inserted
+        else:
+            existing = _scalar(
+                conn,
+                select(func.count())
+                .select_from(stage_sales.join(sales, sales.c.sale_id == stage_sales.c.sale_id))
+                .where(is_winner),
+            )
+            upsert = insert.from_select([*BUSINESS_COLUMNS, "run_id", "loaded_at"], source)
+            upsert = upsert.on_conflict_do_update(
+                index_elements=[sales.c.sale_id], set_=set_, where=newer_and_changed
+            )
+            written = conn.execute(upsert).rowcount
+            inserted = valid_winners - existing
+            updated = written - inserted
 
         final_rejects = (
             select(stage_rejected)

@@ -47,3 +47,26 @@ def test_status_health_and_skip_days() -> None:
     assert ok.json() == {"date": "2026-11-23", "should_process": True, "record_count": 5}
     assert skip.json()["should_process"] is False
     assert bad.status_code == 422
+
+
+def test_warmed_page_cache_serves_the_same_bodies() -> None:
+    day = "2026-11-23"
+    data = DemoData(rows_per_day=120, malformed_every=7, update_every=10)
+    with serve_demo_api(data) as api:
+        url = f"{api.url}/sales"
+        cold = [
+            requests.get(
+                url, params={"date": day, "limit": 50, "cursor": encode_cursor(o)}, timeout=5
+            ).content
+            for o in (0, 50, 100)
+        ]
+        assert api.warm(day, 50) == 3
+        assert len(api.page_cache or {}) == 3
+        warm = [
+            requests.get(
+                url, params={"date": day, "limit": 50, "cursor": encode_cursor(o)}, timeout=5
+            ).content
+            for o in (0, 50, 100)
+        ]
+    assert warm == cold
+    assert json.loads(cold[-1])["next_cursor"] is None

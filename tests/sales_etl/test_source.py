@@ -115,3 +115,27 @@ def test_retry_after_parses_seconds_and_dates() -> None:
     assert _retry_after("5") == 5.0
     assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     assert _retry_after("soon") is None
+
+
+def test_fast_envelope_parse_keeps_bodies_and_accepts_what_the_lossless_parser_accepts(
+    demo_api: DemoSalesApi, source: SourceConfig
+) -> None:
+    # NaN literals and 40-digit integers are refused by orjson; the page must still pass.
+    odd = [{"sale_id": "a", "amount": float("nan")}, {"sale_id": "b", "quantity": 10**40}]
+    demo_api.set_data(records={DAY.isoformat(): odd})
+    with SalesApiClient(source) as client:
+        lossless = list(client.iter_pages(DAY))
+        fast = list(client.iter_pages(DAY, lossless=False))
+    assert [p.body for p in fast] == [p.body for p in lossless]
+    assert [len(p.records) for p in fast] == [len(p.records) for p in lossless] == [2]
+    assert fast[0].records[1]["quantity"] == "1" + "0" * 40  # the lossless fallback
+
+
+def test_broken_page_is_retried_with_the_fast_parser(
+    demo_api: DemoSalesApi, source: SourceConfig
+) -> None:
+    demo_api.set_faults(broken_page_every=2)
+    with SalesApiClient(source) as client:
+        pages = list(client.iter_pages(DAY, lossless=False))
+        assert client.retries == 3  # requests 2, 4 and 6 of 7
+    assert sum(len(p.records) for p in pages) == 200

@@ -1,0 +1,311 @@
+"""One measured job per process: ``python -m benchmarks.stages JOB '<json args>'``.
+
+Each job runs in a fresh process so its peak RSS (``ru_maxrss``) is its own, and prints one line
+``BENCH_RESULT {...}`` that :mod:`benchmarks.run` collects. Jobs:
+
+* ``flow``: the real ``daily_sales`` flow (ephemeral Prefect), run twice: first run and a rerun
+  of the unchanged day; also times the ephemeral server start and counts task runs.
+* ``plain``: the same library functions the tasks call, without Prefect (the orchestration-free
+  baseline).
+* ``psql_copy``: ``psql \\copy`` of a ready CSV file into an empty keyed table (the floor).
+* ``to_sql``: pandas ``DataFrame.to_sql`` with its defaults through psycopg2 (the old guide).
+* ``dlt_arrow``: dlt with an Arrow table and ``loader_file_format="csv"`` (its fastest path).
+* ``dlt_rest_api``: dlt's ``rest_api`` source against the demo API, ``merge`` on ``sale_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime
+from typing import Any
+
+RESULT_PREFIX = "BENCH_RESULT "
+
+
+def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _emit(result: dict[str, Any]) -> None:
+    result.setdefault("peak_rss_mb", round(peak_rss_mb(), 1))
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def _sync_url(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+def job_flow(args: dict[str, Any]) -> None:
+    os.environ["SALES_API_URL"] = args["api_url"]
+    os.environ["WAREHOUSE_URL"] = args["warehouse_url"]
+    os.environ["DATA_LAKE_URL"] = args["lake"]
+    os.environ["SALES_API_PAGE_SIZE"] = str(args["page_size"])
+    started = time.perf_counter()
+    from prefect.client.orchestration import get_client
+
+    from flows.daily_sales import daily_sales
+
+    imported = time.perf_counter()
+    with get_client(sync_client=True) as client:  # starts the ephemeral API server
+        client.api_healthcheck()
+    server_ready = time.perf_counter()
+    day = date.fromisoformat(args["day"])
+    runs = []
+    for attempt in range(2):
+        t0 = time.perf_counter()
+        state = daily_sales(run_date=day, return_state=True)
+        wall = time.perf_counter() - t0
+        if not state.is_completed():
+            raise SystemExit(f"flow run {attempt + 1} failed: {state.message}")
+        summary = state.result()
+        runs.append(
+            {
+                "wall_s": wall,
+                "summary": summary,
+                "flow_run_id": str(state.state_details.flow_run_id),
+            }
+        )
+    time.sleep(2)  # let the ephemeral server's recorder catch up before counting task runs
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        for run in runs:
+            task_runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run["flow_run_id"]]))
+            )
+            run["task_runs"] = len(task_runs)
+            run["task_names"] = sorted({t.name.rsplit("-", 1)[0] for t in task_runs})
+    _emit(
+        {
+            "job": "flow",
+            "import_s": imported - started,
+            "server_start_s": server_ready - imported,
+            "runs": runs,
+            "server_peak_rss_mb": round(peak_rss_mb(resource.RUSAGE_CHILDREN), 1),
+        }
+    )
+
+
+def job_plain(args: dict[str, Any]) -> None:
+    from pydantic import SecretStr
+
+    from sales_etl.lake import open_lake
+    from sales_etl.settings import LakeConfig, SourceConfig, WarehouseConfig
+    from sales_etl.snapshots import RawSnapshotWriter, iter_tables
+    from sales_etl.source import SalesApiClient, max_pages_for
+    from sales_etl.transform import transform_snapshot
+    from sales_etl.warehouse import create_warehouse_engine, ensure_tables, load_day, tables_for
+
+    day = date.fromisoformat(args["day"])
+    source = SourceConfig(base_url=args["api_url"], page_size=args["page_size"])
+    store = open_lake(LakeConfig(url=args["lake"]))
+    warehouse = WarehouseConfig(url=SecretStr(args["warehouse_url"]), table_name="sales_plain")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    writer = RawSnapshotWriter(store, day)
+    with SalesApiClient(source) as client:
+        status = client.status(day)
+        for page in client.iter_pages(
+            day, max_pages_for(status.record_count, source.page_size), lossless=False
+        ):
+            writer.add(page)
+        raw = writer.commit()
+    timings["extract"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    clean = transform_snapshot(store, raw)
+    timings["transform"] = time.perf_counter() - t0
+    engine = create_warehouse_engine(warehouse)
+    tables = tables_for(warehouse)
+    ensure_tables(engine, tables)
+    stats = []
+    for name in ("load", "load_rerun"):
+        t0 = time.perf_counter()
+        loaded = load_day(
+            engine,
+            tables,
+            day,
+            "bench-plain",
+            iter_tables(store, clean.manifest["sales_parts"]),
+            iter_tables(store, clean.manifest["rejected_parts"]),
+            loaded_at=datetime.now(UTC),
+        )
+        timings[name] = time.perf_counter() - t0
+        stats.append(loaded.__dict__)
+    engine.dispose()
+    _emit(
+        {
+            "job": "plain",
+            "timings": timings,
+            "records": raw.manifest["records"],
+            "clean": clean.manifest["clean"],
+            "load_stats": stats,
+            "clean_parts": clean.manifest["sales_parts"],
+        }
+    )
+
+
+CREATE_SALES = """
+DROP TABLE IF EXISTS {name};
+CREATE TABLE {name} (
+    sale_id text PRIMARY KEY, sale_date timestamptz NOT NULL, store_id text NOT NULL,
+    product_id text NOT NULL, customer_id text, quantity integer NOT NULL,
+    unit_price numeric(18,4) NOT NULL, amount numeric(18,4) NOT NULL, currency text NOT NULL,
+    updated_at timestamptz NOT NULL
+)
+"""
+
+
+def _clean_table(args: dict[str, Any]) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(os.path.join(args["lake"], key)) for key in args["clean_parts"]]
+    return pa.concat_tables(tables).drop_columns(["record_index"])
+
+
+def _execute(url: str, sql: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(_sync_url(url))
+    with engine.begin() as conn:
+        conn.exec_driver_sql(sql)
+    engine.dispose()
+
+
+def job_psql_copy(args: dict[str, Any]) -> None:
+    import pyarrow.csv as pacsv
+
+    table = _clean_table(args)
+    path = os.path.join(args["work"], "sales.csv")
+    pacsv.write_csv(table, path, pacsv.WriteOptions(include_header=False))
+    rows = table.num_rows
+    del table
+    _execute(args["warehouse_url"], CREATE_SALES.format(name="sales_psql_copy"))
+    t0 = time.perf_counter()
+    subprocess.run(
+        [
+            "psql",
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            args["warehouse_url"],
+            "-c",
+            f"\\copy sales_psql_copy FROM '{path}' WITH (FORMAT csv)",
+        ],
+        check=True,
+    )
+    wall = time.perf_counter() - t0
+    _emit(
+        {
+            "job": "psql_copy",
+            "wall_s": wall,
+            "rows": rows,
+            # psql's own peak is not measurable here: ru_maxrss of children counts the pages
+            # of this (large) Python process that psql inherited at fork time.
+            "peak_rss_mb": None,
+        }
+    )
+
+
+def job_to_sql(args: dict[str, Any]) -> None:
+    import sqlalchemy as sa
+
+    frame = _clean_table(args).to_pandas()
+    _execute(args["warehouse_url"], CREATE_SALES.format(name="sales_to_sql"))
+    engine = sa.create_engine(_sync_url(args["warehouse_url"]))
+    t0 = time.perf_counter()
+    frame.to_sql("sales_to_sql", engine, if_exists="append", index=False)
+    wall = time.perf_counter() - t0
+    engine.dispose()
+    _emit({"job": "to_sql", "wall_s": wall, "rows": len(frame)})
+
+
+def _with_password(url: str) -> str:
+    """dlt insists on a password; a trust-auth server ignores whatever is given."""
+    import sqlalchemy as sa
+
+    parsed = sa.make_url(url)
+    if parsed.password is None:
+        parsed = parsed.set(password="unused-with-trust-auth")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _dlt_pipeline(args: dict[str, Any], name: str) -> Any:
+    import dlt
+
+    os.environ["DLT_DATA_DIR"] = os.path.join(args["work"], "dlt-data")
+    os.environ["RUNTIME__LOG_LEVEL"] = "WARNING"
+    return dlt.pipeline(
+        pipeline_name=name,
+        pipelines_dir=os.path.join(args["work"], "dlt-pipelines"),
+        destination=dlt.destinations.postgres(credentials=_with_password(args["warehouse_url"])),
+        dataset_name=name,
+        progress="log" if args.get("verbose") else None,
+    )
+
+
+def job_dlt_arrow(args: dict[str, Any]) -> None:
+    table = _clean_table(args)
+    pipeline = _dlt_pipeline(args, "bench_dlt_arrow")
+    t0 = time.perf_counter()
+    info = pipeline.run(
+        table, table_name="sales", loader_file_format="csv", write_disposition="append"
+    )
+    wall = time.perf_counter() - t0
+    info.raise_on_failed_jobs()
+    _emit({"job": "dlt_arrow", "wall_s": wall, "rows": table.num_rows})
+
+
+def job_dlt_rest_api(args: dict[str, Any]) -> None:
+    from dlt.sources.rest_api import rest_api_source
+
+    source = rest_api_source(
+        {
+            "client": {"base_url": args["api_url"]},
+            "resources": [
+                {
+                    "name": "sales",
+                    "primary_key": "sale_id",
+                    "write_disposition": "merge",
+                    "endpoint": {
+                        "path": "sales",
+                        "params": {"date": args["day"], "limit": args["page_size"]},
+                        "data_selector": "data",
+                        "paginator": {
+                            "type": "cursor",
+                            "cursor_path": "next_cursor",
+                            "cursor_param": "cursor",
+                        },
+                    },
+                }
+            ],
+        }
+    )
+    pipeline = _dlt_pipeline(args, "bench_dlt_rest_api")
+    t0 = time.perf_counter()
+    info = pipeline.run(source)
+    wall = time.perf_counter() - t0
+    info.raise_on_failed_jobs()
+    rows = pipeline.last_trace.last_normalize_info.row_counts.get("sales", 0)
+    _emit({"job": "dlt_rest_api", "wall_s": wall, "rows": rows})
+
+
+JOBS = {
+    "flow": job_flow,
+    "plain": job_plain,
+    "psql_copy": job_psql_copy,
+    "to_sql": job_to_sql,
+    "dlt_arrow": job_dlt_arrow,
+    "dlt_rest_api": job_dlt_rest_api,
+}
+
+
+if __name__ == "__main__":
+    JOBS[sys.argv[1]](json.loads(sys.argv[2]))

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+from prefect.states import State
+
+from flows import backfill as backfill_module
+from flows.backfill import daily_sales_backfill, days_between
+from sales_etl import jsontext
+from sales_etl.demo_api import DemoData, serve_demo_api
+from sales_etl.settings import LakeConfig
+from sales_etl.validate import validate_records
+
+DAYS = [date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3), date(2026, 11, 4)]
+DATA = DemoData(rows_per_day=120, malformed_every=9, update_every=15)
+
+
+@pytest.fixture(autouse=True)
+def _harness(prefect_harness: None) -> None:
+    return None
+
+
+def expected_sales(day: date) -> int:
+    """Distinct sale_ids with at least one valid version: the rows the day must leave."""
+    text = day.isoformat()
+    records = jsontext.loads(json.dumps(DATA.page(text, 0, DATA.count(text))))
+    return validate_records(records, day).clean["sale_id"].nunique()
+
+
+def sales_per_day(url: str) -> dict[str, int]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT to_char(sale_date AT TIME ZONE 'UTC', 'YYYY-MM-DD'), count(*) "
+                "FROM sales GROUP BY 1 ORDER BY 1"
+            )
+        ).all()
+    engine.dispose()
+    return {day: int(n) for day, n in rows}
+
+
+def test_days_between_includes_both_ends_and_refuses_a_reversed_range() -> None:
+    assert days_between(date(2026, 11, 1), date(2026, 11, 3)) == DAYS[:3]
+    with pytest.raises(ValueError, match="before its start"):
+        days_between(date(2026, 11, 3), date(2026, 11, 1))
+
+
+def test_backfill_fans_out_one_idempotent_run_per_day(
+    monkeypatch: pytest.MonkeyPatch, pg_url: str, local_lake: LakeConfig
+) -> None:
+    # Count children in flight to check that max_parallel bounds the fan-out.
+    lock, running, peak = threading.Lock(), [0], [0]
+    real_daily_sales = backfill_module.daily_sales
+
+    def counting_daily_sales(**kwargs):  # type: ignore[no-untyped-def]
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            return real_daily_sales(**kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(backfill_module, "daily_sales", counting_daily_sales)
+    with serve_demo_api(DATA) as api:
+        monkeypatch.setenv("SALES_API_URL", api.url)
+        monkeypatch.setenv("SALES_API_PAGE_SIZE", "50")
+        monkeypatch.setenv("WAREHOUSE_URL", pg_url)
+        monkeypatch.setenv("DATA_LAKE_URL", local_lake.url)
+        first: State = daily_sales_backfill(
+            start=DAYS[0], end=DAYS[-1], max_parallel=2, return_state=True
+        )
+        assert first.is_completed(), first.message
+        rerun: State = daily_sales_backfill(
+            start=DAYS[0], end=DAYS[-1], max_parallel=3, return_state=True
+        )
+        assert rerun.is_completed(), rerun.message
+
+    expected = {day.isoformat(): expected_sales(day) for day in DAYS}
+    assert sales_per_day(pg_url) == expected
+    assert 1 <= peak[0] <= 3
+
+    rows = first.result()
+    assert [row["day"] for row in rows] == list(expected)
+    assert Counter(row["status"] for row in rows) == {"loaded": 4}
+    for row in rows:
+        assert row["records_extracted"] == DATA.count(row["day"])
+        assert row["inserted"] == expected[row["day"]]
+        assert row["clean"] + row["rejected"] == row["records_extracted"]
+
+    again = rerun.result()
+    assert [(r["inserted"], r["updated"]) for r in again] == [(0, 0)] * 4
+    assert [r["unchanged"] for r in again] == [expected[r["day"]] for r in again]
+
+
+def test_backfill_fails_after_reporting_when_a_day_fails(
+    monkeypatch: pytest.MonkeyPatch, pg_url: str, local_lake: LakeConfig
+) -> None:
+    with serve_demo_api(DATA) as api:
+        api.set_faults(permanent_status=403)
+        monkeypatch.setenv("SALES_API_URL", api.url)
+        monkeypatch.setenv("WAREHOUSE_URL", pg_url)
+        monkeypatch.setenv("DATA_LAKE_URL", local_lake.url)
+        state: State = daily_sales_backfill(
+            start=DAYS[0], end=DAYS[1], max_parallel=2, return_state=True
+        )
+    assert state.is_failed()
+    assert "2 of 2 days failed: 2026-11-01, 2026-11-02" in (state.message or "")
