@@ -1,0 +1,47 @@
+"""The tasks' own policies: which failures Prefect retries, what the cache key depends on."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from prefect.logging import disable_run_logger
+from prefect.states import Failed
+
+from sales_etl.errors import PermanentSourceError, TransientSourceError
+from sales_etl.settings import LakeConfig
+from tasks.extract import _retry_unless_permanent, extract_sales, find_raw_snapshot
+from tasks.transform import transform_sales
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (PermanentSourceError("GET x answered 403"), False),
+        (TransientSourceError("GET x still failing"), True),
+        (OSError("disk full"), True),
+    ],
+)
+def test_only_transient_extract_failures_are_retried(error: Exception, retried: bool) -> None:
+    state = Failed(data=error)
+    assert _retry_unless_permanent(extract_sales, None, state) is retried  # type: ignore[arg-type]
+
+
+def test_extract_cache_key_ignores_configs_with_secrets() -> None:
+    policy = extract_sales.cache_policy
+    excluded = {name for p in policy.policies for name in getattr(p, "exclude", [])}
+    assert {"source", "lake"} <= excluded
+
+
+def test_transform_of_a_missing_snapshot_names_it(local_lake: LakeConfig) -> None:
+    from sales_etl.errors import LakeError
+
+    with (
+        disable_run_logger(),
+        pytest.raises(LakeError, match="raw snapshot nope of 2026-11-23 is not in the lake"),
+    ):
+        transform_sales.fn(local_lake, date(2026, 11, 23), "nope")
+
+
+def test_find_raw_snapshot_in_an_empty_lake(local_lake: LakeConfig) -> None:
+    assert find_raw_snapshot.fn(local_lake, date(2026, 11, 23)) is None
