@@ -41,8 +41,9 @@ DAY_LOCK = f"SELECT pg_advisory_xact_lock(hashtext('daily_sales_etl:public.sales
 # point -> (what the test holds, the statement the load is then blocked in)
 KILL_POINTS = {
     "waiting_for_the_day_lock": (DAY_LOCK, f"%daily_sales_etl:public.sales:{DAY}%"),
-    "staged_reading_sales": ("LOCK TABLE sales IN ACCESS EXCLUSIVE MODE", "%JOIN public.sales %"),
-    "upserting_sales": ("LOCK TABLE sales IN EXCLUSIVE MODE", "%INSERT INTO public.sales (%"),
+    # The day is staged in the transaction; the upsert into sales (the first statement that
+    # touches sales) waits for the table.
+    "staged_upserting_sales": ("LOCK TABLE sales IN EXCLUSIVE MODE", "%INSERT INTO public.sales (%"),
     "sales_upserted_replacing_rejects": (
         "LOCK TABLE sales_rejected IN EXCLUSIVE MODE",
         "%DELETE FROM public.sales_rejected%",
