@@ -24,6 +24,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import arun_deployment
 
 from deployments.common import FLOW_NAME
+from flows.daily_sales import date_argument
 
 DEFAULT_DEPLOYMENT = f"{FLOW_NAME}/hourly"
 MAX_DAYS = 366
@@ -82,13 +83,6 @@ async def backfill(
     return dict(results)
 
 
-def _parse_date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m deployments.backfill",
@@ -98,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
             "flight. Something must execute the runs: `make serve` or a worker of the pool."
         ),
     )
-    parser.add_argument("--start", type=_parse_date, required=True, help="first day, YYYY-MM-DD")
-    parser.add_argument("--end", type=_parse_date, required=True, help="last day, YYYY-MM-DD")
+    parser.add_argument("--start", type=date_argument, required=True, help="first day, YYYY-MM-DD")
+    parser.add_argument("--end", type=date_argument, required=True, help="last day, YYYY-MM-DD")
     parser.add_argument(
         "--deployment",
         default=DEFAULT_DEPLOYMENT,

@@ -32,7 +32,7 @@ from prefect.logging import get_run_logger
 from prefect.states import State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from flows.daily_sales import daily_sales
+from flows.daily_sales import daily_sales, date_argument
 
 FLOW_NAME = "Daily Sales Backfill"
 # Unbounded threads: the flow itself keeps at most max_parallel days in flight.
@@ -166,20 +166,13 @@ def daily_sales_backfill(
     return rows
 
 
-def _parse_date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m flows.backfill",
         description="Run the Daily Sales ETL for every day of a date range (both ends included).",
     )
-    parser.add_argument("--start", type=_parse_date, required=True, help="first day, YYYY-MM-DD")
-    parser.add_argument("--end", type=_parse_date, required=True, help="last day, YYYY-MM-DD")
+    parser.add_argument("--start", type=date_argument, required=True, help="first day, YYYY-MM-DD")
+    parser.add_argument("--end", type=date_argument, required=True, help="last day, YYYY-MM-DD")
     parser.add_argument(
         "--max-parallel", type=int, default=3, help="days running at once (default 3)"
     )

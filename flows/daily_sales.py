@@ -229,7 +229,8 @@ def _extract(
     return raw
 
 
-def _parse_date(text: str) -> date:
+def date_argument(text: str) -> date:
+    """An argparse ``type`` for YYYY-MM-DD options (shared by every CLI of the project)."""
     try:
         return date.fromisoformat(text)
     except ValueError:
@@ -249,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--date",
-        type=_parse_date,
+        type=date_argument,
         default=None,
         help="business day to process, YYYY-MM-DD (UTC); default: yesterday",
     )

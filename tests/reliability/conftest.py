@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from sales_etl.demo_api import DemoData
+from sales_etl.validate import FIELDS
 from tests import postgres
 from tests.conftest import run_env
 
@@ -28,18 +29,7 @@ APP = "daily-sales-etl"  # the application_name the warehouse engine connects wi
 DATA = DemoData(rows_per_day=1200, malformed_every=37, update_every=25)
 REPO = Path(__file__).resolve().parents[2]
 
-SALES_COLUMNS = (
-    "sale_id",
-    "sale_date",
-    "store_id",
-    "product_id",
-    "customer_id",
-    "quantity",
-    "unit_price",
-    "amount",
-    "currency",
-    "updated_at",
-)
+SALES_COLUMNS = FIELDS
 REJECT_COLUMNS = ("business_date", "record_hash", "sale_id", "reason", "detail", "raw_record")
 
 

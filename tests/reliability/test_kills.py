@@ -43,7 +43,10 @@ KILL_POINTS = {
     "waiting_for_the_day_lock": (DAY_LOCK, f"%daily_sales_etl:public.sales:{DAY}%"),
     # The day is staged in the transaction; the upsert into sales (the first statement that
     # touches sales) waits for the table.
-    "staged_upserting_sales": ("LOCK TABLE sales IN EXCLUSIVE MODE", "%INSERT INTO public.sales (%"),
+    "staged_upserting_sales": (
+        "LOCK TABLE sales IN EXCLUSIVE MODE",
+        "%INSERT INTO public.sales (%",
+    ),
     "sales_upserted_replacing_rejects": (
         "LOCK TABLE sales_rejected IN EXCLUSIVE MODE",
         "%DELETE FROM public.sales_rejected%",
