@@ -44,9 +44,9 @@ def pg_admin_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def pg_password_url(pg_admin_url: str) -> Iterator[str]:
-    """A database owned by a role with a (recognisable) password, for secret-leak tests."""
+    """A fresh database and a role with a (recognisable) password, for secret-leak tests."""
     role = f"etl_{secrets.token_hex(4)}"
     name = f"etl_pw_{secrets.token_hex(4)}"
     engine = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
