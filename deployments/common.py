@@ -87,6 +87,23 @@ def deployment_options(blocks: str | None = None) -> dict[str, Any]:
     }
 
 
+def deploy_to_pool(
+    name: str, pool: str, image: str, job_variables: dict[str, Any], blocks: str | None
+) -> None:
+    """Create or update deployment ``name`` on a work pool (the image is built elsewhere)."""
+    deployment_id = daily_sales.deploy(
+        name,
+        work_pool_name=pool,
+        image=image,
+        build=False,
+        push=False,
+        job_variables=job_variables,
+        print_next_steps=False,
+        **deployment_options(blocks),
+    )
+    print(f"deployment '{daily_sales.name}/{name}': {deployment_id}")
+
+
 def runtime_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Non-secret pipeline settings passed to a worker-launched run (from this environment).
 

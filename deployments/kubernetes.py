@@ -25,13 +25,12 @@ from typing import Any
 from deployments.common import (
     PROJECT_ROOT,
     add_common_arguments,
-    deployment_options,
+    deploy_to_pool,
     enter_project_root,
     parse_env_pairs,
     runtime_env,
 )
 from deployments.pools import ensure_work_pool
-from flows.daily_sales import daily_sales
 
 POOL_TYPE = "kubernetes"
 DEFAULT_POOL = "daily-sales-k8s"
@@ -144,17 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         memory_limit=args.memory_limit,
         env=parse_env_pairs(args.env),
     )
-    deployment_id = daily_sales.deploy(
-        args.name,
-        work_pool_name=args.pool,
-        image=args.image,
-        build=False,
-        push=False,
-        job_variables=variables,
-        print_next_steps=False,
-        **deployment_options(args.blocks),
-    )
-    print(f"deployment '{daily_sales.name}/{args.name}': {deployment_id}")
+    deploy_to_pool(args.name, args.pool, args.image, variables, args.blocks)
     return 0
 
 

@@ -82,7 +82,9 @@ def test_quick_run_from_the_deployment_page_completes(
     from playwright.sync_api import expect
 
     page = browser.new_page()
-    page.set_default_timeout(30_000)
+    # Generous waits: the UI is slow to render on a busy 2-core machine (expect defaults to 5 s).
+    page.set_default_timeout(90_000)
+    expect.set_options(timeout=90_000)
     try:
         page.goto(f"{served.server.url}/deployments/deployment/{served.deployment_id}")
         expect(page.get_by_text("hourly").first).to_be_visible()
