@@ -1,6 +1,6 @@
 """The Daily Sales ETL flow: status -> extract (raw lake) -> transform (clean lake) -> load.
 
-Run one day locally (ephemeral Prefect, embedded demo API, local lake and warehouse)::
+Run one day locally (ephemeral Prefect, embedded demo API, local lake, embedded PostgreSQL)::
 
     python -m flows.daily_sales --date 2026-11-23
 """
@@ -20,9 +20,11 @@ from typing import Any, cast
 from prefect import flow, runtime
 from prefect.logging import get_run_logger
 from prefect.states import Completed, State
+from pydantic import SecretStr
 
 from flows.config import resolve_configs
 from sales_etl.demo_api import DemoData, serve_demo_api
+from sales_etl.embedded_postgres import embedded_postgres, how_to_look
 from sales_etl.errors import LakeError, TransientSourceError
 from sales_etl.report import RunSummary, mask_url
 from sales_etl.settings import LakeConfig, SourceConfig, WarehouseConfig, load_settings
@@ -86,6 +88,17 @@ def source_endpoint(source: SourceConfig) -> Iterator[tuple[SourceConfig, str]]:
 
 
 @contextmanager
+def warehouse_endpoint(warehouse: WarehouseConfig) -> Iterator[tuple[WarehouseConfig, str]]:
+    """The warehouse to use and how to look at it, starting the embedded PostgreSQL (in
+    ``./.data/postgres``, kept between runs) when no URL is configured."""
+    if not warehouse.is_embedded:
+        yield warehouse, ""
+        return
+    with embedded_postgres() as server:
+        yield warehouse.model_copy(update={"url": SecretStr(server.url)}), how_to_look()
+
+
+@contextmanager
 def _timed(timings: dict[str, float], step: str) -> Iterator[None]:
     start = time.perf_counter()
     try:
@@ -117,7 +130,7 @@ def daily_sales(
         failed and the day was reloaded from the lake, or Failed with the reason.
     """
     logger = get_run_logger()
-    source_config, lake, warehouse = resolve_configs(
+    source_config, lake, warehouse_config = resolve_configs(
         load_settings(),
         warehouse_block=warehouse_block,
         data_lake_block=data_lake_block,
@@ -127,7 +140,8 @@ def daily_sales(
     run_id = str(runtime.flow_run.id or uuid.uuid4())
     with ExitStack() as stack:
         source, identity = stack.enter_context(source_endpoint(source_config))
-        return _run_day(logger, day, run_id, source, identity, lake, warehouse, refresh)
+        warehouse, look = stack.enter_context(warehouse_endpoint(warehouse_config))
+        return _run_day(logger, day, run_id, source, identity, lake, warehouse, refresh, look)
 
 
 def _run_day(
@@ -139,6 +153,7 @@ def _run_day(
     lake: LakeConfig,
     warehouse: WarehouseConfig,
     refresh: bool,
+    look: str = "",
 ) -> Any:
     summary = RunSummary(
         day=day.isoformat(),
@@ -148,6 +163,7 @@ def _run_day(
         else f"demo API ({source.base_url})",
         lake=lake.url,
         warehouse=mask_url(warehouse.sqlalchemy_url),
+        look=look,
     )
     timings = summary.timings
     logger.info("Daily Sales ETL for %s from %s", day, summary.source)
@@ -200,7 +216,7 @@ def _run_day(
         summary.status = "loaded"
         summary.message = f"{summary.clean} valid, {summary.rejected} rejected"
     publish_report(summary)
-    logger.info("%s", summary.to_text())
+    logger.info("%s", summary.headline())  # the CLI prints the whole summary, once
     if summary.fallback_used:
         return Completed(
             name="Completed from snapshot", message=summary.message, data=summary.as_dict()
@@ -244,8 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Run the Daily Sales ETL for one day: sales API -> raw Parquet in the lake -> "
             "validated frame -> idempotent load into the warehouse. Configuration comes from "
             "the environment (SALES_API_URL, SALES_API_KEY, DATA_LAKE_URL, WAREHOUSE_URL, "
-            "WAREHOUSE_SCHEMA); unset, it runs on the embedded demo API, ./.data/lake and "
-            "./.data/warehouse.db."
+            "WAREHOUSE_SCHEMA); unset, it runs on the embedded demo API, ./.data/lake and an "
+            "embedded PostgreSQL server in ./.data/postgres."
         ),
     )
     parser.add_argument(

@@ -58,19 +58,33 @@ class LakeConfig(BaseModel):
 
 
 class WarehouseConfig(BaseModel):
-    """Which database to load. ``url`` holds the password, hence a ``SecretStr``."""
+    """Which PostgreSQL database to load. ``url`` holds the password, hence a ``SecretStr``.
+
+    ``url=None`` means: the embedded PostgreSQL server in ``./.data/postgres``, started for the
+    run (``flows.daily_sales.warehouse_endpoint`` resolves it to a real URL).
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    url: SecretStr = SecretStr(f"sqlite:///{DEFAULT_DATA_DIR / 'warehouse.db'}")
+    url: SecretStr | None = None
     db_schema: str = Field(default="public", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     table_name: str = Field(default="sales", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     pool_size: int = Field(default=5, ge=1)
     pool_timeout_seconds: float = Field(default=30.0, gt=0)
 
     @property
+    def is_embedded(self) -> bool:
+        """True when no URL is configured: the run starts the embedded PostgreSQL server."""
+        return self.url is None
+
+    @property
     def sqlalchemy_url(self) -> str:
         """The URL with a plain ``postgresql://`` pinned to psycopg2, the chosen driver."""
+        if self.url is None:
+            raise ConfigError(
+                "the warehouse is the embedded PostgreSQL, which has no URL until it is started: "
+                "resolve the config with flows.daily_sales.warehouse_endpoint"
+            )
         raw = self.url.get_secret_value()
         for prefix in ("postgresql://", "postgres://"):
             if raw.startswith(prefix):
@@ -118,10 +132,13 @@ class Settings(BaseSettings):
         )
 
     def warehouse(self) -> WarehouseConfig:
-        if self.warehouse_url is None or not self.warehouse_url.get_secret_value():
-            return WarehouseConfig()
-        schema = self.warehouse_schema
-        return WarehouseConfig(url=self.warehouse_url, db_schema=schema)
+        # An unset or empty WAREHOUSE_URL means the embedded PostgreSQL server.
+        url = (
+            self.warehouse_url
+            if self.warehouse_url and self.warehouse_url.get_secret_value()
+            else None
+        )
+        return WarehouseConfig(url=url, db_schema=self.warehouse_schema)
 
 
 def load_settings() -> Settings:
