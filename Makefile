@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install install-bench run serve browser test bench lint format clean
+.PHONY: install install-bench run psql serve browser test bench lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ bench: install-bench
 ## make run: run the flow once for yesterday (UTC) on the embedded defaults (ARGS="--date ...")
 run: $(STAMP)
 	$(BIN)/python -m flows.daily_sales $(ARGS)
+
+## make psql: psql on the embedded warehouse in ./.data/postgres (ARGS="-c 'SELECT ...'")
+psql: $(STAMP)
+	$(BIN)/python -m sales_etl.embedded_postgres psql $(ARGS)
 
 ## make serve: register the "hourly" deployment on PREFECT_API_URL and serve it (Ctrl-C stops)
 serve: $(STAMP)
