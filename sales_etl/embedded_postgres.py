@@ -280,9 +280,8 @@ def _ensure_running(
     if not (pgdata / "PG_VERSION").exists():
         _initdb(root, runner, deadline)
     running = _postmaster(pgdata)
-    if running is not None and _alive(running.pid):
-        # Running (left by a killed run, or started by another process that still uses it).
-        _wait_until_answering(pgdata, running, runner, deadline)
+    # Running (left by a killed run, or started by another process that still uses it)?
+    if running is not None and _answering_while_alive(pgdata, running, runner, deadline):
         return EmbeddedServer(
             root, running.socket_dir, running.port, running.tcp, runner.bin_dir, False
         )
@@ -376,8 +375,11 @@ def _start(pgdata: Path, endpoint: _Postmaster, runner: _Runner, deadline: float
         )
         if started.returncode == 0 and _answers(endpoint, runner):
             return
-        # A killed server's last backends may still hold its shared memory for a moment.
-        if time.monotonic() > deadline:
+        log = _log_tail(pgdata, lines=5)
+        # A killed server's last backends may hold its shared memory or lock file for a moment;
+        # anything else will not get better by waiting.
+        transient = "still in use" in log or "already exists" in log
+        if not transient or time.monotonic() > deadline:
             raise EmbeddedPostgresError(
                 f"the embedded PostgreSQL in {pgdata} did not start: "
                 f"{started.stderr.strip() or started.stdout.strip()}\n{_log_tail(pgdata)}"
@@ -399,17 +401,21 @@ def _private_dir(path: Path, runner: _Runner) -> None:
         )
 
 
-def _wait_until_answering(
+def _answering_while_alive(
     pgdata: Path, running: _Postmaster, runner: _Runner, deadline: float
-) -> None:
-    while not _answers(running, runner):
-        if time.monotonic() > deadline or not _alive(running.pid):
+) -> bool:
+    """True once the server of ``running`` answers; False if its process is (or becomes) gone."""
+    while _alive(running.pid):
+        if _answers(running, runner):
+            return True
+        if time.monotonic() > deadline:
             raise EmbeddedPostgresError(
                 f"a PostgreSQL server (pid {running.pid}) holds {pgdata} but does not answer on "
                 f"{running.socket_dir}; stop it (kill {running.pid}) and run again\n"
                 f"{_log_tail(pgdata)}"
             )
         time.sleep(0.1)
+    return False
 
 
 def _answers(endpoint: _Postmaster, runner: _Runner) -> bool:
