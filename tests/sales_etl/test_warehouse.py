@@ -142,19 +142,20 @@ def test_newest_version_wins_within_and_across_loads(
     assert load(warehouse, lake, newer).updated == 1
     older = snapshot(lake, [[sale("a", "0.50", "2026-11-23T09:00:00Z")]])
     stats = load(warehouse, lake, older)  # a stale snapshot never overwrites a newer version
-    assert (stats.updated, stats.unchanged) == (0, 1)
+    assert (stats.updated, stats.unchanged, stats.stale) == (0, 0, 1)
     assert rows(pg_url, "SELECT amount FROM sales WHERE sale_id = 'a'") == [(Decimal("3.0000"),)]
 
 
-def test_invalid_newest_version_is_rejected_not_loaded(
+def test_malformed_newest_version_is_quarantined_next_to_the_good_one(
     warehouse: WarehouseConfig, lake: Lake, pg_url: str
 ) -> None:
     clean = snapshot(
         lake,
         [[sale("a", "1.00", "2026-11-23T12:00:00Z"), sale("a", "oops", "2026-11-23T13:00:00Z")]],
     )
-    load(warehouse, lake, clean)
-    assert rows(pg_url, "SELECT count(*) FROM sales") == [(0,)]
+    stats = load(warehouse, lake, clean)
+    assert (stats.inserted, stats.quarantined, stats.rejected) == (1, 1, 1)
+    assert rows(pg_url, "SELECT sale_id, amount FROM sales") == [("a", Decimal("1.0000"))]
     assert rows(pg_url, "SELECT sale_id, reason FROM sales_rejected") == [("a", "invalid_amount")]
 
 
@@ -218,18 +219,3 @@ def test_configured_schema_and_sql_looking_text(lake: Lake, pg_url: str) -> None
     evil = "x'); DROP TABLE sales; --"
     load(config, lake, snapshot(lake, [[sale("a", store_id=evil)]]))
     assert rows(pg_url, "SELECT store_id FROM analytics.sales") == [(evil,)]
-
-
-def test_sqlite_local_default_has_the_same_semantics(lake: Lake, tmp_path) -> None:
-    from pydantic import SecretStr
-
-    url = f"sqlite:///{tmp_path / 'wh.db'}"
-    config = WarehouseConfig(url=SecretStr(url))
-    clean = snapshot(
-        lake, [[sale("a", "1.00"), sale("a", "2.00", "2026-11-23T13:00:00Z"), sale("z", "x")]]
-    )
-    first = load(config, lake, clean)
-    second = load(config, lake, clean)
-    assert (first.inserted, first.rejected, first.superseded) == (1, 1, 1)
-    assert (second.inserted, second.updated, second.unchanged) == (0, 0, 1)
-    assert rows(url, "SELECT sale_id, amount FROM sales") == [("a", "2.0000")]
