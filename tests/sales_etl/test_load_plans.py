@@ -119,9 +119,13 @@ def test_every_load_statement_joins_by_hash_merge_or_index(
                 plans=plans,
             )
             steps = [step for step, _ in plans]
-            assert {"pick_winners", "upsert_sales", "remove_voided", "collect_rejects"} <= set(
-                steps
-            )
+            assert {
+                "pick_winners",
+                "insert_new_sales",
+                "update_changed_sales",
+                "remove_voided",
+                "collect_rejects",
+            } <= set(steps)
             problems = {step: scans_per_row(plan[0]) for step, plan in plans}
             assert {step: p for step, p in problems.items() if p} == {}, attempt
             results.append(stats)
