@@ -66,8 +66,6 @@ from sales_etl.validate import NON_POSITIVE_AMOUNT
 BUSINESS_COLUMNS: tuple[str, ...] = schema.FIELD_NAMES
 STAGE_SALES_COLUMNS: tuple[str, ...] = tuple(c.name for c in schema.CLEAN_COLUMNS)
 STAGE_REJECTED_COLUMNS: tuple[str, ...] = tuple(c.name for c in schema.REJECTED_COLUMNS)
-# The session parameter of the plan capture (see :func:`capture_plans`).
-_PLANS_KEY = "daily_sales_etl.plans"
 
 
 @dataclass(frozen=True)
@@ -232,6 +230,7 @@ class _Load:
     staged_rejected: int = 0
     newest_seen: datetime | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    plans: list[tuple[str, Any]] | None = None
 
     def sql(self, template: str) -> str:
         """``template`` with {sales}, {rejected} and {ledger} as quoted table names."""
@@ -244,10 +243,9 @@ class _Load:
 
     def run(self, step: str, template: str, **params: Any) -> Any:
         statement = self.sql(template)
-        plans = self.conn.info.get(_PLANS_KEY)
-        if plans is not None:
+        if self.plans is not None:
             plan = self.conn.execute(text("EXPLAIN (FORMAT JSON) " + statement), params)
-            plans.append((step, plan.scalar_one()))
+            self.plans.append((step, plan.scalar_one()))
         started = time.perf_counter()
         result = self.conn.execute(text(statement), params)
         self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - started
@@ -280,28 +278,22 @@ def load_day(
     source = source or LoadSource()
     started = time.perf_counter()
     with engine.begin() as conn:
-        if plans is not None:
-            conn.info[_PLANS_KEY] = plans
-        try:
-            load = _Load(conn, tables, day, run_id, loaded_at)
-            _lock_day(load, work_mem)
-            if source.snapshot_id and not force:
-                earlier = _loaded_stats(load, source.snapshot_id)
-                if earlier is not None:
-                    return earlier
-            staging_started = time.perf_counter()
-            _stage(load, sales_batches, rejected_batches)
-            load.seconds["stage"] = time.perf_counter() - staging_started
-            _pick_winners(load)
-            inserted, updated = _upsert_sales(load)
-            voided = _remove_voided(load)
-            malformed_kept, quarantined = _keep_rejects(load)
-            stats = _reconcile(load, inserted, updated, voided, malformed_kept, quarantined)
-            seconds = time.perf_counter() - started
-            _write_ledger(load, source, stats, seconds)
-            return stats
-        finally:
-            conn.info.pop(_PLANS_KEY, None)
+        load = _Load(conn, tables, day, run_id, loaded_at, plans=plans)
+        _lock_day(load, work_mem)
+        if source.snapshot_id and not force:
+            earlier = _loaded_stats(load, source.snapshot_id)
+            if earlier is not None:
+                return earlier
+        staging_started = time.perf_counter()
+        _stage(load, sales_batches, rejected_batches)
+        load.seconds["stage"] = time.perf_counter() - staging_started
+        _pick_winners(load)
+        inserted, updated = _upsert_sales(load)
+        voided = _remove_voided(load)
+        malformed_kept, quarantined = _keep_rejects(load)
+        stats = _reconcile(load, inserted, updated, voided, malformed_kept, quarantined)
+        _write_ledger(load, source, stats, time.perf_counter() - started)
+        return stats
 
 
 def _lock_day(load: _Load, work_mem: str | None) -> None:
