@@ -273,7 +273,6 @@ class DayPlan:
         self.day = day
         self.revision = revision
         self._date = date.fromisoformat(day)
-        self._dates: dict[int, str] = {}
         self._since_cache: dict[int, I64] = {}
         self._build()
 
@@ -383,8 +382,9 @@ class DayPlan:
     def _render(self, slots: I64) -> list[Any]:
         mix, day = self.mix, self.day
         h = _hash(slots, _key(mix, day, "sale"))
-        sec = (h % np.uint64(DAY_SECONDS)).astype(np.int64).tolist()
-        tz = ((h >> np.uint64(17)) % np.uint64(len(OFFSETS))).astype(np.int64).tolist()
+        sec = (h % np.uint64(DAY_SECONDS)).astype(np.int64)
+        tz_codes = ((h >> np.uint64(17)) % np.uint64(len(OFFSETS))).astype(np.int64)
+        tz = tz_codes.tolist()
         q0 = (1 + (h >> np.uint64(20)) % np.uint64(5)).astype(np.int64).tolist()
         cents = (100 + (h >> np.uint64(24)) % np.uint64(99_900)).astype(np.int64).tolist()
         customer = ((h >> np.uint64(40)) % np.uint64(1_000_000)).astype(np.int64).tolist()
@@ -402,11 +402,12 @@ class DayPlan:
         kinds = self.kind[slots].tolist()
         revs = self.rev[slots].tolist()
         ways = self.corruption[slots].tolist()
-        changed = self.changed_at[slots].tolist()
+        sale_dates = self._local_texts(sec, tz_codes)
+        updated = self._local_texts(self.changed_at[slots], tz_codes)
         prefix = f"{self._date:%Y%m%d}-"
         out: list[Any] = []
         append = out.append
-        iso = self._iso
+        suffix = [text for _, text in OFFSETS]
         for i, slot in enumerate(slots.tolist()):
             kind, t = kinds[i], tz[i]
             quantity = q0[i] + (revs[i] if kind in (UPDATED, BAD_UPDATE) else 0)
@@ -421,7 +422,7 @@ class DayPlan:
                 sale_id = (sale_id + "-" + f"{slot * 0x9E3779B1 & 0xFFFFFFFFFFFF:012x}" * 5)[:64]
             record: Record = {
                 "sale_id": sale_id,
-                "sale_date": iso(sec[i], t),
+                "sale_date": sale_dates[i] + suffix[t],
                 "store_id": f"S{store_list[i]:04d}",
                 "product_id": f"P{product_list[i]:06d}",
                 "customer_id": None if flag % 10 == 0 else f"C{customer[i]:07d}",
@@ -430,7 +431,7 @@ class DayPlan:
                 "unit_price": c / 100 if flag & 1 else f"{c // 100}.{c % 100:02d}",
                 "amount": amount,
                 "currency": CURRENCIES[currency[i]],
-                "updated_at": iso(changed[i], t),
+                "updated_at": updated[i] + suffix[t],
             }
             if flag % 16 == 3:  # unknown extra fields appear and must be ignored
                 record["channel"] = "web"
@@ -440,17 +441,13 @@ class DayPlan:
             append(record if way < 0 else CORRUPTIONS[way].apply(record))
         return out
 
-    def _iso(self, seconds: int, tz: int) -> str:
-        """``seconds`` after the day's start (UTC) as ISO-8601 text in offset number ``tz``."""
-        shift, text = OFFSETS[tz]
-        days, rest = divmod(seconds + shift, DAY_SECONDS)
-        day_text = self._dates.get(days)
-        if day_text is None:
-            day_text = (self._date + timedelta(days=days)).isoformat()
-            self._dates[days] = day_text
-        hours, rest = divmod(rest, 3600)
-        minutes, secs = divmod(rest, 60)
-        return f"{day_text}T{hours:02d}:{minutes:02d}:{secs:02d}{text}"
+    def _local_texts(self, seconds: I64, tz_codes: I64) -> list[str]:
+        """``seconds`` after the day's start (UTC) as local ISO text, without the offset."""
+        shifts = np.asarray([shift for shift, _ in OFFSETS], dtype=np.int64)[tz_codes]
+        start = np.datetime64(self._date.isoformat(), "s")
+        local = start + (seconds + shifts).astype("timedelta64[s]")
+        texts: list[str] = np.datetime_as_string(local, unit="s").tolist()
+        return texts
 
     def kinds_served(self) -> dict[str, int]:
         """How many positions of the stream serve each kind (for reports and tests)."""
