@@ -19,12 +19,11 @@ from pydantic import Field, HttpUrl, SecretStr, model_validator
 
 from sales_etl.errors import LakeError
 from sales_etl.lake import Lake, open_lake
+from sales_etl.schema import CLEAN_SCHEMA, REJECTED_SCHEMA
 from sales_etl.settings import DEFAULT_DATA_DIR, LakeConfig
 from sales_etl.snapshots import (
-    CLEAN_SCHEMA,
     MANIFEST,
     RAW_SCHEMA,
-    REJECTED_SCHEMA,
     SnapshotRef,
     find_snapshot,
     list_snapshots,

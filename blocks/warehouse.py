@@ -19,8 +19,8 @@ from prefect.blocks.core import Block
 from pydantic import Field, HttpUrl, PrivateAttr, SecretStr
 from sqlalchemy import Engine, text
 
+from sales_etl.schema import CLEAN_SCHEMA
 from sales_etl.settings import WarehouseConfig
-from sales_etl.snapshots import CLEAN_SCHEMA
 from sales_etl.transform import clean_table
 from sales_etl.warehouse import (
     LoadStats,

@@ -29,7 +29,7 @@ from sales_etl.errors import LakeError, TransientSourceError
 from sales_etl.report import RunSummary, mask_url
 from sales_etl.settings import LakeConfig, SourceConfig, WarehouseConfig, load_settings
 from tasks.extract import check_source, extract_sales, find_raw_snapshot
-from tasks.load import load_sales
+from tasks.load import LoadedDay, load_sales
 from tasks.report import publish_report
 from tasks.transform import transform_sales
 
@@ -111,6 +111,7 @@ def _timed(timings: dict[str, float], step: str) -> Iterator[None]:
 def daily_sales(
     run_date: date | None = None,
     refresh: bool = False,
+    reload: bool = False,
     warehouse_block: str | None = None,
     data_lake_block: str | None = None,
     sales_api_block: str | None = None,
@@ -121,6 +122,7 @@ def daily_sales(
         run_date: the business day (UTC). Empty: the scheduled day of a deployment run,
             yesterday for an ad-hoc run.
         refresh: ignore a cached extract and fetch the day from the API again.
+        reload: load the snapshot even when the load ledger says it is already loaded.
         warehouse_block: name of a saved ``WarehouseBlock``; empty: the environment settings.
         data_lake_block: name of a saved ``DataLakeBlock``; empty: the environment settings.
         sales_api_block: name of a saved ``SalesApiBlock``; empty: the environment settings.
@@ -141,7 +143,9 @@ def daily_sales(
     with ExitStack() as stack:
         source, identity = stack.enter_context(source_endpoint(source_config))
         warehouse, look = stack.enter_context(warehouse_endpoint(warehouse_config))
-        return _run_day(logger, day, run_id, source, identity, lake, warehouse, refresh, look)
+        return _run_day(
+            logger, day, run_id, source, identity, lake, warehouse, refresh, reload, look
+        )
 
 
 def _run_day(
@@ -153,6 +157,7 @@ def _run_day(
     lake: LakeConfig,
     warehouse: WarehouseConfig,
     refresh: bool,
+    reload: bool,
     look: str = "",
 ) -> Any:
     summary = RunSummary(
@@ -203,11 +208,8 @@ def _run_day(
     summary.clean_amount_total = clean["clean_amount_total"]
 
     with _timed(timings, "load"):
-        loaded = load_sales(warehouse, lake, day, raw["snapshot_id"], run_id)
-    for name in ("inserted", "updated", "unchanged", "superseded"):
-        setattr(summary, name, loaded[name])
-    summary.rejected_rows = loaded["rejected"]
-    summary.warehouse = f"{loaded['warehouse']} ({loaded['table']})"
+        loaded = load_sales(warehouse, lake, day, raw["snapshot_id"], run_id, reload=reload)
+    _add_load(summary, loaded)
 
     if summary.fallback_used:
         summary.status = "loaded_from_snapshot"
@@ -222,6 +224,18 @@ def _run_day(
             name="Completed from snapshot", message=summary.message, data=summary.as_dict()
         )
     return summary.as_dict()
+
+
+def _add_load(summary: RunSummary, loaded: LoadedDay) -> None:
+    stats = loaded.stats
+    for name in ("inserted", "updated", "unchanged", "stale", "voided", "quarantined"):
+        setattr(summary, name, getattr(stats, name))
+    summary.superseded = stats.superseded
+    summary.rejected_rows = stats.rejected
+    summary.load_skipped = stats.skipped
+    summary.day_sales = stats.day_sales
+    summary.day_amount = str(stats.day_amount)
+    summary.warehouse = f"{loaded.warehouse} ({loaded.table})"
 
 
 def _extract(
@@ -275,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fetch the day from the API again even if a cached extract exists",
     )
+    parser.add_argument(
+        "--reload",
+        action="store_true",
+        help="load the snapshot again even if the load ledger says it is already loaded",
+    )
     for option, kind in (
         ("--warehouse-block", "WarehouseBlock"),
         ("--data-lake-block", "DataLakeBlock"),
@@ -298,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         daily_sales(
             run_date=day,
             refresh=args.refresh,
+            reload=args.reload,
             warehouse_block=args.warehouse_block,
             data_lake_block=args.data_lake_block,
             sales_api_block=args.sales_api_block,

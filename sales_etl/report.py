@@ -29,7 +29,13 @@ class RunSummary:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    stale: int = 0
+    voided: int = 0
+    quarantined: int = 0
     rejected_rows: int = 0
+    load_skipped: bool = False
+    day_sales: int = 0
+    day_amount: str = "0"
     clean_amount_total: str = "0"
     timings: dict[str, float] = field(default_factory=dict)
     look: str = ""  # how to look at the loaded data (the embedded warehouse), if anything to say
@@ -52,7 +58,13 @@ class RunSummary:
             {"metric": "inserted", "value": self.inserted},
             {"metric": "updated", "value": self.updated},
             {"metric": "unchanged", "value": self.unchanged},
+            {"metric": "stale (older than stored)", "value": self.stale},
+            {"metric": "voided sales removed", "value": self.voided},
+            {"metric": "malformed updates quarantined", "value": self.quarantined},
             {"metric": "rejects kept for the day", "value": self.rejected_rows},
+            {"metric": "sales of the day in the warehouse", "value": self.day_sales},
+            {"metric": "amount of the day in the warehouse", "value": self.day_amount},
+            {"metric": "load skipped (snapshot already loaded)", "value": self.load_skipped},
             {"metric": "amount of valid records", "value": self.clean_amount_total},
             {"metric": "fallback snapshot used", "value": self.fallback_used},
         ]
@@ -87,7 +99,10 @@ class RunSummary:
             f"  valid {self.clean}, rejected {self.rejected} ({reasons}), "
             f"superseded duplicates {self.superseded}",
             f"  warehouse: {self.inserted} inserted, {self.updated} updated, "
-            f"{self.unchanged} unchanged, {self.rejected_rows} rejects kept",
+            f"{self.unchanged} unchanged, {self.voided} voided, {self.stale} stale, "
+            f"{self.quarantined} quarantined, {self.rejected_rows} rejects kept"
+            + (" (snapshot already loaded: load skipped)" if self.load_skipped else ""),
+            f"  day in the warehouse: {self.day_sales} sales, amount {self.day_amount}",
             f"  timings: {timings}",
             f"  raw snapshot: {self.snapshot_id}",
             f"  lake: {self.lake}",

@@ -71,6 +71,8 @@ class WarehouseConfig(BaseModel):
     table_name: str = Field(default="sales", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     pool_size: int = Field(default=5, ge=1)
     pool_timeout_seconds: float = Field(default=30.0, gt=0)
+    # SET LOCAL work_mem of a load: its sorts and hashes stay in memory (None: the server's).
+    work_mem: str | None = Field(default="128MB", pattern=r"^\d+(kB|MB|GB)$")
 
     @property
     def is_embedded(self) -> bool:

@@ -39,34 +39,6 @@ RAW_SCHEMA = pa.schema(
         ("body", pa.large_binary()),
     ]
 )
-MONEY = pa.decimal128(18, 4)
-TIMESTAMP = pa.timestamp("us", tz="UTC")
-CLEAN_SCHEMA = pa.schema(
-    [
-        ("record_index", pa.int64()),
-        ("sale_id", pa.string()),
-        ("sale_date", TIMESTAMP),
-        ("store_id", pa.string()),
-        ("product_id", pa.string()),
-        ("customer_id", pa.string()),
-        ("quantity", pa.int32()),
-        ("unit_price", MONEY),
-        ("amount", MONEY),
-        ("currency", pa.string()),
-        ("updated_at", TIMESTAMP),
-    ]
-)
-REJECTED_SCHEMA = pa.schema(
-    [
-        ("record_index", pa.int64()),
-        ("sale_id", pa.string()),
-        ("updated_at", TIMESTAMP),
-        ("reason", pa.string()),
-        ("detail", pa.string()),
-        ("raw_record", pa.large_string()),
-        ("record_hash", pa.string()),
-    ]
-)
 
 
 @dataclass(frozen=True)

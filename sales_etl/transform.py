@@ -27,11 +27,9 @@ import pyarrow.compute as pc
 from sales_etl import jsontext
 from sales_etl.errors import LakeError
 from sales_etl.lake import Lake
+from sales_etl.schema import CLEAN_SCHEMA, MONEY_ARROW, REJECTED_SCHEMA
 from sales_etl.snapshots import (
-    CLEAN_SCHEMA,
     MANIFEST,
-    MONEY,
-    REJECTED_SCHEMA,
     SnapshotRef,
     find_snapshot,
     iter_raw_pages,
@@ -90,7 +88,7 @@ def clean_table(frame: pd.DataFrame) -> pa.Table:
     for name in CLEAN_SCHEMA.names:
         target = CLEAN_SCHEMA.field(name).type
         array = pa.array(frame[name], from_pandas=True)
-        columns[name] = pc.cast(array, target) if target == MONEY else array.cast(target)
+        columns[name] = pc.cast(array, target) if target == MONEY_ARROW else array.cast(target)
     return pa.table(columns, schema=CLEAN_SCHEMA)
 
 

@@ -22,22 +22,11 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from sales_etl import jsontext
+from sales_etl import jsontext, schema
 from sales_etl.currencies import ISO_4217
 from sales_etl.jsontext import JsonNumber
 
-FIELDS: tuple[str, ...] = (
-    "sale_id",
-    "sale_date",
-    "store_id",
-    "product_id",
-    "customer_id",
-    "quantity",
-    "unit_price",
-    "amount",
-    "currency",
-    "updated_at",
-)
+FIELDS: tuple[str, ...] = schema.FIELD_NAMES
 
 # Reason codes, in the order they are checked: a record gets the first that applies.
 NOT_AN_OBJECT = "not_an_object"
@@ -70,14 +59,10 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _UPDATED_MIN = pd.Timestamp("1970-01-01", tz="UTC")
 _UPDATED_MAX = pd.Timestamp("2100-01-01", tz="UTC")
 
-CLEAN_COLUMNS: tuple[str, ...] = ("record_index", *FIELDS)
-REJECTED_COLUMNS: tuple[str, ...] = (
-    "record_index",
-    "sale_id",
-    "updated_at",
-    "reason",
-    "detail",
-    "raw_record",
+CLEAN_COLUMNS: tuple[str, ...] = tuple(c.name for c in schema.CLEAN_COLUMNS)
+# What validation produces of a reject; the transform adds record_hash.
+REJECTED_COLUMNS: tuple[str, ...] = tuple(
+    c.name for c in schema.REJECTED_COLUMNS if c.name != "record_hash"
 )
 
 

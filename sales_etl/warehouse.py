@@ -1,36 +1,49 @@
-"""The warehouse: table definitions and the idempotent load of one day, in one transaction.
+"""The PostgreSQL warehouse: its tables and the idempotent load of one day, in one transaction.
 
-Load of a day (``load_day``)::
+A load (:func:`load_day`) is a short list of named steps, like the CTEs of a dbt model::
 
-    lock the day (PostgreSQL advisory lock: concurrent runs of a day queue up)
-    COPY clean rows and rejects into temporary staging tables, chunk by chunk
-    pick one winner per sale_id: newest updated_at, then latest arrival (valid or not)
-    INSERT winners INTO sales ON CONFLICT (sale_id) DO UPDATE
-        only when the incoming version is not older and something actually changed
-    replace the day's rejects (keyed by business_date + record_hash)
-    reconcile (every winner landed, nothing older left), then COMMIT
+    lock_day          advisory lock of the day: concurrent runs of one day queue up
+    skip_if_loaded    the ledger already holds this snapshot of the day: nothing to do
+    stage             COPY clean rows and rejects into temporary staging tables
+    pick_winners      per sale_id the newest well-formed version (a sale or a void), and
+                      whether it is at least as new as what the warehouse holds
+    upsert_sales      winning sales: new ones inserted, changed ones updated (others untouched)
+    remove_voided     winning voids delete their sale from ``sales``
+    keep_rejects      rejects superseded by a winner go; this load's rejects are kept
+    reconcile         every winner landed, no voided sale left; day totals; COMMIT with a
+                      ledger row (the high-water mark included)
 
-PostgreSQL is the production warehouse (COPY through psycopg2). SQLite serves the zero-setup
-local default with the same statements (SQLAlchemy renders the dialect's upsert).
+Every statement joins on keys (hash, merge or index joins): none scans a table once per row of
+another, whatever ``work_mem`` is (``tests/sales_etl/test_load_plans.py`` checks the plans).
+
+The invariant after any sequence of loads of a day, for every ``sale_id``: the newest
+well-formed version seen so far decides. A sale (``amount > 0``) is the one row of ``sales``;
+a void (``amount <= 0``) means no row in ``sales`` and the void in ``sales_rejected``. Malformed
+records never replace a well-formed version: those newer than it are kept in ``sales_rejected``
+(quarantined), older ones are dropped as superseded.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import date, datetime
-from pathlib import Path
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from sqlalchemy import (
     BigInteger,
     Column,
-    Date,
     DateTime,
+    Double,
     Engine,
+    Identity,
     Index,
     Integer,
     MetaData,
@@ -38,40 +51,21 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     Text,
-    and_,
-    bindparam,
     create_engine,
-    func,
     inspect,
-    literal,
-    literal_column,
-    or_,
-    select,
     text,
-    true,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.schema import CreateSchema
 
+from sales_etl import schema
 from sales_etl.errors import WarehouseError
 from sales_etl.settings import WarehouseConfig
-from sales_etl.validate import FIELDS
+from sales_etl.validate import NON_POSITIVE_AMOUNT
 
-# One column per contract field, under the same name (the order of sales_etl.validate.FIELDS).
-BUSINESS_COLUMNS: tuple[str, ...] = FIELDS
-REJECT_STAGE_COLUMNS: tuple[str, ...] = (
-    "record_index",
-    "sale_id",
-    "updated_at",
-    "reason",
-    "detail",
-    "raw_record",
-    "record_hash",
-)
-# SQLite has no exact decimal type: keep money as text there rather than as a float.
-MONEY = Numeric(18, 4).with_variant(Text(), "sqlite")
-TIMESTAMPTZ = DateTime(timezone=True)
+BUSINESS_COLUMNS: tuple[str, ...] = schema.FIELD_NAMES
+STAGE_SALES_COLUMNS: tuple[str, ...] = tuple(c.name for c in schema.CLEAN_COLUMNS)
+STAGE_REJECTED_COLUMNS: tuple[str, ...] = tuple(c.name for c in schema.REJECTED_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -81,11 +75,22 @@ class WarehouseTables:
     metadata: MetaData
     sales: Table
     rejected: Table
+    ledger: Table
+
+
+@dataclass(frozen=True)
+class LoadSource:
+    """What a load brings, as the ledger records it."""
+
+    snapshot_id: str = ""
+    mode: str = "full"  # "full": the whole day; "incremental": records changed since a mark
+    records: int | None = None
+    rejects_by_reason: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class LoadStats:
-    """What one load did."""
+    """What one load did (or, when ``skipped``, what the ledger says the earlier load did)."""
 
     staged: int
     staged_rejected: int
@@ -93,66 +98,96 @@ class LoadStats:
     inserted: int
     updated: int
     unchanged: int
+    stale: int
+    voided: int
+    quarantined: int
     rejected: int
     superseded: int
+    day_sales: int
+    day_amount: Decimal
+    high_water_mark: datetime | None
+    skipped: bool = False
+    step_seconds: Mapping[str, float] = field(default_factory=dict)
 
 
-def warehouse_tables(schema: str | None, table_name: str = "sales") -> WarehouseTables:
-    metadata = MetaData(schema=schema)
+def warehouse_tables(schema_name: str | None, table_name: str = "sales") -> WarehouseTables:
+    """``sales``, ``sales_rejected`` and ``sales_load_ledger`` (names follow ``table_name``)."""
+    metadata = MetaData(schema=schema_name)
     sales = Table(
         table_name,
         metadata,
-        Column("sale_id", Text, primary_key=True),
-        Column("sale_date", TIMESTAMPTZ, nullable=False),
-        Column("store_id", Text, nullable=False),
-        Column("product_id", Text, nullable=False),
-        Column("customer_id", Text, nullable=True),
-        Column("quantity", Integer, nullable=False),
-        Column("unit_price", MONEY, nullable=False),
-        Column("amount", MONEY, nullable=False),
-        Column("currency", Text, nullable=False),
-        Column("updated_at", TIMESTAMPTZ, nullable=False),
-        Column("run_id", Text, nullable=False),
-        Column("loaded_at", TIMESTAMPTZ, nullable=False),
+        *_columns(schema.SALE_FIELDS),
+        _column(schema.RUN_ID),
+        _column(schema.LOADED_AT),
+        PrimaryKeyConstraint("sale_id"),
+        # The day's rows sit together in the heap (each load appends its day): a BRIN index
+        # finds a day's range for the day totals at almost no write cost.
+        Index(f"ix_{table_name}_sale_date", "sale_date", postgresql_using="brin"),
     )
     rejected = Table(
         f"{table_name}_rejected",
         metadata,
-        Column("business_date", Date, nullable=False),
-        Column("record_hash", Text, nullable=False),
-        Column("sale_id", Text, nullable=True),
-        Column("reason", Text, nullable=False),
-        Column("detail", Text, nullable=False),
-        Column("raw_record", Text, nullable=False),
+        _column(schema.BUSINESS_DATE),
+        *_columns(tuple(c for c in schema.REJECTED_COLUMNS if c.name != "record_index")),
         Column("occurrences", Integer, nullable=False),
-        Column("run_id", Text, nullable=False),
-        Column("rejected_at", TIMESTAMPTZ, nullable=False),
+        _column(schema.RUN_ID),
+        Column("rejected_at", DateTime(timezone=True), nullable=False),
         PrimaryKeyConstraint("business_date", "record_hash"),
         Index(f"ix_{table_name}_rejected_sale_id", "sale_id"),
     )
-    return WarehouseTables(metadata, sales, rejected)
+    ledger = Table(
+        f"{table_name}_load_ledger",
+        metadata,
+        Column("load_id", BigInteger, Identity(), primary_key=True),
+        _column(schema.BUSINESS_DATE),
+        Column("status", Text, nullable=False),  # loaded | failed
+        Column("mode", Text, nullable=False),  # full | incremental
+        Column("snapshot_id", Text, nullable=False),
+        _column(schema.RUN_ID),
+        Column("records", BigInteger),
+        Column("staged", BigInteger),
+        Column("staged_rejected", BigInteger),
+        Column("inserted", BigInteger),
+        Column("updated", BigInteger),
+        Column("unchanged", BigInteger),
+        Column("stale", BigInteger),
+        Column("voided", BigInteger),
+        Column("quarantined", BigInteger),
+        Column("superseded", BigInteger),
+        Column("rejects_kept", BigInteger),
+        Column("rejects_by_reason", Text),
+        Column("day_sales", BigInteger),
+        Column("day_amount", Numeric(20, 4)),
+        Column("high_water_mark", DateTime(timezone=True)),
+        Column("seconds", Double),
+        Column("message", Text),
+        Column("finished_at", DateTime(timezone=True), nullable=False),
+        Index(f"ix_{table_name}_load_ledger_day", "business_date", "finished_at"),
+    )
+    return WarehouseTables(metadata, sales, rejected, ledger)
+
+
+def _column(spec: schema.Column) -> Column[Any]:
+    return Column(spec.name, spec.sql, nullable=spec.nullable)
+
+
+def _columns(specs: tuple[schema.Column, ...]) -> list[Column[Any]]:
+    return [_column(spec) for spec in specs]
 
 
 def tables_for(config: WarehouseConfig) -> WarehouseTables:
-    schema = None if config.dialect == "sqlite" else config.db_schema
-    return warehouse_tables(schema, config.table_name)
+    return warehouse_tables(config.db_schema, config.table_name)
 
 
 def create_warehouse_engine(config: WarehouseConfig) -> Engine:
     """A new engine for ``config``; the caller disposes it. Parameters never appear in errors."""
-    url = config.sqlalchemy_url
-    if config.dialect == "sqlite":
-        database = url.split("///", 1)[-1]
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        return create_engine(url, hide_parameters=True, connect_args={"timeout": 60})
     if config.dialect != "postgresql":
         raise WarehouseError(
-            f"unsupported warehouse dialect {config.dialect!r}: use postgresql+psycopg2:// "
-            "(or sqlite:/// for a local try-out)"
+            f"unsupported warehouse dialect {config.dialect!r}: the warehouse is PostgreSQL "
+            "(postgresql://user@host/db, or leave WAREHOUSE_URL unset for the embedded one)"
         )
     return create_engine(
-        url,
+        config.sqlalchemy_url,
         hide_parameters=True,
         pool_pre_ping=True,
         pool_size=config.pool_size,
@@ -169,111 +204,52 @@ def describe_engine(engine: Engine) -> str:
 def ensure_tables(engine: Engine, tables: WarehouseTables) -> None:
     """Create the schema and tables if missing (safe under concurrent runs)."""
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('daily_sales_etl:ddl'))"))
-            schema = tables.metadata.schema
-            # CREATE SCHEMA needs CREATE on the database even when the schema exists: a role
-            # granted only its schema (the usual production setup) must not need it.
-            if schema and not inspect(conn).has_schema(schema):
-                conn.execute(CreateSchema(schema, if_not_exists=True))
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('daily_sales_etl:ddl'))"))
+        schema_name = tables.metadata.schema
+        # CREATE SCHEMA needs CREATE on the database even when the schema exists: a role
+        # granted only its schema (the usual production setup) must not need it.
+        if schema_name and not inspect(conn).has_schema(schema_name):
+            conn.execute(CreateSchema(schema_name, if_not_exists=True))
         tables.metadata.create_all(conn, checkfirst=True)
 
 
-def _stage_tables(dialect: str) -> tuple[Table, Table, Table]:
-    metadata = MetaData()
-    temp: dict[str, Any] = {"prefixes": ["TEMPORARY"]}
-    if dialect == "postgresql":
-        temp["postgresql_on_commit"] = "DROP"
-    stage_sales = Table(
-        "_stage_sales",
-        metadata,
-        Column("record_index", BigInteger, nullable=False),
-        Column("sale_id", Text),
-        Column("sale_date", TIMESTAMPTZ),
-        Column("store_id", Text),
-        Column("product_id", Text),
-        Column("customer_id", Text),
-        Column("quantity", Integer),
-        Column("unit_price", MONEY),
-        Column("amount", MONEY),
-        Column("currency", Text),
-        Column("updated_at", TIMESTAMPTZ),
-        **temp,
-    )
-    stage_rejected = Table(
-        "_stage_rejected",
-        metadata,
-        Column("record_index", BigInteger, nullable=False),
-        Column("sale_id", Text),
-        Column("updated_at", TIMESTAMPTZ),
-        Column("reason", Text),
-        Column("detail", Text),
-        Column("raw_record", Text),
-        Column("record_hash", Text),
-        **temp,
-    )
-    winners = Table(
-        "_stage_winners",
-        metadata,
-        Column("record_index", BigInteger, primary_key=True),
-        **temp,
-    )
-    return stage_sales, stage_rejected, winners
+# ---------------------------------------------------------------------------------------------
+# The load
 
 
-def _insert(dialect: str, table: Table) -> Any:
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+@dataclass
+class _Load:
+    """The state one load passes from step to step."""
 
+    conn: Connection
+    tables: WarehouseTables
+    day: date
+    run_id: str
+    loaded_at: datetime
+    staged: int = 0
+    staged_rejected: int = 0
+    newest_seen: datetime | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    plans: list[tuple[str, Any]] | None = None
 
-# psycopg2 reads the COPY source in 8 KiB calls by default; 1 MiB calls cut the Python overhead.
-_COPY_READ_BYTES = 1 << 20
-
-
-def _utc_wall_clock(batch: pa.Table) -> pa.Table:
-    """Timestamps with a time zone as naive UTC wall-clock times, for the CSV writer.
-
-    Arrow formats zoned timestamps through a time-zone lookup per value (about 6x slower for
-    this table than naive ones); the instants are the same, and the load transaction reads them
-    back as UTC (``SET LOCAL TIME ZONE 'UTC'`` in :func:`load_day`).
-    """
-    for i, column in enumerate(batch.schema):
-        if pa.types.is_timestamp(column.type) and column.type.tz is not None:
-            naive = batch.column(i).cast(pa.timestamp(column.type.unit))
-            batch = batch.set_column(i, column.name, naive)
-    return batch
-
-
-def _copy(conn: Connection, table: Table, batch: pa.Table, columns: tuple[str, ...]) -> None:
-    """Bulk-load an Arrow batch into a staging table (COPY on PostgreSQL)."""
-    if batch.num_rows == 0:
-        return
-    batch = batch.select(list(columns))
-    if conn.dialect.name == "postgresql":
-        batch = _utc_wall_clock(batch)
-        buffer = io.BytesIO()
-        pacsv.write_csv(
-            batch, buffer, pacsv.WriteOptions(include_header=False, quoting_style="needed")
+    def sql(self, template: str) -> str:
+        """``template`` with {sales}, {rejected} and {ledger} as quoted table names."""
+        quote = self.conn.dialect.identifier_preparer.format_table
+        return template.format(
+            sales=quote(self.tables.sales),
+            rejected=quote(self.tables.rejected),
+            ledger=quote(self.tables.ledger),
         )
-        buffer.seek(0)
-        column_list = ", ".join(columns)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.copy_expert(
-                f"COPY {table.name} ({column_list}) FROM STDIN WITH (FORMAT csv)",
-                buffer,
-                size=_COPY_READ_BYTES,
-            )
-        finally:
-            cursor.close()
-    else:
-        rows = batch.to_pylist()
-        for row in rows:
-            for name in ("unit_price", "amount"):
-                if name in row and row[name] is not None:
-                    row[name] = str(row[name])
-        conn.execute(table.insert(), rows)
+
+    def run(self, step: str, template: str, **params: Any) -> Any:
+        statement = self.sql(template)
+        if self.plans is not None:
+            plan = self.conn.execute(text("EXPLAIN (FORMAT JSON) " + statement), params)
+            self.plans.append((step, plan.scalar_one()))
+        started = time.perf_counter()
+        result = self.conn.execute(text(statement), params)
+        self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - started
+        return result
 
 
 def load_day(
@@ -284,213 +260,485 @@ def load_day(
     sales_batches: Iterable[pa.Table],
     rejected_batches: Iterable[pa.Table],
     loaded_at: datetime,
+    source: LoadSource | None = None,
+    *,
+    force: bool = False,
+    work_mem: str | None = "128MB",
+    plans: list[tuple[str, Any]] | None = None,
 ) -> LoadStats:
-    """Load one day idempotently; see the module docstring for the steps."""
-    dialect = engine.dialect.name
-    sales, rejected = tables.sales, tables.rejected
-    stage_sales, stage_rejected, winners = _stage_tables(dialect)
+    """Load one day idempotently; see the module docstring for the steps.
+
+    Args:
+        sales_batches / rejected_batches: Arrow tables of the clean zone's two schemas.
+        source: what is loaded, for the ledger; a snapshot already in the ledger as loaded for
+            this day is skipped unless ``force``.
+        work_mem: ``SET LOCAL work_mem`` for the load's sorts and hashes (None: the server's).
+        plans: when given, receives the ``EXPLAIN`` of every statement before it runs.
+    """
+    source = source or LoadSource()
+    started = time.perf_counter()
     with engine.begin() as conn:
-        if dialect == "postgresql":
-            key = f"daily_sales_etl:{sales.fullname}:{day.isoformat()}"
-            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
-            # COPY receives timestamps as naive UTC text (see _utc_wall_clock); only for this
-            # transaction, and no statement below depends on the session time zone.
-            conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
-        for table in (stage_sales, stage_rejected, winners):
-            if dialect != "postgresql":
-                table.drop(conn, checkfirst=True)
-            table.create(conn)
-        for batch in sales_batches:
-            _copy(conn, stage_sales, batch, ("record_index", *BUSINESS_COLUMNS))
-        for batch in rejected_batches:
-            _copy(conn, stage_rejected, batch, REJECT_STAGE_COLUMNS)
-        if dialect == "postgresql":
-            # Temporary tables are never auto-analyzed: give the planner real row counts and
-            # distributions for the joins below (a sample, well under a second per million).
-            conn.execute(text(f"ANALYZE {stage_sales.name}, {stage_rejected.name}"))
+        load = _Load(conn, tables, day, run_id, loaded_at, plans=plans)
+        _lock_day(load, work_mem)
+        if source.snapshot_id and not force:
+            earlier = _loaded_stats(load, source.snapshot_id)
+            if earlier is not None:
+                return earlier
+        staging_started = time.perf_counter()
+        _stage(load, sales_batches, rejected_batches)
+        load.seconds["stage"] = time.perf_counter() - staging_started
+        _pick_winners(load)
+        inserted, updated = _upsert_sales(load)
+        voided = _remove_voided(load)
+        malformed_kept, quarantined = _keep_rejects(load)
+        stats = _reconcile(load, inserted, updated, voided, malformed_kept, quarantined)
+        _write_ledger(load, source, stats, time.perf_counter() - started)
+        return stats
 
-        versions = (
-            select(stage_sales.c.sale_id, stage_sales.c.updated_at, stage_sales.c.record_index)
-            .union_all(
-                select(
-                    stage_rejected.c.sale_id,
-                    stage_rejected.c.updated_at,
-                    stage_rejected.c.record_index,
-                ).where(stage_rejected.c.sale_id.is_not(None))
-            )
-            .subquery("versions")
-        )
-        ranked = select(
-            versions.c.record_index,
-            func.row_number()
-            .over(
-                partition_by=versions.c.sale_id,
-                order_by=(
-                    versions.c.updated_at.desc().nulls_last(),
-                    versions.c.record_index.desc(),
-                ),
-            )
-            .label("rn"),
-        ).subquery("ranked")
-        conn.execute(
-            winners.insert().from_select(
-                ["record_index"], select(ranked.c.record_index).where(ranked.c.rn == 1)
-            )
-        )
-        is_winner = stage_sales.c.record_index.in_(select(winners.c.record_index))
-        staged = _scalar(conn, select(func.count()).select_from(stage_sales))
-        staged_rejected = _scalar(conn, select(func.count()).select_from(stage_rejected))
-        rejected_with_id = _scalar(
-            conn,
-            select(func.count())
-            .select_from(stage_rejected)
-            .where(stage_rejected.c.sale_id.is_not(None)),
-        )
-        winner_count = _scalar(conn, select(func.count()).select_from(winners))
-        valid_winners = _scalar(conn, select(func.count()).where(is_winner))
 
-        insert = _insert(dialect, sales)
-        source = select(
-            *(stage_sales.c[name] for name in BUSINESS_COLUMNS),
-            literal(run_id, Text).label("run_id"),
-            literal(loaded_at, TIMESTAMPTZ).label("loaded_at"),
-        ).where(is_winner, true())
-        changed = or_(*(sales.c[n].is_distinct_from(insert.excluded[n]) for n in BUSINESS_COLUMNS))
-        set_ = {n: insert.excluded[n] for n in (*BUSINESS_COLUMNS[1:], "run_id", "loaded_at")}
-        newer_and_changed = and_(sales.c.updated_at <= insert.excluded.updated_at, changed)
-        if dialect == "postgresql":
-            # Rows identical to the stored ones are left out before the upsert (a hash anti-join
-            # instead of one speculative insert, tuple lock and WHERE per conflicting row); the
-            # ON CONFLICT guard would have written nothing for them anyway. xmax = 0 tells an
-            # inserted row from an updated one, so no separate count of existing rows is needed.
-            identical = (
-                select(literal(1))
-                .where(
-                    sales.c.sale_id == stage_sales.c.sale_id,
-                    *(sales.c[n].is_not_distinct_from(stage_sales.c[n]) for n in BUSINESS_COLUMNS),
-                )
-                .exists()
-            )
-            upsert = (
-                insert.from_select(
-                    [*BUSINESS_COLUMNS, "run_id", "loaded_at"], source.where(~identical)
-                )
-                .on_conflict_do_update(
-                    index_elements=[sales.c.sale_id], set_=set_, where=newer_and_changed
-                )
-                .returning(literal_column("xmax = 0").label("inserted"))
-                .cte("upsert")
-            )
-            written_rows = conn.execute(
-                select(
-                    func.count().filter(upsert.c.inserted),
-                    func.count().filter(~upsert.c.inserted),
-                )
-            ).one()
-            inserted, updated = int(written_rows[0]), int(written_rows[1])
-            existing = valid_winners - inserted
-        else:
-            existing = _scalar(
-                conn,
-                select(func.count())
-                .select_from(stage_sales.join(sales, sales.c.sale_id == stage_sales.c.sale_id))
-                .where(is_winner),
-            )
-            upsert = insert.from_select([*BUSINESS_COLUMNS, "run_id", "loaded_at"], source)
-            upsert = upsert.on_conflict_do_update(
-                index_elements=[sales.c.sale_id], set_=set_, where=newer_and_changed
-            )
-            written = conn.execute(upsert).rowcount
-            inserted = valid_winners - existing
-            updated = written - inserted
+def _lock_day(load: _Load, work_mem: str | None) -> None:
+    key = f"daily_sales_etl:{load.tables.sales.fullname}:{load.day.isoformat()}"
+    load.conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+    # COPY receives timestamps as naive UTC text (see _utc_wall_clock); only for this
+    # transaction, and no statement below depends on the session time zone.
+    load.conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
+    if work_mem is not None:
+        load.conn.execute(text("SELECT set_config('work_mem', :value, true)"), {"value": work_mem})
 
-        final_rejects = (
-            select(stage_rejected)
-            .where(
-                or_(
-                    stage_rejected.c.sale_id.is_(None),
-                    stage_rejected.c.record_index.in_(select(winners.c.record_index)),
-                )
-            )
-            .subquery("final_rejects")
+
+def _loaded_stats(load: _Load, snapshot_id: str) -> LoadStats | None:
+    """The ledger's counts of an earlier successful load of this snapshot, if any."""
+    row = (
+        load.run(
+            "skip_if_loaded",
+            """
+            SELECT staged, staged_rejected, inserted, updated, unchanged, stale, voided,
+                   quarantined, rejects_kept, superseded, day_sales, day_amount, high_water_mark
+            FROM {ledger}
+            WHERE business_date = :day AND snapshot_id = :snapshot AND status = 'loaded'
+            ORDER BY finished_at DESC
+            LIMIT 1
+            """,
+            day=load.day,
+            snapshot=snapshot_id,
         )
-        conn.execute(
-            rejected.delete().where(
-                rejected.c.business_date == bindparam("day", day, Date),
-                rejected.c.record_hash.not_in(select(final_rejects.c.record_hash)),
-            )
-        )
-        reject_insert = _insert(dialect, rejected)
-        reject_source = (
-            select(
-                literal(day, Date).label("business_date"),
-                final_rejects.c.record_hash,
-                func.min(final_rejects.c.sale_id),
-                func.min(final_rejects.c.reason),
-                func.min(final_rejects.c.detail),
-                func.min(final_rejects.c.raw_record),
-                func.count().label("occurrences"),
-                literal(run_id, Text).label("run_id"),
-                literal(loaded_at, TIMESTAMPTZ).label("rejected_at"),
-            )
-            .where(true())
-            .group_by(final_rejects.c.record_hash)
-        )
-        reject_upsert = reject_insert.from_select(
-            [
-                "business_date",
-                "record_hash",
-                "sale_id",
-                "reason",
-                "detail",
-                "raw_record",
-                "occurrences",
-                "run_id",
-                "rejected_at",
-            ],
-            reject_source,
-        ).on_conflict_do_update(
-            index_elements=[rejected.c.business_date, rejected.c.record_hash],
-            set_={"occurrences": reject_insert.excluded.occurrences},
-            where=rejected.c.occurrences.is_distinct_from(reject_insert.excluded.occurrences),
-        )
-        conn.execute(reject_upsert)
-        reject_rows = _scalar(
-            conn,
-            select(func.count()).select_from(rejected).where(rejected.c.business_date == day),
-        )
-        _reconcile(conn, sales, stage_sales, is_winner)
-        if dialect != "postgresql":
-            for table in (stage_sales, stage_rejected, winners):
-                table.drop(conn)
+        .mappings()
+        .one_or_none()
+    )
+    if row is None:
+        return None
+    staged, staged_rejected = int(row["staged"]), int(row["staged_rejected"])
     return LoadStats(
         staged=staged,
         staged_rejected=staged_rejected,
-        winners=winner_count,
+        winners=0,
+        inserted=0,
+        updated=0,
+        unchanged=int(row["inserted"]) + int(row["updated"]) + int(row["unchanged"]),
+        stale=int(row["stale"]),
+        voided=0,
+        quarantined=int(row["quarantined"]),
+        rejected=int(row["rejects_kept"]),
+        superseded=int(row["superseded"]),
+        day_sales=int(row["day_sales"]),
+        day_amount=Decimal(row["day_amount"]),
+        high_water_mark=row["high_water_mark"],
+        skipped=True,
+    )
+
+
+# psycopg2 reads the COPY source in 8 KiB calls by default; 1 MiB calls cut the Python overhead.
+_COPY_READ_BYTES = 1 << 20
+
+
+def _stage(
+    load: _Load, sales_batches: Iterable[pa.Table], rejected_batches: Iterable[pa.Table]
+) -> None:
+    """COPY the snapshot into two temporary tables (dropped at COMMIT), then ANALYZE them."""
+    stage_sales = _stage_table("_stage_sales", schema.CLEAN_COLUMNS)
+    stage_rejected = _stage_table("_stage_rejected", schema.REJECTED_COLUMNS)
+    for table in (stage_sales, stage_rejected):
+        table.create(load.conn)
+    for batch in sales_batches:
+        load.staged += _copy(load.conn, stage_sales.name, batch, STAGE_SALES_COLUMNS)
+        load.newest_seen = _newest(load.newest_seen, batch)
+    for batch in rejected_batches:
+        load.staged_rejected += _copy(load.conn, stage_rejected.name, batch, STAGE_REJECTED_COLUMNS)
+        load.newest_seen = _newest(load.newest_seen, batch)
+    # Temporary tables are never auto-analyzed: give the planner real row counts and
+    # distributions for the joins below (a sample, well under a second per million).
+    load.conn.execute(text("ANALYZE _stage_sales, _stage_rejected"))
+
+
+def _stage_table(name: str, columns: tuple[schema.Column, ...]) -> Table:
+    return Table(
+        name,
+        MetaData(),
+        *(Column(c.name, c.sql) for c in columns),
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DROP",
+    )
+
+
+def _newest(current: datetime | None, batch: pa.Table) -> datetime | None:
+    if batch.num_rows == 0:
+        return current
+    newest = pc.max(batch.column("updated_at")).as_py()
+    if newest is None:
+        return current
+    return newest if current is None or newest > current else current
+
+
+def _utc_wall_clock(batch: pa.Table) -> pa.Table:
+    """Timestamps with a time zone as naive UTC wall-clock times, for the CSV writer.
+
+    Arrow formats zoned timestamps through a time-zone lookup per value (about 6x slower for
+    this table than naive ones); the instants are the same, and the load transaction reads them
+    back as UTC (``SET LOCAL TIME ZONE 'UTC'`` in :func:`_lock_day`).
+    """
+    for i, column in enumerate(batch.schema):
+        if pa.types.is_timestamp(column.type) and column.type.tz is not None:
+            naive = batch.column(i).cast(pa.timestamp(column.type.unit))
+            batch = batch.set_column(i, column.name, naive)
+    return batch
+
+
+def _copy(conn: Connection, table: str, batch: pa.Table, columns: tuple[str, ...]) -> int:
+    """COPY an Arrow batch into a staging table as CSV; returns the rows copied."""
+    if batch.num_rows == 0:
+        return 0
+    batch = _utc_wall_clock(batch.select(list(columns)))
+    buffer = io.BytesIO()
+    pacsv.write_csv(batch, buffer, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+    buffer.seek(0)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.copy_expert(
+            f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)",
+            buffer,
+            size=_COPY_READ_BYTES,
+        )
+    finally:
+        cursor.close()
+    return int(batch.num_rows)
+
+
+def _pick_winners(load: _Load) -> None:
+    """``_winners``: per sale_id of this load its newest well-formed version, and whether it is
+    at least as new as the version the warehouse holds (a stored sale or a stored void)."""
+    load.run(
+        "pick_winners",
+        """
+        CREATE TEMPORARY TABLE _winners ON COMMIT DROP AS
+        WITH versions AS (
+            SELECT sale_id, updated_at, record_index, false AS is_void FROM _stage_sales
+            UNION ALL
+            SELECT sale_id, updated_at, record_index, true FROM _stage_rejected
+            WHERE reason = :void AND sale_id IS NOT NULL AND updated_at IS NOT NULL
+        ),
+        newest AS (
+            SELECT DISTINCT ON ((sale_id COLLATE "C")) sale_id, updated_at, record_index, is_void
+            FROM versions
+            ORDER BY sale_id COLLATE "C", updated_at DESC, record_index DESC
+        ),
+        stored_voids AS (
+            SELECT sale_id, max(updated_at) AS updated_at FROM {rejected}
+            WHERE business_date = :day AND reason = :void AND sale_id IS NOT NULL
+            GROUP BY sale_id
+        )
+        SELECT n.sale_id, n.updated_at, n.record_index, n.is_void,
+               s.sale_id IS NOT NULL AS in_sales,
+               n.updated_at >= coalesce(greatest(s.updated_at, v.updated_at), '-infinity')
+                   AS applies
+        FROM newest n
+        LEFT JOIN {sales} s ON s.sale_id = n.sale_id
+        LEFT JOIN stored_voids v ON v.sale_id = n.sale_id
+        """,
+        day=load.day,
+        void=NON_POSITIVE_AMOUNT,
+    )
+    load.conn.execute(text("ANALYZE _winners"))
+
+
+_SALE_VALUES = ", ".join(f"st.{name}" for name in BUSINESS_COLUMNS)
+_IDENTICAL = " AND ".join(f"s.{n} IS NOT DISTINCT FROM st.{n}" for n in BUSINESS_COLUMNS[1:])
+_SET_FROM_STAGE = ", ".join(f"{n} = st.{n}" for n in BUSINESS_COLUMNS[1:])
+
+
+def _upsert_sales(load: _Load) -> tuple[int, int]:
+    """Write winning sales that are new or changed; returns (inserted, updated).
+
+    New sale_ids are a plain INSERT (the day lock keeps a concurrent run of the day out; a
+    sale_id another day holds fails the load with a duplicate key). Stored ones are updated only
+    where a column differs, so a rerun that changes nothing writes nothing.
+    """
+    inserted = load.run(
+        "insert_new_sales",
+        f"""
+        INSERT INTO {{sales}} ({", ".join(BUSINESS_COLUMNS)}, run_id, loaded_at)
+        SELECT {_SALE_VALUES}, :run_id, :loaded_at
+        FROM _winners w JOIN _stage_sales st ON st.record_index = w.record_index
+        WHERE w.applies AND NOT w.is_void AND NOT w.in_sales
+        """,
+        run_id=load.run_id,
+        loaded_at=load.loaded_at,
+    ).rowcount
+    updated = load.run(
+        "update_changed_sales",
+        f"""
+        UPDATE {{sales}} s SET {_SET_FROM_STAGE}, run_id = :run_id, loaded_at = :loaded_at
+        FROM _winners w JOIN _stage_sales st ON st.record_index = w.record_index
+        WHERE w.applies AND NOT w.is_void AND w.in_sales AND s.sale_id = w.sale_id
+          AND s.updated_at <= st.updated_at AND NOT ({_IDENTICAL})
+        """,
+        run_id=load.run_id,
+        loaded_at=load.loaded_at,
+    ).rowcount
+    return int(inserted), int(updated)
+
+
+def _remove_voided(load: _Load) -> int:
+    """Winning voids delete their sale; returns how many sales they removed."""
+    return int(
+        load.run(
+            "remove_voided",
+            """
+            WITH gone AS (
+                DELETE FROM {sales} s USING _winners w
+                WHERE w.is_void AND w.applies AND w.in_sales AND s.sale_id = w.sale_id
+                RETURNING 1
+            )
+            SELECT count(*) FROM gone
+            """,
+        ).scalar_one()
+    )
+
+
+_REJECT_VALUES = "r.record_hash, r.sale_id, r.updated_at, r.reason, r.detail, r.raw_record"
+
+
+def _keep_rejects(load: _Load) -> tuple[int, int]:
+    """Drop stored rejects a winner supersedes; keep this load's rejects. Returns (malformed
+    versions kept, of which quarantined next to a well-formed version of their sale).
+
+    Kept: records without a sale_id; winning voids; per sale_id the newest malformed version
+    when it is newer than every well-formed version (loaded or stored), or there is none.
+    """
+    load.run(
+        "drop_superseded_rejects",
+        """
+        DELETE FROM {rejected} r USING _winners w
+        WHERE r.business_date = :day AND w.applies AND r.sale_id = w.sale_id
+          AND (r.updated_at IS NULL OR r.updated_at <= w.updated_at)
+        """,
+        day=load.day,
+    )
+    load.run(
+        "collect_rejects",
+        f"""
+        CREATE TEMPORARY TABLE _rejects ON COMMIT DROP AS
+        WITH malformed AS (
+            SELECT DISTINCT ON ((sale_id COLLATE "C")) *
+            FROM _stage_rejected
+            WHERE sale_id IS NOT NULL AND NOT (reason = :void AND updated_at IS NOT NULL)
+            ORDER BY sale_id COLLATE "C", updated_at DESC NULLS LAST, record_index DESC
+        ),
+        stored_voids AS (
+            SELECT sale_id, max(updated_at) AS updated_at FROM {{rejected}}
+            WHERE business_date = :day AND reason = :void AND sale_id IS NOT NULL
+            GROUP BY sale_id
+        ),
+        judged AS (
+            SELECT r.*,
+                   greatest(w.updated_at, s.updated_at, v.updated_at) AS good_version,
+                   coalesce(w.sale_id, s.sale_id, v.sale_id) IS NOT NULL AS has_good
+            FROM malformed r
+            LEFT JOIN _winners w ON w.sale_id = r.sale_id
+            LEFT JOIN {{sales}} s ON s.sale_id = r.sale_id
+            LEFT JOIN stored_voids v ON v.sale_id = r.sale_id
+        )
+        SELECT {_REJECT_VALUES}, 'no_id' AS kind, false AS quarantined
+        FROM _stage_rejected r WHERE r.sale_id IS NULL
+        UNION ALL
+        SELECT {_REJECT_VALUES}, 'void', false
+        FROM _stage_rejected r JOIN _winners w ON w.record_index = r.record_index
+        WHERE w.is_void AND w.applies
+        UNION ALL
+        SELECT {_REJECT_VALUES}, 'malformed', r.has_good
+        FROM judged r WHERE NOT r.has_good OR r.updated_at > r.good_version
+        """,
+        day=load.day,
+        void=NON_POSITIVE_AMOUNT,
+    )
+    load.run(
+        "upsert_rejects",
+        """
+        INSERT INTO {rejected} (business_date, record_hash, sale_id, updated_at, reason, detail,
+                                raw_record, occurrences, run_id, rejected_at)
+        SELECT DISTINCT ON (record_hash) :day, record_hash, sale_id, updated_at, reason, detail,
+               raw_record, count(*) OVER (PARTITION BY record_hash), :run_id, :loaded_at
+        FROM _rejects
+        ON CONFLICT (business_date, record_hash) DO UPDATE SET occurrences = EXCLUDED.occurrences
+        WHERE {rejected}.occurrences IS DISTINCT FROM EXCLUDED.occurrences
+        """,
+        day=load.day,
+        run_id=load.run_id,
+        loaded_at=load.loaded_at,
+    )
+    kept = load.run(
+        "count_kept_rejects",
+        "SELECT count(*) FILTER (WHERE kind = 'malformed'), count(*) FILTER (WHERE quarantined)"
+        " FROM _rejects",
+    ).one()
+    return int(kept[0]), int(kept[1])
+
+
+def _reconcile(
+    load: _Load, inserted: int, updated: int, voided: int, malformed_kept: int, quarantined: int
+) -> LoadStats:
+    """dbt-style checks inside the transaction (a failure rolls the day back), and the counts."""
+    check = (
+        load.run(
+            "reconcile",
+            """
+            SELECT count(*) AS winners,
+                   count(*) FILTER (WHERE NOT w.is_void AND w.applies) AS sales_applied,
+                   count(*) FILTER (WHERE NOT w.is_void AND NOT w.applies) AS stale,
+                   count(*) FILTER (WHERE w.applies AND NOT w.is_void
+                                    AND (s.sale_id IS NULL OR s.updated_at < w.updated_at))
+                       AS missing,
+                   count(*) FILTER (WHERE w.applies AND w.is_void AND s.sale_id IS NOT NULL)
+                       AS not_voided
+            FROM _winners w LEFT JOIN {sales} s ON s.sale_id = w.sale_id
+            """,
+        )
+        .mappings()
+        .one()
+    )
+    if check["missing"] or check["not_voided"]:
+        raise WarehouseError(
+            f"reconciliation failed for {load.day}: {check['missing']} winning sales missing "
+            f"or older in {load.tables.sales.fullname}, {check['not_voided']} voided sales "
+            "still there; the load was rolled back"
+        )
+    start = datetime(load.day.year, load.day.month, load.day.day, tzinfo=UTC)
+    totals = load.run(
+        "day_totals",
+        """
+        SELECT (SELECT count(*) FROM {sales} WHERE sale_date >= :start AND sale_date < :end),
+               (SELECT coalesce(sum(amount), 0) FROM {sales}
+                WHERE sale_date >= :start AND sale_date < :end),
+               (SELECT count(*) FROM {rejected} WHERE business_date = :day)
+        """,
+        start=start,
+        end=start + timedelta(days=1),
+        day=load.day,
+    ).one()
+    with_id = int(
+        load.run(
+            "count_keyed_records",
+            "SELECT (SELECT count(*) FROM _stage_sales)"
+            " + (SELECT count(*) FROM _stage_rejected WHERE sale_id IS NOT NULL)",
+        ).scalar_one()
+    )
+    winners, applied = int(check["winners"]), int(check["sales_applied"])
+    return LoadStats(
+        staged=load.staged,
+        staged_rejected=load.staged_rejected,
+        winners=winners,
         inserted=inserted,
         updated=updated,
-        unchanged=existing - updated,
-        rejected=reject_rows,
-        superseded=staged + rejected_with_id - winner_count,
+        unchanged=applied - inserted - updated,
+        stale=int(check["stale"]),
+        voided=voided,
+        quarantined=quarantined,
+        rejected=int(totals[2]),
+        superseded=with_id - winners - malformed_kept,
+        day_sales=int(totals[0]),
+        day_amount=Decimal(totals[1]),
+        high_water_mark=_high_water_mark(load),
+        step_seconds=load.seconds,
     )
 
 
-def _scalar(conn: Connection, statement: Any) -> int:
-    return int(conn.execute(statement).scalar_one())
+def _high_water_mark(load: _Load) -> datetime | None:
+    """The newest ``updated_at`` loaded for the day so far: this load's and the ledger's."""
+    previous = load.run(
+        "previous_high_water_mark",
+        "SELECT max(high_water_mark) FROM {ledger} "
+        "WHERE business_date = :day AND status = 'loaded'",
+        day=load.day,
+    ).scalar_one()
+    candidates = [m for m in (previous, load.newest_seen) if m is not None]
+    return max(candidates) if candidates else None
 
 
-def _reconcile(conn: Connection, sales: Table, stage_sales: Table, is_winner: Any) -> None:
-    """dbt-style checks inside the transaction: a failure rolls the whole day back."""
-    missing = _scalar(
-        conn,
-        select(func.count())
-        .select_from(stage_sales.outerjoin(sales, sales.c.sale_id == stage_sales.c.sale_id))
-        .where(
-            is_winner, or_(sales.c.sale_id.is_(None), sales.c.updated_at < stage_sales.c.updated_at)
-        ),
+def _write_ledger(load: _Load, source: LoadSource, stats: LoadStats, seconds: float) -> None:
+    load.conn.execute(
+        load.tables.ledger.insert(),
+        {
+            "business_date": load.day,
+            "status": "loaded",
+            "mode": source.mode,
+            "snapshot_id": source.snapshot_id,
+            "run_id": load.run_id,
+            "records": source.records,
+            "staged": stats.staged,
+            "staged_rejected": stats.staged_rejected,
+            "inserted": stats.inserted,
+            "updated": stats.updated,
+            "unchanged": stats.unchanged,
+            "stale": stats.stale,
+            "voided": stats.voided,
+            "quarantined": stats.quarantined,
+            "superseded": stats.superseded,
+            "rejects_kept": stats.rejected,
+            "rejects_by_reason": json.dumps(dict(sorted(source.rejects_by_reason.items()))),
+            "day_sales": stats.day_sales,
+            "day_amount": stats.day_amount,
+            "high_water_mark": stats.high_water_mark,
+            "seconds": seconds,
+            "finished_at": load.loaded_at,
+        },
     )
-    if missing:
-        raise WarehouseError(
-            f"reconciliation failed: {missing} valid sales of this load are missing from "
-            f"{sales.fullname} or older there than loaded; the load was rolled back"
+
+
+def record_failure(
+    engine: Engine,
+    tables: WarehouseTables,
+    day: date,
+    run_id: str,
+    source: LoadSource,
+    message: str,
+    finished_at: datetime,
+) -> None:
+    """A ledger row for a load that failed (its own transaction: the load's was rolled back)."""
+    with engine.begin() as conn:
+        conn.execute(
+            tables.ledger.insert(),
+            {
+                "business_date": day,
+                "status": "failed",
+                "mode": source.mode,
+                "snapshot_id": source.snapshot_id,
+                "run_id": run_id,
+                "records": source.records,
+                "rejects_by_reason": json.dumps(dict(sorted(source.rejects_by_reason.items()))),
+                "message": message[:2000],
+                "finished_at": finished_at,
+            },
         )
+
+
+def day_high_water_mark(engine: Engine, tables: WarehouseTables, day: date) -> datetime | None:
+    """The newest ``updated_at`` any successful load of ``day`` has brought, or None."""
+    ledger = tables.ledger
+    with engine.connect() as conn:
+        quote = conn.dialect.identifier_preparer.format_table
+        return conn.execute(
+            text(
+                f"SELECT max(high_water_mark) FROM {quote(ledger)} "
+                "WHERE business_date = :day AND status = 'loaded'"
+            ),
+            {"day": day},
+        ).scalar_one()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from sales_etl.errors import LakeError, WarehouseError
@@ -16,17 +16,29 @@ from sales_etl.lake import open_lake
 from sales_etl.settings import LakeConfig, WarehouseConfig
 from sales_etl.snapshots import find_snapshot, iter_tables
 from sales_etl.warehouse import (
+    LoadSource,
+    LoadStats,
     create_warehouse_engine,
     describe_engine,
     ensure_tables,
     load_day,
+    record_failure,
     tables_for,
 )
 
 
+@dataclass(frozen=True)
+class LoadedDay:
+    """The result of ``load-sales``: the load's counts and where they went."""
+
+    stats: LoadStats
+    warehouse: str
+    table: str
+
+
 @task(
     name="load-sales",
-    description="Upsert a day's clean sales and replace its rejects in the warehouse.",
+    description="Upsert a day's clean sales and keep its rejects in the warehouse.",
     tags=["etl", "load"],
     retries=2,
     retry_delay_seconds=[5, 20],
@@ -34,9 +46,19 @@ from sales_etl.warehouse import (
     cache_policy=NO_CACHE,
 )
 def load_sales(
-    warehouse: WarehouseConfig, lake: LakeConfig, day: date, snapshot_id: str, run_id: str
-) -> dict[str, Any]:
-    """Load clean snapshot ``snapshot_id`` of ``day``; returns the load's counts."""
+    warehouse: WarehouseConfig,
+    lake: LakeConfig,
+    day: date,
+    snapshot_id: str,
+    run_id: str,
+    mode: str = "full",
+    reload: bool = False,
+) -> LoadedDay:
+    """Load clean snapshot ``snapshot_id`` of ``day``.
+
+    A snapshot the load ledger already holds as loaded for the day is skipped (nothing is read
+    from the lake) unless ``reload``. A failed load leaves a ``failed`` ledger row.
+    """
     logger = get_run_logger()
     store = open_lake(lake)
     engine = create_warehouse_engine(warehouse)
@@ -46,6 +68,12 @@ def load_sales(
             raise LakeError(f"clean snapshot {snapshot_id} of {day} is not in the lake")
         tables = tables_for(warehouse)
         target = describe_engine(engine)
+        source = LoadSource(
+            snapshot_id=snapshot_id,
+            mode=mode,
+            records=int(clean.manifest["records"]),
+            rejects_by_reason=dict(clean.manifest["by_reason"]),
+        )
         try:
             ensure_tables(engine, tables)
             stats = load_day(
@@ -56,21 +84,57 @@ def load_sales(
                 iter_tables(store, clean.manifest["sales_parts"]),
                 iter_tables(store, clean.manifest["rejected_parts"]),
                 loaded_at=datetime.now(UTC),
+                source=source,
+                force=reload,
+                work_mem=warehouse.work_mem,
             )
         except DBAPIError as exc:
             # The driver's text names host and database, never the password (hide_parameters).
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-            raise WarehouseError(f"loading {day} into {target} failed: {reason}") from None
-        logger.info(
-            "Loaded %s into %s: %d inserted, %d updated, %d unchanged, %d rejects kept",
-            day,
-            target,
-            stats.inserted,
-            stats.updated,
-            stats.unchanged,
-            stats.rejected,
-        )
-        return {**asdict(stats), "warehouse": target, "table": tables.sales.fullname}
+            message = f"loading {day} into {target} failed: {reason}"
+            _record_failure(engine, warehouse, day, run_id, source, message)
+            raise WarehouseError(message) from None
+        except WarehouseError as exc:
+            _record_failure(engine, warehouse, day, run_id, source, str(exc))
+            raise
+        if stats.skipped:
+            logger.info(
+                "Snapshot %s of %s is already loaded into %s (load ledger): load skipped",
+                snapshot_id,
+                day,
+                target,
+            )
+        else:
+            logger.info(
+                "Loaded %s into %s: %d inserted, %d updated, %d unchanged, %d voided, "
+                "%d stale, %d rejects kept",
+                day,
+                target,
+                stats.inserted,
+                stats.updated,
+                stats.unchanged,
+                stats.voided,
+                stats.stale,
+                stats.rejected,
+            )
+        return LoadedDay(stats=stats, warehouse=target, table=tables.sales.fullname)
     finally:
         engine.dispose()
         store.close()
+
+
+def _record_failure(
+    engine: Engine,
+    warehouse: WarehouseConfig,
+    day: date,
+    run_id: str,
+    source: LoadSource,
+    message: str,
+) -> None:
+    """Best effort: a warehouse that is down cannot take the failure row either."""
+    try:
+        record_failure(
+            engine, tables_for(warehouse), day, run_id, source, message, datetime.now(UTC)
+        )
+    except DBAPIError:
+        get_run_logger().warning("could not record the failed load of %s in the ledger", day)

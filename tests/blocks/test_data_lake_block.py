@@ -11,8 +11,9 @@ from pydantic import SecretStr, ValidationError
 from blocks import DataLakeBlock
 from sales_etl.errors import LakeError
 from sales_etl.lake import LocalLake, S3Lake
+from sales_etl.schema import CLEAN_SCHEMA, REJECTED_SCHEMA
 from sales_etl.settings import LakeConfig
-from sales_etl.snapshots import CLEAN_SCHEMA, REJECTED_SCHEMA, new_snapshot_id
+from sales_etl.snapshots import new_snapshot_id
 from sales_etl.transform import clean_table
 from tests.blocks.conftest import DAY, clean_sales
 

@@ -1,0 +1,81 @@
+"""The one definition of the pipeline's columns.
+
+Each column is named once here with its Arrow type (lake snapshots) and its SQL type (warehouse
+and staging tables). ``sales_etl.validate`` reads the contract fields, ``sales_etl.snapshots``
+builds its Parquet schemas and ``sales_etl.warehouse`` builds its tables from these tuples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+from sqlalchemy import BigInteger, Date, DateTime, Integer, Numeric, Text
+from sqlalchemy.types import TypeEngine
+
+MONEY_ARROW = pa.decimal128(18, 4)
+TIMESTAMP_ARROW = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its name, its Arrow type and its SQL type."""
+
+    name: str
+    arrow: pa.DataType
+    sql: TypeEngine[Any]
+    nullable: bool = True
+
+
+def _money() -> TypeEngine[Any]:
+    return Numeric(18, 4)
+
+
+def _timestamp() -> TypeEngine[Any]:
+    return DateTime(timezone=True)
+
+
+RECORD_INDEX = Column("record_index", pa.int64(), BigInteger(), nullable=False)
+
+# The contract's fields (../shared/SALES_API.md), in contract order: the business columns.
+SALE_FIELDS: tuple[Column, ...] = (
+    Column("sale_id", pa.string(), Text(), nullable=False),
+    Column("sale_date", TIMESTAMP_ARROW, _timestamp(), nullable=False),
+    Column("store_id", pa.string(), Text(), nullable=False),
+    Column("product_id", pa.string(), Text(), nullable=False),
+    Column("customer_id", pa.string(), Text(), nullable=True),
+    Column("quantity", pa.int32(), Integer(), nullable=False),
+    Column("unit_price", MONEY_ARROW, _money(), nullable=False),
+    Column("amount", MONEY_ARROW, _money(), nullable=False),
+    Column("currency", pa.string(), Text(), nullable=False),
+    Column("updated_at", TIMESTAMP_ARROW, _timestamp(), nullable=False),
+)
+FIELD_NAMES: tuple[str, ...] = tuple(c.name for c in SALE_FIELDS)
+
+# A validated record: its position in the day's raw stream, then the typed fields.
+CLEAN_COLUMNS: tuple[Column, ...] = (RECORD_INDEX, *SALE_FIELDS)
+
+# A rejected record: what could be read of its key and version, why, and the record itself.
+REJECTED_COLUMNS: tuple[Column, ...] = (
+    RECORD_INDEX,
+    Column("sale_id", pa.string(), Text()),
+    Column("updated_at", TIMESTAMP_ARROW, _timestamp()),
+    Column("reason", pa.string(), Text(), nullable=False),
+    Column("detail", pa.string(), Text(), nullable=False),
+    Column("raw_record", pa.large_string(), Text(), nullable=False),
+    Column("record_hash", pa.string(), Text(), nullable=False),
+)
+
+# Bookkeeping columns the warehouse adds to each row it writes.
+RUN_ID = Column("run_id", pa.string(), Text(), nullable=False)
+LOADED_AT = Column("loaded_at", TIMESTAMP_ARROW, _timestamp(), nullable=False)
+BUSINESS_DATE = Column("business_date", pa.date32(), Date(), nullable=False)
+
+
+def arrow_schema(columns: tuple[Column, ...]) -> pa.Schema:
+    return pa.schema([pa.field(c.name, c.arrow) for c in columns])
+
+
+CLEAN_SCHEMA = arrow_schema(CLEAN_COLUMNS)
+REJECTED_SCHEMA = arrow_schema(REJECTED_COLUMNS)
