@@ -19,6 +19,7 @@ from sales_etl.warehouse import (
     LoadSource,
     LoadStats,
     create_warehouse_engine,
+    day_high_water_mark,
     describe_engine,
     ensure_tables,
     load_day,
@@ -121,6 +122,24 @@ def load_sales(
     finally:
         engine.dispose()
         store.close()
+
+
+@task(
+    name="read-high-water-mark",
+    description="The newest updated_at the warehouse has loaded for a day (the load ledger).",
+    tags=["etl", "load"],
+    timeout_seconds=300,
+    cache_policy=NO_CACHE,
+)
+def read_high_water_mark(warehouse: WarehouseConfig, day: date) -> datetime | None:
+    """None when no load of ``day`` succeeded yet (or the tables do not exist yet)."""
+    engine = create_warehouse_engine(warehouse)
+    try:
+        tables = tables_for(warehouse)
+        ensure_tables(engine, tables)
+        return day_high_water_mark(engine, tables, day)
+    finally:
+        engine.dispose()
 
 
 def _record_failure(
