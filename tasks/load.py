@@ -132,12 +132,15 @@ def load_sales(
     cache_policy=NO_CACHE,
 )
 def read_high_water_mark(warehouse: WarehouseConfig, day: date) -> datetime | None:
-    """None when no load of ``day`` succeeded yet (or the tables do not exist yet)."""
+    """None when no load of ``day`` succeeded yet (or the warehouse has no tables yet)."""
     engine = create_warehouse_engine(warehouse)
     try:
-        tables = tables_for(warehouse)
-        ensure_tables(engine, tables)
-        return day_high_water_mark(engine, tables, day)
+        return day_high_water_mark(engine, tables_for(warehouse), day)
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise WarehouseError(
+            f"reading the high-water mark of {day} from {describe_engine(engine)} failed: {reason}"
+        ) from None
     finally:
         engine.dispose()
 
