@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     aws_default_region: str | None = None
     warehouse_url: SecretStr | None = None
     warehouse_schema: str = "public"
+    # Hourly runs extract the records changed since the day's high-water mark minus this lag
+    # (records committed late at the source); the day's closing run extracts the whole day.
+    incremental_lag_minutes: int = Field(default=10, ge=0)
 
     def source(self) -> SourceConfig:
         return SourceConfig(

@@ -731,9 +731,12 @@ def record_failure(
 
 
 def day_high_water_mark(engine: Engine, tables: WarehouseTables, day: date) -> datetime | None:
-    """The newest ``updated_at`` any successful load of ``day`` has brought, or None."""
+    """The newest ``updated_at`` any successful load of ``day`` has brought, or None (also when
+    the ledger table does not exist yet: nothing was ever loaded)."""
     ledger = tables.ledger
     with engine.connect() as conn:
+        if not inspect(conn).has_table(ledger.name, schema=ledger.schema):
+            return None
         quote = conn.dialect.identifier_preparer.format_table
         return conn.execute(
             text(

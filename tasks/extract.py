@@ -24,10 +24,12 @@ from sales_etl.source import SalesApiClient, SourceStatus, max_pages_for
     tags=["etl", "extract"],
     timeout_seconds=300,
 )
-def check_source(source: SourceConfig, day: date) -> SourceStatus:
-    """``GET /sales/status`` for ``day``."""
+def check_source(
+    source: SourceConfig, day: date, updated_since: datetime | None = None
+) -> SourceStatus:
+    """``GET /sales/status`` for ``day`` (counting the records changed since ``updated_since``)."""
     with SalesApiClient(source) as client:
-        return client.status(day)
+        return client.status(day, updated_since)
 
 
 def _retry_unless_permanent(task: Any, task_run: TaskRun, state: State[Any]) -> bool:

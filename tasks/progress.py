@@ -31,7 +31,9 @@ class ProgressReporter:
         get_run_logger().info("Progress %s", text)
         percent = self.progress.percent if self.progress.percent is not None else 0.0
         if self._artifact is None:
-            self._artifact = create_progress_artifact(percent, key=self.key, description=text)
+            created = create_progress_artifact(percent, key=self.key, description=text)
+            assert isinstance(created, UUID)  # a sync call returns the id, not a coroutine
+            self._artifact = created
         else:
             update_progress_artifact(self._artifact, percent, description=text)
 
