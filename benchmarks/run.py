@@ -124,15 +124,15 @@ class Step:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-# The flow parameters of the incremental run. Today's flow has none: the run is a full extract
-# of a day where --change-rate of the records changed since the run before (its requests and
-# wall time are the baseline). Switch it on here (or with --incremental-params '{...}') once the
-# flow has its incremental mode, e.g. {"incremental": True}.
+# A run of a day the warehouse already holds is incremental by itself (the records changed
+# since the day's high-water mark); full_extract makes it extract the whole day instead, as the
+# run closing the day does. The incremental run is compared with the full "revision" run.
+FULL: dict[str, Any] = {"full_extract": True}
 INCREMENTAL_PARAMS: dict[str, Any] = {}
 STEPS: tuple[Step, ...] = (
     Step("first", 0),
-    Step("rerun", 0),  # the unchanged day again
-    Step("revision", 1),  # newer versions arrive on a later run
+    Step("rerun", 0, FULL),  # the unchanged day again, whole: cached extract, ledger skip
+    Step("revision", 1, FULL),  # newer versions arrive; the whole day extracted again
     Step("incremental", 2, INCREMENTAL_PARAMS),  # ~change_rate of the records changed since
 )
 

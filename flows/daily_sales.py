@@ -29,7 +29,7 @@ from sales_etl.embedded_postgres import embedded_postgres, how_to_look
 from sales_etl.errors import LakeError, TransientSourceError
 from sales_etl.report import RunSummary, mask_url
 from sales_etl.settings import LakeConfig, SourceConfig, WarehouseConfig, load_settings
-from tasks.extract import check_source, extract_sales, find_raw_snapshot
+from tasks.extract import check_source, extract_sales, find_raw_snapshot, find_replay_snapshots
 from tasks.load import LoadedDay, load_sales, read_high_water_mark
 from tasks.report import publish_report
 from tasks.transform import transform_sales
@@ -200,6 +200,7 @@ def _run_day(
     timings = summary.timings
     logger.info("Daily Sales ETL for %s from %s", day, summary.source)
 
+    earlier: list[dict[str, Any]] = []
     with _timed(timings, "extract"):
         try:
             since = (
@@ -207,11 +208,13 @@ def _run_day(
             )
             raw = _extract(source, identity, lake, day, options.refresh, since)
         except TransientSourceError as exc:
-            # The source is down (status or pages) even after retries: replay the lake.
-            raw = find_raw_snapshot(lake, day)
-            if raw is None:
+            # The source is down (status or pages) even after retries: replay the lake, from
+            # the newest full snapshot on (the ledger skips those already loaded).
+            replay = find_replay_snapshots(lake, day)
+            if not replay:
                 logger.error("Extraction failed and the lake has no snapshot of %s", day)
                 raise
+            *earlier, raw = replay
             summary.fallback_used = True
             summary.fallback_reason = str(exc)
             logger.warning(
@@ -238,6 +241,8 @@ def _run_day(
     summary.clean_amount_total = clean["clean_amount_total"]
 
     with _timed(timings, "load"):
+        for replayed in earlier:
+            _transform_and_load(lake, warehouse, day, replayed, run_id)
         mode = raw.get("mode", "full")
         loaded = load_sales(warehouse, lake, day, raw["snapshot_id"], run_id, mode, options.reload)
     _add_load(summary, loaded)
@@ -255,6 +260,14 @@ def _run_day(
             name="Completed from snapshot", message=summary.message, data=summary.as_dict()
         )
     return summary.as_dict()
+
+
+def _transform_and_load(
+    lake: LakeConfig, warehouse: WarehouseConfig, day: date, raw: dict[str, Any], run_id: str
+) -> LoadedDay:
+    """An earlier snapshot replayed from the lake (a no-op load when the ledger has it)."""
+    transform_sales(lake, day, raw["snapshot_id"])
+    return load_sales(warehouse, lake, day, raw["snapshot_id"], run_id, raw.get("mode", "full"))
 
 
 def _add_load(summary: RunSummary, loaded: LoadedDay) -> None:

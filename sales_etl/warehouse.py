@@ -25,14 +25,18 @@ records never replace a well-formed version: those newer than it are kept in ``s
 
 from __future__ import annotations
 
+import contextlib
 import io
+import itertools
 import json
+import queue
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -354,20 +358,94 @@ _COPY_READ_BYTES = 1 << 20
 def _stage(
     load: _Load, sales_batches: Iterable[pa.Table], rejected_batches: Iterable[pa.Table]
 ) -> None:
-    """COPY the snapshot into two temporary tables (dropped at COMMIT), then ANALYZE them."""
+    """COPY the snapshot into two temporary tables (dropped at COMMIT), then ANALYZE them.
+
+    A background thread reads the batches and writes them as CSV (Arrow releases the GIL)
+    while this one sends the previous batch to the server: reading and COPY overlap.
+    """
     stage_sales = _stage_table("_stage_sales", schema.CLEAN_COLUMNS)
     stage_rejected = _stage_table("_stage_rejected", schema.REJECTED_COLUMNS)
     for table in (stage_sales, stage_rejected):
         table.create(load.conn)
-    for batch in sales_batches:
-        load.staged += _copy(load.conn, stage_sales.name, batch, STAGE_SALES_COLUMNS)
-        load.newest_seen = _newest(load.newest_seen, batch)
-    for batch in rejected_batches:
-        load.staged_rejected += _copy(load.conn, stage_rejected.name, batch, STAGE_REJECTED_COLUMNS)
-        load.newest_seen = _newest(load.newest_seen, batch)
+    batches = itertools.chain(
+        ((stage_sales.name, STAGE_SALES_COLUMNS, b) for b in sales_batches),
+        ((stage_rejected.name, STAGE_REJECTED_COLUMNS, b) for b in rejected_batches),
+    )
+    for chunk in _prefetched((_CsvChunk.of(*item) for item in batches), depth=2):
+        _copy(load.conn, chunk)
+        if chunk.table == stage_sales.name:
+            load.staged += chunk.rows
+        else:
+            load.staged_rejected += chunk.rows
+        if chunk.newest is not None and (
+            load.newest_seen is None or chunk.newest > load.newest_seen
+        ):
+            load.newest_seen = chunk.newest
     # Temporary tables are never auto-analyzed: give the planner real row counts and
     # distributions for the joins below (a sample, well under a second per million).
     load.conn.execute(text("ANALYZE _stage_sales, _stage_rejected"))
+
+
+@dataclass(frozen=True)
+class _CsvChunk:
+    """One batch, ready for COPY: its CSV text, its row count and its newest ``updated_at``."""
+
+    table: str
+    columns: tuple[str, ...]
+    csv: bytes
+    rows: int
+    newest: datetime | None
+
+    @classmethod
+    def of(cls, table: str, columns: tuple[str, ...], batch: pa.Table) -> _CsvChunk:
+        newest = pc.max(batch.column("updated_at")).as_py() if batch.num_rows else None
+        buffer = io.BytesIO()
+        if batch.num_rows:
+            pacsv.write_csv(
+                _utc_wall_clock(batch.select(list(columns))),
+                buffer,
+                pacsv.WriteOptions(include_header=False, quoting_style="needed"),
+            )
+        return cls(table, columns, buffer.getvalue(), int(batch.num_rows), newest)
+
+
+_T = TypeVar("_T")
+
+
+def _prefetched(items: Iterator[_T], depth: int) -> Iterator[_T]:
+    """``items``, produced by a background thread up to ``depth`` ahead of the consumer.
+
+    An exception in the producer is raised here; a consumer that stops early stops it.
+    """
+    slots: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                slots.put(("item", item))
+            slots.put(("done", None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            slots.put(("error", exc))
+
+    worker = threading.Thread(target=produce, name="stage-csv", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = slots.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                slots.get(timeout=0.1)
+        worker.join()
 
 
 def _stage_table(name: str, columns: tuple[schema.Column, ...]) -> Table:
@@ -378,15 +456,6 @@ def _stage_table(name: str, columns: tuple[schema.Column, ...]) -> Table:
         prefixes=["TEMPORARY"],
         postgresql_on_commit="DROP",
     )
-
-
-def _newest(current: datetime | None, batch: pa.Table) -> datetime | None:
-    if batch.num_rows == 0:
-        return current
-    newest = pc.max(batch.column("updated_at")).as_py()
-    if newest is None:
-        return current
-    return newest if current is None or newest > current else current
 
 
 def _utc_wall_clock(batch: pa.Table) -> pa.Table:
@@ -403,24 +472,19 @@ def _utc_wall_clock(batch: pa.Table) -> pa.Table:
     return batch
 
 
-def _copy(conn: Connection, table: str, batch: pa.Table, columns: tuple[str, ...]) -> int:
-    """COPY an Arrow batch into a staging table as CSV; returns the rows copied."""
-    if batch.num_rows == 0:
-        return 0
-    batch = _utc_wall_clock(batch.select(list(columns)))
-    buffer = io.BytesIO()
-    pacsv.write_csv(batch, buffer, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
-    buffer.seek(0)
+def _copy(conn: Connection, chunk: _CsvChunk) -> None:
+    """COPY one CSV chunk into its staging table."""
+    if not chunk.rows:
+        return
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.copy_expert(
-            f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)",
-            buffer,
+            f"COPY {chunk.table} ({', '.join(chunk.columns)}) FROM STDIN WITH (FORMAT csv)",
+            io.BytesIO(chunk.csv),
             size=_COPY_READ_BYTES,
         )
     finally:
         cursor.close()
-    return int(batch.num_rows)
 
 
 def _pick_winners(load: _Load) -> None:

@@ -145,3 +145,24 @@ def find_raw_snapshot(
         return None if ref is None else dict(ref.manifest)
     finally:
         store.close()
+
+
+@task(
+    name="find-replay-snapshots",
+    description="The raw snapshots a day needs replayed from the lake: newest full one onward.",
+    tags=["etl", "lake"],
+    timeout_seconds=300,
+)
+def find_replay_snapshots(lake: LakeConfig, day: date) -> list[dict[str, Any]]:
+    """Manifests, oldest first, of the newest full raw snapshot of ``day`` and every
+    incremental one after it (all of them when there is no full one); [] when none."""
+    store = open_lake(lake)
+    try:
+        replay: list[dict[str, Any]] = []
+        for ref in list_snapshots(store, "raw", day):  # newest first
+            replay.append(dict(ref.manifest))
+            if ref.manifest.get("mode", "full") == "full":
+                break
+        return replay[::-1]
+    finally:
+        store.close()

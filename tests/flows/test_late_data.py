@@ -122,3 +122,30 @@ def test_loads_of_a_changing_day_end_in_the_newest_truth(
     else:
         assert all(s["records_extracted"] >= first["records_extracted"] for s in later)
     assert rejects  # every reject kept with its raw record
+
+
+@pytest.mark.usefixtures("lake_env")
+def test_source_down_replays_the_full_snapshot_and_every_delta_after_it(
+    monkeypatch: pytest.MonkeyPatch, pg_admin_url: str
+) -> None:
+    from tests import postgres
+
+    first_db = postgres.create_database(pg_admin_url, "replay_first")
+    replayed_db = postgres.create_database(pg_admin_url, "replay_again")
+    try:
+        summaries = list(load_every_revision(monkeypatch, first_db, "filter"))
+        assert [s["status"] for s in summaries] == ["loaded"] * len(REVISIONS)
+        # The same lake, a new warehouse, and the API gone: the lake alone rebuilds the day.
+        monkeypatch.setenv("WAREHOUSE_URL", replayed_db)
+        monkeypatch.setenv("SALES_API_URL", f"http://127.0.0.1:{postgres.free_port()}")
+        monkeypatch.setenv("SALES_API_MAX_RETRIES", "0")
+        monkeypatch.setattr(extract_sales, "retries", 0)
+        state = daily_sales(run_date=DAY, return_state=True)
+        assert state.is_completed() and state.name == "Completed from snapshot", state.message
+        assert tables(replayed_db) == tables(first_db)
+        assert query(
+            replayed_db, "SELECT mode, count(*) FROM sales_load_ledger GROUP BY 1 ORDER BY 1"
+        ) == [("full", 1), ("incremental", len(REVISIONS) - 1)]
+    finally:
+        postgres.drop_database(pg_admin_url, "replay_first")
+        postgres.drop_database(pg_admin_url, "replay_again")

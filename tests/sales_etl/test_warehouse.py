@@ -358,3 +358,27 @@ def test_ledger_skips_a_loaded_snapshot_and_keeps_the_high_water_mark(
         ("1", "loaded", "full"),
         ("3", "loaded", "full"),
     ]
+
+
+def test_a_batch_that_fails_to_read_fails_the_load_and_writes_nothing(
+    warehouse: WarehouseConfig, lake: Lake, pg_url: str
+) -> None:
+    from sales_etl.errors import LakeError
+
+    clean = snapshot(lake, [[sale("a"), sale("b")]], chunk_records=1)
+    parts = list(iter_tables(lake, clean.manifest["sales_parts"]))
+
+    def torn() -> Any:
+        yield parts[0]
+        raise LakeError("part 2 is torn")
+
+    engine = create_warehouse_engine(warehouse)
+    tables = tables_for(warehouse)
+    ensure_tables(engine, tables)
+    try:
+        with pytest.raises(LakeError, match="part 2 is torn"):
+            load_day(engine, tables, DAY, "r", torn(), [], datetime.now(UTC))
+    finally:
+        engine.dispose()
+    assert rows(pg_url, "SELECT count(*) FROM sales") == [(0,)]
+    assert rows(pg_url, "SELECT count(*) FROM sales_load_ledger") == [(0,)]
