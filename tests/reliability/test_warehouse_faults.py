@@ -97,7 +97,8 @@ def test_postgres_restarted_under_a_load_retries_and_rerun_converges(
             fetched = len(api.sales_requests)
 
             set_env(monkeypatch, env)
-            rerun = daily_sales(run_date=DAY, return_state=True)
+            # The whole day again (not the hourly increment): served by the cached extract.
+            rerun = daily_sales(run_date=DAY, full_extract=True, return_state=True)
             assert rerun.is_completed(), rerun.message
             assert len(api.sales_requests) == fetched, "the raw snapshot was fetched twice"
         assert contents(url) == reference
