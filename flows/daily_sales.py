@@ -26,7 +26,7 @@ from pydantic import SecretStr
 from flows.config import resolve_configs
 from sales_etl.demo_api import DemoData, serve_demo_api
 from sales_etl.embedded_postgres import embedded_postgres, how_to_look
-from sales_etl.errors import LakeError, TransientSourceError
+from sales_etl.errors import LakeError, TransientSourceError, WarehouseError
 from sales_etl.report import RunSummary, mask_url
 from sales_etl.settings import LakeConfig, SourceConfig, WarehouseConfig, load_settings
 from tasks.extract import check_source, extract_sales, find_raw_snapshot, find_replay_snapshots
@@ -283,8 +283,14 @@ def _add_load(summary: RunSummary, loaded: LoadedDay) -> None:
 
 
 def _incremental_since(warehouse: WarehouseConfig, day: date, lag: timedelta) -> datetime | None:
-    """The day's high-water mark minus the lag; None (extract the whole day) before any load."""
-    mark = read_high_water_mark(warehouse, day)
+    """The day's high-water mark minus the lag; None (extract the whole day) before any load,
+    or when the warehouse cannot be read: the day still lands in the lake, and the load says
+    what is wrong with the warehouse."""
+    try:
+        mark = read_high_water_mark(warehouse, day)
+    except WarehouseError as exc:
+        get_run_logger().warning("Extracting the whole day: %s", exc)
+        return None
     return None if mark is None else mark - lag
 
 
