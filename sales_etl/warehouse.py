@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -201,8 +202,9 @@ def create_warehouse_engine(config: WarehouseConfig) -> Engine:
 
 
 def describe_engine(engine: Engine) -> str:
-    """The engine's URL with the password masked, for logs and summaries."""
-    return engine.url.render_as_string(hide_password=True)
+    """The engine's URL with the password masked, for logs and summaries (a socket directory
+    in the query string shown as a path, not %2F-escaped)."""
+    return unquote(engine.url.render_as_string(hide_password=True))
 
 
 def ensure_tables(engine: Engine, tables: WarehouseTables) -> None:
