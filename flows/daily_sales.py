@@ -13,8 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from datetime import UTC, date, datetime, timedelta
-from datetime import time as dt_time
+from datetime import UTC, date, datetime
 from typing import Any, cast
 
 from prefect import flow, runtime
@@ -22,40 +21,30 @@ from prefect.logging import get_run_logger
 from prefect.states import Completed, State
 
 from flows.config import resolve_configs
+from sales_etl.dates import date_argument, default_business_date, scheduled_business_date
 from sales_etl.demo_api import DemoData, serve_demo_api
-from sales_etl.errors import LakeError, TransientSourceError
+from sales_etl.errors import LakeError, QualityError, TransientSourceError
 from sales_etl.report import RunSummary, mask_url
-from sales_etl.settings import LakeConfig, SourceConfig, WarehouseConfig, load_settings
+from sales_etl.settings import (
+    LakeConfig,
+    QualityConfig,
+    SourceConfig,
+    WarehouseConfig,
+    load_settings,
+)
 from tasks.extract import check_source, extract_sales, find_raw_snapshot
 from tasks.load import LoadedDay, load_sales
+from tasks.operations import (
+    emit_day_events,
+    judge_day_quality,
+    refresh_days_view,
+    report_failed_day,
+)
 from tasks.report import publish_report
 from tasks.transform import transform_sales
 
 FLOW_NAME = "Daily Sales ETL"
 DEMO_DATA = DemoData(rows_per_day=5000, malformed_every=97, update_every=50)
-
-
-def default_business_date(now: datetime | None = None) -> date:
-    """Yesterday in UTC: the last complete day."""
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return moment.date() - timedelta(days=1)
-
-
-# A deployment run scheduled before this UTC time of day closes the previous day instead.
-CLOSE_PREVIOUS_DAY_BEFORE = dt_time(1, 0)
-
-
-def scheduled_business_date(scheduled: datetime) -> date:
-    """The business day of a deployment run scheduled at ``scheduled``.
-
-    Hourly runs re-load the current UTC day (idempotently, so each one refreshes it); the run
-    scheduled in the first hour after midnight (00:00-00:59 UTC) loads the previous day once more,
-    with its complete data, and so closes it. The next run (01:00) starts on the new day.
-    """
-    moment = scheduled.astimezone(UTC)
-    if moment.time() < CLOSE_PREVIOUS_DAY_BEFORE:
-        return moment.date() - timedelta(days=1)
-    return moment.date()
 
 
 def resolve_business_date(run_date: date | None) -> date:
@@ -119,17 +108,27 @@ def daily_sales(
         failed and the day was reloaded from the lake, or Failed with the reason.
     """
     logger = get_run_logger()
+    settings = load_settings()
     source_config, lake, warehouse = resolve_configs(
-        load_settings(),
+        settings,
         warehouse_block=warehouse_block,
         data_lake_block=data_lake_block,
         sales_api_block=sales_api_block,
     )
     day = resolve_business_date(run_date)
     run_id = str(runtime.flow_run.id or uuid.uuid4())
-    with ExitStack() as stack:
-        source, identity = stack.enter_context(source_endpoint(source_config))
-        return _run_day(logger, day, run_id, source, identity, lake, warehouse, refresh, reload)
+    try:
+        with ExitStack() as stack:
+            source, identity = stack.enter_context(source_endpoint(source_config))
+            return _run_day(
+                logger, day, run_id, source, identity, lake, warehouse, refresh, reload,
+                settings.quality(),
+            )  # fmt: skip
+    except Exception as exc:
+        report_failed_day(warehouse, day, run_id, str(exc) or type(exc).__name__, datetime.now(UTC))
+        raise
+    finally:
+        refresh_days_view(warehouse, day, datetime.now(UTC))
 
 
 def _run_day(
@@ -142,6 +141,7 @@ def _run_day(
     warehouse: WarehouseConfig,
     refresh: bool,
     reload: bool,
+    quality: QualityConfig,
 ) -> Any:
     summary = RunSummary(
         day=day.isoformat(),
@@ -192,6 +192,8 @@ def _run_day(
     with _timed(timings, "load"):
         loaded = load_sales(warehouse, lake, day, raw["snapshot_id"], run_id, reload=reload)
     _add_load(summary, loaded)
+    verdict = judge_day_quality(warehouse, day, loaded, quality)
+    emit_day_events(day, loaded, verdict, datetime.now(UTC))
 
     if summary.fallback_used:
         summary.status = "loaded_from_snapshot"
@@ -199,8 +201,9 @@ def _run_day(
     else:
         summary.status = "loaded"
         summary.message = f"{summary.clean} valid, {summary.rejected} rejected"
-    publish_report(summary)
-    logger.info("%s", summary.to_text())
+    publish_report(summary)  # prints the summary into the run's logs (log_prints)
+    if verdict.failure:
+        raise QualityError(verdict.failure)
     if summary.fallback_used:
         return Completed(
             name="Completed from snapshot", message=summary.message, data=summary.as_dict()
@@ -239,14 +242,6 @@ def _extract(
     if raw is None:
         raise LakeError(f"raw snapshot {raw_info['snapshot_id']} of {day} vanished after writing")
     return raw
-
-
-def date_argument(text: str) -> date:
-    """An argparse ``type`` for YYYY-MM-DD options (shared by every CLI of the project)."""
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -84,6 +84,19 @@ class WarehouseConfig(BaseModel):
         return self.sqlalchemy_url.split(":", 1)[0].split("+", 1)[0]
 
 
+class QualityConfig(BaseModel):
+    """When a day's reject rate (rejected / records) degrades its quality or fails its run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # Degraded above this rate, or above ``relative_factor`` x the median of the previous
+    # ``baseline_days`` loaded days; the run fails (after loading) above ``fail_rate``.
+    max_reject_rate: float = Field(default=0.05, ge=0, le=1)
+    relative_factor: float = Field(default=3.0, ge=1)
+    baseline_days: int = Field(default=7, ge=1, le=90)
+    fail_rate: float = Field(default=0.5, ge=0, le=1)
+
+
 class Settings(BaseSettings):
     """Environment settings; every field has a default that makes a local run work."""
 
@@ -99,6 +112,9 @@ class Settings(BaseSettings):
     aws_default_region: str | None = None
     warehouse_url: SecretStr | None = None
     warehouse_schema: str = "public"
+    quality_max_reject_rate: float = 0.05
+    quality_relative_factor: float = 3.0
+    quality_fail_reject_rate: float = 0.5
 
     def source(self) -> SourceConfig:
         return SourceConfig(
@@ -124,6 +140,13 @@ class Settings(BaseSettings):
             return WarehouseConfig()
         schema = self.warehouse_schema
         return WarehouseConfig(url=self.warehouse_url, db_schema=schema)
+
+    def quality(self) -> QualityConfig:
+        return QualityConfig(
+            max_reject_rate=self.quality_max_reject_rate,
+            relative_factor=self.quality_relative_factor,
+            fail_rate=self.quality_fail_reject_rate,
+        )
 
 
 def load_settings() -> Settings:

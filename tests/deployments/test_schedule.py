@@ -2,36 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from deployments import backfill, common
-from flows.daily_sales import scheduled_business_date
-
-
-@pytest.mark.parametrize(
-    ("scheduled", "day"),
-    [
-        (datetime(2026, 11, 24, 0, 0, tzinfo=UTC), date(2026, 11, 23)),  # closes yesterday
-        (datetime(2026, 11, 24, 0, 59, 59, tzinfo=UTC), date(2026, 11, 23)),
-        (datetime(2026, 11, 24, 1, 0, tzinfo=UTC), date(2026, 11, 24)),  # today from 01:00
-        (datetime(2026, 11, 24, 23, 0, tzinfo=UTC), date(2026, 11, 24)),
-        (datetime(2027, 1, 1, 0, 0, tzinfo=UTC), date(2026, 12, 31)),
-        # Another offset is converted to UTC first: 01:30+02:00 is 23:30 UTC the day before.
-        (datetime(2026, 11, 24, 1, 30, tzinfo=timezone(timedelta(hours=2))), date(2026, 11, 23)),
-    ],
-)
-def test_scheduled_business_date(scheduled: datetime, day: date) -> None:
-    assert scheduled_business_date(scheduled) == day
-
-
-def test_a_day_of_hourly_runs_loads_each_day_and_closes_it_once() -> None:
-    start = datetime(2026, 11, 24, tzinfo=UTC)
-    days = [scheduled_business_date(start + timedelta(hours=h)) for h in range(48)]
-    assert days.count(date(2026, 11, 23)) == 1  # the 00:00 run of the 24th
-    assert days.count(date(2026, 11, 24)) == 24  # 01:00..23:00 and the closing 00:00 run
-    assert days[0] == date(2026, 11, 23) and days[24] == date(2026, 11, 24)
 
 
 def test_the_schedule_is_hourly_on_the_hour_utc() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from deployments.backfill import idempotency_key
 from deployments.common import PROJECT_ROOT
-from flows.daily_sales import scheduled_business_date
+from sales_etl.dates import scheduled_business_date
 from tests.conftest import run_env
 from tests.deployments.conftest import (
     Served,
