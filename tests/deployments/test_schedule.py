@@ -6,7 +6,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from deployments import backfill, common
+from deployments import common
+from flows import backfill
 
 
 def test_the_schedule_is_hourly_on_the_hour_utc() -> None:
@@ -53,19 +54,14 @@ def test_runtime_env_copies_only_non_secret_settings(monkeypatch: pytest.MonkeyP
     }
 
 
-def test_backfill_days_and_keys() -> None:
-    days = backfill.days_between(date(2026, 2, 27), date(2026, 3, 1))
-    assert days == [date(2026, 2, 27), date(2026, 2, 28), date(2026, 3, 1)]
-    with pytest.raises(ValueError, match="before"):
-        backfill.days_between(date(2026, 3, 2), date(2026, 3, 1))
-    with pytest.raises(ValueError, match="split the backfill"):
-        backfill.days_between(date(2025, 1, 1), date(2026, 12, 31))
-    key = backfill.idempotency_key("Daily Sales ETL/hourly", date(2026, 3, 1))
-    assert key == "backfill:Daily Sales ETL/hourly:2026-03-01"
-    assert backfill.idempotency_key("d/x", date(2026, 3, 1), "r2") == "backfill:d/x:2026-03-01:r2"
+def test_backfill_keys() -> None:
+    key = backfill.idempotency_key("Daily Sales ETL/hourly", date(2026, 3, 1), None, None)
+    assert key == "backfill:Daily Sales ETL/hourly:2026-03-01:none"
+    again = backfill.idempotency_key("d/x", date(2026, 3, 1), "run-7", "r2")
+    assert again == "backfill:d/x:2026-03-01:run-7:r2"
 
 
-@pytest.mark.parametrize("module", ["serve", "docker", "kubernetes", "backfill"])
+@pytest.mark.parametrize("module", ["serve", "docker", "kubernetes", "automations"])
 def test_every_script_has_help(module: str, capsys: pytest.CaptureFixture[str]) -> None:
     import importlib
 
