@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -70,3 +71,13 @@ def test_every_script_has_help(module: str, capsys: pytest.CaptureFixture[str]) 
         script.main(["--help"])
     assert exit_info.value.code == 0
     assert "usage: python -m deployments." + module in capsys.readouterr().out
+
+
+def test_automation_deadline_is_a_utc_time_of_day() -> None:
+    from deployments.automations import parse_deadline
+
+    assert parse_deadline("06:30") == timedelta(hours=6, minutes=30)
+    assert parse_deadline("00:00:15") == timedelta(seconds=15)
+    for bad in ("6", "24:00", "00:00:05"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_deadline(bad)
