@@ -18,7 +18,9 @@ install: $(STAMP)
 install-bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 
-## make bench: 1M-row day end to end, rerun, peers (BENCH_ARGS="" without peers, "--rows 5000000")
+## make bench: realistic 1M days at 0/10/30% rejects: first run, rerun, a later revision, an
+## incremental run; the psql \copy floor; peers (BENCH_ARGS="" without peers, "--large" adds 5M,
+## "--rows 100000 --reject-rate 0.1" one small day; python -m benchmarks.run --help)
 BENCH_ARGS ?= --compare
 bench: install-bench
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)

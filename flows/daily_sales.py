@@ -13,7 +13,8 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
 from prefect import flow, runtime
@@ -21,7 +22,12 @@ from prefect.logging import get_run_logger
 from prefect.states import Completed, State
 
 from flows.config import resolve_configs
-from sales_etl.dates import date_argument, default_business_date, scheduled_business_date
+from sales_etl.dates import (
+    CLOSE_PREVIOUS_DAY_BEFORE,
+    date_argument,
+    default_business_date,
+    scheduled_business_date,
+)
 from sales_etl.demo_api import DemoData, serve_demo_api
 from sales_etl.errors import LakeError, QualityError, TransientSourceError
 from sales_etl.report import RunSummary, mask_url
@@ -33,7 +39,7 @@ from sales_etl.settings import (
     load_settings,
 )
 from tasks.extract import check_source, extract_sales, find_raw_snapshot
-from tasks.load import LoadedDay, load_sales
+from tasks.load import LoadedDay, load_sales, read_high_water_mark
 from tasks.operations import (
     emit_day_events,
     judge_day_quality,
@@ -45,6 +51,15 @@ from tasks.transform import transform_sales
 
 FLOW_NAME = "Daily Sales ETL"
 DEMO_DATA = DemoData(rows_per_day=5000, malformed_every=97, update_every=50)
+
+
+def is_closing_run() -> bool:
+    """A deployment run scheduled in the first hour after midnight UTC closes the previous day:
+    it extracts the whole day (never incrementally) and so reconciles it."""
+    if runtime.deployment.id is None:
+        return False
+    scheduled = runtime.flow_run.scheduled_start_time
+    return scheduled is not None and scheduled.astimezone(UTC).time() < CLOSE_PREVIOUS_DAY_BEFORE
 
 
 def resolve_business_date(run_date: date | None) -> date:
@@ -74,6 +89,16 @@ def source_endpoint(source: SourceConfig) -> Iterator[tuple[SourceConfig, str]]:
         yield source.model_copy(update={"base_url": api.url}), "demo"
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run extracts and loads its day."""
+
+    refresh: bool = False  # ignore a cached extract
+    reload: bool = False  # load even a snapshot the ledger holds as loaded
+    full_extract: bool = False  # the whole day, not the records since the high-water mark
+    lag: timedelta = timedelta(minutes=10)  # subtracted from the high-water mark
+
+
 @contextmanager
 def _timed(timings: dict[str, float], step: str) -> Iterator[None]:
     start = time.perf_counter()
@@ -88,6 +113,7 @@ def daily_sales(
     run_date: date | None = None,
     refresh: bool = False,
     reload: bool = False,
+    full_extract: bool = False,
     warehouse_block: str | None = None,
     data_lake_block: str | None = None,
     sales_api_block: str | None = None,
@@ -99,6 +125,8 @@ def daily_sales(
             yesterday for an ad-hoc run.
         refresh: ignore a cached extract and fetch the day from the API again.
         reload: load the snapshot even when the load ledger says it is already loaded.
+        full_extract: extract the whole day even when the warehouse has a high-water mark for
+            it (the closing run after midnight and ``refresh`` always do).
         warehouse_block: name of a saved ``WarehouseBlock``; empty: the environment settings.
         data_lake_block: name of a saved ``DataLakeBlock``; empty: the environment settings.
         sales_api_block: name of a saved ``SalesApiBlock``; empty: the environment settings.
@@ -117,11 +145,17 @@ def daily_sales(
     )
     day = resolve_business_date(run_date)
     run_id = str(runtime.flow_run.id or uuid.uuid4())
+    options = RunOptions(
+        refresh=refresh,
+        reload=reload,
+        full_extract=full_extract or refresh or is_closing_run(),
+        lag=timedelta(minutes=settings.incremental_lag_minutes),
+    )
     try:
         with ExitStack() as stack:
             source, identity = stack.enter_context(source_endpoint(source_config))
             return _run_day(
-                logger, day, run_id, source, identity, lake, warehouse, refresh, reload,
+                logger, day, run_id, source, identity, lake, warehouse, options,
                 settings.quality(),
             )  # fmt: skip
     except Exception as exc:
@@ -139,8 +173,7 @@ def _run_day(
     identity: str,
     lake: LakeConfig,
     warehouse: WarehouseConfig,
-    refresh: bool,
-    reload: bool,
+    options: RunOptions,
     quality: QualityConfig,
 ) -> Any:
     summary = RunSummary(
@@ -157,7 +190,10 @@ def _run_day(
 
     with _timed(timings, "extract"):
         try:
-            raw = _extract(source, identity, lake, day, refresh)
+            since = (
+                None if options.full_extract else _incremental_since(warehouse, day, options.lag)
+            )
+            raw = _extract(source, identity, lake, day, options.refresh, since)
         except TransientSourceError as exc:
             # The source is down (status or pages) even after retries: replay the lake.
             raw = find_raw_snapshot(lake, day)
@@ -190,9 +226,10 @@ def _run_day(
     summary.clean_amount_total = clean["clean_amount_total"]
 
     with _timed(timings, "load"):
-        loaded = load_sales(warehouse, lake, day, raw["snapshot_id"], run_id, reload=reload)
+        mode = raw.get("mode", "full")
+        loaded = load_sales(warehouse, lake, day, raw["snapshot_id"], run_id, mode, options.reload)
     _add_load(summary, loaded)
-    verdict = judge_day_quality(warehouse, day, loaded, quality)
+    verdict = judge_day_quality(warehouse, day, loaded, quality, mode)
     emit_day_events(day, loaded, verdict, datetime.now(UTC))
 
     if summary.fallback_used:
@@ -223,20 +260,33 @@ def _add_load(summary: RunSummary, loaded: LoadedDay) -> None:
     summary.warehouse = f"{loaded.warehouse} ({loaded.table})"
 
 
+def _incremental_since(warehouse: WarehouseConfig, day: date, lag: timedelta) -> datetime | None:
+    """The day's high-water mark minus the lag; None (extract the whole day) before any load."""
+    mark = read_high_water_mark(warehouse, day)
+    return None if mark is None else mark - lag
+
+
 def _extract(
-    source: SourceConfig, identity: str, lake: LakeConfig, day: date, refresh: bool
+    source: SourceConfig,
+    identity: str,
+    lake: LakeConfig,
+    day: date,
+    refresh: bool,
+    since: datetime | None,
 ) -> dict[str, Any] | None:
-    """Land the day in the raw zone (or reuse the cached extract); None when there is nothing."""
-    status = check_source(source, day)
+    """Land the day (or the records changed since ``since``) in the raw zone, or reuse the
+    cached extract; None when there is nothing to process."""
+    status = check_source(source, day, since)
     if not status.should_process:
         return None
-    source_state = f"{identity}|records={status.record_count}"
+    since = status.updated_since  # None when the server does not filter: the whole day
+    source_state = f"{identity}|records={status.record_count}|since={since}"
     extract = extract_sales.with_options(refresh_cache=True) if refresh else extract_sales
-    raw_info = extract(source, lake, day, source_state, lake.url)
+    raw_info = extract(source, lake, day, source_state, lake.url, since)
     raw = find_raw_snapshot(lake, day, raw_info["snapshot_id"])
     if raw is None:  # a cached result whose snapshot was removed from the lake: fetch again
         raw_info = extract_sales.with_options(refresh_cache=True)(
-            source, lake, day, source_state, lake.url
+            source, lake, day, source_state, lake.url, since
         )
         raw = find_raw_snapshot(lake, day, raw_info["snapshot_id"])
     if raw is None:
@@ -267,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="fetch the day from the API again even if a cached extract exists",
     )
     parser.add_argument(
+        "--full",
+        action="store_true",
+        help="extract the whole day even when the warehouse has a high-water mark for it",
+    )
+    parser.add_argument(
         "--reload",
         action="store_true",
         help="load the snapshot again even if the load ledger says it is already loaded",
@@ -295,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_date=day,
             refresh=args.refresh,
             reload=args.reload,
+            full_extract=args.full,
             warehouse_block=args.warehouse_block,
             data_lake_block=args.data_lake_block,
             sales_api_block=args.sales_api_block,

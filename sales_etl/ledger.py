@@ -92,6 +92,9 @@ def day_statuses(
         .ext(distinct_on(ledger.c.business_date))
     )
     newest_loaded = newest.where(ledger.c.status == LOADED)
+    # Records, valid and rejected of a day: its newest *full* load (an incremental load holds
+    # only the records changed since the previous one).
+    newest_full = newest_loaded.where(ledger.c.mode == "full")
     attempts = (
         select(ledger.c.business_date, func.count())
         .where(in_range)
@@ -100,19 +103,22 @@ def day_statuses(
     with engine.connect() as conn:
         last = {row.business_date: row for row in conn.execute(newest)}
         loaded = {row.business_date: row for row in conn.execute(newest_loaded)}
+        full = {row.business_date: row for row in conn.execute(newest_full)}
         counts = {row[0]: int(row[1]) for row in conn.execute(attempts)}
-    return [_day_status(day, last.get(day), loaded.get(day), counts.get(day, 0)) for day in days]
+    return [
+        _day_status(day, last.get(day), loaded.get(day), full.get(day), counts.get(day, 0))
+        for day in days
+    ]
 
 
-def _day_status(day: date, last: Any, loaded: Any, attempts: int) -> DayStatus:
+def _day_status(day: date, last: Any, loaded: Any, full: Any, attempts: int) -> DayStatus:
     if last is None:
         return DayStatus(day=day, status=MISSING)
     counts: dict[str, Any] = {}
+    if full is not None:
+        counts = {"records": full.records, "valid": full.staged, "rejected": full.staged_rejected}
     if loaded is not None:
-        counts = {
-            "records": loaded.records,
-            "valid": loaded.staged,
-            "rejected": loaded.staged_rejected,
+        counts |= {
             "day_sales": loaded.day_sales,
             "day_amount": loaded.day_amount,
             "last_loaded_at": loaded.finished_at,
@@ -131,12 +137,12 @@ def _day_status(day: date, last: Any, loaded: Any, attempts: int) -> DayStatus:
 def baseline_reject_rate(
     engine: Engine, tables: WarehouseTables, before: date, days: int = 7
 ) -> float | None:
-    """The median reject rate of the ``days`` loaded days before ``before`` (newest load of
+    """The median reject rate of the ``days`` loaded days before ``before`` (newest full load of
     each day); None when none of those days was loaded."""
     ledger = tables.ledger
     newest_loaded = (
         select(ledger.c.business_date, ledger.c.staged, ledger.c.staged_rejected)
-        .where(ledger.c.status == LOADED, ledger.c.business_date < before)
+        .where(ledger.c.status == LOADED, ledger.c.mode == "full", ledger.c.business_date < before)
         .order_by(ledger.c.business_date.desc(), ledger.c.finished_at.desc())
         .ext(distinct_on(ledger.c.business_date))
         .limit(days)

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     aws_default_region: str | None = None
     warehouse_url: SecretStr | None = None
     warehouse_schema: str = "public"
+    # Hourly runs extract the records changed since the day's high-water mark minus this lag
+    # (records committed late at the source); the day's closing run extracts the whole day.
+    incremental_lag_minutes: int = Field(default=10, ge=0)
     quality_max_reject_rate: float = 0.05
     quality_relative_factor: float = 3.0
     quality_fail_reject_rate: float = 0.5

@@ -7,7 +7,7 @@ A load (:func:`load_day`) is a short list of named steps, like the CTEs of a dbt
     stage             COPY clean rows and rejects into temporary staging tables
     pick_winners      per sale_id the newest well-formed version (a sale or a void), and
                       whether it is at least as new as what the warehouse holds
-    upsert_sales      winning sales that changed: INSERT ... ON CONFLICT (sale_id) DO UPDATE
+    upsert_sales      winning sales: new ones inserted, changed ones updated (others untouched)
     remove_voided     winning voids delete their sale from ``sales``
     keep_rejects      rejects superseded by a winner go; this load's rejects are kept
     reconcile         every winner landed, no voided sale left; day totals; COMMIT with a
@@ -66,8 +66,6 @@ from sales_etl.validate import NON_POSITIVE_AMOUNT
 BUSINESS_COLUMNS: tuple[str, ...] = schema.FIELD_NAMES
 STAGE_SALES_COLUMNS: tuple[str, ...] = tuple(c.name for c in schema.CLEAN_COLUMNS)
 STAGE_REJECTED_COLUMNS: tuple[str, ...] = tuple(c.name for c in schema.REJECTED_COLUMNS)
-# The session parameter of the plan capture (see :func:`capture_plans`).
-_PLANS_KEY = "daily_sales_etl.plans"
 
 
 @dataclass(frozen=True)
@@ -109,6 +107,7 @@ class LoadStats:
     day_amount: Decimal
     high_water_mark: datetime | None
     skipped: bool = False
+    step_seconds: Mapping[str, float] = field(default_factory=dict)
 
 
 def warehouse_tables(schema_name: str | None, table_name: str = "sales") -> WarehouseTables:
@@ -230,6 +229,8 @@ class _Load:
     staged: int = 0
     staged_rejected: int = 0
     newest_seen: datetime | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    plans: list[tuple[str, Any]] | None = None
 
     def sql(self, template: str) -> str:
         """``template`` with {sales}, {rejected} and {ledger} as quoted table names."""
@@ -242,11 +243,13 @@ class _Load:
 
     def run(self, step: str, template: str, **params: Any) -> Any:
         statement = self.sql(template)
-        plans = self.conn.info.get(_PLANS_KEY)
-        if plans is not None:
+        if self.plans is not None:
             plan = self.conn.execute(text("EXPLAIN (FORMAT JSON) " + statement), params)
-            plans.append((step, plan.scalar_one()))
-        return self.conn.execute(text(statement), params)
+            self.plans.append((step, plan.scalar_one()))
+        started = time.perf_counter()
+        result = self.conn.execute(text(statement), params)
+        self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - started
+        return result
 
 
 def load_day(
@@ -275,26 +278,22 @@ def load_day(
     source = source or LoadSource()
     started = time.perf_counter()
     with engine.begin() as conn:
-        if plans is not None:
-            conn.info[_PLANS_KEY] = plans
-        try:
-            load = _Load(conn, tables, day, run_id, loaded_at)
-            _lock_day(load, work_mem)
-            if source.snapshot_id and not force:
-                earlier = _loaded_stats(load, source.snapshot_id)
-                if earlier is not None:
-                    return earlier
-            _stage(load, sales_batches, rejected_batches)
-            _pick_winners(load)
-            inserted, updated = _upsert_sales(load)
-            voided = _remove_voided(load)
-            malformed_kept, quarantined = _keep_rejects(load)
-            stats = _reconcile(load, inserted, updated, voided, malformed_kept, quarantined)
-            seconds = time.perf_counter() - started
-            _write_ledger(load, source, stats, seconds)
-            return stats
-        finally:
-            conn.info.pop(_PLANS_KEY, None)
+        load = _Load(conn, tables, day, run_id, loaded_at, plans=plans)
+        _lock_day(load, work_mem)
+        if source.snapshot_id and not force:
+            earlier = _loaded_stats(load, source.snapshot_id)
+            if earlier is not None:
+                return earlier
+        staging_started = time.perf_counter()
+        _stage(load, sales_batches, rejected_batches)
+        load.seconds["stage"] = time.perf_counter() - staging_started
+        _pick_winners(load)
+        inserted, updated = _upsert_sales(load)
+        voided = _remove_voided(load)
+        malformed_kept, quarantined = _keep_rejects(load)
+        stats = _reconcile(load, inserted, updated, voided, malformed_kept, quarantined)
+        _write_ledger(load, source, stats, time.perf_counter() - started)
+        return stats
 
 
 def _lock_day(load: _Load, work_mem: str | None) -> None:
@@ -438,9 +437,9 @@ def _pick_winners(load: _Load) -> None:
             WHERE reason = :void AND sale_id IS NOT NULL AND updated_at IS NOT NULL
         ),
         newest AS (
-            SELECT DISTINCT ON (sale_id) sale_id, updated_at, record_index, is_void
+            SELECT DISTINCT ON ((sale_id COLLATE "C")) sale_id, updated_at, record_index, is_void
             FROM versions
-            ORDER BY sale_id, updated_at DESC, record_index DESC
+            ORDER BY sale_id COLLATE "C", updated_at DESC, record_index DESC
         ),
         stored_voids AS (
             SELECT sale_id, max(updated_at) AS updated_at FROM {rejected}
@@ -463,44 +462,39 @@ def _pick_winners(load: _Load) -> None:
 
 _SALE_VALUES = ", ".join(f"st.{name}" for name in BUSINESS_COLUMNS)
 _IDENTICAL = " AND ".join(f"s.{n} IS NOT DISTINCT FROM st.{n}" for n in BUSINESS_COLUMNS[1:])
-_SET_NEWER = ", ".join(
-    f"{n} = EXCLUDED.{n}" for n in (*BUSINESS_COLUMNS[1:], "run_id", "loaded_at")
-)
+_SET_FROM_STAGE = ", ".join(f"{n} = st.{n}" for n in BUSINESS_COLUMNS[1:])
 
 
 def _upsert_sales(load: _Load) -> tuple[int, int]:
-    """Winning sales that are new or changed; returns (inserted, updated).
+    """Write winning sales that are new or changed; returns (inserted, updated).
 
-    Rows identical to the stored ones are left out first (an anti-join, instead of one
-    speculative insert, tuple lock and WHERE per conflicting row); ``xmax = 0`` tells an
-    inserted row from an updated one.
+    New sale_ids are a plain INSERT (the day lock keeps a concurrent run of the day out; a
+    sale_id another day holds fails the load with a duplicate key). Stored ones are updated only
+    where a column differs, so a rerun that changes nothing writes nothing.
     """
-    row = load.run(
-        "upsert_sales",
+    inserted = load.run(
+        "insert_new_sales",
         f"""
-        WITH incoming AS (
-            SELECT {_SALE_VALUES}
-            FROM _winners w
-            JOIN _stage_sales st ON st.record_index = w.record_index
-            WHERE w.applies AND NOT w.is_void
-              AND NOT EXISTS (
-                  SELECT 1 FROM {{sales}} s WHERE s.sale_id = st.sale_id AND {_IDENTICAL}
-              )
-        ),
-        written AS (
-            INSERT INTO {{sales}} ({", ".join(BUSINESS_COLUMNS)}, run_id, loaded_at)
-            SELECT incoming.*, :run_id, :loaded_at FROM incoming
-            ON CONFLICT (sale_id) DO UPDATE SET {_SET_NEWER}
-            WHERE {{sales}}.updated_at <= EXCLUDED.updated_at
-            RETURNING xmax = 0 AS inserted
-        )
-        SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)
-        FROM written
+        INSERT INTO {{sales}} ({", ".join(BUSINESS_COLUMNS)}, run_id, loaded_at)
+        SELECT {_SALE_VALUES}, :run_id, :loaded_at
+        FROM _winners w JOIN _stage_sales st ON st.record_index = w.record_index
+        WHERE w.applies AND NOT w.is_void AND NOT w.in_sales
         """,
         run_id=load.run_id,
         loaded_at=load.loaded_at,
-    ).one()
-    return int(row[0]), int(row[1])
+    ).rowcount
+    updated = load.run(
+        "update_changed_sales",
+        f"""
+        UPDATE {{sales}} s SET {_SET_FROM_STAGE}, run_id = :run_id, loaded_at = :loaded_at
+        FROM _winners w JOIN _stage_sales st ON st.record_index = w.record_index
+        WHERE w.applies AND NOT w.is_void AND w.in_sales AND s.sale_id = w.sale_id
+          AND s.updated_at <= st.updated_at AND NOT ({_IDENTICAL})
+        """,
+        run_id=load.run_id,
+        loaded_at=load.loaded_at,
+    ).rowcount
+    return int(inserted), int(updated)
 
 
 def _remove_voided(load: _Load) -> int:
@@ -544,10 +538,10 @@ def _keep_rejects(load: _Load) -> tuple[int, int]:
         f"""
         CREATE TEMPORARY TABLE _rejects ON COMMIT DROP AS
         WITH malformed AS (
-            SELECT DISTINCT ON (sale_id) *
+            SELECT DISTINCT ON ((sale_id COLLATE "C")) *
             FROM _stage_rejected
             WHERE sale_id IS NOT NULL AND NOT (reason = :void AND updated_at IS NOT NULL)
-            ORDER BY sale_id, updated_at DESC NULLS LAST, record_index DESC
+            ORDER BY sale_id COLLATE "C", updated_at DESC NULLS LAST, record_index DESC
         ),
         stored_voids AS (
             SELECT sale_id, max(updated_at) AS updated_at FROM {{rejected}}
@@ -581,9 +575,9 @@ def _keep_rejects(load: _Load) -> tuple[int, int]:
         """
         INSERT INTO {rejected} (business_date, record_hash, sale_id, updated_at, reason, detail,
                                 raw_record, occurrences, run_id, rejected_at)
-        SELECT :day, record_hash, min(sale_id), min(updated_at), min(reason), min(detail),
-               min(raw_record), count(*), :run_id, :loaded_at
-        FROM _rejects GROUP BY record_hash
+        SELECT DISTINCT ON (record_hash) :day, record_hash, sale_id, updated_at, reason, detail,
+               raw_record, count(*) OVER (PARTITION BY record_hash), :run_id, :loaded_at
+        FROM _rejects
         ON CONFLICT (business_date, record_hash) DO UPDATE SET occurrences = EXCLUDED.occurrences
         WHERE {rejected}.occurrences IS DISTINCT FROM EXCLUDED.occurrences
         """,
@@ -663,6 +657,7 @@ def _reconcile(
         day_sales=int(totals[0]),
         day_amount=Decimal(totals[1]),
         high_water_mark=_high_water_mark(load),
+        step_seconds=load.seconds,
     )
 
 
@@ -736,9 +731,12 @@ def record_failure(
 
 
 def day_high_water_mark(engine: Engine, tables: WarehouseTables, day: date) -> datetime | None:
-    """The newest ``updated_at`` any successful load of ``day`` has brought, or None."""
+    """The newest ``updated_at`` any successful load of ``day`` has brought, or None (also when
+    the ledger table does not exist yet: nothing was ever loaded)."""
     ledger = tables.ledger
     with engine.connect() as conn:
+        if not inspect(conn).has_table(ledger.name, schema=ledger.schema):
+            return None
         quote = conn.dialect.identifier_preparer.format_table
         return conn.execute(
             text(

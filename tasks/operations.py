@@ -66,10 +66,13 @@ def day_resource(day: date) -> dict[str, str]:
     cache_policy=NO_CACHE,
 )
 def judge_day_quality(
-    warehouse: WarehouseConfig, day: date, loaded: LoadedDay, config: QualityConfig
+    warehouse: WarehouseConfig, day: date, loaded: LoadedDay, config: QualityConfig, mode: str
 ) -> QualityVerdict:
     """The verdict on ``day``'s reject rate; the baseline is the median of the previous
-    ``config.baseline_days`` loaded days in the ledger."""
+    ``config.baseline_days`` loaded days in the ledger. Only a full load (the whole day) has a
+    rate: an incremental one holds just the records changed since the last load."""
+    if mode != "full":
+        return QualityVerdict(day, None, None)
     engine = create_warehouse_engine(warehouse)
     try:
         baseline = baseline_reject_rate(engine, tables_for(warehouse), day, config.baseline_days)
@@ -113,6 +116,7 @@ def emit_day_events(
         "day_sales": stats.day_sales,
         "day_amount": str(stats.day_amount),
         "load_skipped": stats.skipped,
+        "full_day": verdict.rate is not None or stats.staged + stats.staged_rejected == 0,
         "table": loaded.table,
     }
     emit_event(DAY_LOADED, resource, payload=payload)

@@ -98,13 +98,22 @@ def test_second_run_changes_nothing_and_reuses_the_extract(
     assert run().is_completed()
     before = table_state(configured)
     requests_after_first = api.requests
-    state = run()
+    state = run(full_extract=True)
     assert state.is_completed()
     summary = state.result()
-    assert (summary["inserted"], summary["updated"]) == (0, 0)
+    assert (summary["inserted"], summary["updated"], summary["load_skipped"]) == (0, 0, True)
     assert summary["unchanged"] == EXPECTED_LOADED
     assert table_state(configured) == before
     assert api.requests == requests_after_first  # cached extract: no page fetched again
+    # An hourly run asks only for the records changed since the high-water mark (minus the
+    # lag): one page here, and nothing changes.
+    state = run()
+    assert state.is_completed()
+    summary = state.result()
+    assert (summary["inserted"], summary["updated"], summary["voided"]) == (0, 0, 0)
+    assert 0 < summary["records_extracted"] < EXPECTED_LOADED / 10
+    assert api.requests == requests_after_first + 1
+    assert table_state(configured) == before
 
 
 def test_skipped_day_touches_nothing(api: DemoSalesApi, configured: str) -> None:

@@ -38,13 +38,18 @@ def at(day: date, hour: int) -> datetime:
 
 
 def loaded(
-    ledger: tuple[Engine, WarehouseTables], day: date, valid: int, rejected: int, hour: int = 1
+    ledger: tuple[Engine, WarehouseTables],
+    day: date,
+    valid: int,
+    rejected: int,
+    hour: int = 1,
+    mode: str = "full",
 ) -> None:
     engine, tables = ledger
     row: dict[str, Any] = {
         "business_date": day,
         "status": "loaded",
-        "mode": "full",
+        "mode": mode,
         "snapshot_id": f"snap-{day}-{hour}",
         "run_id": f"run-{day}-{hour}",
         "records": valid + rejected,
@@ -74,12 +79,13 @@ def test_each_day_is_loaded_failed_or_missing(ledger: tuple[Engine, WarehouseTab
     loaded(ledger, D[3], 99, 1, hour=5)  # reloaded: the newest load counts
     failed(ledger, D[4], hour=1)
     loaded(ledger, D[4], 50, 0, hour=4)  # failed then loaded: loaded
+    loaded(ledger, D[3], 3, 2, hour=6, mode="incremental")  # counts stay those of the full load
     statuses = day_statuses(*ledger, D[0], D[5])
     assert [(s.day, s.status, s.attempts) for s in statuses] == [
         (D[0], "loaded", 1),
         (D[1], "failed", 1),
         (D[2], "failed", 2),
-        (D[3], "loaded", 2),
+        (D[3], "loaded", 3),
         (D[4], "loaded", 2),
         (D[5], "missing", 0),
     ]
@@ -94,7 +100,8 @@ def test_each_day_is_loaded_failed_or_missing(ledger: tuple[Engine, WarehouseTab
     assert statuses[2].last_loaded_at == at(D[2], 1)
     assert statuses[2].last_attempt_at == at(D[2], 3)
     assert (statuses[3].valid, statuses[3].rejected, statuses[3].records) == (99, 1, 100)
-    assert statuses[3].day_amount == Decimal("1039.5000")
+    # Day totals (sales and amount in the warehouse) come from the newest load, whatever mode.
+    assert (statuses[3].day_sales, statuses[3].day_amount) == (3, Decimal("31.5000"))
     assert statuses[3].as_row() == {
         "day": "2026-11-04",
         "status": "loaded",
@@ -102,11 +109,11 @@ def test_each_day_is_loaded_failed_or_missing(ledger: tuple[Engine, WarehouseTab
         "valid": 99,
         "rejected": 1,
         "reject rate": "1.00%",
-        "sales in warehouse": 99,
-        "amount": "1039.5000",
-        "last load (UTC)": "2026-11-04 05:00:00",
-        "last attempt (UTC)": "2026-11-04 05:00:00",
-        "attempts": 2,
+        "sales in warehouse": 3,
+        "amount": "31.5000",
+        "last load (UTC)": "2026-11-04 06:00:00",
+        "last attempt (UTC)": "2026-11-04 06:00:00",
+        "attempts": 3,
         "message": "",
     }
 
@@ -126,6 +133,7 @@ def test_baseline_is_the_median_of_the_previous_seven_loaded_days(
         loaded(ledger, day, 100 - rate, rate)
     failed(ledger, D[8])  # no loaded row: not part of the baseline
     loaded(ledger, D[9], 10, 90)  # the day judged itself is not part of its baseline
+    loaded(ledger, D[7], 1, 9, hour=9, mode="incremental")  # not a whole day: not counted
     # The 7 loaded days before D[9] are D[1]..D[7]: 2, 3, 50, 4, 5, 6, 7 -> median 5 %.
     assert baseline_reject_rate(*ledger, D[9]) == pytest.approx(0.05)
     assert baseline_reject_rate(*ledger, D[9], days=3) == pytest.approx(0.06)
