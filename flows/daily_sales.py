@@ -15,7 +15,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from datetime import time as dt_time
 from typing import Any, cast
 
 from prefect import flow, runtime
@@ -24,41 +23,36 @@ from prefect.states import Completed, State
 from pydantic import SecretStr
 
 from flows.config import resolve_configs
+from sales_etl.dates import (
+    CLOSE_PREVIOUS_DAY_BEFORE,
+    date_argument,
+    default_business_date,
+    scheduled_business_date,
+)
 from sales_etl.demo_api import DemoData, serve_demo_api
 from sales_etl.embedded_postgres import embedded_postgres, how_to_look
-from sales_etl.errors import LakeError, TransientSourceError, WarehouseError
+from sales_etl.errors import LakeError, QualityError, TransientSourceError, WarehouseError
 from sales_etl.report import RunSummary, mask_url
-from sales_etl.settings import LakeConfig, SourceConfig, WarehouseConfig, load_settings
+from sales_etl.settings import (
+    LakeConfig,
+    QualityConfig,
+    SourceConfig,
+    WarehouseConfig,
+    load_settings,
+)
 from tasks.extract import check_source, extract_sales, find_raw_snapshot, find_replay_snapshots
 from tasks.load import LoadedDay, load_sales, read_high_water_mark
+from tasks.operations import (
+    emit_day_events,
+    judge_day_quality,
+    refresh_days_view,
+    report_failed_day,
+)
 from tasks.report import publish_report
 from tasks.transform import transform_sales
 
 FLOW_NAME = "Daily Sales ETL"
 DEMO_DATA = DemoData(rows_per_day=5000, malformed_every=97, update_every=50)
-
-
-def default_business_date(now: datetime | None = None) -> date:
-    """Yesterday in UTC: the last complete day."""
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return moment.date() - timedelta(days=1)
-
-
-# A deployment run scheduled before this UTC time of day closes the previous day instead.
-CLOSE_PREVIOUS_DAY_BEFORE = dt_time(1, 0)
-
-
-def scheduled_business_date(scheduled: datetime) -> date:
-    """The business day of a deployment run scheduled at ``scheduled``.
-
-    Hourly runs re-load the current UTC day (idempotently, so each one refreshes it); the run
-    scheduled in the first hour after midnight (00:00-00:59 UTC) loads the previous day once more,
-    with its complete data, and so closes it. The next run (01:00) starts on the new day.
-    """
-    moment = scheduled.astimezone(UTC)
-    if moment.time() < CLOSE_PREVIOUS_DAY_BEFORE:
-        return moment.date() - timedelta(days=1)
-    return moment.date()
 
 
 def is_closing_run() -> bool:
@@ -164,16 +158,27 @@ def daily_sales(
     )
     day = resolve_business_date(run_date)
     run_id = str(runtime.flow_run.id or uuid.uuid4())
+    options = RunOptions(
+        refresh=refresh,
+        reload=reload,
+        full_extract=full_extract or refresh or is_closing_run(),
+        lag=timedelta(minutes=settings.incremental_lag_minutes),
+    )
     with ExitStack() as stack:
-        source, identity = stack.enter_context(source_endpoint(source_config))
+        # The embedded warehouse (WAREHOUSE_URL unset) runs for the whole run, failures included.
         warehouse, look = stack.enter_context(warehouse_endpoint(warehouse_config))
-        options = RunOptions(
-            refresh=refresh,
-            reload=reload,
-            full_extract=full_extract or refresh or is_closing_run(),
-            lag=timedelta(minutes=settings.incremental_lag_minutes),
-        )
-        return _run_day(logger, day, run_id, source, identity, lake, warehouse, options, look)
+        try:
+            source, identity = stack.enter_context(source_endpoint(source_config))
+            return _run_day(
+                logger, day, run_id, source, identity, lake, warehouse, options,
+                settings.quality(), look,
+            )  # fmt: skip
+        except Exception as exc:
+            reason = str(exc) or type(exc).__name__
+            report_failed_day(warehouse, day, run_id, reason, datetime.now(UTC))
+            raise
+        finally:
+            refresh_days_view(warehouse, day, datetime.now(UTC))
 
 
 def _run_day(
@@ -185,6 +190,7 @@ def _run_day(
     lake: LakeConfig,
     warehouse: WarehouseConfig,
     options: RunOptions,
+    quality: QualityConfig,
     look: str = "",
 ) -> Any:
     summary = RunSummary(
@@ -246,6 +252,8 @@ def _run_day(
         mode = raw.get("mode", "full")
         loaded = load_sales(warehouse, lake, day, raw["snapshot_id"], run_id, mode, options.reload)
     _add_load(summary, loaded)
+    verdict = judge_day_quality(warehouse, day, loaded, quality, mode)
+    emit_day_events(day, loaded, verdict, datetime.now(UTC))
 
     if summary.fallback_used:
         summary.status = "loaded_from_snapshot"
@@ -253,8 +261,9 @@ def _run_day(
     else:
         summary.status = "loaded"
         summary.message = f"{summary.clean} valid, {summary.rejected} rejected"
-    publish_report(summary)
-    logger.info("%s", summary.headline())  # the CLI prints the whole summary, once
+    publish_report(summary)  # prints the summary into the run's logs, once (log_prints)
+    if verdict.failure:
+        raise QualityError(verdict.failure)
     if summary.fallback_used:
         return Completed(
             name="Completed from snapshot", message=summary.message, data=summary.as_dict()
@@ -320,14 +329,6 @@ def _extract(
     if raw is None:
         raise LakeError(f"raw snapshot {raw_info['snapshot_id']} of {day} vanished after writing")
     return raw
-
-
-def date_argument(text: str) -> date:
-    """An argparse ``type`` for YYYY-MM-DD options (shared by every CLI of the project)."""
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -398,7 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Daily Sales ETL {day} failed: {reason}", file=sys.stderr)
         return 1
     summary = RunSummary(**{k: v for k, v in state.result().items() if k != "rejected"})
-    print(summary.to_text())
+    # The whole summary is in the run's logs (above); stdout gets the verdict line only.
+    print(summary.headline())
     return 0
 
 

@@ -36,3 +36,7 @@ class LakeError(EtlError):
 
 class WarehouseError(EtlError):
     """The warehouse load failed."""
+
+
+class QualityError(EtlError):
+    """A loaded day's reject rate is above the hard limit: the run fails after the load."""

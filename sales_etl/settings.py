@@ -98,6 +98,19 @@ class WarehouseConfig(BaseModel):
         return self.sqlalchemy_url.split(":", 1)[0].split("+", 1)[0]
 
 
+class QualityConfig(BaseModel):
+    """When a day's reject rate (rejected / records) degrades its quality or fails its run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # Degraded above this rate, or above ``relative_factor`` x the median of the previous
+    # ``baseline_days`` loaded days; the run fails (after loading) above ``fail_rate``.
+    max_reject_rate: float = Field(default=0.05, ge=0, le=1)
+    relative_factor: float = Field(default=3.0, ge=1)
+    baseline_days: int = Field(default=7, ge=1, le=90)
+    fail_rate: float = Field(default=0.5, ge=0, le=1)
+
+
 class Settings(BaseSettings):
     """Environment settings; every field has a default that makes a local run work."""
 
@@ -116,6 +129,9 @@ class Settings(BaseSettings):
     # Hourly runs extract the records changed since the day's high-water mark minus this lag
     # (records committed late at the source); the day's closing run extracts the whole day.
     incremental_lag_minutes: int = Field(default=10, ge=0)
+    quality_max_reject_rate: float = 0.05
+    quality_relative_factor: float = 3.0
+    quality_fail_reject_rate: float = 0.5
 
     def source(self) -> SourceConfig:
         return SourceConfig(
@@ -144,6 +160,13 @@ class Settings(BaseSettings):
             else None
         )
         return WarehouseConfig(url=url, db_schema=self.warehouse_schema)
+
+    def quality(self) -> QualityConfig:
+        return QualityConfig(
+            max_reject_rate=self.quality_max_reject_rate,
+            relative_factor=self.quality_relative_factor,
+            fail_rate=self.quality_fail_reject_rate,
+        )
 
 
 def load_settings() -> Settings:
