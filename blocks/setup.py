@@ -22,14 +22,27 @@ from blocks.warehouse import WarehouseBlock
 from sales_etl.errors import ConfigError
 from sales_etl.settings import Settings, load_settings
 
+# The three blocks of an environment are saved as <prefix>-<suffix>.
+NAME_SUFFIXES: dict[type[Block], str] = {
+    WarehouseBlock: "warehouse",
+    DataLakeBlock: "data-lake",
+    SalesApiBlock: "sales-api",
+}
+
+
+def saved_name(prefix: str, cls: type[Block]) -> str:
+    """The name the block of type ``cls`` of environment ``prefix`` is saved under."""
+    return f"{prefix}-{NAME_SUFFIXES[cls]}"
+
 
 def blocks_from_settings(settings: Settings, prefix: str) -> dict[str, Block]:
     """The three blocks the settings describe, by the names they are saved under."""
-    return {
-        f"{prefix}-warehouse": WarehouseBlock.from_config(settings.warehouse()),
-        f"{prefix}-data-lake": DataLakeBlock.from_config(settings.lake()),
-        f"{prefix}-sales-api": SalesApiBlock.from_config(settings.source()),
-    }
+    blocks: list[Block] = [
+        WarehouseBlock.from_config(settings.warehouse()),
+        DataLakeBlock.from_config(settings.lake()),
+        SalesApiBlock.from_config(settings.source()),
+    ]
+    return {saved_name(prefix, type(block)): block for block in blocks}
 
 
 def save_blocks(settings: Settings, prefix: str) -> dict[str, Block]:

@@ -5,13 +5,13 @@ serve process, a Docker container, a Kubernetes Job); what runs, when, and with 
 parameters is chosen here, once.
 
 Nothing here holds a secret: the pipeline reads its credentials at run time from the environment
-of the run (a mounted ``.env``, a Kubernetes Secret) or from the blocks named by ``--blocks``.
+of the run (a mounted ``.env``, a Kubernetes Secret) or from the blocks named by ``--blocks``
+(the deployment holds references to the block documents, not their contents).
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +20,10 @@ from typing import Any
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.schedules import Interval, Schedule
 
+from blocks.setup import saved_name
+from flows.config import BLOCK_PARAMETERS, load_block
 from flows.daily_sales import daily_sales
+from sales_etl.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Relative to PROJECT_ROOT locally and to the image's WORKDIR (same layout) in a container.
@@ -31,8 +34,6 @@ SCHEDULE_INTERVAL = timedelta(hours=1)
 # Runs fall on the full hour UTC, so "the run just after midnight" is the 00:00 run.
 SCHEDULE_ANCHOR = datetime(2026, 1, 1, tzinfo=UTC)
 SCHEDULE_SLUG = "hourly"
-# Parameters the blocks change adds to the flow; each names a saved block document.
-BLOCK_PARAMETERS = ("warehouse_block", "data_lake_block", "sales_api_block")
 # Non-secret runtime settings a worker-launched run gets in its environment.
 RUNTIME_ENV_VARS = ("DATA_LAKE_URL", "WAREHOUSE_SCHEMA", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
 
@@ -53,23 +54,23 @@ def default_parameters(blocks: str | None = None) -> dict[str, Any]:
     """The deployment's default parameters.
 
     ``run_date`` stays empty so each run derives its day from its scheduled start time. With
-    ``blocks``, the block parameters name that block document (one name per environment, e.g.
-    ``prod``: block names are unique per block type); without it they stay unset and the run
-    reads the environment.
+    ``blocks``, the prefix ``python -m blocks.setup --prefix`` saved an environment's blocks
+    under, each block parameter is that saved block (``<blocks>-warehouse``, ...): the
+    deployment stores it as a reference to the block document, ``{"$ref": {"block_document_id":
+    ...}}``, which the run form shows as the picked block and every run loads. Without it they
+    stay unset and the runs read the environment.
 
     Raises:
-        SystemExit: ``blocks`` was given but the flow has no block parameters yet.
+        SystemExit: a block of ``blocks`` does not exist in the Prefect API.
     """
     parameters: dict[str, Any] = {"run_date": None, "refresh": False}
     if blocks is None:
         return parameters
-    accepted = inspect.signature(daily_sales.fn).parameters
-    missing = [name for name in BLOCK_PARAMETERS if name not in accepted]
-    if missing:
-        raise SystemExit(
-            f"--blocks {blocks!r}: the flow {FLOW_NAME!r} has no parameter(s) {', '.join(missing)}"
-        )
-    parameters.update(dict.fromkeys(BLOCK_PARAMETERS, blocks))
+    try:
+        for parameter, cls in BLOCK_PARAMETERS.items():
+            parameters[parameter] = load_block(cls, saved_name(blocks, cls))
+    except ConfigError as exc:
+        raise SystemExit(f"--blocks {blocks!r}: {exc}") from None
     return parameters
 
 
@@ -139,8 +140,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_name: str) -> 
         metavar="NAME",
         default=os.environ.get("ETL_BLOCKS") or None,
         help=(
-            "name of the saved blocks (warehouse, data lake, sales API) the runs load, passed as "
-            "the flow's *_block parameters (default: $ETL_BLOCKS; unset: the run's environment)"
+            "prefix of the saved blocks <NAME>-warehouse, <NAME>-data-lake and <NAME>-sales-api "
+            "(python -m blocks.setup --prefix NAME) the runs load: the flow's *_block "
+            "parameters reference them (default: $ETL_BLOCKS; unset: the run's environment)"
         ),
     )
 

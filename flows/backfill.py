@@ -4,7 +4,8 @@ One flow, also served as the deployment ``Daily Sales Backfill/backfill`` so it 
 from the UI's run form. ``mode`` decides the days from the load ledger: ``missing`` (no load
 attempt), ``failed`` (the newest attempt failed) or ``all``. Each day is an ordinary,
 idempotent run of ``Daily Sales ETL``: a subflow in this process, or (``deployment``) a flow
-run of that deployment, e.g. on a Kubernetes pool, with an idempotency key. A thin CLI::
+run of that deployment, e.g. on a Kubernetes pool, with an idempotency key. A thin CLI
+(``flows/cli.py``)::
 
     python -m flows.backfill --start 2026-11-01 --end 2026-11-07                 # missing days
     python -m flows.backfill --start 2026-11-01 --end 2026-11-07 --mode failed --dry-run
@@ -14,10 +15,7 @@ run of that deployment, e.g. on a Kubernetes pool, with an idempotency key. A th
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from collections.abc import Sequence
 from datetime import date
 from typing import Any, Literal, cast
 from uuid import UUID
@@ -36,9 +34,9 @@ from prefect.logging import get_run_logger
 from prefect.states import State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from blocks import WarehouseBlock
 from flows.config import resolve_configs
 from flows.daily_sales import daily_sales
-from sales_etl.dates import date_argument
 from sales_etl.ledger import BACKFILL_MODES, DayStatus, day_statuses, days_to_backfill
 from sales_etl.settings import WarehouseConfig, load_settings
 from sales_etl.warehouse import create_warehouse_engine, tables_for
@@ -104,7 +102,7 @@ def run_day(
     deployment: str | None,
     refresh: bool,
     key: str,
-    warehouse_block: str | None = None,
+    warehouse_block: WarehouseBlock | None = None,
 ) -> dict[str, Any]:
     """Run ``day`` and return its summary row; a failed day is reported, not raised, here."""
     started = time.perf_counter()
@@ -157,7 +155,7 @@ def daily_sales_backfill(
     deployment: str | None = None,
     refresh: bool = False,
     rerun: str | None = None,
-    warehouse_block: str | None = None,
+    warehouse_block: WarehouseBlock | None = None,
 ) -> list[dict[str, Any]]:
     """Backfill the days of ``start``..``end`` (both included) that ``mode`` selects.
 
@@ -172,8 +170,8 @@ def daily_sales_backfill(
             idempotency key); empty: each day runs as a subflow in this process.
         refresh: fetch every day from the API again instead of reusing cached extracts.
         rerun: a tag that makes new idempotency keys, to run days again on purpose.
-        warehouse_block: the warehouse whose ledger decides the days (and, in process, the
-            one loaded); empty: the environment settings.
+        warehouse_block: a saved ``WarehouseBlock``: the warehouse whose ledger decides the
+            days (and, in process, the one loaded); empty: the environment settings.
 
     Returns:
         One row per selected day (also the ``daily-sales-backfill`` table artifact). The run
@@ -221,7 +219,7 @@ def _run_days(
     keys: dict[date, str],
     deployment: str | None,
     refresh: bool,
-    warehouse_block: str | None,
+    warehouse_block: WarehouseBlock | None,
     max_parallel: int,
 ) -> list[dict[str, Any]]:
     """A sliding window of at most ``max_parallel`` days; a progress artifact follows it."""
@@ -257,71 +255,7 @@ def _publish(rows: list[dict[str, Any]], description: str) -> None:
     create_table_artifact(key="daily-sales-backfill", table=table, description=description)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m flows.backfill",
-        description=(
-            "Run the Daily Sales ETL for the missing, failed or all days of a date range (both "
-            "ends included), as decided from the load ledger."
-        ),
-    )
-    parser.add_argument("--start", type=date_argument, required=True, help="first day, YYYY-MM-DD")
-    parser.add_argument("--end", type=date_argument, required=True, help="last day, YYYY-MM-DD")
-    parser.add_argument(
-        "--mode", choices=BACKFILL_MODES, default="missing", help="which days (default: missing)"
-    )
-    parser.add_argument(
-        "--max-parallel", type=int, default=3, help="days running at once (default 3)"
-    )
-    parser.add_argument("--dry-run", action="store_true", help="only list the days it would run")
-    parser.add_argument(
-        "--deployment",
-        default=None,
-        help='run each day on this deployment ("flow name/deployment name", with idempotency '
-        "keys) instead of as a subflow in this process",
-    )
-    parser.add_argument("--refresh", action="store_true", help="fetch every day from the API again")
-    parser.add_argument(
-        "--rerun", metavar="TAG", default=None, help="new idempotency keys: run days again"
-    )
-    parser.add_argument(
-        "--warehouse-block", metavar="NAME", default=None, help="a saved WarehouseBlock"
-    )
-    return parser
+if __name__ == "__main__":  # the documented command; the CLI lives in flows/cli.py
+    from flows.cli import backfill_main
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point: prints one line per day; exit 1 when any day failed."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.max_parallel < 1:
-        parser.error("--max-parallel must be at least 1")
-    state = cast(
-        State[Any],
-        daily_sales_backfill(
-            start=args.start,
-            end=args.end,
-            mode=args.mode,
-            max_parallel=args.max_parallel,
-            dry_run=args.dry_run,
-            deployment=args.deployment,
-            refresh=args.refresh,
-            rerun=args.rerun,
-            warehouse_block=args.warehouse_block,
-            return_state=True,
-        ),
-    )
-    if not state.is_completed():
-        reason = (state.message or state.name or "failed").strip().splitlines()[0]
-        print(f"Daily Sales Backfill failed: {reason}", file=sys.stderr)
-        return 1
-    rows = state.result()
-    for row in rows:
-        print(f"{row['day']}  {row['status']:<22} {row.get('message', '')}".rstrip())
-    verb = "would run" if args.dry_run else "completed"
-    print(f"{len(rows)} days {verb}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(backfill_main())

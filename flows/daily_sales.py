@@ -1,36 +1,33 @@
 """The Daily Sales ETL flow: status -> extract (raw lake) -> transform (clean lake) -> load.
 
-Run one day locally (ephemeral Prefect, embedded demo API, local lake, embedded PostgreSQL)::
+The flow and its named steps only: configuration is chosen in ``flows/config.py``, the command
+line is ``flows/cli.py``. Run one day locally (ephemeral Prefect, embedded demo API, local lake,
+embedded PostgreSQL)::
 
     python -m flows.daily_sales --date 2026-11-23
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from prefect import flow, runtime
 from prefect.logging import get_run_logger
-from prefect.states import Completed, State
-from pydantic import SecretStr
+from prefect.states import Completed
 
-from flows.config import resolve_configs
+from blocks import DataLakeBlock, SalesApiBlock, WarehouseBlock
+from flows.config import resolve_configs, source_endpoint, warehouse_endpoint
 from sales_etl.dates import (
     CLOSE_PREVIOUS_DAY_BEFORE,
-    date_argument,
     default_business_date,
     scheduled_business_date,
 )
-from sales_etl.demo_api import DemoData, serve_demo_api
-from sales_etl.embedded_postgres import embedded_postgres, how_to_look
 from sales_etl.errors import LakeError, QualityError, TransientSourceError, WarehouseError
 from sales_etl.report import RunSummary, mask_url
 from sales_etl.settings import (
@@ -52,7 +49,6 @@ from tasks.report import publish_report
 from tasks.transform import transform_sales
 
 FLOW_NAME = "Daily Sales ETL"
-DEMO_DATA = DemoData(rows_per_day=5000, malformed_every=97, update_every=50)
 
 
 def is_closing_run() -> bool:
@@ -81,16 +77,6 @@ def resolve_business_date(run_date: date | None) -> date:
     return default_business_date()
 
 
-@contextmanager
-def source_endpoint(source: SourceConfig) -> Iterator[tuple[SourceConfig, str]]:
-    """The source to use, starting the embedded demo API when no URL is configured."""
-    if source.base_url is not None:
-        yield source, source.base_url
-        return
-    with serve_demo_api(DEMO_DATA) as api:
-        yield source.model_copy(update={"base_url": api.url}), "demo"
-
-
 @dataclass(frozen=True)
 class RunOptions:
     """How a run extracts and loads its day."""
@@ -99,17 +85,6 @@ class RunOptions:
     reload: bool = False  # load even a snapshot the ledger holds as loaded
     full_extract: bool = False  # the whole day, not the records since the high-water mark
     lag: timedelta = timedelta(minutes=10)  # subtracted from the high-water mark
-
-
-@contextmanager
-def warehouse_endpoint(warehouse: WarehouseConfig) -> Iterator[tuple[WarehouseConfig, str]]:
-    """The warehouse to use and how to look at it, starting the embedded PostgreSQL (in
-    ``./.data/postgres``, kept between runs) when no URL is configured."""
-    if not warehouse.is_embedded:
-        yield warehouse, ""
-        return
-    with embedded_postgres() as server:
-        yield warehouse.model_copy(update={"url": SecretStr(server.url)}), how_to_look()
 
 
 @contextmanager
@@ -127,9 +102,9 @@ def daily_sales(
     refresh: bool = False,
     reload: bool = False,
     full_extract: bool = False,
-    warehouse_block: str | None = None,
-    data_lake_block: str | None = None,
-    sales_api_block: str | None = None,
+    warehouse_block: WarehouseBlock | None = None,
+    data_lake_block: DataLakeBlock | None = None,
+    sales_api_block: SalesApiBlock | None = None,
 ) -> Any:
     """Run the pipeline for one business day.
 
@@ -140,9 +115,11 @@ def daily_sales(
         reload: load the snapshot even when the load ledger says it is already loaded.
         full_extract: extract the whole day even when the warehouse has a high-water mark for
             it (the closing run after midnight and ``refresh`` always do).
-        warehouse_block: name of a saved ``WarehouseBlock``; empty: the environment settings.
-        data_lake_block: name of a saved ``DataLakeBlock``; empty: the environment settings.
-        sales_api_block: name of a saved ``SalesApiBlock``; empty: the environment settings.
+        warehouse_block: a saved ``WarehouseBlock`` (the run form offers a picker; a
+            deployment stores ``{"$ref": {"block_document_id": ...}}``); empty: the
+            environment settings.
+        data_lake_block: a saved ``DataLakeBlock``; empty: the environment settings.
+        sales_api_block: a saved ``SalesApiBlock``; empty: the environment settings.
 
     Returns:
         The run summary (a dict). The run ends Completed, "Completed from snapshot" when the API
@@ -331,78 +308,7 @@ def _extract(
     return raw
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m flows.daily_sales",
-        description=(
-            "Run the Daily Sales ETL for one day: sales API -> raw Parquet in the lake -> "
-            "validated frame -> idempotent load into the warehouse. Configuration comes from "
-            "the environment (SALES_API_URL, SALES_API_KEY, DATA_LAKE_URL, WAREHOUSE_URL, "
-            "WAREHOUSE_SCHEMA); unset, it runs on the embedded demo API, ./.data/lake and an "
-            "embedded PostgreSQL server in ./.data/postgres."
-        ),
-    )
-    parser.add_argument(
-        "--date",
-        type=date_argument,
-        default=None,
-        help="business day to process, YYYY-MM-DD (UTC); default: yesterday",
-    )
-    parser.add_argument(
-        "--refresh",
-        action="store_true",
-        help="fetch the day from the API again even if a cached extract exists",
-    )
-    parser.add_argument(
-        "--full",
-        action="store_true",
-        help="extract the whole day even when the warehouse has a high-water mark for it",
-    )
-    parser.add_argument(
-        "--reload",
-        action="store_true",
-        help="load the snapshot again even if the load ledger says it is already loaded",
-    )
-    for option, kind in (
-        ("--warehouse-block", "WarehouseBlock"),
-        ("--data-lake-block", "DataLakeBlock"),
-        ("--sales-api-block", "SalesApiBlock"),
-    ):
-        parser.add_argument(
-            option,
-            metavar="NAME",
-            default=None,
-            help=f"name of a saved {kind} to use instead of the environment settings",
-        )
-    return parser
+if __name__ == "__main__":  # the documented command; the CLI lives in flows/cli.py
+    from flows.cli import main
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point: exit 0 on success, 1 with a one-line reason on failure."""
-    args = build_parser().parse_args(argv)
-    day = args.date or default_business_date()
-    state = cast(
-        State[Any],
-        daily_sales(
-            run_date=day,
-            refresh=args.refresh,
-            reload=args.reload,
-            full_extract=args.full,
-            warehouse_block=args.warehouse_block,
-            data_lake_block=args.data_lake_block,
-            sales_api_block=args.sales_api_block,
-            return_state=True,
-        ),
-    )
-    if not state.is_completed():
-        reason = (state.message or state.name or "failed").strip().splitlines()[0]
-        print(f"Daily Sales ETL {day} failed: {reason}", file=sys.stderr)
-        return 1
-    summary = RunSummary(**{k: v for k, v in state.result().items() if k != "rejected"})
-    # The whole summary is in the run's logs (above); stdout gets the verdict line only.
-    print(summary.headline())
-    return 0
-
-
-if __name__ == "__main__":
     raise SystemExit(main())

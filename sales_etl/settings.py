@@ -61,7 +61,7 @@ class WarehouseConfig(BaseModel):
     """Which PostgreSQL database to load. ``url`` holds the password, hence a ``SecretStr``.
 
     ``url=None`` means: the embedded PostgreSQL server in ``./.data/postgres``, started for the
-    run (``flows.daily_sales.warehouse_endpoint`` resolves it to a real URL).
+    run (``flows.config.warehouse_endpoint`` resolves it to a real URL).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -85,7 +85,7 @@ class WarehouseConfig(BaseModel):
         if self.url is None:
             raise ConfigError(
                 "the warehouse is the embedded PostgreSQL, which has no URL until it is started: "
-                "resolve the config with flows.daily_sales.warehouse_endpoint"
+                "resolve the config with flows.config.warehouse_endpoint"
             )
         raw = self.url.get_secret_value()
         for prefix in ("postgresql://", "postgres://"):

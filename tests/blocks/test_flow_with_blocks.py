@@ -14,8 +14,10 @@ from prefect.states import State
 from pydantic import SecretStr
 
 from blocks import DataLakeBlock, SalesApiBlock, WarehouseBlock
-from flows.config import resolve_configs
-from flows.daily_sales import daily_sales, main
+from deployments.common import PROJECT_ROOT, default_parameters, deployment_options
+from flows.cli import main
+from flows.config import load_block, resolve_configs
+from flows.daily_sales import daily_sales
 from sales_etl.demo_api import DemoData, Faults, serve_demo_api
 from sales_etl.errors import ConfigError
 from sales_etl.settings import LakeConfig, load_settings
@@ -41,10 +43,15 @@ def table_counts(url: str) -> tuple[int, int]:
     return int(sales), int(rejected)
 
 
-def save_blocks(name: str, api_url: str, pg_url: str, s3_lake: LakeConfig) -> None:
+def save_blocks(
+    name: str, api_url: str, pg_url: str, s3_lake: LakeConfig
+) -> tuple[WarehouseBlock, DataLakeBlock, SalesApiBlock]:
+    """Saves ``<name>-warehouse``, ``<name>-data-lake``, ``<name>-sales-api`` (the names
+    ``python -m blocks.setup --prefix <name>`` uses) and returns them, saved."""
     bucket, _, prefix = s3_lake.url.removeprefix("s3://").partition("/")
-    WarehouseBlock(connection_string=SecretStr(pg_url)).save(f"{name}-warehouse")
-    DataLakeBlock(
+    warehouse = WarehouseBlock(connection_string=SecretStr(pg_url))
+    warehouse.save(f"{name}-warehouse")
+    lake = DataLakeBlock(
         bucket=bucket,
         prefix=prefix,
         region="us-east-1",
@@ -52,10 +59,13 @@ def save_blocks(name: str, api_url: str, pg_url: str, s3_lake: LakeConfig) -> No
         # moto accepts any credentials; a recognisable secret shows whether it leaks
         aws_access_key_id=SecretStr("testing"),
         aws_secret_access_key=SecretStr(AWS_SECRET),
-    ).save(f"{name}-data-lake")
-    SalesApiBlock(
+    )
+    lake.save(f"{name}-data-lake")
+    source = SalesApiBlock(
         base_url=api_url, api_key=SecretStr(API_KEY), page_size=40, timeout_seconds=10
-    ).save(f"{name}-sales-api")
+    )
+    source.save(f"{name}-sales-api")
+    return warehouse, lake, source
 
 
 def flow_run_logs(flow_run_id: object) -> list[str]:
@@ -75,16 +85,16 @@ def test_flow_runs_on_saved_blocks_with_the_environment_unset(
     tmp_path: Path,
 ) -> None:
     with serve_demo_api(DATA, Faults(), api_key=API_KEY) as api:
-        save_blocks(block_name, api.url, pg_url, s3_lake)
+        warehouse, lake, source = save_blocks(block_name, api.url, pg_url, s3_lake)
         # Only the blocks know where things are: no pipeline variables, no AWS variables.
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
             monkeypatch.delenv(name, raising=False)
         assert load_settings().warehouse().is_embedded
         state: State = daily_sales(
             run_date=DAY,
-            warehouse_block=f"{block_name}-warehouse",
-            data_lake_block=f"{block_name}-data-lake",
-            sales_api_block=f"{block_name}-sales-api",
+            warehouse_block=warehouse,
+            data_lake_block=lake,
+            sales_api_block=source,
             return_state=True,
         )
     assert state.is_completed(), state.message
@@ -96,8 +106,12 @@ def test_flow_runs_on_saved_blocks_with_the_environment_unset(
 
     logs = flow_run_logs(state.state_details.flow_run_id)
     assert any("Daily Sales ETL for 2026-11-23" in line for line in logs)
+    with get_client(sync_client=True) as client:
+        recorded = client.read_flow_run(state.state_details.flow_run_id).parameters
+    assert recorded["sales_api_block"]["base_url"] == api.url  # the blocks, secrets masked
     for secret in (API_KEY, AWS_SECRET):
         assert secret not in str(summary)
+        assert secret not in str(recorded)
         assert not [line for line in logs if secret in line]
 
 
@@ -125,39 +139,65 @@ def test_cli_block_options_rerun_the_day_idempotently(
     assert table_counts(pg_url) == (220, 10)
 
 
-def test_a_missing_block_fails_the_run_at_once_with_how_to_create_it(
-    block_name: str, tmp_path: Path
-) -> None:
-    state: State = daily_sales(
-        run_date=DAY, warehouse_block=f"{block_name}-missing", return_state=True
-    )
-    assert state.is_failed()
+def test_a_missing_block_is_a_config_error_saying_how_to_create_it(block_name: str) -> None:
     with pytest.raises(ConfigError) as failure:
-        state.result()
+        load_block(WarehouseBlock, f"{block_name}-missing")
     message = str(failure.value)
     assert f"WarehouseBlock block '{block_name}-missing'" in message
     assert "python -m blocks.setup" in message
     assert "prefect block register -m blocks" in message
+
+
+def test_cli_reports_a_missing_block_before_any_run(
+    block_name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--date", DAY.isoformat(), "--sales-api-block", f"{block_name}-nope"])
+    assert code == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"Daily Sales ETL {DAY} failed: SalesApiBlock block '{block_name}-nope'")
     assert not (tmp_path / ".data").exists()  # no step ran
 
 
-def test_cli_reports_a_missing_block(block_name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["--date", DAY.isoformat(), "--sales-api-block", f"{block_name}-nope"])
-    assert code == 1
-    err = capsys.readouterr().err
-    assert f"SalesApiBlock block '{block_name}-nope'" in err
-
-
-def test_each_block_overrides_only_its_own_settings(
-    monkeypatch: pytest.MonkeyPatch, block_name: str
+def test_deployment_blocks_are_references_that_runs_load(
+    monkeypatch: pytest.MonkeyPatch, pg_url: str, s3_lake: LakeConfig, block_name: str
 ) -> None:
+    """``--blocks NAME``: the deployment stores ``{"$ref": {"block_document_id": ...}}`` for
+    each block parameter (what the UI's block picker stores too); a run resolves them."""
+    saved = save_blocks(block_name, "http://127.0.0.1:9/api", pg_url, s3_lake)
+    monkeypatch.chdir(PROJECT_ROOT)  # the entrypoint is recorded relative to the project
+    deployment = daily_sales.to_deployment(f"blocks-{block_name}", **deployment_options(block_name))
+    deployment_id = deployment.apply()
+    with get_client(sync_client=True) as client:
+        stored = client.read_deployment(deployment_id).parameters
+    references = {
+        name: {"$ref": {"block_document_id": str(block._block_document_id)}}
+        for name, block in zip(
+            ("warehouse_block", "data_lake_block", "sales_api_block"), saved, strict=True
+        )
+    }
+    assert stored == {"run_date": None, "refresh": False, **references}
+
+    resolved = daily_sales.validate_parameters(stored)  # what the engine does for each run
+    for name, block in zip(references, saved, strict=True):
+        assert type(resolved[name]) is type(block)
+        assert resolved[name].to_config() == block.to_config()
+
+
+def test_deploying_with_missing_blocks_names_them(block_name: str) -> None:
+    with pytest.raises(SystemExit) as failure:
+        default_parameters(block_name)
+    assert f"--blocks '{block_name}'" in str(failure.value)
+    assert f"WarehouseBlock block '{block_name}-warehouse'" in str(failure.value)
+
+
+def test_each_block_overrides_only_its_own_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SALES_API_URL", "https://env.example.com")
     monkeypatch.setenv("WAREHOUSE_URL", "postgresql://etl@env-db/analytics")
     monkeypatch.setenv("DATA_LAKE_URL", "s3://env-bucket/lake")
-    DataLakeBlock(path="/srv/block-lake").save(f"{block_name}-lake")
     settings = load_settings()
 
-    source, lake, warehouse = resolve_configs(settings, data_lake_block=f"{block_name}-lake")
+    block = DataLakeBlock(path="/srv/block-lake")
+    source, lake, warehouse = resolve_configs(settings, data_lake_block=block)
     assert lake == LakeConfig(url="/srv/block-lake")
     assert source == settings.source()
     assert warehouse == settings.warehouse()

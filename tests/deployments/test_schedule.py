@@ -25,25 +25,6 @@ def test_default_parameters_leave_blocks_to_the_environment() -> None:
     assert common.default_parameters() == {"run_date": None, "refresh": False}
 
 
-def test_blocks_need_the_flows_block_parameters() -> None:
-    import inspect
-
-    from flows.daily_sales import daily_sales
-
-    accepted = inspect.signature(daily_sales.fn).parameters
-    if all(name in accepted for name in common.BLOCK_PARAMETERS):
-        assert common.default_parameters("prod") == {
-            "run_date": None,
-            "refresh": False,
-            "warehouse_block": "prod",
-            "data_lake_block": "prod",
-            "sales_api_block": "prod",
-        }
-    else:
-        with pytest.raises(SystemExit, match="has no parameter"):
-            common.default_parameters("prod")
-
-
 def test_runtime_env_copies_only_non_secret_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WAREHOUSE_URL", "postgresql://u:pw@h/db")
     monkeypatch.setenv("SALES_API_KEY", "sk-secret")

@@ -10,7 +10,8 @@ import sqlalchemy as sa
 from prefect.states import State
 
 from flows import backfill as backfill_module
-from flows.backfill import daily_sales_backfill, main
+from flows.backfill import daily_sales_backfill
+from flows.cli import backfill_main as main
 from flows.daily_sales import daily_sales
 from sales_etl import jsontext
 from sales_etl.demo_api import DemoData, serve_demo_api

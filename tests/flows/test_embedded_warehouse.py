@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from flows.daily_sales import DEMO_DATA
+from flows.config import DEMO_DATA
 from sales_etl.demo_api import generate_record
 from sales_etl.embedded_postgres import _alive, _postmaster, embedded_postgres
 from tests import postgres
