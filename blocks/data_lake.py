@@ -14,9 +14,9 @@ from typing import ClassVar
 
 import pandas as pd
 import pyarrow as pa
-from prefect.blocks.core import Block
 from pydantic import Field, HttpUrl, SecretStr, model_validator
 
+from blocks.parameters import ParameterBlock
 from sales_etl.errors import LakeError
 from sales_etl.lake import Lake, open_lake
 from sales_etl.schema import CLEAN_SCHEMA, REJECTED_SCHEMA
@@ -37,7 +37,7 @@ from sales_etl.transform import clean_table, rejected_table
 PART_SCHEMAS = {"sales": CLEAN_SCHEMA, "rejected": REJECTED_SCHEMA}
 
 
-class DataLakeBlock(Block):
+class DataLakeBlock(ParameterBlock):
     """The data lake of the Daily Sales ETL: ``s3://bucket/prefix`` or a local folder.
 
     Set ``bucket`` (with ``prefix``, ``region``, ``endpoint_url`` and optionally credentials) for

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from prefect.blocks.core import Block
 from pydantic import Field, HttpUrl, SecretStr
 
+from blocks.parameters import ParameterBlock
 from sales_etl.settings import SourceConfig
 from sales_etl.source import SalesApiClient
 
 
-class SalesApiBlock(Block):
+class SalesApiBlock(ParameterBlock):
     """The sales API the Daily Sales ETL extracts from: URL, API key, paging and retries.
 
     An empty ``base_url`` runs the flow against the embedded demo API.

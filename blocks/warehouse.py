@@ -15,10 +15,10 @@ from typing import Any, ClassVar
 
 import pandas as pd
 import pyarrow as pa
-from prefect.blocks.core import Block
 from pydantic import Field, HttpUrl, PrivateAttr, SecretStr
 from sqlalchemy import Engine, text
 
+from blocks.parameters import ParameterBlock
 from sales_etl.schema import CLEAN_SCHEMA
 from sales_etl.settings import WarehouseConfig
 from sales_etl.transform import clean_table
@@ -34,7 +34,7 @@ from sales_etl.warehouse import (
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 
 
-class WarehouseBlock(Block):
+class WarehouseBlock(ParameterBlock):
     """The warehouse the Daily Sales ETL loads: connection string, schema and target table.
 
     Attributes:

@@ -170,8 +170,8 @@ def daily_sales_backfill(
             idempotency key); empty: each day runs as a subflow in this process.
         refresh: fetch every day from the API again instead of reusing cached extracts.
         rerun: a tag that makes new idempotency keys, to run days again on purpose.
-        warehouse_block: a saved ``WarehouseBlock``: the warehouse whose ledger decides the
-            days (and, in process, the one loaded); empty: the environment settings.
+        warehouse_block: a saved Sales Warehouse block: the warehouse whose ledger decides
+            the days (and, in process, the one loaded); None: the environment settings.
 
     Returns:
         One row per selected day (also the ``daily-sales-backfill`` table artifact). The run

@@ -115,11 +115,10 @@ def daily_sales(
         reload: load the snapshot even when the load ledger says it is already loaded.
         full_extract: extract the whole day even when the warehouse has a high-water mark for
             it (the closing run after midnight and ``refresh`` always do).
-        warehouse_block: a saved ``WarehouseBlock`` (the run form offers a picker; a
-            deployment stores ``{"$ref": {"block_document_id": ...}}``); empty: the
-            environment settings.
-        data_lake_block: a saved ``DataLakeBlock``; empty: the environment settings.
-        sales_api_block: a saved ``SalesApiBlock``; empty: the environment settings.
+        warehouse_block: the warehouse to load, a saved Sales Warehouse block (the run form
+            lists them); None: the environment settings (``WAREHOUSE_URL``, ...).
+        data_lake_block: the lake, a saved Sales Data Lake block; None: ``DATA_LAKE_URL``.
+        sales_api_block: the source, a saved Sales API block; None: ``SALES_API_URL``.
 
     Returns:
         The run summary (a dict). The run ends Completed, "Completed from snapshot" when the API
