@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 import pytest
 
 from deployments.common import PROJECT_ROOT
-from tests.conftest import run_env
+from tests.conftest import API_KEY, run_env
 from tests.deployments.conftest import (  # noqa: F401 - fixtures shared with tests/deployments
     PrefectServer,
     _stop,
@@ -203,7 +203,7 @@ def cancel_flow_run(server: PrefectServer, flow_run_id: str) -> None:
     with server.client() as client:
         response = client.post(
             f"/flow_runs/{flow_run_id}/set_state",
-            json={"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True},
+            json={"state": {"type": "CANCELLING", "name": "Cancelling"}},
         )
     response.raise_for_status()
     assert response.json()["status"] == "ACCEPT", response.json()
@@ -249,3 +249,33 @@ def table_contents(warehouse_url: str) -> dict[str, list[tuple[Any, ...]]]:
     finally:
         engine.dispose()
     return contents
+
+
+def kubernetes_api_port(kubeconfig: str) -> tuple[str, str]:
+    """Host and port of the API server of the current context in ``kubeconfig``."""
+    from urllib.parse import urlsplit
+
+    server = kubectl(
+        "config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}",
+        kubeconfig=kubeconfig,
+    )  # fmt: skip
+    parts = urlsplit(server)
+    return parts.hostname or "127.0.0.1", str(parts.port or 443)
+
+
+SLOW_SECONDS = 60.0
+
+
+@pytest.fixture(scope="module")
+def slow_source() -> Iterator[Any]:
+    """The demo API on the host's loopback serving the same day as the flow's embedded one.
+
+    Cancellation tests switch on a one-minute delay per request, so the run is surely in the
+    middle of its extract when it is cancelled, and switch it off for the rerun. It checks the
+    API key, which the runs only get from their env file or Secret.
+    """
+    from flows.daily_sales import DEMO_DATA
+    from sales_etl.demo_api import serve_demo_api
+
+    with serve_demo_api(DEMO_DATA, api_key=API_KEY) as api:
+        yield api
