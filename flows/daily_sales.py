@@ -22,6 +22,7 @@ from prefect.logging import get_run_logger
 from prefect.states import Completed, State
 
 from flows.config import resolve_configs
+from flows.termination import graceful_termination
 from sales_etl.demo_api import DemoData, serve_demo_api
 from sales_etl.errors import LakeError, TransientSourceError
 from sales_etl.report import RunSummary, mask_url
@@ -277,17 +278,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: exit 0 on success, 1 with a one-line reason on failure."""
     args = build_parser().parse_args(argv)
     day = args.date or default_business_date()
-    state = cast(
-        State[Any],
-        daily_sales(
-            run_date=day,
-            refresh=args.refresh,
-            warehouse_block=args.warehouse_block,
-            data_lake_block=args.data_lake_block,
-            sales_api_block=args.sales_api_block,
-            return_state=True,
-        ),
-    )
+    # SIGTERM: cancel SQL in flight, exit 143 through atexit (stops the ephemeral API server).
+    with graceful_termination():
+        state = cast(
+            State[Any],
+            daily_sales(
+                run_date=day,
+                refresh=args.refresh,
+                warehouse_block=args.warehouse_block,
+                data_lake_block=args.data_lake_block,
+                sales_api_block=args.sales_api_block,
+                return_state=True,
+            ),
+        )
     if not state.is_completed():
         reason = (state.message or state.name or "failed").strip().splitlines()[0]
         print(f"Daily Sales ETL {day} failed: {reason}", file=sys.stderr)
