@@ -21,6 +21,7 @@ from prefect import flow, runtime
 from prefect.logging import get_run_logger
 from prefect.states import Completed, State
 
+from blocks.result_storage import results_in_lake
 from flows.config import resolve_configs
 from flows.termination import graceful_termination
 from sales_etl.demo_api import DemoData, serve_demo_api
@@ -217,11 +218,13 @@ def _extract(
     if not status.should_process:
         return None
     source_state = f"{identity}|records={status.record_count}"
-    extract = extract_sales.with_options(refresh_cache=True) if refresh else extract_sales
+    # With an S3 lake the cached extract lives in the bucket too, so it outlives the pod.
+    extract_task = results_in_lake(extract_sales, lake)
+    extract = extract_task.with_options(refresh_cache=True) if refresh else extract_task
     raw_info = extract(source, lake, day, source_state, lake.url)
     raw = find_raw_snapshot(lake, day, raw_info["snapshot_id"])
     if raw is None:  # a cached result whose snapshot was removed from the lake: fetch again
-        raw_info = extract_sales.with_options(refresh_cache=True)(
+        raw_info = extract_task.with_options(refresh_cache=True)(
             source, lake, day, source_state, lake.url
         )
         raw = find_raw_snapshot(lake, day, raw_info["snapshot_id"])

@@ -278,6 +278,8 @@ def test_a_run_through_the_kubernetes_worker_loads_postgres(
     )  # fmt: skip
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=clean_run.bucket)["Contents"]]
     assert any(k.startswith(f"sales-lake/raw/sales/date={DAY}/") for k in keys), keys
+    # Prefect's results (the cached extract) beside the lake, not on the pod's disk.
+    assert any(k.startswith("sales-lake/prefect-results/") for k in keys), keys
 
 
 def test_the_job_is_named_after_the_run_and_reads_the_secret(
