@@ -22,14 +22,19 @@ mkdir -p "$CI_CACHE" "$CI_STATE/logs" "$CI_STATE/pids" "$CI_STATE/restore"
 log() { printf '[ci %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-# timed NAME CMD...: run CMD, print and record its wall time in $CI_STATE/timings.
+# timed NAME CMD...: run CMD, print and record its wall time in $CI_STATE/timings; returns CMD's
+# status. (Under `set -e` a failing CMD ends the script before the time is printed: wanted.)
 timed() {
-    local name=$1 start end
+    local name=$1 start end rc
     shift
     start=$(date +%s.%N)
     "$@"
+    rc=$?
     end=$(date +%s.%N)
-    awk -v n="$name" -v s="$start" -v e="$end" 'BEGIN { printf "%-28s %7.1f s\n", n, e - s }'  | tee -a "$CI_STATE/timings" >&2
+    awk -v n="$name" -v s="$start" -v e="$end" -v rc="$rc" \
+        'BEGIN { printf "%-28s %7.1f s%s\n", n, e - s, rc ? "  (FAILED)" : "" }' \
+        | tee -a "$CI_STATE/timings" >&2
+    return "$rc"
 }
 
 # apt_install PKG...: install what is missing (one apt-get update per run, only when needed).
