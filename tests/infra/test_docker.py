@@ -71,7 +71,7 @@ class DockerRun:
 
 @pytest.fixture(scope="module")
 def docker_setup(
-    prefect_server: PrefectServer, docker_engine: Any, tmp_path_factory: pytest.TempPathFactory
+    docker_engine: Any, prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DockerSetup]:
     """The worker of the Docker pool (created by the first deployment) on the session server."""
     home = tmp_path_factory.mktemp("docker-worker")
