@@ -22,7 +22,9 @@ from prefect.logging import get_run_logger
 from prefect.states import Completed, State
 from pydantic import SecretStr
 
+from blocks.result_storage import results_in_lake
 from flows.config import resolve_configs
+from flows.termination import graceful_termination
 from sales_etl.dates import (
     CLOSE_PREVIOUS_DAY_BEFORE,
     date_argument,
@@ -318,11 +320,13 @@ def _extract(
         return None
     since = status.updated_since  # None when the server does not filter: the whole day
     source_state = f"{identity}|records={status.record_count}|since={since}"
-    extract = extract_sales.with_options(refresh_cache=True) if refresh else extract_sales
+    # With an S3 lake the cached extract lives in the bucket too, so it outlives the pod.
+    extract_task = results_in_lake(extract_sales, lake)
+    extract = extract_task.with_options(refresh_cache=True) if refresh else extract_task
     raw_info = extract(source, lake, day, source_state, lake.url, since)
     raw = find_raw_snapshot(lake, day, raw_info["snapshot_id"])
     if raw is None:  # a cached result whose snapshot was removed from the lake: fetch again
-        raw_info = extract_sales.with_options(refresh_cache=True)(
+        raw_info = extract_task.with_options(refresh_cache=True)(
             source, lake, day, source_state, lake.url, since
         )
         raw = find_raw_snapshot(lake, day, raw_info["snapshot_id"])
@@ -381,19 +385,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: exit 0 on success, 1 with a one-line reason on failure."""
     args = build_parser().parse_args(argv)
     day = args.date or default_business_date()
-    state = cast(
-        State[Any],
-        daily_sales(
-            run_date=day,
-            refresh=args.refresh,
-            reload=args.reload,
-            full_extract=args.full,
-            warehouse_block=args.warehouse_block,
-            data_lake_block=args.data_lake_block,
-            sales_api_block=args.sales_api_block,
-            return_state=True,
-        ),
-    )
+    # SIGTERM: cancel SQL in flight, exit 143 through atexit (stops the ephemeral API server).
+    with graceful_termination():
+        state = cast(
+            State[Any],
+            daily_sales(
+                run_date=day,
+                refresh=args.refresh,
+                reload=args.reload,
+                full_extract=args.full,
+                warehouse_block=args.warehouse_block,
+                data_lake_block=args.data_lake_block,
+                sales_api_block=args.sales_api_block,
+                return_state=True,
+            ),
+        )
     if not state.is_completed():
         reason = (state.message or state.name or "failed").strip().splitlines()[0]
         print(f"Daily Sales ETL {day} failed: {reason}", file=sys.stderr)
