@@ -4,8 +4,9 @@
     python -m flows.backfill --start 2026-11-01 --end 2026-11-07 [--mode failed --dry-run ...]
 
 Each parses its options, loads the blocks named by ``--*-block NAME`` (a missing one is a
-one-line error saying how to create it), calls its flow with them and turns the final state into
-output and an exit code: 0, or 1 with ``<flow> failed: <reason>`` on stderr.
+one-line error saying how to create it), calls its flow with them (SIGTERM handled by
+:func:`flows.termination.graceful_termination`) and turns the final state into output and an
+exit code: 0, or 1 with ``<flow> failed: <reason>`` on stderr.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from flows.backfill import FLOW_NAME as BACKFILL_FLOW_NAME
 from flows.backfill import daily_sales_backfill
 from flows.config import BLOCK_PARAMETERS, load_block
 from flows.daily_sales import FLOW_NAME, daily_sales
+from flows.termination import graceful_termination
 from sales_etl.dates import date_argument, default_business_date
 from sales_etl.errors import ConfigError
 from sales_etl.ledger import BACKFILL_MODES
@@ -179,7 +181,9 @@ def _run_flow(
     except ConfigError as exc:  # a named block that does not exist: no run is started
         print(f"{label} failed: {exc}", file=sys.stderr)
         return None
-    state = cast(State[Any], run(**blocks))
+    # SIGTERM: cancel SQL in flight, exit 143 through atexit (stops the ephemeral API server).
+    with graceful_termination():
+        state = cast(State[Any], run(**blocks))
     if not state.is_completed():
         reason = (state.message or state.name or "failed").strip().splitlines()[0]
         print(f"{label} failed: {reason}", file=sys.stderr)

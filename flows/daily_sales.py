@@ -22,6 +22,7 @@ from prefect.logging import get_run_logger
 from prefect.states import Completed
 
 from blocks import DataLakeBlock, SalesApiBlock, WarehouseBlock
+from blocks.result_storage import results_in_lake
 from flows.config import resolve_configs, source_endpoint, warehouse_endpoint
 from sales_etl.dates import (
     CLOSE_PREVIOUS_DAY_BEFORE,
@@ -294,11 +295,13 @@ def _extract(
         return None
     since = status.updated_since  # None when the server does not filter: the whole day
     source_state = f"{identity}|records={status.record_count}|since={since}"
-    extract = extract_sales.with_options(refresh_cache=True) if refresh else extract_sales
+    # With an S3 lake the cached extract lives in the bucket too, so it outlives the pod.
+    extract_task = results_in_lake(extract_sales, lake)
+    extract = extract_task.with_options(refresh_cache=True) if refresh else extract_task
     raw_info = extract(source, lake, day, source_state, lake.url, since)
     raw = find_raw_snapshot(lake, day, raw_info["snapshot_id"])
     if raw is None:  # a cached result whose snapshot was removed from the lake: fetch again
-        raw_info = extract_sales.with_options(refresh_cache=True)(
+        raw_info = extract_task.with_options(refresh_cache=True)(
             source, lake, day, source_state, lake.url, since
         )
         raw = find_raw_snapshot(lake, day, raw_info["snapshot_id"])

@@ -17,8 +17,10 @@ from sales_etl.snapshots import RawSnapshotWriter, SnapshotRef, iter_tables
 from sales_etl.source import Page
 from sales_etl.transform import transform_snapshot
 from sales_etl.warehouse import (
+    LoadSource,
     LoadStats,
     create_warehouse_engine,
+    day_high_water_mark,
     ensure_tables,
     load_day,
     tables_for,
@@ -55,7 +57,12 @@ def snapshot(lake: Lake, pages: list[list[Any]], chunk_records: int = 100_000) -
 
 
 def load(
-    warehouse: WarehouseConfig, lake: Lake, clean: SnapshotRef, run_id: str = "r1"
+    warehouse: WarehouseConfig,
+    lake: Lake,
+    clean: SnapshotRef,
+    run_id: str = "r1",
+    source: LoadSource | None = None,
+    force: bool = False,
 ) -> LoadStats:
     engine = create_warehouse_engine(warehouse)
     tables = tables_for(warehouse)
@@ -69,6 +76,8 @@ def load(
             iter_tables(lake, clean.manifest["sales_parts"]),
             iter_tables(lake, clean.manifest["rejected_parts"]),
             datetime.now(UTC),
+            source,
+            force=force,
         )
     finally:
         engine.dispose()
@@ -325,35 +334,22 @@ def test_late_data_converges_to_the_newest_truth(
 def test_ledger_skips_a_loaded_snapshot_and_keeps_the_high_water_mark(
     warehouse: WarehouseConfig, lake: Lake, pg_url: str
 ) -> None:
-    from sales_etl.warehouse import LoadSource, day_high_water_mark
-
     clean = snapshot(lake, [[sale("a", "1.00", T(10)), sale("b", "x", T(13))]])
     source = LoadSource(snapshot_id=clean.snapshot_id, mode="full", records=2)
+    first, second = (
+        load(warehouse, lake, clean, "1", source),
+        load(warehouse, lake, clean, "2", source),
+    )
+    forced = load(warehouse, lake, clean, "3", source, force=True)
+    assert (first.skipped, first.inserted) == (False, 1)
+    assert (second.skipped, second.inserted, second.unchanged) == (True, 0, 1)
+    assert (forced.skipped, forced.inserted, forced.unchanged) == (False, 0, 1)
     engine = create_warehouse_engine(warehouse)
-    tables = tables_for(warehouse)
-    ensure_tables(engine, tables)
-
-    def run(run_id: str, force: bool = False) -> LoadStats:
-        return load_day(
-            engine,
-            tables,
-            DAY,
-            run_id,
-            iter_tables(lake, clean.manifest["sales_parts"]),
-            iter_tables(lake, clean.manifest["rejected_parts"]),
-            datetime.now(UTC),
-            source,
-            force=force,
-        )
-
     try:
-        first, second, forced = run("1"), run("2"), run("3", force=True)
-        assert (first.skipped, first.inserted) == (False, 1)
-        assert (second.skipped, second.inserted, second.unchanged) == (True, 0, 1)
-        assert (forced.skipped, forced.inserted, forced.unchanged) == (False, 0, 1)
-        assert day_high_water_mark(engine, tables, DAY) == datetime(2026, 11, 23, 13, tzinfo=UTC)
+        mark = day_high_water_mark(engine, tables_for(warehouse), DAY)
     finally:
         engine.dispose()
+    assert mark == datetime(2026, 11, 23, 13, tzinfo=UTC)
     assert rows(pg_url, "SELECT run_id, status, mode FROM sales_load_ledger ORDER BY load_id") == [
         ("1", "loaded", "full"),
         ("3", "loaded", "full"),
