@@ -21,6 +21,7 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from prefect.schedules import Interval, Schedule
 
 from blocks.setup import saved_name
+from deployments.pools import ensure_work_pool
 from flows.config import BLOCK_PARAMETERS, load_block
 from flows.daily_sales import daily_sales
 from sales_etl.errors import ConfigError
@@ -145,6 +146,44 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_name: str) -> 
             "parameters reference them (default: $ETL_BLOCKS; unset: the run's environment)"
         ),
     )
+
+
+def add_pool_arguments(
+    parser: argparse.ArgumentParser,
+    default_name: str,
+    default_pool: str,
+    default_image: str,
+    image_help: str,
+) -> None:
+    """The options of a work-pool script (``docker.py``, ``kubernetes.py``): the common ones,
+    the pool, the image and its pull policy, and extra non-secret environment variables."""
+    add_common_arguments(parser, default_name)
+    parser.add_argument("--pool", default=default_pool, help=f"work pool (default: {default_pool})")
+    parser.add_argument("--image", default=default_image, help=image_help)
+    parser.add_argument(
+        "--image-pull-policy", default="IfNotPresent", choices=["IfNotPresent", "Always", "Never"]
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra non-secret environment variable for the runs (repeatable)",
+    )
+
+
+def deploy_on_pool(
+    args: argparse.Namespace,
+    pool_type: str,
+    base_job_template: dict[str, Any],
+    job_variables: dict[str, Any],
+) -> int:
+    """A work-pool script's ``main``: create (or update) the pool, then the deployment on it."""
+    enter_project_root()
+    pool = ensure_work_pool(args.pool, pool_type, base_job_template)
+    print(f"work pool {args.pool!r} ({pool_type}): {pool}")
+    deploy_to_pool(args.name, args.pool, args.image, job_variables, args.blocks)
+    return 0
 
 
 def enter_project_root() -> None:

@@ -22,14 +22,7 @@ from typing import Any
 
 from prefect_docker.worker import DockerWorker
 
-from deployments.common import (
-    add_common_arguments,
-    deploy_to_pool,
-    enter_project_root,
-    parse_env_pairs,
-    runtime_env,
-)
-from deployments.pools import ensure_work_pool
+from deployments.common import add_pool_arguments, deploy_on_pool, parse_env_pairs, runtime_env
 
 POOL_TYPE = "docker"
 DEFAULT_POOL = "daily-sales-docker"
@@ -101,15 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
             "is built or pushed and no Docker engine is needed here."
         ),
     )
-    add_common_arguments(parser, DEFAULT_NAME)
-    parser.add_argument("--pool", default=DEFAULT_POOL, help=f"work pool (default: {DEFAULT_POOL})")
-    parser.add_argument(
-        "--image", default=DEFAULT_IMAGE, help=f"image built from ./Dockerfile ({DEFAULT_IMAGE})"
-    )
-    parser.add_argument(
-        "--image-pull-policy",
-        default="IfNotPresent",
-        choices=["IfNotPresent", "Always", "Never"],
+    add_pool_arguments(
+        parser,
+        DEFAULT_NAME,
+        DEFAULT_POOL,
+        DEFAULT_IMAGE,
+        f"image built from ./Dockerfile ({DEFAULT_IMAGE})",
     )
     parser.add_argument(
         "--env-file",
@@ -123,13 +113,6 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"Docker volume mounted at {DATA_MOUNT} (default: {DATA_VOLUME})",
     )
     parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="extra non-secret environment variable for the runs (repeatable)",
-    )
-    parser.add_argument(
         "--network-mode",
         default=None,
         help="Docker network mode of the containers, e.g. host (default: the engine's default)",
@@ -139,9 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    enter_project_root()
-    pool = ensure_work_pool(args.pool, POOL_TYPE, base_job_template())
-    print(f"work pool {args.pool!r} ({POOL_TYPE}): {pool}")
     variables = job_variables(
         image=args.image,
         image_pull_policy=args.image_pull_policy,
@@ -150,8 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         env=parse_env_pairs(args.env),
         network_mode=args.network_mode,
     )
-    deploy_to_pool(args.name, args.pool, args.image, variables, args.blocks)
-    return 0
+    return deploy_on_pool(args, POOL_TYPE, base_job_template(), variables)
 
 
 if __name__ == "__main__":

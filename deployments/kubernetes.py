@@ -24,13 +24,11 @@ from typing import Any
 
 from deployments.common import (
     PROJECT_ROOT,
-    add_common_arguments,
-    deploy_to_pool,
-    enter_project_root,
+    add_pool_arguments,
+    deploy_on_pool,
     parse_env_pairs,
     runtime_env,
 )
-from deployments.pools import ensure_work_pool
 
 POOL_TYPE = "kubernetes"
 DEFAULT_POOL = "daily-sales-k8s"
@@ -106,11 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
             "runs the flow runs."
         ),
     )
-    add_common_arguments(parser, DEFAULT_NAME)
-    parser.add_argument("--pool", default=DEFAULT_POOL, help=f"work pool (default: {DEFAULT_POOL})")
-    parser.add_argument("--image", default=DEFAULT_IMAGE, help="image built from ./Dockerfile")
-    parser.add_argument(
-        "--image-pull-policy", default="IfNotPresent", choices=["IfNotPresent", "Always", "Never"]
+    add_pool_arguments(
+        parser, DEFAULT_NAME, DEFAULT_POOL, DEFAULT_IMAGE, "image built from ./Dockerfile"
     )
     parser.add_argument("--namespace", default="daily-sales-etl")
     parser.add_argument("--service-account", default="daily-sales-etl-job")
@@ -125,13 +120,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--memory-request", default="512Mi")
     parser.add_argument("--memory-limit", default="2Gi")
     parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="extra non-secret environment variable for the runs (repeatable)",
-    )
-    parser.add_argument(
         "--host-network",
         action="store_true",
         help="run the flow-run pods in the node's network namespace (only for a cluster "
@@ -142,9 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    enter_project_root()
-    pool = ensure_work_pool(args.pool, POOL_TYPE, load_base_job_template())
-    print(f"work pool {args.pool!r} ({POOL_TYPE}): {pool}")
     variables = job_variables(
         image=args.image,
         image_pull_policy=args.image_pull_policy,
@@ -158,8 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         env=parse_env_pairs(args.env),
         host_network=args.host_network,
     )
-    deploy_to_pool(args.name, args.pool, args.image, variables, args.blocks)
-    return 0
+    return deploy_on_pool(args, POOL_TYPE, load_base_job_template(), variables)
 
 
 if __name__ == "__main__":

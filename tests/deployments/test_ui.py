@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,24 @@ def run_id_by_name(served: Served, name: str) -> str:
     return str(run["id"])
 
 
+@contextmanager
+def ui_page(browser: Any, tmp_path: Path) -> Iterator[Any]:
+    """A new page with generous waits (the UI is slow to render on a busy 2-core machine;
+    ``expect`` defaults to 5 s); a failure leaves ``ui-failure.png`` in ``tmp_path``."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page()
+    page.set_default_timeout(90_000)
+    expect.set_options(timeout=90_000)
+    try:
+        yield page
+    except Exception:
+        page.screenshot(path=str(tmp_path / "ui-failure.png"), full_page=True)
+        raise
+    finally:
+        page.close()
+
+
 def open_deployment(page: Any, served: Served, run: str) -> None:
     """The deployment's page, then Run -> ``run`` ("Quick run" or "Custom run")."""
     from playwright.sync_api import expect
@@ -134,11 +153,7 @@ def test_quick_run_from_the_deployment_page_completes(
 ) -> None:
     from playwright.sync_api import expect
 
-    page = browser.new_page()
-    # Generous waits: the UI is slow to render on a busy 2-core machine (expect defaults to 5 s).
-    page.set_default_timeout(90_000)
-    expect.set_options(timeout=90_000)
-    try:
+    with ui_page(browser, tmp_path) as page:
         open_deployment(page, served, "Quick run")
         # The UI confirms with a toast naming the new run.
         name, run_id = started_run(page, served)
@@ -147,11 +162,6 @@ def test_quick_run_from_the_deployment_page_completes(
 
         # The run page itself shows the run finishing.
         expect(page.get_by_text("Completed").first).to_be_visible(timeout=180_000)
-    except Exception:
-        page.screenshot(path=str(tmp_path / "ui-failure.png"), full_page=True)
-        raise
-    finally:
-        page.close()
 
     run = wait_for_final_state(served.server, run_id)
     assert run["state"]["type"] == "COMPLETED", run["state"]
@@ -172,8 +182,6 @@ def test_custom_run_with_blocks_picked_in_the_form_loads_through_them(
     """Warehouse, lake and sales API picked in the Custom run form: the run stores the picks as
     block document references, loads them, and only they are used (a fresh database, a new
     lake, a sales API with a key; the served environment names other ones)."""
-    from playwright.sync_api import expect
-
     prefix = f"ui-{uuid.uuid4().hex[:8]}"
     lake = tmp_path / "block-lake"
     with serve_demo_api(BLOCK_DATA, Faults(), api_key=API_KEY) as api:
@@ -198,20 +206,12 @@ def test_custom_run_with_blocks_picked_in_the_form_loads_through_them(
             response.raise_for_status()
             assert block._block_document_name in [d["name"] for d in response.json()]
 
-        page = browser.new_page()
-        page.set_default_timeout(90_000)
-        expect.set_options(timeout=90_000)
-        try:
+        with ui_page(browser, tmp_path) as page:
             open_deployment(page, served, "Custom run")
             for parameter, block in blocks.items():
                 pick_block(page, parameter, block)
             page.get_by_role("button", name="Submit", exact=True).click()
             _, run_id = started_run(page, served)
-        except Exception:
-            page.screenshot(path=str(tmp_path / "ui-failure.png"), full_page=True)
-            raise
-        finally:
-            page.close()
         run = wait_for_final_state(served.server, run_id)
 
     assert run["state"]["type"] == "COMPLETED", run["state"]
