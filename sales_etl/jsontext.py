@@ -20,11 +20,8 @@ class JsonNumber(str):
     __slots__ = ()
 
 
-def _number(text: str) -> JsonNumber:
-    return JsonNumber(text)
-
-
-_DECODER = json.JSONDecoder(parse_float=_number, parse_int=_number, parse_constant=_number)
+# The class itself is the hook: the C scanner calls it with the literal text, no wrapper frame.
+_DECODER = json.JSONDecoder(parse_float=JsonNumber, parse_int=JsonNumber, parse_constant=JsonNumber)
 
 
 def loads(text: str | bytes) -> Any:
@@ -44,6 +41,11 @@ def dumps(value: Any) -> str:
     deep nesting, and in how it spells floats (which :func:`loads` never returns): any of those
     goes to the plain writer.
     """
+    kind = type(value)
+    if kind is JsonNumber:
+        return str.__str__(value)
+    if kind is str:
+        return json.dumps(value)
     if _fast_safe_or_false(value):
         try:
             fast = orjson.dumps(value, default=_fragment, option=orjson.OPT_PASSTHROUGH_SUBCLASS)

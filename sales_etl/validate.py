@@ -222,7 +222,9 @@ def _columns(records: Sequence[Any]) -> tuple[dict[str, Sequence[Any]], np.ndarr
     objects: Sequence[Any] = (
         records if is_obj.all() else [r if type(r) is dict else {} for r in records]
     )
-    columns = {name: list(map(dict.get, objects, repeat(name))) for name in FIELDS}
+    columns: dict[str, Sequence[Any]] = {
+        name: list(map(dict.get, objects, repeat(name))) for name in FIELDS
+    }
     return columns, np.asarray(is_obj, dtype=bool)
 
 
