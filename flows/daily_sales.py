@@ -22,6 +22,7 @@ from prefect.logging import get_run_logger
 from prefect.states import Completed, State
 
 from flows.config import resolve_configs
+from flows.transform import transform_day
 from sales_etl.demo_api import DemoData, serve_demo_api
 from sales_etl.errors import LakeError, TransientSourceError
 from sales_etl.report import RunSummary, mask_url
@@ -29,7 +30,6 @@ from sales_etl.settings import LakeConfig, SourceConfig, WarehouseConfig, load_s
 from tasks.extract import check_source, extract_sales, find_raw_snapshot
 from tasks.load import LoadedDay, load_sales
 from tasks.report import publish_report
-from tasks.transform import transform_sales
 
 FLOW_NAME = "Daily Sales ETL"
 DEMO_DATA = DemoData(rows_per_day=5000, malformed_every=97, update_every=50)
@@ -184,10 +184,10 @@ def _run_day(
     summary.records_extracted = raw["records"]
 
     with _timed(timings, "transform"):
-        clean = transform_sales(lake, day, raw["snapshot_id"])
-    summary.clean = clean["clean"]
-    summary.rejected_by_reason = dict(clean["by_reason"])
-    summary.clean_amount_total = clean["clean_amount_total"]
+        clean = transform_day(lake, day, raw["snapshot_id"])  # runner: TASK_RUNNER
+    summary.clean = clean.clean
+    summary.rejected_by_reason = dict(clean.by_reason)
+    summary.clean_amount_total = clean.clean_amount_total
 
     with _timed(timings, "load"):
         loaded = load_sales(warehouse, lake, day, raw["snapshot_id"], run_id, reload=reload)
