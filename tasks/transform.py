@@ -56,9 +56,9 @@ def plan_transform(lake: LakeConfig, day: date, snapshot_id: str) -> TransformPl
     description="Validate one raw part into clean and rejected Parquet parts.",
     tags=["etl", "transform"],
     # A lost worker, a lake hiccup: the part is deterministic, so running it again is safe.
+    # No timeout: on a Dask worker or in a thread Prefect could not interrupt the part anyway.
     retries=2,
     retry_delay_seconds=[2, 10],
-    timeout_seconds=3600,
     cache_policy=NO_CACHE,
 )
 def transform_part(
