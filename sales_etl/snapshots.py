@@ -78,9 +78,9 @@ def write_parquet(lake: Lake, key: str, table: pa.Table) -> None:
     lake.put(key, buffer.getvalue())
 
 
-def read_parquet(lake: Lake, key: str) -> pa.Table:
+def read_parquet(lake: Lake, key: str, columns: list[str] | None = None) -> pa.Table:
     try:
-        return pq.read_table(io.BytesIO(lake.get(key)))
+        return pq.read_table(io.BytesIO(lake.get(key)), columns=columns)
     except pa.ArrowInvalid as exc:
         raise LakeError(f"{lake.uri(key)} is not a readable Parquet file: {exc}") from None
 
@@ -154,7 +154,7 @@ def raw_part_records(lake: Lake, ref: SnapshotRef) -> list[int]:
     if counts is not None:
         return [int(c) for c in counts]
     return [
-        int(pc.sum(read_parquet(lake, key).column("record_count")).as_py() or 0)
+        int(pc.sum(read_parquet(lake, key, ["record_count"]).column(0)).as_py() or 0)
         for key in ref.manifest["parts"]
     ]
 
