@@ -286,8 +286,10 @@ def job_dask(args: dict[str, Any]) -> dict[str, Any]:
         client.run(_warm_worker)
         started = time.perf_counter()
         parts = plan_parts(store, raw)
-        futures = [client.submit(_transform_part_on_worker, args["lake"], part, pure=False)
-                   for part in parts]  # fmt: skip
+        futures = [
+            client.submit(_transform_part_on_worker, args["lake"], part, pure=False)
+            for part in parts
+        ]
         written = client.gather(futures)
         clean = commit_clean_snapshot(store, raw, written)
         seconds = time.perf_counter() - started
@@ -360,8 +362,11 @@ def main(argv: list[str] | None = None) -> int:
         for records in (int(x) for x in options.records.split(",")):
             lake = str(work / f"lake-{records}")
             generated = run_job("generate", {"lake": lake, "records": records})
-            print(f"{records:,} records: {generated['parts']} raw parts "
-                  f"(generated in {generated['seconds']:.0f} s)", flush=True)  # fmt: skip
+            print(
+                f"{records:,} records: {generated['parts']} raw parts "
+                f"(generated in {generated['seconds']:.0f} s)",
+                flush=True,
+            )
             variants: list[tuple[str, str, dict[str, Any]]] = [("sequential", "sequential", {})]
             if records >= options.parallel_min:
                 variants += [
@@ -384,8 +389,10 @@ def main(argv: list[str] | None = None) -> int:
             by = {r["variant"]: r for r in rows if r["records"] == records}
             one, two = by.get("dask, 1 worker"), by.get("dask, 2 workers")
             if one and two:
-                print(f"{records:,} records: 2 workers / 1 worker = "
-                      f"{one['seconds'] / two['seconds']:.2f}x")  # fmt: skip
+                print(
+                    f"{records:,} records: 2 workers / 1 worker = "
+                    f"{one['seconds'] / two['seconds']:.2f}x"
+                )
         print("JSON " + json.dumps(rows))
     finally:
         shutil.rmtree(work, ignore_errors=True)

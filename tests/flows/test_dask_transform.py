@@ -75,8 +75,16 @@ def dask_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
         return process
 
     try:
-        start("scheduler", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-              "--port", str(port), "--dashboard-address", ":0")  # fmt: skip
+        start(
+            "scheduler",
+            "distributed.cli.dask_scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dashboard-address",
+            ":0",
+        )
         workers = [
             start(
                 f"worker-{n}",
@@ -91,7 +99,7 @@ def dask_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
                 ":0",
                 "--death-timeout",
                 "120",
-            )  # fmt: skip
+            )
             for n in (1, 2)
         ]
         with Client(address, timeout=120) as client:
