@@ -72,9 +72,9 @@ def new_snapshot_id(now: datetime | None = None) -> str:
     return f"{moment:%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}"
 
 
-def write_parquet(lake: Lake, key: str, table: pa.Table) -> None:
+def write_parquet(lake: Lake, key: str, table: pa.Table, row_group_size: int | None = None) -> None:
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
+    pq.write_table(table, buffer, compression="zstd", row_group_size=row_group_size)
     lake.put(key, buffer.getvalue())
 
 
@@ -120,7 +120,8 @@ class RawSnapshotWriter:
         columns = list(zip(*self._buffer, strict=True))
         table = pa.Table.from_arrays([pa.array(c) for c in columns], schema=RAW_SCHEMA)
         key = f"{self.prefix}part-{len(self.parts):05d}.parquet"
-        write_parquet(self.lake, key, table)
+        # One row group per page: a reader decompresses one page at a time (iter_part_pages).
+        write_parquet(self.lake, key, table, row_group_size=1)
         self.parts.append(key)
         self.part_records.append(sum(count for _, count, _, _ in self._buffer))
         self._buffer.clear()
@@ -327,13 +328,20 @@ def iter_raw_pages(lake: Lake, ref: SnapshotRef) -> Iterator[tuple[int, bytes]]:
 
 
 def iter_part_pages(lake: Lake, key: str) -> Iterator[tuple[int, bytes]]:
-    """(page number, body) of one raw part, in order."""
-    table = read_parquet(lake, key)
-    pages = table.column("page").to_pylist()
-    bodies = table.column("body")
-    del table
-    for i, number in enumerate(pages):
-        yield number, bodies[i].as_py()
+    """(page number, body) of one raw part, in order, one row group decompressed at a time.
+
+    Parts are written with one page per row group; reading a part as one table would hold all
+    its bodies (~32 MB) plus the decompression buffers at once (peak RSS of a transform process
+    ~450 MB -> ~300 MB, benchmarks/RESULTS.md). Older parts (one row group) still read whole.
+    """
+    try:
+        part = pq.ParquetFile(io.BytesIO(lake.get(key)))
+        for group in range(part.num_row_groups):
+            pages = part.read_row_group(group, columns=["page", "body"])
+            yield from zip(pages.column(0).to_pylist(), pages.column(1).to_pylist(), strict=True)
+            del pages
+    except pa.ArrowInvalid as exc:
+        raise LakeError(f"{lake.uri(key)} is not a readable Parquet file: {exc}") from None
 
 
 def iter_tables(lake: Lake, keys: list[str]) -> Iterator[pa.Table]:

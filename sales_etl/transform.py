@@ -112,7 +112,6 @@ def transform_part(
     Deterministic: a retry (or a second worker after a lost one) writes the same keys with the
     same content.
     """
-    use_system_allocator()
     writer = CleanSnapshotWriter(lake, part.day, part.snapshot_id, name=f"{part.number:05d}-")
     first_index = part.first_index
     with cyclic_gc_paused():
@@ -123,23 +122,15 @@ def transform_part(
             del batch, chunk
             gc.collect(1)  # the chunk's own cycles; the old generation is not walked
     gc.collect()  # cycles that reached the old generation meanwhile (pandas frames)
+    # Arrow's pool (mimalloc) keeps freed chunk buffers resident otherwise: a process that
+    # transforms part after part would creep up by tens of MB per part.
+    pa.default_memory_pool().release_unused()
     if writer.written.records != part.records:
         raise LakeError(
             f"raw part {part.key} holds {writer.written.records} records, "
             f"its snapshot says {part.records}"
         )
     return writer.written
-
-
-def use_system_allocator() -> None:
-    """Make Arrow allocate with malloc in this process (idempotent).
-
-    Decompressing a raw part takes a few times its size for a moment; Arrow's default pool
-    (mimalloc) keeps such peaks resident for good, malloc returns them: peak RSS of a 1M-record
-    transform 451 -> ~330 MB, for no measurable time (benchmarks/RESULTS.md).
-    """
-    if pa.default_memory_pool().backend_name != "system":
-        pa.set_memory_pool(pa.system_memory_pool())
 
 
 def _chunks(lake: Lake, part: RawPart, chunk_records: int) -> Iterator[list[Any]]:
