@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import shutil
@@ -284,6 +285,8 @@ def job_dask(args: dict[str, Any]) -> dict[str, Any]:
         Client(cluster) as client,
     ):
         client.run(_warm_worker)
+        cpu_before = client.run(time.process_time)
+        load_before = os.getloadavg()[0]
         started = time.perf_counter()
         parts = plan_parts(store, raw)
         futures = [
@@ -293,8 +296,14 @@ def job_dask(args: dict[str, Any]) -> dict[str, Any]:
         written = client.gather(futures)
         clean = commit_clean_snapshot(store, raw, written)
         seconds = time.perf_counter() - started
+        cpu = client.run(time.process_time)
         worker_rss = client.run(_peak_rss_mb)
+    worker_cpu = [cpu[w] - cpu_before[w] for w in cpu]
     return {
+        # CPU seconds of the busiest worker: the wall time this split would take with a core
+        # per worker to itself (the machine may be shared).
+        "worker_cpu_seconds": worker_cpu,
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "records": clean.manifest["records"],
         "workers": args["workers"],
         "parts": len(parts),
@@ -313,6 +322,16 @@ def _transform_part_on_worker(lake_dir: str, part: Any) -> Any:
     from sales_etl.transform import transform_part
 
     return transform_part(LocalLake(lake_dir), part)
+
+
+def _median(rows: list[dict[str, Any]], records: int, variant: str) -> tuple[float, float] | None:
+    """Median (wall seconds, busiest worker's CPU seconds) of a variant's runs."""
+    runs = [r for r in rows if r["records"] == records and r["variant"] == variant]
+    if not runs:
+        return None
+    walls = sorted(r["seconds"] for r in runs)
+    cpus = sorted(max(r["worker_cpu_seconds"]) for r in runs)
+    return walls[len(walls) // 2], cpus[len(cpus) // 2]
 
 
 JOBS = {"generate": job_generate, "sequential": job_sequential, "dask": job_dask}
@@ -346,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         default=5_000_000,
         help="run the Dask variants only for days of at least this size",
     )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of each Dask variant, alternating (median)"
+    )
     parser.add_argument("--workdir", default=None, help="where the throwaway lakes go")
     parser.add_argument("--job", nargs=2, metavar=("JOB", "ARGS"), help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
@@ -373,25 +395,29 @@ def main(argv: list[str] | None = None) -> int:
                     (f"dask, {n} worker{'s' if n > 1 else ''}", "dask", {"workers": n})
                     for n in (int(x) for x in options.workers.split(","))
                 ]
-            for label, job, extra in variants:
+            runs = [variants[0]] + variants[1:] * options.repeat
+            for label, job, extra in runs:
                 shutil.rmtree(Path(lake) / "clean", ignore_errors=True)
                 result = run_job(job, {"lake": lake, **extra})
                 rows.append({"records": records, "variant": label, **result})
                 rss = result.get("worker_peak_rss_mb")
+                cpu = result.get("worker_cpu_seconds")
                 print(
                     f"  {label:<18} {result['seconds']:7.1f} s  "
                     f"{result['records_per_s']:>9,.0f} records/s  peak RSS "
                     f"{result['peak_rss_mb']:.0f} MB"
-                    + (f" (driver), {rss:.0f} MB (largest worker)" if rss else ""),
+                    + (f" (driver), {rss:.0f} MB (largest worker)" if rss else "")
+                    + (f"; worker CPU s {[round(c, 1) for c in cpu]}" if cpu else "")
+                    + (f"; load {result['load_average']}" if cpu else ""),
                     flush=True,
                 )
         for records in sorted({r["records"] for r in rows}):
-            by = {r["variant"]: r for r in rows if r["records"] == records}
-            one, two = by.get("dask, 1 worker"), by.get("dask, 2 workers")
+            one = _median(rows, records, "dask, 1 worker")
+            two = _median(rows, records, "dask, 2 workers")
             if one and two:
                 print(
-                    f"{records:,} records: 2 workers / 1 worker = "
-                    f"{one['seconds'] / two['seconds']:.2f}x"
+                    f"{records:,} records, median of {options.repeat}: 2 workers / 1 worker = "
+                    f"{one[0] / two[0]:.2f}x wall, {one[1] / two[1]:.2f}x busiest-worker CPU"
                 )
         print("JSON " + json.dumps(rows))
     finally:
