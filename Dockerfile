@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Daily Sales ETL image: the flow-run image for the Docker and Kubernetes work pools and the
 # image of the Kubernetes worker (k8s/worker.yaml). Build: docker build -t daily-sales-etl:0.1.0 .
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm

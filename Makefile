@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install install-bench run serve browser test bench lint format clean
+.PHONY: install install-bench run psql serve browser test test-docker test-kubernetes image bench lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,9 @@ install: $(STAMP)
 install-bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 
-## make bench: 1M-row day end to end, rerun, peers (BENCH_ARGS="" without peers, "--rows 5000000")
+## make bench: realistic 1M days at 0/10/30% rejects: first run, rerun, a later revision, an
+## incremental run; the psql \copy floor; peers (BENCH_ARGS="" without peers, "--large" adds 5M,
+## "--rows 100000 --reject-rate 0.1" one small day; python -m benchmarks.run --help)
 BENCH_ARGS ?= --compare
 bench: install-bench
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
@@ -26,6 +28,10 @@ bench: install-bench
 ## make run: run the flow once for yesterday (UTC) on the embedded defaults (ARGS="--date ...")
 run: $(STAMP)
 	$(BIN)/python -m flows.daily_sales $(ARGS)
+
+## make psql: psql on the embedded warehouse in ./.data/postgres (ARGS="-c 'SELECT ...'")
+psql: $(STAMP)
+	$(BIN)/python -m sales_etl.embedded_postgres psql $(ARGS)
 
 ## make serve: register the "hourly" deployment on PREFECT_API_URL and serve it (Ctrl-C stops)
 serve: $(STAMP)
@@ -43,9 +49,26 @@ browser:
 		echo "WARNING: no $(CHROMIUM) and not root: the UI test will fail (apt-get install chromium)"; \
 	fi
 
-## make test: the whole suite against real PostgreSQL, S3 (moto server), demo API and Prefect
+## make test: the core suite against real PostgreSQL, S3 (moto server), demo API and Prefect
+## (everything but the Docker and Kubernetes groups below)
+CORE_MARKERS := not docker and not kubernetes
 test: $(STAMP) browser
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "$(CORE_MARKERS)" $(PYTEST_ARGS)
+
+## make image: the project image (IMAGE=..., PYTHON_IMAGE=... selects the base image)
+IMAGE ?= daily-sales-etl:0.1.0
+image:
+	DOCKER_BUILDKIT=0 docker build $(if $(PYTHON_IMAGE),--build-arg PYTHON_IMAGE=$(PYTHON_IMAGE)) -t $(IMAGE) .
+
+## make test-docker: the Docker work pool end to end (a Docker engine: DOCKER_HOST or the
+## default socket, holding the image; skips without one, fails when CI=true)
+test-docker: $(STAMP)
+	$(BIN)/python -m pytest tests/infra -m docker -n 0 $(PYTEST_ARGS)
+
+## make test-kubernetes: the Kubernetes work pool end to end (a cluster in KUBECONFIG whose
+## node has the image; skips without one, fails when CI=true)
+test-kubernetes: $(STAMP)
+	$(BIN)/python -m pytest tests/infra -m kubernetes -n 0 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,20 +1,27 @@
-"""Benchmark of the Daily Sales ETL: ``make bench`` or ``python -m benchmarks.run [--compare]``.
+"""Benchmark of the Daily Sales ETL on realistic days: ``make bench``, ``python -m benchmarks.run``.
 
-1. Starts the demo API in its own process on a free loopback port, with the day of ``--rows``
-   records rendered into memory first (so the API's Python record generation does not bound
-   what is measured), and creates a throwaway PostgreSQL database ``bench_<hex>``.
-2. Runs the real ``daily_sales`` flow end to end in a fresh process (ephemeral Prefect, local
-   lake), twice: the first run and a rerun of the unchanged day. Prints per-stage wall times,
-   rows/s, the pipeline process's peak RSS, the ephemeral server start and the task-run count.
-3. Runs the same library functions without Prefect in another process: the orchestration share
-   is the difference.
-4. With ``--compare``: loads the same clean rows with ``psql \\copy`` (the floor), pandas
-   ``to_sql`` (the old guide), dlt's Arrow-CSV path, and runs dlt's ``rest_api`` source with
-   ``merge`` on ``sale_id`` end to end against the same API and database. Each peer runs in its
-   own process of the same process tree; the ratios are computed from this one run.
+For each scenario (a day of ``--rows`` sales with ``--reject-rate`` rejects spread over every
+reason, ``--duplicates``, Zipf-skewed stores and products, long ids; by default 1M sales at 0%,
+10% and 30% rejects, plus 5M at 30% with ``--large``):
 
-The database is dropped and the work folder (``benchmarks/.work/``) removed afterwards unless
-``--keep``. ``--markdown FILE`` appends the printed tables to FILE.
+1. Starts the demo API (``sales_etl.demo_api --admin``) in its own process on a free loopback
+   port with the day rendered into memory first, and creates a throwaway PostgreSQL database.
+2. Runs the real ``daily_sales`` flow in one fresh process (ephemeral Prefect, local lake), once
+   per step of ``STEPS``: the first run; the rerun of the unchanged day; revision 1 of the day
+   (newer versions, voids, fixes, new and stale sales arriving on a later run); revision 2, where
+   ``--change-rate`` (1%) of the records changed since revision 1, run with the incremental
+   parameters (``INCREMENTAL_PARAMS`` / ``--incremental-params``). The API switches revision
+   between steps (not timed) and counts the requests each run makes.
+3. Loads the same valid rows (the first run's, one per sale_id) with ``psql \\copy``: the floor.
+4. With ``--compare`` (first scenario only): pandas ``to_sql``, dlt's Arrow-CSV path, and dlt's
+   ``rest_api`` source with ``merge`` end to end against the same API (revision 0) and database.
+   ``--plain`` also runs the library functions without Prefect.
+
+Prints per scenario and run: stage seconds, records/s per stage, API requests, peak RSS; then
+the issue's ratios (flow/floor, load/floor, transform records/s, rerun/first, incremental
+requests and wall vs the full run, peak RSS, per-record cost at 5M over 1M, vs to_sql, vs dlt).
+The databases are dropped and the work folder (``benchmarks/.work/``) removed unless ``--keep``.
+``--markdown FILE`` appends the report to FILE; ``--json FILE`` writes the raw results.
 """
 
 from __future__ import annotations
@@ -29,30 +36,31 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from benchmarks.stages import RESULT_PREFIX
+from benchmarks.stages import RESULT_PREFIX, demo_call
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / ".work"
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DAY = "2026-11-01"
 
-# The issue's reference figures (seconds, 1M rows) for the "reference" column.
+# PERF_NOTES.md's figures (seconds, 1M rows) for the "PERF_NOTES s" column.
 REFERENCE = {
-    "psql_copy": 1.3,
+    "psql_copy": 1.23,
     "adbc": 2.2,
     "psycopg2_copy": 5.6,
     "staging_upsert": "~11 / ~15",
-    "dlt_arrow": 12.3,
+    "dlt_arrow": 10.97,
     "dlt_dicts": 82,
-    "to_sql": 37,
+    "to_sql": 37.1,
     "to_sql_multi": "~160",
 }
 
@@ -63,8 +71,96 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Scenario:
+    """One benchmark day: its size and mix (see ``sales_etl.demo_days.DayMix``)."""
+
+    rows: int
+    reject_rate: float
+    duplicates: float = 0.05
+    skew: float = 1.1
+    long_ids: float = 0.05
+    seed: int = 0
+    change_rate: float = 0.01
+
+    @property
+    def name(self) -> str:
+        size = f"{self.rows / 1e6:g}M" if self.rows >= 1_000_000 else f"{self.rows / 1e3:g}k"
+        return f"{size} sales, {self.reject_rate:.0%} rejects"
+
+    @property
+    def mix(self) -> str:
+        return (
+            f"{self.rows:,} sales, {self.reject_rate:.0%} rejects over every reason, "
+            f"{self.duplicates:.0%} duplicates, Zipf skew {self.skew:g}, "
+            f"{self.long_ids:.0%} 64-char ids, {self.change_rate:.0%} changed per revision"
+        )
+
+    def api_options(self) -> list[str]:
+        return [
+            "--rows",
+            str(self.rows),
+            "--reject-rate",
+            str(self.reject_rate),
+            "--duplicates",
+            str(self.duplicates),
+            "--skew",
+            str(self.skew),
+            "--long-ids",
+            str(self.long_ids),
+            "--seed",
+            str(self.seed),
+            "--change-rate",
+            str(self.change_rate),
+        ]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One run of the flow on the day, at a revision of it, with these flow parameters."""
+
+    label: str
+    revision: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+# A run of a day the warehouse already holds is incremental by itself (the records changed
+# since the day's high-water mark); full_extract makes it extract the whole day instead, as the
+# run closing the day does. The incremental run is compared with the full "revision" run.
+FULL: dict[str, Any] = {"full_extract": True}
+INCREMENTAL_PARAMS: dict[str, Any] = {}
+STEPS: tuple[Step, ...] = (
+    Step("first", 0),
+    Step("rerun", 0, FULL),  # the unchanged day again, whole: cached extract, ledger skip
+    Step("revision", 1, FULL),  # newer versions arrive; the whole day extracted again
+    Step("incremental", 2, INCREMENTAL_PARAMS),  # ~change_rate of the records changed since
+)
+
+
+def scenarios_from(args: argparse.Namespace) -> list[Scenario]:
+    mix = {
+        "duplicates": args.duplicates,
+        "skew": args.skew,
+        "long_ids": args.long_ids,
+        "seed": args.seed,
+        "change_rate": args.change_rate,
+    }
+    chosen = [
+        Scenario(rows=rows, reject_rate=rate, **mix)
+        for rows in _numbers(args.rows, int)
+        for rate in _numbers(args.reject_rate, float)
+    ]
+    if args.large:
+        chosen.append(Scenario(rows=5_000_000, reject_rate=0.3, **mix))
+    return chosen
+
+
+def _numbers(text: str, kind: type[int] | type[float]) -> list[Any]:
+    return [kind(float(part)) if kind is int else kind(part) for part in text.split(",") if part]
+
+
 @contextmanager
-def demo_api(rows: int, day: str, page_size: int) -> Iterator[str]:
+def demo_api(scenario: Scenario, day: str, page_size: int) -> Iterator[str]:
     port = free_port()
     command = [
         sys.executable,
@@ -72,8 +168,8 @@ def demo_api(rows: int, day: str, page_size: int) -> Iterator[str]:
         "sales_etl.demo_api",
         "--port",
         str(port),
-        "--rows",
-        str(rows),
+        *scenario.api_options(),
+        "--admin",
         "--warm-date",
         day,
         "--warm-page-size",
@@ -84,12 +180,13 @@ def demo_api(rows: int, day: str, page_size: int) -> Iterator[str]:
     try:
         assert process.stdout is not None
         for line in process.stdout:
+            if "rendered" in line:
+                log(f"demo API: {line.strip()}")
             if "listening on" in line:
                 break
         else:
             raise RuntimeError("the demo API exited before listening")
-        rendered = time.perf_counter() - started
-        log(f"demo API on port {port}: {rows:,} rows rendered in {rendered:.1f} s")
+        log(f"demo API on port {port} ready in {time.perf_counter() - started:.1f} s")
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
@@ -157,187 +254,321 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def report(rows: int, results: dict[str, dict[str, Any]], compare: bool) -> str:
-    flow = results["flow"]
-    first, rerun = flow["runs"]
-    t1, t2 = first["summary"]["timings"], rerun["summary"]["timings"]
-    plain = results["plain"]["timings"]
-    out: list[str] = []
+def _stage(run: dict[str, Any], stage: str) -> float:
+    return float(run["summary"].get("timings", {}).get(stage, 0.0))
 
-    stage_rows = [
-        [
-            stage,
-            t1.get(stage, 0.0),
-            rows / t1[stage] if t1.get(stage) else "",
-            t2.get(stage, 0.0),
-            plain.get(stage, 0.0),
-        ]
-        for stage in ("status", "extract", "transform", "load")
-    ]
-    stage_rows.append(
-        [
-            "flow run (wall)",
-            first["wall_s"],
-            rows / first["wall_s"],
-            rerun["wall_s"],
-            sum(plain[s] for s in ("extract", "transform", "load")),
-        ]
-    )
-    out.append(
-        f"### Pipeline, {rows:,} rows (demo API on loopback -> raw Parquet lake -> "
-        "validated -> PostgreSQL)\n"
-    )
+
+def _records(run: dict[str, Any]) -> int:
+    return int(run["summary"].get("records_extracted", 0))
+
+
+def _rate(records: int, seconds: float) -> str | int:
+    return round(records / seconds) if seconds > 0 else ""
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def scenario_metrics(scenario: Scenario, results: dict[str, Any]) -> dict[str, Any]:
+    """The figures the issue's targets are stated in, for one scenario."""
+    runs = {run["label"]: run for run in results["flow"]["runs"]}
+    first = runs.get("first") or results["flow"]["runs"][0]
+    full = runs.get("revision") or first
+    floor = results.get("psql_copy", {}).get("wall_s")
+    incremental = runs.get("incremental")
+    metrics: dict[str, Any] = {
+        "scenario": scenario.name,
+        "rows": scenario.rows,
+        "reject_rate": scenario.reject_rate,
+        "records": _records(first),
+        "first_wall_s": first["wall_s"],
+        "floor_s": floor,
+        "flow_over_floor": _ratio(first["wall_s"], floor),
+        "load_over_floor": _ratio(_stage(first, "load"), floor),
+        "transform_records_per_s": _ratio(_records(first), _stage(first, "transform")),
+        "rerun_over_first": _ratio(runs["rerun"]["wall_s"], first["wall_s"])
+        if "rerun" in runs
+        else None,
+        "peak_rss_mb": max(run["peak_rss_mb"] for run in results["flow"]["runs"]),
+        "process_peak_rss_mb": results["flow"].get("peak_rss_mb"),
+        "seconds_per_record": first["wall_s"] / max(1, _records(first)),
+        "incremental_requests": incremental["requests"] if incremental else None,
+        "full_requests": full["requests"],
+        "incremental_requests_ratio": _ratio(incremental["requests"], full["requests"])
+        if incremental
+        else None,
+        "incremental_pages_ratio": _ratio(incremental["sales_requests"], full["sales_requests"])
+        if incremental
+        else None,
+        "incremental_wall_ratio": _ratio(incremental["wall_s"], full["wall_s"])
+        if incremental
+        else None,
+    }
+    if "to_sql" in results:
+        metrics["to_sql_over_load"] = _ratio(results["to_sql"]["wall_s"], _stage(first, "load"))
+    if "dlt_rest_api" in results:
+        metrics["dlt_over_flow"] = _ratio(results["dlt_rest_api"]["wall_s"], first["wall_s"])
+    return metrics
+
+
+def scenario_report(scenario: Scenario, results: dict[str, Any]) -> str:
+    flow = results["flow"]
+    out = [f"### {scenario.name}: {scenario.mix}\n"]
+    rows = []
+    for run in flow["runs"]:
+        records = _records(run)
+        stages = [_stage(run, s) for s in ("extract", "transform", "load")]
+        rows.append(
+            [
+                run["label"],
+                run["revision"],
+                records,
+                *stages,
+                run["wall_s"],
+                *(_rate(records, t) for t in (*stages, run["wall_s"])),
+                f"{run['requests']} ({run['sales_requests']} /sales)",
+                run["peak_rss_mb"],
+            ]
+        )
     out.append(
         table(
-            ["stage", "first run s", "rows/s", "rerun (unchanged day) s", "without Prefect s"],
-            stage_rows,
+            [
+                "run",
+                "rev",
+                "records",
+                "extract s",
+                "transform s",
+                "load s",
+                "wall s",
+                "extract rec/s",
+                "transform rec/s",
+                "load rec/s",
+                "wall rec/s",
+                "API requests",
+                "peak RSS MB",
+            ],
+            rows,
         )
     )
+    first = flow["runs"][0]["summary"]
     out.append("")
     out.append(
-        f"- records: {first['summary']['records_extracted']:,} extracted, "
-        f"{first['summary']['clean']:,} valid, {first['summary']['rejected']:,} rejected; "
-        f"first run inserted {first['summary']['inserted']:,}, rerun "
-        f"updated {rerun['summary']['updated']:,} / unchanged "
-        f"{rerun['summary']['unchanged']:,}"
+        f"- first run: {first.get('records_extracted', 0):,} records, "
+        f"{first.get('clean', 0):,} valid, {first.get('rejected', 0):,} rejected "
+        f"({', '.join(f'{k}={v}' for k, v in sorted(first.get('rejected_by_reason', {}).items()))})"
+        f", superseded {first.get('superseded', 0):,}, inserted {first.get('inserted', 0):,}"
     )
-    out.append(
-        f"- rerun of the unchanged day: {rerun['wall_s']:.1f} s = "
-        f"{rerun['wall_s'] / first['wall_s']:.0%} of the first run "
-        "(cached extract, reused clean snapshot, IS DISTINCT FROM writes 0 rows)"
-    )
-    out.append(
-        f"- peak RSS of the pipeline process: {flow['peak_rss_mb']:,.0f} MB "
-        f"(without Prefect: {results['plain']['peak_rss_mb']:,.0f} MB; the ephemeral "
-        f"Prefect server, a separate process: {flow['server_peak_rss_mb']:,.0f} MB)"
-    )
-    bookkeeping = first["wall_s"] - sum(t1.values())
-    out.append(
-        f"- Prefect: ephemeral server start {flow['server_start_s']:.1f} s (once per "
-        f"process; imports {flow['import_s']:.1f} s), {first['task_runs']} task runs per "
-        f"run ({', '.join(first['task_names'])}), independent of row count; run wall "
-        f"minus stage walls {bookkeeping:.1f} s; flow run vs the same functions without "
-        f"Prefect: {first['wall_s'] - stage_rows[-1][-1]:+.1f} s"
-    )
-
-    if compare:
-        floor = results["psql_copy"]["wall_s"]
-        ours_rerun, ours_first = t2["load"], t1["load"]
-        load_rows = [
-            [
-                "`psql \\copy` of a ready CSV file (the floor)",
-                REFERENCE["psql_copy"],
-                floor,
-                1.0,
-                results["psql_copy"]["peak_rss_mb"] or "n/a",
-            ],
-            [
-                "**this project**: load step, table already holds the day (rerun)",
-                "",
-                ours_rerun,
-                ours_rerun / floor,
-                "",
-            ],
-            [
-                "**this project**: load step, empty table (first run)",
-                "",
-                ours_first,
-                ours_first / floor,
-                "",
-            ],
-            [
-                "**this project**: load step without Prefect, empty / rerun",
-                "",
-                f"{plain['load']:.1f} / {plain['load_rerun']:.1f}",
-                f"{plain['load'] / floor:.1f} / {plain['load_rerun'] / floor:.1f}",
-                "",
-            ],
-            [
-                "dlt, Arrow table through its CSV loader (its fastest path)",
-                REFERENCE["dlt_arrow"],
-                results["dlt_arrow"]["wall_s"],
-                results["dlt_arrow"]["wall_s"] / floor,
-                results["dlt_arrow"]["peak_rss_mb"],
-            ],
-            [
-                "pandas `to_sql` default, as the old guide loads (psycopg2)",
-                REFERENCE["to_sql"],
-                results["to_sql"]["wall_s"],
-                results["to_sql"]["wall_s"] / floor,
-                results["to_sql"]["peak_rss_mb"],
-            ],
-        ]
-        out.append(f"\n### Load step, {rows:,} rows, same clean rows, same database\n")
+    for run in flow["runs"][1:]:
+        summary = run["summary"]
         out.append(
-            table(
-                [
-                    "way to load",
-                    "issue's reference s",
-                    "measured s",
-                    "x psql \\copy",
-                    "client peak RSS MB",
-                ],
-                load_rows,
-            )
+            f"- {run['label']} (revision {run['revision']}, params {run['params'] or 'none'}): "
+            f"inserted {summary.get('inserted', 0):,}, updated {summary.get('updated', 0):,}, "
+            f"unchanged {summary.get('unchanged', 0):,}, rejected {summary.get('rejected', 0):,}"
         )
-        e2e_dlt = results["dlt_rest_api"]["wall_s"]
-        out.append(f"\n### End to end, {rows:,} rows, same API and database\n")
+    if "psql_copy" in results:
+        floor = results["psql_copy"]
         out.append(
-            table(
-                ["pipeline", "wall s", "rows/s", "peak RSS MB"],
-                [
-                    [
-                        "**this project**, flow run (server already up)",
-                        first["wall_s"],
-                        rows / first["wall_s"],
-                        flow["peak_rss_mb"],
-                    ],
-                    [
-                        "**this project**, whole process incl. imports and ephemeral server",
-                        flow["import_s"] + flow["server_start_s"] + first["wall_s"],
-                        rows / (flow["import_s"] + flow["server_start_s"] + first["wall_s"]),
-                        "",
-                    ],
-                    [
-                        "dlt `rest_api` source, `merge` on `sale_id`",
-                        e2e_dlt,
-                        rows / e2e_dlt,
-                        results["dlt_rest_api"]["peak_rss_mb"],
-                    ],
-                ],
-            )
+            f"- `psql \\copy` floor of the same valid rows ({floor['rows']:,}, one per sale_id): "
+            f"{floor['wall_s']:.2f} s"
         )
-        out.append("\n### Ratios against the targets\n")
-        checks = [
-            ("load step (rerun) vs `to_sql`", results["to_sql"]["wall_s"] / ours_rerun, ">= 10x"),
-            (
-                "load step (rerun) vs dlt Arrow-CSV",
-                results["dlt_arrow"]["wall_s"] / ours_rerun,
-                "> 1x",
-            ),
-            ("load step (rerun) / `psql \\copy`", ours_rerun / floor, "<= 6x"),
-            ("end to end: dlt / this project", e2e_dlt / first["wall_s"], ">= 2x"),
-            ("end to end flow run, seconds", first["wall_s"], "< 30 s"),
-            ("rerun / first run", rerun["wall_s"] / first["wall_s"], "small fraction"),
-            ("peak RSS MB", flow["peak_rss_mb"], "< 1024"),
-        ]
+    out.append(
+        f"- Prefect: ephemeral server start {flow['server_start_s']:.1f} s, imports "
+        f"{flow['import_s']:.1f} s; task runs per run "
+        f"{', '.join(str(r.get('task_runs', '?')) for r in flow['runs'])}; process peak RSS "
+        f"{flow.get('peak_rss_mb', 0):,.0f} MB (ephemeral server "
+        f"{flow['server_peak_rss_mb']:,.0f} MB)"
+    )
+    if "plain" in results:
+        plain = results["plain"]["timings"]
         out.append(
-            table(
-                ["ratio", "measured", "target"],
-                [[name, f"{value:.2f}", target] for name, value, target in checks],
-            )
+            "- without Prefect: "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in plain.items())
+            + f", peak RSS {results['plain']['peak_rss_mb']:,.0f} MB"
         )
+    if any(job in results for job in ("to_sql", "dlt_arrow", "dlt_rest_api")):
+        out.append("\n" + peers_report(scenario, results))
     return "\n".join(out)
 
 
-def main(argv: list[str] | None = None) -> int:
+def peers_report(scenario: Scenario, results: dict[str, Any]) -> str:
+    first = results["flow"]["runs"][0]
+    floor = results.get("psql_copy", {}).get("wall_s")
+    load = _stage(first, "load")
+    rows: list[list[Any]] = []
+    if floor:
+        rows.append(
+            ["`psql \\copy` of a ready CSV file (the floor)", REFERENCE["psql_copy"], floor, "n/a"]
+        )
+    rows.append(["**this project**: load step, first run", "", load, ""])
+    for job, name in (
+        ("dlt_arrow", "dlt, Arrow table through its CSV loader (its fastest path)"),
+        ("to_sql", "pandas `to_sql` default (psycopg2)"),
+    ):
+        if job in results:
+            peer = results[job]
+            rows.append([name, REFERENCE[job], peer["wall_s"], peer.get("peak_rss_mb") or ""])
+    load_rows = [
+        [name, ref, secs, secs / floor if floor else "", rss] for name, ref, secs, rss in rows
+    ]
+    out = [f"#### Load step, {scenario.name}, same valid rows, same database\n"]
+    out.append(
+        table(
+            ["way to load", "PERF_NOTES s", "measured s", "x psql \\copy", "client peak RSS MB"],
+            load_rows,
+        )
+    )
+    e2e = [["**this project**, flow run", first["wall_s"], _records(first) / first["wall_s"]]]
+    if "dlt_rest_api" in results:
+        dlt = results["dlt_rest_api"]
+        e2e.append(
+            ["dlt `rest_api`, `merge` on `sale_id`", dlt["wall_s"], dlt["rows"] / dlt["wall_s"]]
+        )
+    out.append(f"\n#### End to end, {scenario.name}, same API (revision 0) and database\n")
+    out.append(table(["pipeline", "wall s", "rows/s"], e2e))
+    return "\n".join(out)
+
+
+TARGETS: tuple[tuple[str, str, str, float, bool], ...] = (
+    # key, label, target text, bound, bound is a maximum
+    ("flow_over_floor", "flow run / floor", "<= 3x", 3.0, True),
+    ("load_over_floor", "load / floor", "<= 2x", 2.0, True),
+    ("transform_records_per_s", "transform records/s", ">= 300k", 300_000, False),
+    ("rerun_over_first", "rerun / first run", "<= 5%", 0.05, True),
+    ("incremental_requests_ratio", "incremental requests / full", "<= 2%", 0.02, True),
+    ("incremental_pages_ratio", "incremental /sales requests / full", "<= 2%", 0.02, True),
+    ("incremental_wall_ratio", "incremental wall / full", "<= 10%", 0.10, True),
+    ("peak_rss_mb", "peak RSS MB", "<= 400", 400, True),
+    ("to_sql_over_load", "`to_sql` / load", ">= 10x", 10, False),
+    ("dlt_over_flow", "dlt `rest_api` / flow run", ">= 5x", 5, False),
+)
+
+
+def summary_report(metrics: Sequence[dict[str, Any]]) -> str:
+    keys = [t for t in TARGETS if any(m.get(t[0]) is not None for m in metrics)]
+    rows = []
+    for key, label, target, bound, is_max in keys:
+        cells: list[Any] = [label, target]
+        for m in metrics:
+            value = m.get(key)
+            if value is None:
+                cells.append("")
+                continue
+            met = value <= bound if is_max else value >= bound
+            shown = (
+                f"{value:.0%}"
+                if "%" in target
+                else f"{value:,.0f}"
+                if bound >= 100
+                else f"{value:.2f}x"
+            )
+            cells.append(f"{shown} {'met' if met else 'MISSED'}")
+        rows.append(cells)
+    out = ["### Targets (issue 10, issue 12), ratios from this run\n"]
+    out.append(table(["measure", "target", *(m["scenario"] for m in metrics)], rows))
+    scaling = per_record_scaling(metrics)
+    if scaling:
+        out.append("")
+        out += scaling
+    return "\n".join(out)
+
+
+def per_record_scaling(metrics: Sequence[dict[str, Any]]) -> list[str]:
+    """Per-record cost of a larger day over the 1M day of the same mix (target: <= 1.2x)."""
+    lines = []
+    base = {m["reject_rate"]: m for m in metrics if m["rows"] == 1_000_000}
+    for m in metrics:
+        ref = base.get(m["reject_rate"])
+        if ref is None or m["rows"] <= 1_000_000:
+            continue
+        ratio = m["seconds_per_record"] / ref["seconds_per_record"]
+        lines.append(
+            f"- per-record cost at {m['rows']:,} over 1,000,000 ({m['reject_rate']:.0%} "
+            f"rejects): {ratio:.2f}x (target <= 1.2x: {'met' if ratio <= 1.2 else 'MISSED'})"
+        )
+    return lines
+
+
+def run_scenario(
+    index: int,
+    scenario: Scenario,
+    args: argparse.Namespace,
+    steps: Sequence[Step],
+    work: Path,
+    base_env: dict[str, str],
+) -> dict[str, Any]:
+    folder = work / f"scenario-{index}"
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {**base_env, "PREFECT_HOME": str(folder / "prefect-home")}
+    results: dict[str, Any] = {}
+    log(f"scenario {index + 1}: {scenario.mix}")
+    with demo_api(scenario, args.day, args.page_size) as api_url, database(args.admin_url) as db:
+        common = {
+            "api_url": api_url,
+            "warehouse_url": db,
+            "day": args.day,
+            "page_size": args.page_size,
+            "work": str(folder),
+        }
+        lake = str(folder / "lake")
+        flow_steps = [{"label": s.label, "revision": s.revision, "params": s.params} for s in steps]
+        results["flow"] = run_job("flow", {**common, "lake": lake, "steps": flow_steps}, env)
+        first = results["flow"]["runs"][0]["summary"]
+        clean_file = str(folder / "clean-rows.parquet")
+        floor_args = {
+            **common,
+            "lake": lake,
+            "snapshot_id": first.get("snapshot_id"),
+            "clean_file": clean_file,
+        }
+        results["psql_copy"] = run_job("psql_copy", floor_args, env)
+        if args.plain:
+            results["plain"] = run_job("plain", {**common, "lake": str(folder / "lake-plain")}, env)
+        if args.compare and index == 0:
+            demo_call(api_url, "/_demo/revision?revision=0", "POST")
+            jobs = ["to_sql", "dlt_arrow", "dlt_rest_api"]
+            if args.only:
+                jobs = [j for j in jobs if j in args.only.split(",")]
+            for job in jobs:
+                try:
+                    results[job] = run_job(job, {**common, "clean_file": clean_file}, env)
+                except RuntimeError as exc:
+                    log(str(exc))
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--compare", action="store_true", help="also run the peers")
+    parser.add_argument("--rows", default="1000000", help="sales per day, comma-separated list")
+    parser.add_argument(
+        "--reject-rate", default="0,0.1,0.3", help="share of rejects, comma-separated list"
+    )
+    parser.add_argument("--duplicates", type=float, default=0.05, help="share sent twice")
+    parser.add_argument("--skew", type=float, default=1.1, help="Zipf exponent of stores/products")
+    parser.add_argument("--long-ids", type=float, default=0.05, help="share of 64-char sale ids")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--change-rate", type=float, default=0.01, help="share of records each revision changes"
+    )
+    parser.add_argument("--large", action="store_true", help="add the 5M day at 30%% rejects")
+    parser.add_argument(
+        "--steps",
+        default=",".join(s.label for s in STEPS),
+        help="runs of the flow per scenario, in order (default: all of %(default)s)",
+    )
+    parser.add_argument(
+        "--incremental-params",
+        default=None,
+        help="JSON flow parameters of the incremental run (default: INCREMENTAL_PARAMS)",
+    )
+    parser.add_argument("--compare", action="store_true", help="also run the peers (scenario 1)")
+    parser.add_argument("--plain", action="store_true", help="also run without Prefect")
     parser.add_argument("--page-size", type=int, default=5000)
     parser.add_argument("--day", default=DAY)
     parser.add_argument(
@@ -345,16 +576,30 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_ADMIN_URL),
         help="PostgreSQL URL of a role that may create databases",
     )
-    parser.add_argument(
-        "--only",
-        default=None,
-        help="comma-separated peer jobs to run with --compare (default: all)",
-    )
+    parser.add_argument("--only", default=None, help="comma-separated peers to run with --compare")
     parser.add_argument("--markdown", default=None, help="append the report to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--json", default=None, help="write the raw results to this JSON file")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def chosen_steps(args: argparse.Namespace) -> list[Step]:
+    by_label = {s.label: s for s in STEPS}
+    steps = []
+    for label in args.steps.split(","):
+        if label not in by_label:
+            raise SystemExit(f"unknown step {label!r}; choose from {', '.join(by_label)}")
+        step = by_label[label]
+        if label == "incremental" and args.incremental_params is not None:
+            step = Step(step.label, step.revision, json.loads(args.incremental_params))
+        steps.append(step)
+    return steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    scenarios = scenarios_from(args)
+    steps = chosen_steps(args)
     work = WORK / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     work.mkdir(parents=True, exist_ok=True)
     env = {
@@ -362,68 +607,36 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in os.environ.items()
         if not k.startswith(("PREFECT_", "SALES_API", "WAREHOUSE_", "DATA_LAKE"))
     }
-    env["PREFECT_HOME"] = str(work / "prefect-home")
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     env["PREFECT_LOGGING_LEVEL"] = "WARNING"
     env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
     env["PYTHONPATH"] = str(ROOT)
-    results: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
+    results: list[dict[str, Any]] = []
     try:
-        with (
-            demo_api(args.rows, args.day, args.page_size) as api_url,
-            database(args.admin_url) as db,
-        ):
-            common = {
-                "api_url": api_url,
-                "warehouse_url": db,
-                "day": args.day,
-                "page_size": args.page_size,
-                "work": str(work),
-            }
-            results["flow"] = run_job("flow", {**common, "lake": str(work / "lake")}, env)
-            results["plain"] = run_job("plain", {**common, "lake": str(work / "lake-plain")}, env)
-            if args.compare:
-                peer_args = {
-                    **common,
-                    "lake": str(work / "lake-plain"),
-                    "clean_parts": results["plain"]["clean_parts"],
-                }
-                jobs = ["psql_copy", "to_sql", "dlt_arrow", "dlt_rest_api"]
-                if args.only:
-                    jobs = [j for j in jobs if j in args.only.split(",")]
-                for job in jobs:
-                    try:
-                        results[job] = run_job(job, peer_args, env)
-                    except RuntimeError as exc:
-                        log(str(exc))
-                    if args.json:
-                        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+        for index, scenario in enumerate(scenarios):
+            results.append(run_scenario(index, scenario, args, steps, work, env))
+            if args.json:
+                Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    metrics = [scenario_metrics(s, r) for s, r in zip(scenarios, results, strict=True)]
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
-    compare = args.compare and all(
-        j in results for j in ("psql_copy", "to_sql", "dlt_arrow", "dlt_rest_api")
-    )
-    text = report(args.rows, results, compare)
+        payload = {"scenarios": results, "metrics": metrics}
+        Path(args.json).write_text(json.dumps(payload, indent=2, default=str))
     header = (
-        f"## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {args.rows:,} rows"
+        f"## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, realistic days"
         f"{' with --compare' if args.compare else ''}\n\nMachine: {platform.node()}, "
         f"{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}; "
-        f"benchmark took {time.perf_counter() - started:.0f} s\n"
+        f"load average before {os.getloadavg()[0]:.1f}; benchmark took "
+        f"{time.perf_counter() - started:.0f} s; page size {args.page_size:,}; steps "
+        f"{', '.join(f'{s.label} (rev {s.revision}, params {s.params or {}})' for s in steps)}\n"
     )
+    reports = [scenario_report(s, r) for s, r in zip(scenarios, results, strict=True)]
+    text = "\n\n".join([*reports, summary_report(metrics)])
     print(header)
     print(text)
-    if not compare and args.compare:
-        print(
-            "\n(peer results: "
-            + json.dumps(
-                {k: round(v.get("wall_s", 0), 2) for k, v in results.items() if "wall_s" in v}
-            )
-            + ")"
-        )
     if args.markdown:
         with open(args.markdown, "a") as handle:
             handle.write("\n" + header + "\n" + text + "\n")

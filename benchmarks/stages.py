@@ -3,11 +3,16 @@
 Each job runs in a fresh process so its peak RSS (``ru_maxrss``) is its own, and prints one line
 ``BENCH_RESULT {...}`` that :mod:`benchmarks.run` collects. Jobs:
 
-* ``flow``: the real ``daily_sales`` flow (ephemeral Prefect), run twice: first run and a rerun
-  of the unchanged day; also times the ephemeral server start and counts task runs.
+* ``flow``: the real ``daily_sales`` flow (ephemeral Prefect), one run per step of the scenario
+  (first run, rerun of the unchanged day, a later revision of the day, an incremental run):
+  before a step the demo API is switched to the step's revision (``POST /_demo/revision``, not
+  timed); per run: the flow's summary, wall time, API requests (``GET /_demo/stats`` before and
+  after) and peak RSS (sampled); also times the ephemeral server start and counts task runs.
 * ``plain``: the same library functions the tasks call, without Prefect (the orchestration-free
   baseline).
-* ``psql_copy``: ``psql \\copy`` of a ready CSV file into an empty keyed table (the floor).
+* ``psql_copy``: ``psql \\copy`` of a ready CSV file into an empty keyed table (the floor); the
+  rows are the valid rows of the flow's first clean snapshot, one per ``sale_id`` (the newest),
+  also written as ``clean_file`` for the peers below.
 * ``to_sql``: pandas ``DataFrame.to_sql`` with its defaults through psycopg2 (the old guide).
 * ``dlt_arrow``: dlt with an Arrow table and ``loader_file_format="csv"`` (its fastest path).
 * ``dlt_rest_api``: dlt's ``rest_api`` source against the demo API, ``merge`` on ``sale_id``.
@@ -15,14 +20,22 @@ Each job runs in a fresh process so its peak RSS (``ru_maxrss``) is its own, and
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import resource
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from prefect.states import State
 
 RESULT_PREFIX = "BENCH_RESULT "
 
@@ -40,6 +53,38 @@ def _sync_url(url: str) -> str:
     return url.replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@contextmanager
+def rss_sampler(interval: float = 0.05) -> Iterator[dict[str, float]]:
+    """The peak RSS of this process while the block runs (sampled; ru_maxrss never resets)."""
+    peak = {"mb": current_rss_mb()}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(interval):
+            peak["mb"] = max(peak["mb"], current_rss_mb())
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        thread.join()
+        peak["mb"] = round(max(peak["mb"], current_rss_mb()), 1)
+
+
+def demo_call(api_url: str, path: str, method: str = "GET", timeout: float = 600) -> Any:
+    """The demo API's admin endpoints (``--admin``): request counters, revision switch."""
+    request = urllib.request.Request(f"{api_url}{path}", method=method)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
 def job_flow(args: dict[str, Any]) -> None:
     os.environ["SALES_API_URL"] = args["api_url"]
     os.environ["WAREHOUSE_URL"] = args["warehouse_url"]
@@ -55,19 +100,36 @@ def job_flow(args: dict[str, Any]) -> None:
         client.api_healthcheck()
     server_ready = time.perf_counter()
     day = date.fromisoformat(args["day"])
+    revision = demo_call(args["api_url"], "/_demo/stats")["revision"]
     runs = []
-    for attempt in range(2):
-        t0 = time.perf_counter()
-        state = daily_sales(run_date=day, return_state=True)
-        wall = time.perf_counter() - t0
+    for step in args["steps"]:
+        if step["revision"] != revision:
+            switched = demo_call(
+                args["api_url"], f"/_demo/revision?revision={step['revision']}", "POST"
+            )
+            revision = step["revision"]
+            print(f"API at revision {revision} ({switched['render_seconds']} s)", file=sys.stderr)
+        before = demo_call(args["api_url"], "/_demo/stats")
+        with rss_sampler() as peak:
+            t0 = time.perf_counter()
+            state = cast(
+                "State[Any]", daily_sales(run_date=day, return_state=True, **step["params"])
+            )
+            wall = time.perf_counter() - t0
+        after = demo_call(args["api_url"], "/_demo/stats")
         if not state.is_completed():
-            raise SystemExit(f"flow run {attempt + 1} failed: {state.message}")
-        summary = state.result()
+            raise SystemExit(f"flow run {step['label']} failed: {state.message}")
         runs.append(
             {
+                "label": step["label"],
+                "revision": revision,
+                "params": step["params"],
                 "wall_s": wall,
-                "summary": summary,
+                "summary": state.result(),
                 "flow_run_id": str(state.state_details.flow_run_id),
+                "requests": after["requests"] - before["requests"],
+                "sales_requests": after["sales_requests"] - before["sales_requests"],
+                "peak_rss_mb": peak["mb"],
             }
         )
     time.sleep(2)  # let the ephemeral server's recorder catch up before counting task runs
@@ -144,7 +206,7 @@ def job_plain(args: dict[str, Any]) -> None:
             "records": raw.manifest["records"],
             "clean": clean.manifest["clean"],
             "load_stats": stats,
-            "clean_parts": clean.manifest["sales_parts"],
+            "clean_parts": [os.path.join(args["lake"], k) for k in clean.manifest["sales_parts"]],
         }
     )
 
@@ -160,12 +222,51 @@ CREATE TABLE {name} (
 """
 
 
-def _clean_table(args: dict[str, Any]) -> Any:
+def clean_parts(lake: str, day: str, snapshot_id: str) -> list[str]:
+    """The valid-row parts of a clean snapshot (its manifest's list, else the files by name)."""
+    folder = os.path.join(lake, "clean", "sales", f"date={day}", f"snapshot={snapshot_id}")
+    manifest = os.path.join(folder, "_manifest.json")
+    if os.path.exists(manifest):
+        with open(manifest) as handle:
+            keys = json.load(handle).get("sales_parts")
+        if keys:
+            return [os.path.join(lake, key) for key in keys]
+    return sorted(glob.glob(os.path.join(folder, "sales-*.parquet")))
+
+
+def newest_per_sale(table: Any) -> Any:
+    """One row per sale_id: the newest updated_at, then the latest record_index."""
+    import pyarrow.compute as pc
+
+    ordered = table.sort_by(
+        [("sale_id", "ascending"), ("updated_at", "descending"), ("record_index", "descending")]
+    )
+    ids = ordered.column("sale_id").combine_chunks()
+    if len(ids) < 2:
+        return ordered
+    first = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).fill_null(True)
+    import pyarrow as pa
+
+    keep = pa.concat_arrays([pa.array([True]), first])
+    return ordered.filter(keep)
+
+
+def _floor_table(args: dict[str, Any]) -> Any:
+    """The valid rows of the flow's first run, one per sale_id (what the load must write)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tables = [pq.read_table(os.path.join(args["lake"], key)) for key in args["clean_parts"]]
-    return pa.concat_tables(tables).drop_columns(["record_index"])
+    parts = args.get("parts") or clean_parts(args["lake"], args["day"], args["snapshot_id"])
+    if not parts:
+        raise SystemExit(f"no clean parts of snapshot {args.get('snapshot_id')} in {args['lake']}")
+    table = pa.concat_tables([pq.read_table(path) for path in parts])
+    return newest_per_sale(table).drop_columns(["record_index"])
+
+
+def _clean_table(args: dict[str, Any]) -> Any:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(args["clean_file"])
 
 
 def _execute(url: str, sql: str) -> None:
@@ -179,8 +280,10 @@ def _execute(url: str, sql: str) -> None:
 
 def job_psql_copy(args: dict[str, Any]) -> None:
     import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
 
-    table = _clean_table(args)
+    table = _floor_table(args)
+    pq.write_table(table, args["clean_file"])
     path = os.path.join(args["work"], "sales.csv")
     pacsv.write_csv(table, path, pacsv.WriteOptions(include_header=False))
     rows = table.num_rows
@@ -207,6 +310,7 @@ def job_psql_copy(args: dict[str, Any]) -> None:
             "job": "psql_copy",
             "wall_s": wall,
             "rows": rows,
+            "clean_file": args["clean_file"],
             # psql's own peak is not measurable here: ru_maxrss of children counts the pages
             # of this (large) Python process that psql inherited at fork time.
             "peak_rss_mb": None,

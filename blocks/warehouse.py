@@ -38,7 +38,8 @@ class WarehouseBlock(Block):
     """The warehouse the Daily Sales ETL loads: connection string, schema and target table.
 
     Attributes:
-        connection_string: SQLAlchemy URL with the password (``postgresql://user:pw@host/db``).
+        connection_string: SQLAlchemy URL with the password (``postgresql://user:pw@host/db``);
+            empty: the embedded PostgreSQL of the process that runs the flow.
         db_schema: schema of the target tables.
         table_name: name of the sales table (rejects go to ``<table_name>_rejected``).
         pool_size: connections kept in the engine's pool.
@@ -68,11 +69,13 @@ class WarehouseBlock(Block):
             rows = warehouse_block.query("SELECT count(*) FROM sales")
         """
 
-    connection_string: SecretStr = Field(
+    connection_string: SecretStr | None = Field(
+        default=None,
         title="Connection string",
         description=(
             "SQLAlchemy URL of the warehouse, password included, e.g. "
-            "postgresql://etl:PASSWORD@db.internal:5432/analytics."
+            "postgresql://etl:PASSWORD@db.internal:5432/analytics; empty: the embedded "
+            "PostgreSQL in ./.data/postgres of the process that runs the flow."
         ),
     )
     db_schema: str = Field(
@@ -118,6 +121,11 @@ class WarehouseBlock(Block):
 
     def get_engine(self) -> Engine:
         """The block's engine, created on first use (``create_warehouse_engine``)."""
+        if self.connection_string is None:
+            raise ValueError(
+                "this WarehouseBlock has no connection_string (it stands for the embedded "
+                "PostgreSQL, which only a flow run starts)"
+            )
         if self._engine is None:
             self._engine = create_warehouse_engine(self.to_config())
         return self._engine

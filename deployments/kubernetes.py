@@ -61,9 +61,14 @@ def job_variables(
     env: dict[str, str] | None = None,
     labels: dict[str, str] | None = None,
     annotations: dict[str, str] | None = None,
+    host_network: bool = False,
 ) -> dict[str, Any]:
-    """The deployment's job variables for the Kubernetes work pool (no secret values)."""
-    return {
+    """The deployment's job variables for the Kubernetes work pool (no secret values).
+
+    ``host_network`` is for clusters without a pod network only (the CI's one-node cluster),
+    where the flow-run pod reaches PostgreSQL and the Prefect API on the node's loopback.
+    """
+    variables: dict[str, Any] = {
         "name": JOB_NAME,
         "namespace": namespace,
         "image": image,
@@ -86,6 +91,9 @@ def job_variables(
         "memory_request": memory_request,
         "memory_limit": memory_limit,
     }
+    if host_network:
+        variables["host_network"] = True
+    return variables
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="extra non-secret environment variable for the runs (repeatable)",
     )
+    parser.add_argument(
+        "--host-network",
+        action="store_true",
+        help="run the flow-run pods in the node's network namespace (only for a cluster "
+        "without a pod network whose runs reach services on the node's loopback, e.g. CI)",
+    )
     return parser
 
 
@@ -142,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         memory_request=args.memory_request,
         memory_limit=args.memory_limit,
         env=parse_env_pairs(args.env),
+        host_network=args.host_network,
     )
     deploy_to_pool(args.name, args.pool, args.image, variables, args.blocks)
     return 0

@@ -5,7 +5,9 @@ With ``prefect server start`` running (and ``PREFECT_API_URL`` pointing at it)::
     make serve                      # = python -m deployments.serve
     python -m deployments.serve --blocks prod
 
-The process creates (or updates) the deployment ``Daily Sales ETL/hourly``: an hourly schedule
+It also serves ``Daily Sales Backfill/backfill`` (no schedule; its run form backfills a range,
+see ``flows/backfill.py``). The process creates (or updates) the deployment
+``Daily Sales ETL/hourly``: an hourly schedule
 on the full hour UTC, tag ``etl``, a deployment concurrency limit of 1 and the default
 parameters, then polls for its runs (scheduled, UI-triggered, backfill) and executes each one in
 a subprocess with this process's environment (WAREHOUSE_URL, DATA_LAKE_URL, SALES_API_URL, ...).
@@ -21,10 +23,34 @@ from typing import cast
 from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
 
-from deployments.common import add_common_arguments, deployment_options, enter_project_root
+from deployments.common import (
+    FLOW_NAME,
+    add_common_arguments,
+    deployment_options,
+    enter_project_root,
+)
+from flows.backfill import daily_sales_backfill
 from flows.daily_sales import daily_sales
 
 DEFAULT_NAME = "hourly"
+BACKFILL_NAME = "backfill"
+
+
+def backfill_deployment(target: str) -> RunnerDeployment:
+    """``Daily Sales Backfill/backfill``: no schedule, started from the UI's run form; by
+    default each day runs on the served deployment ``target`` (idempotency keys)."""
+    return cast(
+        RunnerDeployment,
+        daily_sales_backfill.to_deployment(
+            BACKFILL_NAME,
+            parameters={"deployment": target},
+            tags=["etl", "backfill"],
+            description=(
+                "Backfill a date range: the missing, failed or all days of the load ledger. "
+                f"Deployment empty: the days run inside this run; default: on {target!r}."
+            ),
+        ),
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     deployment = cast(
         RunnerDeployment, daily_sales.to_deployment(args.name, **deployment_options(args.blocks))
     )
-    serve(deployment, limit=args.limit)
+    serve(deployment, backfill_deployment(f"{FLOW_NAME}/{args.name}"), limit=args.limit)
     return 0
 
 

@@ -1,16 +1,15 @@
-"""The Daily Sales Backfill flow: one child run of the daily flow per day, bounded in parallel.
+"""The Daily Sales Backfill: one run of the daily flow per day of a range, chosen from the ledger.
 
-Every day is an ordinary, idempotent run of ``Daily Sales ETL`` (cached extract, reused clean
-snapshot, upsert that skips unchanged rows), so a backfill can be stopped and started again over
-the same range. Run it locally (children are subflows in threads of this process)::
+One flow, also served as the deployment ``Daily Sales Backfill/backfill`` so it can be started
+from the UI's run form. ``mode`` decides the days from the load ledger: ``missing`` (no load
+attempt), ``failed`` (the newest attempt failed) or ``all``. Each day is an ordinary,
+idempotent run of ``Daily Sales ETL``: a subflow in this process, or (``deployment``) a flow
+run of that deployment, e.g. on a Kubernetes pool, with an idempotency key. A thin CLI::
 
-    python -m flows.backfill --start 2026-11-01 --end 2026-11-07 --max-parallel 3
-
-or fan out to a deployment (each day becomes its own flow run on that deployment's work pool,
-e.g. one Kubernetes pod per day)::
-
-    python -m flows.backfill --start 2026-01-01 --end 2026-06-30 --max-parallel 20 \\
-        --deployment "Daily Sales ETL/daily-sales-k8s"
+    python -m flows.backfill --start 2026-11-01 --end 2026-11-07                 # missing days
+    python -m flows.backfill --start 2026-11-01 --end 2026-11-07 --mode failed --dry-run
+    python -m flows.backfill --start 2026-01-01 --end 2026-06-30 --mode all --max-parallel 4 \\
+        --deployment "Daily Sales ETL/hourly"
 """
 
 from __future__ import annotations
@@ -19,11 +18,16 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from datetime import date, timedelta
-from typing import Any, cast
+from datetime import date
+from typing import Any, Literal, cast
+from uuid import UUID
 
 from prefect import flow, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import (
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
@@ -32,12 +36,17 @@ from prefect.logging import get_run_logger
 from prefect.states import State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from flows.daily_sales import daily_sales, date_argument
+from flows.config import resolve_configs
+from flows.daily_sales import daily_sales
+from sales_etl.dates import date_argument
+from sales_etl.ledger import BACKFILL_MODES, DayStatus, day_statuses, days_to_backfill
+from sales_etl.settings import WarehouseConfig, load_settings
+from sales_etl.warehouse import create_warehouse_engine, tables_for
 
 FLOW_NAME = "Daily Sales Backfill"
+Mode = Literal["missing", "failed", "all"]
 # Unbounded threads: the flow itself keeps at most max_parallel days in flight.
 _THREADS = cast(TaskRunner[PrefectFuture[Any]], ThreadPoolTaskRunner())
-MAX_DAYS = 3660
 SUMMARY_COLUMNS = (
     "records_extracted",
     "clean",
@@ -53,14 +62,13 @@ class BackfillError(RuntimeError):
     """One or more days of a backfill did not complete."""
 
 
-def days_between(start: date, end: date) -> list[date]:
-    """Every day from ``start`` to ``end``, both included."""
-    if end < start:
-        raise ValueError(f"backfill end {end} is before its start {start}")
-    count = (end - start).days + 1
-    if count > MAX_DAYS:
-        raise ValueError(f"backfill of {count} days exceeds the limit of {MAX_DAYS}")
-    return [start + timedelta(days=i) for i in range(count)]
+def idempotency_key(deployment: str, day: date, basis: str | None, rerun: str | None) -> str:
+    """The server-side key of a day's run: the same backfill started again finds the runs it
+    already created instead of starting new ones. ``basis`` is the run id of the day's newest
+    ledger row (None: no row yet), so a day that failed again gets a fresh key; ``rerun``
+    forces new keys on purpose."""
+    key = f"backfill:{deployment}:{day.isoformat()}:{basis or 'none'}"
+    return f"{key}:{rerun}" if rerun else key
 
 
 def summary_row(day: date, state: State[Any], seconds: float) -> dict[str, Any]:
@@ -68,10 +76,10 @@ def summary_row(day: date, state: State[Any], seconds: float) -> dict[str, Any]:
     row: dict[str, Any] = {"day": day.isoformat(), "state": state.name, "status": "failed"}
     summary: Any = None
     if state.is_completed():
+        row["status"] = "completed"
         try:
             summary = state.result()
-        except Exception as exc:  # e.g. a deployment run whose result is not persisted
-            row["status"] = "completed"
+        except Exception as exc:  # a deployment run whose result is not persisted here
             row["message"] = f"result not readable here: {type(exc).__name__}"
     if isinstance(summary, dict):
         row["status"] = summary.get("status", "completed")
@@ -91,74 +99,116 @@ def summary_row(day: date, state: State[Any], seconds: float) -> dict[str, Any]:
     tags=["etl", "backfill"],
     cache_policy=NO_CACHE,
 )
-def run_day(day: date, deployment: str | None = None, refresh: bool = False) -> dict[str, Any]:
+def run_day(
+    day: date,
+    deployment: str | None,
+    refresh: bool,
+    key: str,
+    warehouse_block: str | None = None,
+) -> dict[str, Any]:
     """Run ``day`` and return its summary row; a failed day is reported, not raised, here."""
     started = time.perf_counter()
     if deployment is None:
-        state = cast(State[Any], daily_sales(run_date=day, refresh=refresh, return_state=True))
+        state = cast(
+            State[Any],
+            daily_sales(
+                run_date=day, refresh=refresh, warehouse_block=warehouse_block, return_state=True
+            ),
+        )
     else:
         flow_run = cast(
             FlowRun,
             run_deployment(
                 name=deployment,
                 parameters={"run_date": day.isoformat(), "refresh": refresh},
+                idempotency_key=key,
+                flow_run_name=f"backfill-{day.isoformat()}",
+                tags=["backfill"],
                 timeout=None,
                 as_subflow=True,
             ),
         )
         assert flow_run.state is not None
         state = flow_run.state
-    return summary_row(day, state, time.perf_counter() - started)
+    row = summary_row(day, state, time.perf_counter() - started)
+    row["key"] = key if deployment else ""
+    return row
+
+
+def read_ledger(warehouse: WarehouseConfig, start: date, end: date) -> list[DayStatus]:
+    engine = create_warehouse_engine(warehouse)
+    try:
+        return day_statuses(engine, tables_for(warehouse), start, end)
+    finally:
+        engine.dispose()
 
 
 @flow(
     name=FLOW_NAME,
-    description="Run the Daily Sales ETL for every day of a date range, a few days at a time.",
+    description="Run the Daily Sales ETL for the missing, failed or all days of a date range.",
     task_runner=_THREADS,
 )
 def daily_sales_backfill(
     start: date,
     end: date,
+    mode: Mode = "missing",
     max_parallel: int = 3,
+    dry_run: bool = False,
     deployment: str | None = None,
     refresh: bool = False,
+    rerun: str | None = None,
+    warehouse_block: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Backfill ``start``..``end`` (both included), at most ``max_parallel`` days at a time.
+    """Backfill the days of ``start``..``end`` (both included) that ``mode`` selects.
 
     Args:
         start: first business day.
         end: last business day.
-        max_parallel: how many days run at once (threads here, or concurrent deployment runs).
-        deployment: ``"flow name/deployment name"`` to run each day on a deployment's work
-            pool; empty: each day runs as a subflow in this process.
+        mode: ``missing`` (no load attempt in the ledger), ``failed`` (newest attempt failed)
+            or ``all``.
+        max_parallel: how many days run at once.
+        dry_run: only list the days that would run (the table artifact says which).
+        deployment: ``"flow name/deployment name"`` to run each day on a deployment (with an
+            idempotency key); empty: each day runs as a subflow in this process.
         refresh: fetch every day from the API again instead of reusing cached extracts.
+        rerun: a tag that makes new idempotency keys, to run days again on purpose.
+        warehouse_block: the warehouse whose ledger decides the days (and, in process, the
+            one loaded); empty: the environment settings.
 
     Returns:
-        One summary row per day (also published as the ``daily-sales-backfill`` table
-        artifact). The run fails, after publishing the table, when any day failed.
+        One row per selected day (also the ``daily-sales-backfill`` table artifact). The run
+        fails, after publishing the table, when any day failed.
     """
     logger = get_run_logger()
     if max_parallel < 1:
         raise ValueError("max_parallel must be at least 1")
-    days = days_between(start, end)
-    logger.info("Backfilling %d days (%s..%s), %d at a time", len(days), start, end, max_parallel)
-    # A sliding window: a new day starts as soon as one finishes, never more than
-    # max_parallel in flight (the thread pool itself is unbounded, see _THREADS).
-    pending = list(days)
-    in_flight: list[PrefectFuture[dict[str, Any]]] = []
-    finished: list[PrefectFuture[dict[str, Any]]] = []
-    while pending or in_flight:
-        while pending and len(in_flight) < max_parallel:
-            in_flight.append(run_day.submit(pending.pop(0), deployment, refresh))
-        done = wait(in_flight, timeout=0.5).done
-        finished += [f for f in in_flight if f in done]
-        in_flight = [f for f in in_flight if f not in done]
-    rows = sorted((future.result() for future in finished), key=lambda row: row["day"])
+    if mode not in BACKFILL_MODES:
+        raise ValueError(f"mode must be one of {', '.join(BACKFILL_MODES)}, not {mode!r}")
+    _, _, warehouse = resolve_configs(load_settings(), warehouse_block=warehouse_block)
+    statuses = {s.day: s for s in read_ledger(warehouse, start, end)}
+    days = days_to_backfill(list(statuses.values()), mode)
+    target = deployment or "in process"
+    logger.info(
+        "Backfill %s..%s, mode %s: %d of %d days to run (%s), %d at a time",
+        start, end, mode, len(days), len(statuses), target, max_parallel,
+    )  # fmt: skip
+    keys = {
+        day: idempotency_key(deployment or "", day, statuses[day].last_run_id, rerun)
+        for day in days
+    }
+    if dry_run:
+        rows = [
+            {"day": d.isoformat(), "status": "would run", "ledger": statuses[d].status,
+             "key": keys[d] if deployment else ""}
+            for d in days
+        ]  # fmt: skip
+        _publish(rows, f"DRY RUN {start}..{end} ({mode}, {target}): {len(days)} days would run")
+        return rows
+    rows = _run_days(days, keys, deployment, refresh, warehouse_block, max_parallel)
     failed = [row["day"] for row in rows if row["status"] == "failed"]
-    create_table_artifact(
-        key="daily-sales-backfill",
-        table=rows,
-        description=f"Daily Sales Backfill {start}..{end}: {len(days) - len(failed)} of "
+    _publish(
+        rows,
+        f"Backfill {start}..{end} ({mode}, {target}): {len(days) - len(failed)} of "
         f"{len(days)} days completed",
     )
     if failed:
@@ -166,50 +216,110 @@ def daily_sales_backfill(
     return rows
 
 
+def _run_days(
+    days: list[date],
+    keys: dict[date, str],
+    deployment: str | None,
+    refresh: bool,
+    warehouse_block: str | None,
+    max_parallel: int,
+) -> list[dict[str, Any]]:
+    """A sliding window of at most ``max_parallel`` days; a progress artifact follows it."""
+    progress = cast(
+        UUID,
+        create_progress_artifact(
+            progress=0.0, description=f"Daily Sales Backfill: 0 of {len(days)} days done"
+        ),
+    )
+    pending = list(days)
+    in_flight: list[PrefectFuture[dict[str, Any]]] = []
+    finished: list[PrefectFuture[dict[str, Any]]] = []
+    while pending or in_flight:
+        while pending and len(in_flight) < max_parallel:
+            day = pending.pop(0)
+            in_flight.append(run_day.submit(day, deployment, refresh, keys[day], warehouse_block))
+        done = wait(in_flight, timeout=0.5).done
+        if done:
+            finished += [f for f in in_flight if f in done]
+            in_flight = [f for f in in_flight if f not in done]
+            update_progress_artifact(
+                progress,
+                progress=100.0 * len(finished) / len(days),
+                description=f"Daily Sales Backfill: {len(finished)} of {len(days)} days done",
+            )
+    if not days:
+        update_progress_artifact(progress, progress=100.0, description="nothing to backfill")
+    return sorted((future.result() for future in finished), key=lambda row: row["day"])
+
+
+def _publish(rows: list[dict[str, Any]], description: str) -> None:
+    table = rows or [{"day": "", "status": "nothing to run"}]
+    create_table_artifact(key="daily-sales-backfill", table=table, description=description)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m flows.backfill",
-        description="Run the Daily Sales ETL for every day of a date range (both ends included).",
+        description=(
+            "Run the Daily Sales ETL for the missing, failed or all days of a date range (both "
+            "ends included), as decided from the load ledger."
+        ),
     )
     parser.add_argument("--start", type=date_argument, required=True, help="first day, YYYY-MM-DD")
     parser.add_argument("--end", type=date_argument, required=True, help="last day, YYYY-MM-DD")
     parser.add_argument(
+        "--mode", choices=BACKFILL_MODES, default="missing", help="which days (default: missing)"
+    )
+    parser.add_argument(
         "--max-parallel", type=int, default=3, help="days running at once (default 3)"
     )
+    parser.add_argument("--dry-run", action="store_true", help="only list the days it would run")
     parser.add_argument(
         "--deployment",
         default=None,
-        help='run each day on this deployment ("flow name/deployment name") instead of '
-        "as a subflow in this process",
+        help='run each day on this deployment ("flow name/deployment name", with idempotency '
+        "keys) instead of as a subflow in this process",
     )
     parser.add_argument("--refresh", action="store_true", help="fetch every day from the API again")
+    parser.add_argument(
+        "--rerun", metavar="TAG", default=None, help="new idempotency keys: run days again"
+    )
+    parser.add_argument(
+        "--warehouse-block", metavar="NAME", default=None, help="a saved WarehouseBlock"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point: prints the per-day table; exit 1 when any day failed."""
-    args = build_parser().parse_args(argv)
+    """CLI entry point: prints one line per day; exit 1 when any day failed."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.max_parallel < 1:
-        print("--max-parallel must be at least 1", file=sys.stderr)
-        return 2
-    state: State[Any] = daily_sales_backfill(
-        start=args.start,
-        end=args.end,
-        max_parallel=args.max_parallel,
-        deployment=args.deployment,
-        refresh=args.refresh,
-        return_state=True,
+        parser.error("--max-parallel must be at least 1")
+    state = cast(
+        State[Any],
+        daily_sales_backfill(
+            start=args.start,
+            end=args.end,
+            mode=args.mode,
+            max_parallel=args.max_parallel,
+            dry_run=args.dry_run,
+            deployment=args.deployment,
+            refresh=args.refresh,
+            rerun=args.rerun,
+            warehouse_block=args.warehouse_block,
+            return_state=True,
+        ),
     )
     if not state.is_completed():
         reason = (state.message or state.name or "failed").strip().splitlines()[0]
         print(f"Daily Sales Backfill failed: {reason}", file=sys.stderr)
         return 1
-    for row in state.result():
-        print(
-            f"{row['day']}  {row['status']:<22} records={row.get('records_extracted', '-')} "
-            f"valid={row.get('clean', '-')} inserted={row.get('inserted', '-')} "
-            f"updated={row.get('updated', '-')} {row['seconds']} s"
-        )
+    rows = state.result()
+    for row in rows:
+        print(f"{row['day']}  {row['status']:<22} {row.get('message', '')}".rstrip())
+    verb = "would run" if args.dry_run else "completed"
+    print(f"{len(rows)} days {verb}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """The Daily Sales ETL flow: status -> extract (raw lake) -> transform (clean lake) -> load.
 
-Run one day locally (ephemeral Prefect, embedded demo API, local lake and warehouse)::
+Run one day locally (ephemeral Prefect, embedded demo API, local lake, embedded PostgreSQL)::
 
     python -m flows.daily_sales --date 2026-11-23
 """
@@ -13,49 +13,57 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from datetime import time as dt_time
 from typing import Any, cast
 
 from prefect import flow, runtime
 from prefect.logging import get_run_logger
 from prefect.states import Completed, State
+from pydantic import SecretStr
 
+from blocks.result_storage import results_in_lake
 from flows.config import resolve_configs
+from flows.termination import graceful_termination
 from flows.transform import transform_day
+from sales_etl.dates import (
+    CLOSE_PREVIOUS_DAY_BEFORE,
+    date_argument,
+    default_business_date,
+    scheduled_business_date,
+)
 from sales_etl.demo_api import DemoData, serve_demo_api
-from sales_etl.errors import LakeError, TransientSourceError
+from sales_etl.embedded_postgres import embedded_postgres, how_to_look
+from sales_etl.errors import LakeError, QualityError, TransientSourceError, WarehouseError
 from sales_etl.report import RunSummary, mask_url
-from sales_etl.settings import LakeConfig, SourceConfig, WarehouseConfig, load_settings
-from tasks.extract import check_source, extract_sales, find_raw_snapshot
-from tasks.load import LoadedDay, load_sales
+from sales_etl.settings import (
+    LakeConfig,
+    QualityConfig,
+    SourceConfig,
+    WarehouseConfig,
+    load_settings,
+)
+from tasks.extract import check_source, extract_sales, find_raw_snapshot, find_replay_snapshots
+from tasks.load import LoadedDay, load_sales, read_high_water_mark
+from tasks.operations import (
+    emit_day_events,
+    judge_day_quality,
+    refresh_days_view,
+    report_failed_day,
+)
 from tasks.report import publish_report
 
 FLOW_NAME = "Daily Sales ETL"
 DEMO_DATA = DemoData(rows_per_day=5000, malformed_every=97, update_every=50)
 
 
-def default_business_date(now: datetime | None = None) -> date:
-    """Yesterday in UTC: the last complete day."""
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return moment.date() - timedelta(days=1)
-
-
-# A deployment run scheduled before this UTC time of day closes the previous day instead.
-CLOSE_PREVIOUS_DAY_BEFORE = dt_time(1, 0)
-
-
-def scheduled_business_date(scheduled: datetime) -> date:
-    """The business day of a deployment run scheduled at ``scheduled``.
-
-    Hourly runs re-load the current UTC day (idempotently, so each one refreshes it); the run
-    scheduled in the first hour after midnight (00:00-00:59 UTC) loads the previous day once more,
-    with its complete data, and so closes it. The next run (01:00) starts on the new day.
-    """
-    moment = scheduled.astimezone(UTC)
-    if moment.time() < CLOSE_PREVIOUS_DAY_BEFORE:
-        return moment.date() - timedelta(days=1)
-    return moment.date()
+def is_closing_run() -> bool:
+    """A deployment run scheduled in the first hour after midnight UTC closes the previous day:
+    it extracts the whole day (never incrementally) and so reconciles it."""
+    if runtime.deployment.id is None:
+        return False
+    scheduled = runtime.flow_run.scheduled_start_time
+    return scheduled is not None and scheduled.astimezone(UTC).time() < CLOSE_PREVIOUS_DAY_BEFORE
 
 
 def resolve_business_date(run_date: date | None) -> date:
@@ -85,6 +93,27 @@ def source_endpoint(source: SourceConfig) -> Iterator[tuple[SourceConfig, str]]:
         yield source.model_copy(update={"base_url": api.url}), "demo"
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run extracts and loads its day."""
+
+    refresh: bool = False  # ignore a cached extract
+    reload: bool = False  # load even a snapshot the ledger holds as loaded
+    full_extract: bool = False  # the whole day, not the records since the high-water mark
+    lag: timedelta = timedelta(minutes=10)  # subtracted from the high-water mark
+
+
+@contextmanager
+def warehouse_endpoint(warehouse: WarehouseConfig) -> Iterator[tuple[WarehouseConfig, str]]:
+    """The warehouse to use and how to look at it, starting the embedded PostgreSQL (in
+    ``./.data/postgres``, kept between runs) when no URL is configured."""
+    if not warehouse.is_embedded:
+        yield warehouse, ""
+        return
+    with embedded_postgres() as server:
+        yield warehouse.model_copy(update={"url": SecretStr(server.url)}), how_to_look()
+
+
 @contextmanager
 def _timed(timings: dict[str, float], step: str) -> Iterator[None]:
     start = time.perf_counter()
@@ -99,6 +128,7 @@ def daily_sales(
     run_date: date | None = None,
     refresh: bool = False,
     reload: bool = False,
+    full_extract: bool = False,
     warehouse_block: str | None = None,
     data_lake_block: str | None = None,
     sales_api_block: str | None = None,
@@ -110,6 +140,8 @@ def daily_sales(
             yesterday for an ad-hoc run.
         refresh: ignore a cached extract and fetch the day from the API again.
         reload: load the snapshot even when the load ledger says it is already loaded.
+        full_extract: extract the whole day even when the warehouse has a high-water mark for
+            it (the closing run after midnight and ``refresh`` always do).
         warehouse_block: name of a saved ``WarehouseBlock``; empty: the environment settings.
         data_lake_block: name of a saved ``DataLakeBlock``; empty: the environment settings.
         sales_api_block: name of a saved ``SalesApiBlock``; empty: the environment settings.
@@ -119,17 +151,36 @@ def daily_sales(
         failed and the day was reloaded from the lake, or Failed with the reason.
     """
     logger = get_run_logger()
-    source_config, lake, warehouse = resolve_configs(
-        load_settings(),
+    settings = load_settings()
+    source_config, lake, warehouse_config = resolve_configs(
+        settings,
         warehouse_block=warehouse_block,
         data_lake_block=data_lake_block,
         sales_api_block=sales_api_block,
     )
     day = resolve_business_date(run_date)
     run_id = str(runtime.flow_run.id or uuid.uuid4())
+    options = RunOptions(
+        refresh=refresh,
+        reload=reload,
+        full_extract=full_extract or refresh or is_closing_run(),
+        lag=timedelta(minutes=settings.incremental_lag_minutes),
+    )
     with ExitStack() as stack:
-        source, identity = stack.enter_context(source_endpoint(source_config))
-        return _run_day(logger, day, run_id, source, identity, lake, warehouse, refresh, reload)
+        # The embedded warehouse (WAREHOUSE_URL unset) runs for the whole run, failures included.
+        warehouse, look = stack.enter_context(warehouse_endpoint(warehouse_config))
+        try:
+            source, identity = stack.enter_context(source_endpoint(source_config))
+            return _run_day(
+                logger, day, run_id, source, identity, lake, warehouse, options,
+                settings.quality(), look,
+            )  # fmt: skip
+        except Exception as exc:
+            reason = str(exc) or type(exc).__name__
+            report_failed_day(warehouse, day, run_id, reason, datetime.now(UTC))
+            raise
+        finally:
+            refresh_days_view(warehouse, day, datetime.now(UTC))
 
 
 def _run_day(
@@ -140,8 +191,9 @@ def _run_day(
     identity: str,
     lake: LakeConfig,
     warehouse: WarehouseConfig,
-    refresh: bool,
-    reload: bool,
+    options: RunOptions,
+    quality: QualityConfig,
+    look: str = "",
 ) -> Any:
     summary = RunSummary(
         day=day.isoformat(),
@@ -151,19 +203,26 @@ def _run_day(
         else f"demo API ({source.base_url})",
         lake=lake.url,
         warehouse=mask_url(warehouse.sqlalchemy_url),
+        look=look,
     )
     timings = summary.timings
     logger.info("Daily Sales ETL for %s from %s", day, summary.source)
 
+    earlier: list[dict[str, Any]] = []
     with _timed(timings, "extract"):
         try:
-            raw = _extract(source, identity, lake, day, refresh)
+            since = (
+                None if options.full_extract else _incremental_since(warehouse, day, options.lag)
+            )
+            raw = _extract(source, identity, lake, day, options.refresh, since)
         except TransientSourceError as exc:
-            # The source is down (status or pages) even after retries: replay the lake.
-            raw = find_raw_snapshot(lake, day)
-            if raw is None:
+            # The source is down (status or pages) even after retries: replay the lake, from
+            # the newest full snapshot on (the ledger skips those already loaded).
+            replay = find_replay_snapshots(lake, day)
+            if not replay:
                 logger.error("Extraction failed and the lake has no snapshot of %s", day)
                 raise
+            *earlier, raw = replay
             summary.fallback_used = True
             summary.fallback_reason = str(exc)
             logger.warning(
@@ -190,8 +249,13 @@ def _run_day(
     summary.clean_amount_total = clean.clean_amount_total
 
     with _timed(timings, "load"):
-        loaded = load_sales(warehouse, lake, day, raw["snapshot_id"], run_id, reload=reload)
+        for replayed in earlier:
+            _transform_and_load(lake, warehouse, day, replayed, run_id)
+        mode = raw.get("mode", "full")
+        loaded = load_sales(warehouse, lake, day, raw["snapshot_id"], run_id, mode, options.reload)
     _add_load(summary, loaded)
+    verdict = judge_day_quality(warehouse, day, loaded, quality, mode)
+    emit_day_events(day, loaded, verdict, datetime.now(UTC))
 
     if summary.fallback_used:
         summary.status = "loaded_from_snapshot"
@@ -199,13 +263,22 @@ def _run_day(
     else:
         summary.status = "loaded"
         summary.message = f"{summary.clean} valid, {summary.rejected} rejected"
-    publish_report(summary)
-    logger.info("%s", summary.to_text())
+    publish_report(summary)  # prints the summary into the run's logs, once (log_prints)
+    if verdict.failure:
+        raise QualityError(verdict.failure)
     if summary.fallback_used:
         return Completed(
             name="Completed from snapshot", message=summary.message, data=summary.as_dict()
         )
     return summary.as_dict()
+
+
+def _transform_and_load(
+    lake: LakeConfig, warehouse: WarehouseConfig, day: date, raw: dict[str, Any], run_id: str
+) -> LoadedDay:
+    """An earlier snapshot replayed from the lake (a no-op load when the ledger has it)."""
+    transform_day(lake, day, raw["snapshot_id"])
+    return load_sales(warehouse, lake, day, raw["snapshot_id"], run_id, raw.get("mode", "full"))
 
 
 def _add_load(summary: RunSummary, loaded: LoadedDay) -> None:
@@ -220,33 +293,46 @@ def _add_load(summary: RunSummary, loaded: LoadedDay) -> None:
     summary.warehouse = f"{loaded.warehouse} ({loaded.table})"
 
 
+def _incremental_since(warehouse: WarehouseConfig, day: date, lag: timedelta) -> datetime | None:
+    """The day's high-water mark minus the lag; None (extract the whole day) before any load,
+    or when the warehouse cannot be read: the day still lands in the lake, and the load says
+    what is wrong with the warehouse."""
+    try:
+        mark = read_high_water_mark(warehouse, day)
+    except WarehouseError as exc:
+        get_run_logger().warning("Extracting the whole day: %s", exc)
+        return None
+    return None if mark is None else mark - lag
+
+
 def _extract(
-    source: SourceConfig, identity: str, lake: LakeConfig, day: date, refresh: bool
+    source: SourceConfig,
+    identity: str,
+    lake: LakeConfig,
+    day: date,
+    refresh: bool,
+    since: datetime | None,
 ) -> dict[str, Any] | None:
-    """Land the day in the raw zone (or reuse the cached extract); None when there is nothing."""
-    status = check_source(source, day)
+    """Land the day (or the records changed since ``since``) in the raw zone, or reuse the
+    cached extract; None when there is nothing to process."""
+    status = check_source(source, day, since)
     if not status.should_process:
         return None
-    source_state = f"{identity}|records={status.record_count}"
-    extract = extract_sales.with_options(refresh_cache=True) if refresh else extract_sales
-    raw_info = extract(source, lake, day, source_state, lake.url)
+    since = status.updated_since  # None when the server does not filter: the whole day
+    source_state = f"{identity}|records={status.record_count}|since={since}"
+    # With an S3 lake the cached extract lives in the bucket too, so it outlives the pod.
+    extract_task = results_in_lake(extract_sales, lake)
+    extract = extract_task.with_options(refresh_cache=True) if refresh else extract_task
+    raw_info = extract(source, lake, day, source_state, lake.url, since)
     raw = find_raw_snapshot(lake, day, raw_info["snapshot_id"])
     if raw is None:  # a cached result whose snapshot was removed from the lake: fetch again
-        raw_info = extract_sales.with_options(refresh_cache=True)(
-            source, lake, day, source_state, lake.url
+        raw_info = extract_task.with_options(refresh_cache=True)(
+            source, lake, day, source_state, lake.url, since
         )
         raw = find_raw_snapshot(lake, day, raw_info["snapshot_id"])
     if raw is None:
         raise LakeError(f"raw snapshot {raw_info['snapshot_id']} of {day} vanished after writing")
     return raw
-
-
-def date_argument(text: str) -> date:
-    """An argparse ``type`` for YYYY-MM-DD options (shared by every CLI of the project)."""
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,8 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Run the Daily Sales ETL for one day: sales API -> raw Parquet in the lake -> "
             "validated frame -> idempotent load into the warehouse. Configuration comes from "
             "the environment (SALES_API_URL, SALES_API_KEY, DATA_LAKE_URL, WAREHOUSE_URL, "
-            "WAREHOUSE_SCHEMA); unset, it runs on the embedded demo API, ./.data/lake and "
-            "./.data/warehouse.db."
+            "WAREHOUSE_SCHEMA); unset, it runs on the embedded demo API, ./.data/lake and an "
+            "embedded PostgreSQL server in ./.data/postgres."
         ),
     )
     parser.add_argument(
@@ -270,6 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--refresh",
         action="store_true",
         help="fetch the day from the API again even if a cached extract exists",
+    )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="extract the whole day even when the warehouse has a high-water mark for it",
     )
     parser.add_argument(
         "--reload",
@@ -294,24 +385,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: exit 0 on success, 1 with a one-line reason on failure."""
     args = build_parser().parse_args(argv)
     day = args.date or default_business_date()
-    state = cast(
-        State[Any],
-        daily_sales(
-            run_date=day,
-            refresh=args.refresh,
-            reload=args.reload,
-            warehouse_block=args.warehouse_block,
-            data_lake_block=args.data_lake_block,
-            sales_api_block=args.sales_api_block,
-            return_state=True,
-        ),
-    )
+    # SIGTERM: cancel SQL in flight, exit 143 through atexit (stops the ephemeral API server).
+    with graceful_termination():
+        state = cast(
+            State[Any],
+            daily_sales(
+                run_date=day,
+                refresh=args.refresh,
+                reload=args.reload,
+                full_extract=args.full,
+                warehouse_block=args.warehouse_block,
+                data_lake_block=args.data_lake_block,
+                sales_api_block=args.sales_api_block,
+                return_state=True,
+            ),
+        )
     if not state.is_completed():
         reason = (state.message or state.name or "failed").strip().splitlines()[0]
         print(f"Daily Sales ETL {day} failed: {reason}", file=sys.stderr)
         return 1
     summary = RunSummary(**{k: v for k, v in state.result().items() if k != "rejected"})
-    print(summary.to_text())
+    # The whole summary is in the run's logs (above); stdout gets the verdict line only.
+    print(summary.headline())
     return 0
 
 

@@ -16,6 +16,22 @@ Data is either generated deterministically per day (``rows_per_day``) or given e
 * ``update_every=N``: every Nth generated sale is sent again at the end with a newer version;
 * ``permanent_status``: every ``/sales`` request answers this status (e.g. 403);
 * ``api_key``: requests without ``Authorization: Bearer <key>`` answer 401.
+
+Realistic days (``DemoData(mix=DayMix(...), revision=r)``, see :mod:`sales_etl.demo_days`):
+rejects spread over every reason code, duplicates, skewed stores and products, long ids, and
+later revisions of a day (updates, voids, fixes, new and stale versions, malformed updates).
+
+``updated_since`` (the contract's optional capability) is served by default; the
+``updated_since`` switch of :func:`serve_demo_api` makes a server without it:
+
+* ``"filter"``: ``/sales`` returns only records with ``updated_at >= updated_since``, the status
+  counts those and says ``"updated_since": true``;
+* ``"ignore"``: the parameter is ignored (the whole day), the status says ``false``;
+* ``"ignore_unreported"``: ignored, and the status does not mention the capability;
+* ``"reject"``: a request carrying the parameter answers 400; the status does not mention it.
+
+``admin=True`` adds ``GET /_demo/stats`` (request counters) and ``POST /_demo/revision?revision=N``
+(serve another revision of a realistic day, re-rendering the warmed pages) for benchmarks.
 """
 
 from __future__ import annotations
@@ -24,6 +40,7 @@ import argparse
 import base64
 import hashlib
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -32,8 +49,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal, get_args
 from urllib.parse import parse_qs, urlsplit
+
+import orjson
+
+from sales_etl.demo_days import DayMix, day_plan
 
 CURRENCIES = ("EUR", "USD", "GBP", "SEK", "JPY")
 OFFSETS = (timedelta(0), timedelta(hours=1), timedelta(hours=-5), timedelta(hours=5, minutes=30))
@@ -66,27 +87,64 @@ class Faults:
     permanent_status: int | None = None
 
 
+UpdatedSinceMode = Literal["filter", "ignore", "ignore_unreported", "reject"]
+UPDATED_SINCE_MODES: tuple[str, ...] = get_args(UpdatedSinceMode)
+
+
 @dataclass(frozen=True)
 class DemoData:
-    """What the API serves: generated days and/or explicit records per day."""
+    """What the API serves: generated days and/or explicit records per day.
+
+    Explicit ``records`` of a day win; else a realistic day when ``mix`` is set (at
+    ``revision``); else the simple generated day (``rows_per_day``, ``malformed_every``, ...).
+    """
 
     rows_per_day: int = 1000
     malformed_every: int = 0
     update_every: int = 0
     records: dict[str, Sequence[Any]] = field(default_factory=dict)
     skip_days: frozenset[str] = frozenset()
+    mix: DayMix | None = None
+    revision: int = 0
 
-    def count(self, day: str) -> int:
+    def count(self, day: str, since: datetime | None = None) -> int:
+        if since is not None:
+            return len(self._positions(day, since))
         if day in self.records:
             return len(self.records[day])
+        if self.mix is not None:
+            return day_plan(self.mix, day, self.revision).count
         updates = self.rows_per_day // self.update_every if self.update_every else 0
         return self.rows_per_day + updates
 
-    def page(self, day: str, offset: int, limit: int) -> list[Any]:
+    def page(self, day: str, offset: int, limit: int, since: datetime | None = None) -> list[Any]:
+        if since is not None:
+            return self._at(day, self._positions(day, since)[offset : offset + limit])
         if day in self.records:
             return list(self.records[day][offset : offset + limit])
         stop = min(offset + limit, self.count(day))
+        if self.mix is not None:
+            return day_plan(self.mix, day, self.revision).records(range(offset, stop))
         return [self.generated(day, i) for i in range(offset, stop)]
+
+    def _positions(self, day: str, since: datetime) -> Sequence[int]:
+        """Positions of the records with ``updated_at >= since``.
+
+        A record whose ``updated_at`` cannot be read is kept (the source cannot tell when it
+        changed; sending it again is harmless, dropping it is not).
+        """
+        if day not in self.records and self.mix is not None:
+            return day_plan(self.mix, day, self.revision).positions(since).tolist()
+        records = self.page(day, 0, self.count(day))
+        return [i for i, r in enumerate(records) if _changed_since(r, since)]
+
+    def _at(self, day: str, positions: Sequence[int]) -> list[Any]:
+        if day not in self.records and self.mix is not None:
+            return day_plan(self.mix, day, self.revision).records(positions)
+        return [self.page(day, p, 1)[0] for p in positions]
+
+    def is_realistic(self, day: str) -> bool:
+        return self.mix is not None and day not in self.records
 
     def generated(self, day: str, position: int) -> Any:
         """The record at ``position`` of a generated day's stream."""
@@ -161,6 +219,24 @@ def corrupt(record: dict[str, Any], kind: str) -> Any:
     return bad
 
 
+def _changed_since(record: Any, since: datetime) -> bool:
+    try:
+        updated = datetime.fromisoformat(record["updated_at"])
+    except (TypeError, KeyError, IndexError, ValueError):
+        return True
+    if updated.tzinfo is None:
+        return True
+    return updated >= since
+
+
+def parse_updated_since(text: str) -> datetime:
+    """An ``updated_since`` value: ISO-8601 with an offset (a ``+`` decoded as space is fixed)."""
+    moment = datetime.fromisoformat(re.sub(r" (\d{2}:?\d{2})$", r"+\1", text.strip()))
+    if moment.tzinfo is None:
+        raise ValueError("updated_since must carry an offset")
+    return moment
+
+
 def encode_cursor(offset: int) -> str:
     return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
 
@@ -176,15 +252,29 @@ def decode_cursor(cursor: str) -> int:
 class DemoSalesApi:
     """A running demo API. Use :func:`serve_demo_api` to start one."""
 
-    def __init__(self, data: DemoData, faults: Faults, api_key: str | None = None) -> None:
+    def __init__(
+        self,
+        data: DemoData,
+        faults: Faults,
+        api_key: str | None = None,
+        *,
+        updated_since: UpdatedSinceMode = "filter",
+        admin: bool = False,
+    ) -> None:
+        if updated_since not in UPDATED_SINCE_MODES:
+            raise ValueError(f"updated_since must be one of {UPDATED_SINCE_MODES}")
         self.data = data
         self.faults = faults
         self.api_key = api_key
-        self.requests = 0
+        self.updated_since: UpdatedSinceMode = updated_since
+        self.admin = admin
+        self.requests = 0  # requests to /sales (pages), faults included
+        self.status_requests = 0
         self.pages_served = 0
         self.sales_requests: list[str] = []
-        # Rendered page bodies by (day, offset, limit); None = render every request (default).
-        self.page_cache: dict[tuple[str, int, int], bytes] | None = None
+        # Rendered page bodies by (day, offset, limit, since); None = render every request.
+        self.page_cache: dict[tuple[str, int, int, str | None], bytes] | None = None
+        self._warmed: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -199,20 +289,39 @@ class DemoSalesApi:
         self.faults = replace(self.faults, **changes)
 
     def set_data(self, **changes: Any) -> None:
+        """Change what is served (e.g. ``revision=1``); warmed days are rendered again."""
         self.data = replace(self.data, **changes)
         if self.page_cache is not None:
             self.page_cache.clear()
+            for day, limit in sorted(self._warmed):
+                self.warm(day, limit)
 
-    def page_body(self, day: str, offset: int, limit: int) -> bytes:
+    def stats(self) -> dict[str, Any]:
+        """Request counters (for tests and the benchmark's request counts)."""
+        with self._lock:
+            return {
+                "sales_requests": self.requests,
+                "status_requests": self.status_requests,
+                "requests": self.requests + self.status_requests,
+                "pages_served": self.pages_served,
+                "revision": self.data.revision,
+                "updated_since": self.updated_since,
+            }
+
+    def page_body(self, day: str, offset: int, limit: int, since: datetime | None = None) -> bytes:
         """The JSON body of the page at ``offset`` (from the page cache when it is on)."""
-        key = (day, offset, limit)
+        key = (day, offset, limit, None if since is None else since.isoformat())
         cache = self.page_cache
         if cache is not None and key in cache:
             return cache[key]
-        records = self.data.page(day, offset, limit)
+        records = self.data.page(day, offset, limit, since)
         next_offset = offset + len(records)
-        next_cursor = encode_cursor(next_offset) if next_offset < self.data.count(day) else None
-        body = json.dumps({"data": records, "next_cursor": next_cursor}).encode()
+        more = next_offset < self.data.count(day, since)
+        envelope = {"data": records, "next_cursor": encode_cursor(next_offset) if more else None}
+        # Realistic days hold nothing orjson refuses; explicit records may (NaN, huge integers).
+        body = (
+            orjson.dumps(envelope) if self.data.is_realistic(day) else json.dumps(envelope).encode()
+        )
         if cache is not None:
             cache[key] = body
         return body
@@ -225,6 +334,7 @@ class DemoSalesApi:
         """
         if self.page_cache is None:
             self.page_cache = {}
+        self._warmed.add((day, limit))
         pages = 0
         for offset in range(0, self.data.count(day), limit):
             self.page_body(day, offset, limit)
@@ -236,6 +346,10 @@ class DemoSalesApi:
             self.requests += 1
             self.sales_requests.append(path)
             return self.requests
+
+    def count_status_request(self) -> None:
+        with self._lock:
+            self.status_requests += 1
 
 
 def _handler_for(api: DemoSalesApi) -> type[BaseHTTPRequestHandler]:
@@ -251,26 +365,73 @@ def _handler_for(api: DemoSalesApi) -> type[BaseHTTPRequestHandler]:
             if parts.path == "/health":
                 self._json(200, {"status": "ok"})
                 return
-            if api.api_key is not None and self.headers.get("Authorization") != (
-                f"Bearer {api.api_key}"
-            ):
-                self._json(401, {"error": "missing or wrong API key"})
+            if not self._authorised():
                 return
             if parts.path == "/sales/status":
                 self._status(query)
             elif parts.path == "/sales":
                 self._sales(query)
+            elif parts.path == "/_demo/stats" and api.admin:
+                self._json(200, api.stats())
             else:
                 self._json(404, {"error": f"no such endpoint {parts.path}"})
 
+        def do_POST(self) -> None:
+            parts = urlsplit(self.path)
+            query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+            if not self._authorised():
+                return
+            if parts.path != "/_demo/revision" or not api.admin:
+                self._json(404, {"error": f"no such endpoint {parts.path}"})
+                return
+            try:
+                revision = int(query["revision"])
+            except (KeyError, ValueError):
+                self._json(400, {"error": "revision must be an integer"})
+                return
+            started = time.perf_counter()
+            api.set_data(revision=revision)
+            seconds = round(time.perf_counter() - started, 3)
+            self._json(200, {"revision": revision, "render_seconds": seconds})
+
+        def _authorised(self) -> bool:
+            if api.api_key is not None and self.headers.get("Authorization") != (
+                f"Bearer {api.api_key}"
+            ):
+                self._json(401, {"error": "missing or wrong API key"})
+                return False
+            return True
+
+        def _since(self, query: dict[str, str]) -> tuple[bool, datetime | None]:
+            """(acceptable, the updated_since to filter on); answers 400 when not acceptable."""
+            if "updated_since" not in query:
+                return True, None
+            if api.updated_since == "reject":
+                self._json(400, {"error": "unknown query parameter: updated_since"})
+                return False, None
+            if api.updated_since != "filter":
+                return True, None
+            try:
+                return True, parse_updated_since(query["updated_since"])
+            except ValueError:
+                self._json(400, {"error": "updated_since must be ISO-8601 with an offset"})
+                return False, None
+
         def _status(self, query: dict[str, str]) -> None:
+            api.count_status_request()
             day = _parse_day(query.get("date"))
             if day is None:
                 self._json(400, {"error": "date must be YYYY-MM-DD"})
                 return
-            count = api.data.count(day)
+            ok, since = self._since(query)
+            if not ok:
+                return
+            count = api.data.count(day, since)
             should = day not in api.data.skip_days and count > 0
-            self._json(200, {"date": day, "should_process": should, "record_count": count})
+            body: dict[str, Any] = {"date": day, "should_process": should, "record_count": count}
+            if api.updated_since in ("filter", "ignore"):
+                body["updated_since"] = api.updated_since == "filter"
+            self._json(200, body)
 
         def _sales(self, query: dict[str, str]) -> None:
             faults = api.faults
@@ -304,6 +465,9 @@ def _handler_for(api: DemoSalesApi) -> type[BaseHTTPRequestHandler]:
             if day is None or not 1 <= limit <= 10_000:
                 self._json(422, {"error": "date must be YYYY-MM-DD and 1 <= limit <= 10000"})
                 return
+            ok, since = self._since(query)
+            if not ok:
+                return
             if _every(faults.broken_page_every, n):
                 self._send(200, b"<html>502 Bad Gateway</html>", "application/json")
                 return
@@ -312,11 +476,12 @@ def _handler_for(api: DemoSalesApi) -> type[BaseHTTPRequestHandler]:
                 page_number = api.pages_served
             if _every(faults.duplicate_page_every, page_number) and offset > 0:
                 # Serve the previous page again: the client sees the same records twice.
-                records = api.data.page(day, max(0, offset - limit), limit)
-                next_cursor = encode_cursor(offset) if offset < api.data.count(day) else None
+                records = api.data.page(day, max(0, offset - limit), limit, since)
+                more = offset < api.data.count(day, since)
+                next_cursor = encode_cursor(offset) if more else None
                 self._json(200, {"data": records, "next_cursor": next_cursor})
                 return
-            self._send(200, api.page_body(day, offset, limit), "application/json")
+            self._send(200, api.page_body(day, offset, limit, since), "application/json")
 
         def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
             self._send(status, json.dumps(body).encode(), "application/json", headers)
@@ -370,9 +535,21 @@ def serve_demo_api(
     api_key: str | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
+    updated_since: UpdatedSinceMode = "filter",
+    admin: bool = False,
 ) -> Iterator[DemoSalesApi]:
-    """Run the demo API in a background thread for the duration of the ``with`` block."""
-    api = DemoSalesApi(data or DemoData(), faults or Faults(), api_key=api_key)
+    """Run the demo API in a background thread for the duration of the ``with`` block.
+
+    ``updated_since`` chooses how the server treats that parameter (module docstring);
+    ``admin`` adds the ``/_demo/`` endpoints.
+    """
+    api = DemoSalesApi(
+        data or DemoData(),
+        faults or Faults(),
+        api_key=api_key,
+        updated_since=updated_since,
+        admin=admin,
+    )
     server = _QuietServer((host, port), _handler_for(api))
     api._server = server
     thread = threading.Thread(target=server.serve_forever, name="demo-sales-api", daemon=True)
@@ -385,8 +562,7 @@ def serve_demo_api(
         thread.join(timeout=5)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the demo API in the foreground (for benchmarks and manual exploration)."""
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sales_etl.demo_api", description="Serve the demo sales API."
     )
@@ -404,17 +580,79 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="render every page of this day (YYYY-MM-DD) into memory before listening",
     )
     parser.add_argument("--warm-page-size", type=int, default=5000)
-    args = parser.parse_args(argv)
+    realistic = parser.add_argument_group(
+        "realistic days (sales_etl.demo_days; any of these switches them on)"
+    )
+    realistic.add_argument("--realistic", action="store_true", help="realistic days, clean")
+    realistic.add_argument("--reject-rate", type=float, default=None, help="e.g. 0.1")
+    realistic.add_argument("--duplicates", type=float, default=None, help="e.g. 0.05")
+    realistic.add_argument("--skew", type=float, default=None, help="Zipf exponent, e.g. 1.1")
+    realistic.add_argument("--long-ids", type=float, default=None, help="share of 64-char ids")
+    realistic.add_argument("--seed", type=int, default=None)
+    realistic.add_argument("--revision", type=int, default=None, help="revision served (0..)")
+    realistic.add_argument(
+        "--change-rate",
+        type=float,
+        default=None,
+        help="share of the rows each revision changes (default 0.01)",
+    )
+    parser.add_argument(
+        "--updated-since",
+        choices=UPDATED_SINCE_MODES,
+        default="filter",
+        help="filter (the capability), ignore (status says false), ignore_unreported "
+        "(status silent), reject (400 to the parameter)",
+    )
+    parser.add_argument(
+        "--admin", action="store_true", help="serve GET /_demo/stats and POST /_demo/revision"
+    )
+    return parser
+
+
+def mix_from_args(args: argparse.Namespace) -> DayMix | None:
+    """The realistic mix the CLI options ask for, or None for the simple generated days."""
+    options = ("reject_rate", "duplicates", "skew", "long_ids", "seed", "revision", "change_rate")
+    if not args.realistic and all(getattr(args, name) is None for name in options):
+        return None
+    mix = DayMix(
+        rows=args.rows,
+        reject_rate=args.reject_rate or 0.0,
+        duplicate_rate=args.duplicates or 0.0,
+        skew=args.skew or 0.0,
+        long_id_rate=args.long_ids or 0.0,
+        seed=args.seed or 0,
+    )
+    return mix if args.change_rate is None else mix.with_change_rate(args.change_rate)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo API in the foreground (for benchmarks and manual exploration)."""
+    args = build_parser().parse_args(argv)
     data = DemoData(
         rows_per_day=args.rows,
         malformed_every=args.malformed_every,
         update_every=args.update_every,
+        mix=mix_from_args(args),
+        revision=args.revision or 0,
     )
     faults = Faults(error_5xx_every=args.error_5xx_every, rate_limit_every=args.rate_limit_every)
-    with serve_demo_api(data, faults, api_key=args.api_key, host=args.host, port=args.port) as api:
+    with serve_demo_api(
+        data,
+        faults,
+        api_key=args.api_key,
+        host=args.host,
+        port=args.port,
+        updated_since=args.updated_since,
+        admin=args.admin,
+    ) as api:
         if args.warm_date:
+            started = time.perf_counter()
             pages = api.warm(args.warm_date, args.warm_page_size)
-            print(f"rendered {pages} pages of {args.warm_date} into memory", flush=True)
+            print(
+                f"rendered {pages} pages ({api.data.count(args.warm_date):,} records) of "
+                f"{args.warm_date} into memory in {time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
         print(f"demo sales API listening on {api.url}", flush=True)
         try:
             while True:

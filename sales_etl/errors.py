@@ -16,7 +16,14 @@ class SourceError(EtlError):
 
 
 class PermanentSourceError(SourceError):
-    """The sales API answered with an error that retrying cannot fix (4xx, broken contract)."""
+    """The sales API answered with an error that retrying cannot fix (4xx, broken contract).
+
+    ``status`` is the HTTP status when the error is an answer of the server, else None.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class TransientSourceError(SourceError):
@@ -29,3 +36,7 @@ class LakeError(EtlError):
 
 class WarehouseError(EtlError):
     """The warehouse load failed."""
+
+
+class QualityError(EtlError):
+    """A loaded day's reject rate is above the hard limit: the run fails after the load."""

@@ -38,6 +38,7 @@ class RunSummary:
     day_amount: str = "0"
     clean_amount_total: str = "0"
     timings: dict[str, float] = field(default_factory=dict)
+    look: str = ""  # how to look at the loaded data (the embedded warehouse), if anything to say
 
     @property
     def rejected(self) -> int:
@@ -85,13 +86,14 @@ class RunSummary:
         lines += [f"| {r['metric']} | {r['value']} |" for r in self.table_rows()[1:]]
         lines += ["", f"- source: `{self.source}`", f"- lake: `{self.lake}`"]
         lines += [f"- warehouse: `{self.warehouse}`", f"- run id: `{self.run_id}`"]
+        lines += [f"- {self.look}"] if self.look else []
         return "\n".join(lines)
 
     def to_text(self) -> str:
         reasons = ", ".join(f"{k}={v}" for k, v in self.rejected_by_reason.items()) or "none"
         timings = ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items())
         lines = [
-            f"Daily Sales ETL {self.day}: {self.status.upper()} — {self.message}",
+            self.headline(),
             f"  extracted {self.records_extracted} records in {self.pages} pages"
             + (" (FROM FALLBACK SNAPSHOT)" if self.fallback_used else ""),
             f"  valid {self.clean}, rejected {self.rejected} ({reasons}), "
@@ -106,7 +108,12 @@ class RunSummary:
             f"  lake: {self.lake}",
             f"  warehouse: {self.warehouse}",
         ]
+        lines += [f"  {self.look}"] if self.look else []
         return "\n".join(lines)
+
+    def headline(self) -> str:
+        """The first line of :meth:`to_text`: what the flow logs (the CLI prints the rest)."""
+        return f"Daily Sales ETL {self.day}: {self.status.upper()} — {self.message}"
 
 
 def mask_url(url: str) -> str:

@@ -58,11 +58,15 @@ class LakeConfig(BaseModel):
 
 
 class WarehouseConfig(BaseModel):
-    """Which database to load. ``url`` holds the password, hence a ``SecretStr``."""
+    """Which PostgreSQL database to load. ``url`` holds the password, hence a ``SecretStr``.
+
+    ``url=None`` means: the embedded PostgreSQL server in ``./.data/postgres``, started for the
+    run (``flows.daily_sales.warehouse_endpoint`` resolves it to a real URL).
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    url: SecretStr = SecretStr(f"sqlite:///{DEFAULT_DATA_DIR / 'warehouse.db'}")
+    url: SecretStr | None = None
     db_schema: str = Field(default="public", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     table_name: str = Field(default="sales", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     pool_size: int = Field(default=5, ge=1)
@@ -71,8 +75,18 @@ class WarehouseConfig(BaseModel):
     work_mem: str | None = Field(default="128MB", pattern=r"^\d+(kB|MB|GB)$")
 
     @property
+    def is_embedded(self) -> bool:
+        """True when no URL is configured: the run starts the embedded PostgreSQL server."""
+        return self.url is None
+
+    @property
     def sqlalchemy_url(self) -> str:
         """The URL with a plain ``postgresql://`` pinned to psycopg2, the chosen driver."""
+        if self.url is None:
+            raise ConfigError(
+                "the warehouse is the embedded PostgreSQL, which has no URL until it is started: "
+                "resolve the config with flows.daily_sales.warehouse_endpoint"
+            )
         raw = self.url.get_secret_value()
         for prefix in ("postgresql://", "postgres://"):
             if raw.startswith(prefix):
@@ -82,6 +96,19 @@ class WarehouseConfig(BaseModel):
     @property
     def dialect(self) -> str:
         return self.sqlalchemy_url.split(":", 1)[0].split("+", 1)[0]
+
+
+class QualityConfig(BaseModel):
+    """When a day's reject rate (rejected / records) degrades its quality or fails its run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # Degraded above this rate, or above ``relative_factor`` x the median of the previous
+    # ``baseline_days`` loaded days; the run fails (after loading) above ``fail_rate``.
+    max_reject_rate: float = Field(default=0.05, ge=0, le=1)
+    relative_factor: float = Field(default=3.0, ge=1)
+    baseline_days: int = Field(default=7, ge=1, le=90)
+    fail_rate: float = Field(default=0.5, ge=0, le=1)
 
 
 class Settings(BaseSettings):
@@ -99,6 +126,12 @@ class Settings(BaseSettings):
     aws_default_region: str | None = None
     warehouse_url: SecretStr | None = None
     warehouse_schema: str = "public"
+    # Hourly runs extract the records changed since the day's high-water mark minus this lag
+    # (records committed late at the source); the day's closing run extracts the whole day.
+    incremental_lag_minutes: int = Field(default=10, ge=0)
+    quality_max_reject_rate: float = 0.05
+    quality_relative_factor: float = 3.0
+    quality_fail_reject_rate: float = 0.5
 
     def source(self) -> SourceConfig:
         return SourceConfig(
@@ -120,10 +153,20 @@ class Settings(BaseSettings):
         )
 
     def warehouse(self) -> WarehouseConfig:
-        if self.warehouse_url is None or not self.warehouse_url.get_secret_value():
-            return WarehouseConfig()
-        schema = self.warehouse_schema
-        return WarehouseConfig(url=self.warehouse_url, db_schema=schema)
+        # An unset or empty WAREHOUSE_URL means the embedded PostgreSQL server.
+        url = (
+            self.warehouse_url
+            if self.warehouse_url and self.warehouse_url.get_secret_value()
+            else None
+        )
+        return WarehouseConfig(url=url, db_schema=self.warehouse_schema)
+
+    def quality(self) -> QualityConfig:
+        return QualityConfig(
+            max_reject_rate=self.quality_max_reject_rate,
+            relative_factor=self.quality_relative_factor,
+            fail_rate=self.quality_fail_reject_rate,
+        )
 
 
 def load_settings() -> Settings:

@@ -4,6 +4,10 @@ Errors follow ``SALES_API.md``: 429 waits ``Retry-After`` (capped); 5xx, connect
 timeouts and broken pages are retried with exponential backoff and full jitter a bounded number
 of times; 400/401/403/404/422 fail at once. Messages name the status and the endpoint, never the
 API key (it travels only in the ``Authorization`` header).
+
+Incremental extraction: ``status(day, updated_since)`` tells whether the server filters by
+``updated_since``; ``iter_pages(day, updated_since=...)`` sends it only when given. A server that
+answers 400 to a request carrying it gets the whole day instead (``client.mode == "full"``).
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import requests
@@ -29,15 +33,25 @@ log = logging.getLogger(__name__)
 
 TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 RATE_LIMITED = 429
+BAD_REQUEST = 400
+
+ExtractMode = Literal["full", "incremental"]
 
 
 @dataclass(frozen=True)
 class SourceStatus:
-    """The answer of ``/sales/status`` for one day."""
+    """The answer of ``/sales/status`` for one day.
+
+    ``supports_updated_since``: the server says it filters ``/sales`` by ``updated_since``
+    (false when it says false or nothing). ``updated_since``: the value ``record_count`` was
+    counted for; None when the whole day was counted (not asked, or the server refused it).
+    """
 
     day: date
     should_process: bool
     record_count: int
+    supports_updated_since: bool = False
+    updated_since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,10 @@ class SalesApiClient:
         self._session.headers["Accept"] = "application/json"
         self.requests_made = 0
         self.retries = 0
+        # What the last iter_pages extracted: "incremental" when updated_since was sent and
+        # accepted, "full" otherwise (not given, or refused with 400 and fallen back).
+        self.mode: ExtractMode = "full"
+        self.updated_since_refused = False
 
     def __enter__(self) -> SalesApiClient:
         return self
@@ -85,9 +103,22 @@ class SalesApiClient:
     def close(self) -> None:
         self._session.close()
 
-    def status(self, day: date) -> SourceStatus:
-        """Ask whether ``day`` has data worth processing."""
-        _, body = self._get("/sales/status", {"date": day.isoformat()})
+    def status(self, day: date, updated_since: datetime | None = None) -> SourceStatus:
+        """Ask whether ``day`` has data worth processing (since ``updated_since``, if given).
+
+        A server that answers 400 to ``updated_since`` is asked again without it: the status
+        then counts the whole day and says the capability is not supported.
+        """
+        params: dict[str, Any] = {"date": day.isoformat()}
+        if updated_since is not None:
+            params["updated_since"] = _iso(updated_since)
+        try:
+            _, body = self._get("/sales/status", params)
+        except PermanentSourceError as exc:
+            if updated_since is None or exc.status != BAD_REQUEST:
+                raise
+            self._refused("/sales/status", exc)
+            return self.status(day)
         if not isinstance(body, dict) or not isinstance(body.get("should_process"), bool):
             raise PermanentSourceError(
                 f"GET {self._base_url}/sales/status answered without a boolean should_process"
@@ -96,18 +127,35 @@ class SalesApiClient:
             count = int(body.get("record_count", 0))
         except (TypeError, ValueError):
             count = 0
-        return SourceStatus(day=day, should_process=body["should_process"], record_count=count)
+        supported = body.get("updated_since") is True
+        return SourceStatus(
+            day=day,
+            should_process=body["should_process"],
+            record_count=count,
+            supports_updated_since=supported,
+            updated_since=updated_since if supported else None,
+        )
 
     def iter_pages(
-        self, day: date, max_pages: int | None = None, *, lossless: bool = True
+        self,
+        day: date,
+        max_pages: int | None = None,
+        *,
+        lossless: bool = True,
+        updated_since: datetime | None = None,
     ) -> Iterator[Page]:
         """Yield every page of ``day`` in order until ``next_cursor`` is null.
+
+        ``updated_since`` (sent only when given) asks for the records changed since then. If
+        the server answers 400 to the first page carrying it, the whole day is extracted
+        instead; :attr:`mode` says which one the pages are ("incremental" or "full").
 
         ``lossless=False`` is for callers that keep ``Page.body`` and only count the records
         (the extract): the envelope is then parsed with orjson, numbers in ``Page.records``
         become int/float, and a body orjson refuses (NaN literals, integers beyond 64 bits,
         lone surrogates) is parsed the lossless way, so the same pages pass or fail either way.
         """
+        self.mode = "full" if updated_since is None else "incremental"
         cursor: str | None = None
         number = 0
         while True:
@@ -117,7 +165,18 @@ class SalesApiClient:
             }
             if cursor is not None:
                 params["cursor"] = cursor
-            raw, body = self._get("/sales", params, page=True, lossless=lossless)
+            if self.mode == "incremental" and updated_since is not None:
+                params["updated_since"] = _iso(updated_since)
+            try:
+                raw, body = self._get("/sales", params, page=True, lossless=lossless)
+            except PermanentSourceError as exc:
+                # Only the first page can fall back: after it, the server has accepted the
+                # parameter, and a later 400 is an error like any other.
+                if self.mode != "incremental" or number or exc.status != BAD_REQUEST:
+                    raise
+                self._refused("/sales", exc)
+                self.mode = "full"
+                continue
             data = body["data"]
             next_cursor = body.get("next_cursor")
             if next_cursor is not None and not isinstance(next_cursor, str):
@@ -135,6 +194,15 @@ class SalesApiClient:
                     "the cursor does not seem to end"
                 )
             cursor = next_cursor
+
+    def _refused(self, path: str, exc: PermanentSourceError) -> None:
+        self.updated_since_refused = True
+        log.warning(
+            "GET %s%s refused updated_since (%s); extracting the whole day instead",
+            self._base_url,
+            path,
+            exc,
+        )
 
     def _get(
         self, path: str, params: dict[str, Any], *, page: bool = False, lossless: bool = True
@@ -179,7 +247,8 @@ class SalesApiClient:
                     else:
                         raise PermanentSourceError(
                             f"GET {endpoint} answered {status} {response.reason}: "
-                            f"{self._redact(_error_text(response))}"
+                            f"{self._redact(_error_text(response))}",
+                            status=status,
                         )
             if attempt == attempts - 1:
                 break
@@ -243,6 +312,13 @@ def _fast_loads(raw: bytes) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return jsontext.loads(raw)
+
+
+def _iso(moment: datetime) -> str:
+    """``updated_since`` as the contract wants it: ISO-8601 with an offset (naive is refused)."""
+    if moment.tzinfo is None:
+        raise ValueError(f"updated_since must be timezone-aware, got {moment!r}")
+    return moment.isoformat()
 
 
 def _is_page(body: Any) -> bool:

@@ -7,7 +7,7 @@ A load (:func:`load_day`) is a short list of named steps, like the CTEs of a dbt
     stage             COPY clean rows and rejects into temporary staging tables
     pick_winners      per sale_id the newest well-formed version (a sale or a void), and
                       whether it is at least as new as what the warehouse holds
-    upsert_sales      winning sales that changed: INSERT ... ON CONFLICT (sale_id) DO UPDATE
+    upsert_sales      winning sales: new ones inserted, changed ones updated (others untouched)
     remove_voided     winning voids delete their sale from ``sales``
     keep_rejects      rejects superseded by a winner go; this load's rejects are kept
     reconcile         every winner landed, no voided sale left; day totals; COMMIT with a
@@ -25,14 +25,19 @@ records never replace a well-formed version: those newer than it are kept in ``s
 
 from __future__ import annotations
 
+import contextlib
 import io
+import itertools
 import json
+import queue
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -66,8 +71,6 @@ from sales_etl.validate import NON_POSITIVE_AMOUNT
 BUSINESS_COLUMNS: tuple[str, ...] = schema.FIELD_NAMES
 STAGE_SALES_COLUMNS: tuple[str, ...] = tuple(c.name for c in schema.CLEAN_COLUMNS)
 STAGE_REJECTED_COLUMNS: tuple[str, ...] = tuple(c.name for c in schema.REJECTED_COLUMNS)
-# The session parameter of the plan capture (see :func:`capture_plans`).
-_PLANS_KEY = "daily_sales_etl.plans"
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ class LoadStats:
     day_amount: Decimal
     high_water_mark: datetime | None
     skipped: bool = False
+    step_seconds: Mapping[str, float] = field(default_factory=dict)
 
 
 def warehouse_tables(schema_name: str | None, table_name: str = "sales") -> WarehouseTables:
@@ -198,8 +202,9 @@ def create_warehouse_engine(config: WarehouseConfig) -> Engine:
 
 
 def describe_engine(engine: Engine) -> str:
-    """The engine's URL with the password masked, for logs and summaries."""
-    return engine.url.render_as_string(hide_password=True)
+    """The engine's URL with the password masked, for logs and summaries (a socket directory
+    in the query string shown as a path, not %2F-escaped)."""
+    return unquote(engine.url.render_as_string(hide_password=True))
 
 
 def ensure_tables(engine: Engine, tables: WarehouseTables) -> None:
@@ -230,6 +235,8 @@ class _Load:
     staged: int = 0
     staged_rejected: int = 0
     newest_seen: datetime | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    plans: list[tuple[str, Any]] | None = None
 
     def sql(self, template: str) -> str:
         """``template`` with {sales}, {rejected} and {ledger} as quoted table names."""
@@ -242,11 +249,13 @@ class _Load:
 
     def run(self, step: str, template: str, **params: Any) -> Any:
         statement = self.sql(template)
-        plans = self.conn.info.get(_PLANS_KEY)
-        if plans is not None:
+        if self.plans is not None:
             plan = self.conn.execute(text("EXPLAIN (FORMAT JSON) " + statement), params)
-            plans.append((step, plan.scalar_one()))
-        return self.conn.execute(text(statement), params)
+            self.plans.append((step, plan.scalar_one()))
+        started = time.perf_counter()
+        result = self.conn.execute(text(statement), params)
+        self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - started
+        return result
 
 
 def load_day(
@@ -275,26 +284,22 @@ def load_day(
     source = source or LoadSource()
     started = time.perf_counter()
     with engine.begin() as conn:
-        if plans is not None:
-            conn.info[_PLANS_KEY] = plans
-        try:
-            load = _Load(conn, tables, day, run_id, loaded_at)
-            _lock_day(load, work_mem)
-            if source.snapshot_id and not force:
-                earlier = _loaded_stats(load, source.snapshot_id)
-                if earlier is not None:
-                    return earlier
-            _stage(load, sales_batches, rejected_batches)
-            _pick_winners(load)
-            inserted, updated = _upsert_sales(load)
-            voided = _remove_voided(load)
-            malformed_kept, quarantined = _keep_rejects(load)
-            stats = _reconcile(load, inserted, updated, voided, malformed_kept, quarantined)
-            seconds = time.perf_counter() - started
-            _write_ledger(load, source, stats, seconds)
-            return stats
-        finally:
-            conn.info.pop(_PLANS_KEY, None)
+        load = _Load(conn, tables, day, run_id, loaded_at, plans=plans)
+        _lock_day(load, work_mem)
+        if source.snapshot_id and not force:
+            earlier = _loaded_stats(load, source.snapshot_id)
+            if earlier is not None:
+                return earlier
+        staging_started = time.perf_counter()
+        _stage(load, sales_batches, rejected_batches)
+        load.seconds["stage"] = time.perf_counter() - staging_started
+        _pick_winners(load)
+        inserted, updated = _upsert_sales(load)
+        voided = _remove_voided(load)
+        malformed_kept, quarantined = _keep_rejects(load)
+        stats = _reconcile(load, inserted, updated, voided, malformed_kept, quarantined)
+        _write_ledger(load, source, stats, time.perf_counter() - started)
+        return stats
 
 
 def _lock_day(load: _Load, work_mem: str | None) -> None:
@@ -355,20 +360,94 @@ _COPY_READ_BYTES = 1 << 20
 def _stage(
     load: _Load, sales_batches: Iterable[pa.Table], rejected_batches: Iterable[pa.Table]
 ) -> None:
-    """COPY the snapshot into two temporary tables (dropped at COMMIT), then ANALYZE them."""
+    """COPY the snapshot into two temporary tables (dropped at COMMIT), then ANALYZE them.
+
+    A background thread reads the batches and writes them as CSV (Arrow releases the GIL)
+    while this one sends the previous batch to the server: reading and COPY overlap.
+    """
     stage_sales = _stage_table("_stage_sales", schema.CLEAN_COLUMNS)
     stage_rejected = _stage_table("_stage_rejected", schema.REJECTED_COLUMNS)
     for table in (stage_sales, stage_rejected):
         table.create(load.conn)
-    for batch in sales_batches:
-        load.staged += _copy(load.conn, stage_sales.name, batch, STAGE_SALES_COLUMNS)
-        load.newest_seen = _newest(load.newest_seen, batch)
-    for batch in rejected_batches:
-        load.staged_rejected += _copy(load.conn, stage_rejected.name, batch, STAGE_REJECTED_COLUMNS)
-        load.newest_seen = _newest(load.newest_seen, batch)
+    batches = itertools.chain(
+        ((stage_sales.name, STAGE_SALES_COLUMNS, b) for b in sales_batches),
+        ((stage_rejected.name, STAGE_REJECTED_COLUMNS, b) for b in rejected_batches),
+    )
+    for chunk in _prefetched((_CsvChunk.of(*item) for item in batches), depth=2):
+        _copy(load.conn, chunk)
+        if chunk.table == stage_sales.name:
+            load.staged += chunk.rows
+        else:
+            load.staged_rejected += chunk.rows
+        if chunk.newest is not None and (
+            load.newest_seen is None or chunk.newest > load.newest_seen
+        ):
+            load.newest_seen = chunk.newest
     # Temporary tables are never auto-analyzed: give the planner real row counts and
     # distributions for the joins below (a sample, well under a second per million).
     load.conn.execute(text("ANALYZE _stage_sales, _stage_rejected"))
+
+
+@dataclass(frozen=True)
+class _CsvChunk:
+    """One batch, ready for COPY: its CSV text, its row count and its newest ``updated_at``."""
+
+    table: str
+    columns: tuple[str, ...]
+    csv: bytes
+    rows: int
+    newest: datetime | None
+
+    @classmethod
+    def of(cls, table: str, columns: tuple[str, ...], batch: pa.Table) -> _CsvChunk:
+        newest = pc.max(batch.column("updated_at")).as_py() if batch.num_rows else None
+        buffer = io.BytesIO()
+        if batch.num_rows:
+            pacsv.write_csv(
+                _utc_wall_clock(batch.select(list(columns))),
+                buffer,
+                pacsv.WriteOptions(include_header=False, quoting_style="needed"),
+            )
+        return cls(table, columns, buffer.getvalue(), int(batch.num_rows), newest)
+
+
+_T = TypeVar("_T")
+
+
+def _prefetched(items: Iterator[_T], depth: int) -> Iterator[_T]:
+    """``items``, produced by a background thread up to ``depth`` ahead of the consumer.
+
+    An exception in the producer is raised here; a consumer that stops early stops it.
+    """
+    slots: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                slots.put(("item", item))
+            slots.put(("done", None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            slots.put(("error", exc))
+
+    worker = threading.Thread(target=produce, name="stage-csv", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = slots.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                slots.get(timeout=0.1)
+        worker.join()
 
 
 def _stage_table(name: str, columns: tuple[schema.Column, ...]) -> Table:
@@ -379,15 +458,6 @@ def _stage_table(name: str, columns: tuple[schema.Column, ...]) -> Table:
         prefixes=["TEMPORARY"],
         postgresql_on_commit="DROP",
     )
-
-
-def _newest(current: datetime | None, batch: pa.Table) -> datetime | None:
-    if batch.num_rows == 0:
-        return current
-    newest = pc.max(batch.column("updated_at")).as_py()
-    if newest is None:
-        return current
-    return newest if current is None or newest > current else current
 
 
 def _utc_wall_clock(batch: pa.Table) -> pa.Table:
@@ -404,24 +474,19 @@ def _utc_wall_clock(batch: pa.Table) -> pa.Table:
     return batch
 
 
-def _copy(conn: Connection, table: str, batch: pa.Table, columns: tuple[str, ...]) -> int:
-    """COPY an Arrow batch into a staging table as CSV; returns the rows copied."""
-    if batch.num_rows == 0:
-        return 0
-    batch = _utc_wall_clock(batch.select(list(columns)))
-    buffer = io.BytesIO()
-    pacsv.write_csv(batch, buffer, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
-    buffer.seek(0)
+def _copy(conn: Connection, chunk: _CsvChunk) -> None:
+    """COPY one CSV chunk into its staging table."""
+    if not chunk.rows:
+        return
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.copy_expert(
-            f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)",
-            buffer,
+            f"COPY {chunk.table} ({', '.join(chunk.columns)}) FROM STDIN WITH (FORMAT csv)",
+            io.BytesIO(chunk.csv),
             size=_COPY_READ_BYTES,
         )
     finally:
         cursor.close()
-    return int(batch.num_rows)
 
 
 def _pick_winners(load: _Load) -> None:
@@ -438,9 +503,9 @@ def _pick_winners(load: _Load) -> None:
             WHERE reason = :void AND sale_id IS NOT NULL AND updated_at IS NOT NULL
         ),
         newest AS (
-            SELECT DISTINCT ON (sale_id) sale_id, updated_at, record_index, is_void
+            SELECT DISTINCT ON ((sale_id COLLATE "C")) sale_id, updated_at, record_index, is_void
             FROM versions
-            ORDER BY sale_id, updated_at DESC, record_index DESC
+            ORDER BY sale_id COLLATE "C", updated_at DESC, record_index DESC
         ),
         stored_voids AS (
             SELECT sale_id, max(updated_at) AS updated_at FROM {rejected}
@@ -463,44 +528,39 @@ def _pick_winners(load: _Load) -> None:
 
 _SALE_VALUES = ", ".join(f"st.{name}" for name in BUSINESS_COLUMNS)
 _IDENTICAL = " AND ".join(f"s.{n} IS NOT DISTINCT FROM st.{n}" for n in BUSINESS_COLUMNS[1:])
-_SET_NEWER = ", ".join(
-    f"{n} = EXCLUDED.{n}" for n in (*BUSINESS_COLUMNS[1:], "run_id", "loaded_at")
-)
+_SET_FROM_STAGE = ", ".join(f"{n} = st.{n}" for n in BUSINESS_COLUMNS[1:])
 
 
 def _upsert_sales(load: _Load) -> tuple[int, int]:
-    """Winning sales that are new or changed; returns (inserted, updated).
+    """Write winning sales that are new or changed; returns (inserted, updated).
 
-    Rows identical to the stored ones are left out first (an anti-join, instead of one
-    speculative insert, tuple lock and WHERE per conflicting row); ``xmax = 0`` tells an
-    inserted row from an updated one.
+    New sale_ids are a plain INSERT (the day lock keeps a concurrent run of the day out; a
+    sale_id another day holds fails the load with a duplicate key). Stored ones are updated only
+    where a column differs, so a rerun that changes nothing writes nothing.
     """
-    row = load.run(
-        "upsert_sales",
+    inserted = load.run(
+        "insert_new_sales",
         f"""
-        WITH incoming AS (
-            SELECT {_SALE_VALUES}
-            FROM _winners w
-            JOIN _stage_sales st ON st.record_index = w.record_index
-            WHERE w.applies AND NOT w.is_void
-              AND NOT EXISTS (
-                  SELECT 1 FROM {{sales}} s WHERE s.sale_id = st.sale_id AND {_IDENTICAL}
-              )
-        ),
-        written AS (
-            INSERT INTO {{sales}} ({", ".join(BUSINESS_COLUMNS)}, run_id, loaded_at)
-            SELECT incoming.*, :run_id, :loaded_at FROM incoming
-            ON CONFLICT (sale_id) DO UPDATE SET {_SET_NEWER}
-            WHERE {{sales}}.updated_at <= EXCLUDED.updated_at
-            RETURNING xmax = 0 AS inserted
-        )
-        SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)
-        FROM written
+        INSERT INTO {{sales}} ({", ".join(BUSINESS_COLUMNS)}, run_id, loaded_at)
+        SELECT {_SALE_VALUES}, :run_id, :loaded_at
+        FROM _winners w JOIN _stage_sales st ON st.record_index = w.record_index
+        WHERE w.applies AND NOT w.is_void AND NOT w.in_sales
         """,
         run_id=load.run_id,
         loaded_at=load.loaded_at,
-    ).one()
-    return int(row[0]), int(row[1])
+    ).rowcount
+    updated = load.run(
+        "update_changed_sales",
+        f"""
+        UPDATE {{sales}} s SET {_SET_FROM_STAGE}, run_id = :run_id, loaded_at = :loaded_at
+        FROM _winners w JOIN _stage_sales st ON st.record_index = w.record_index
+        WHERE w.applies AND NOT w.is_void AND w.in_sales AND s.sale_id = w.sale_id
+          AND s.updated_at <= st.updated_at AND NOT ({_IDENTICAL})
+        """,
+        run_id=load.run_id,
+        loaded_at=load.loaded_at,
+    ).rowcount
+    return int(inserted), int(updated)
 
 
 def _remove_voided(load: _Load) -> int:
@@ -544,10 +604,10 @@ def _keep_rejects(load: _Load) -> tuple[int, int]:
         f"""
         CREATE TEMPORARY TABLE _rejects ON COMMIT DROP AS
         WITH malformed AS (
-            SELECT DISTINCT ON (sale_id) *
+            SELECT DISTINCT ON ((sale_id COLLATE "C")) *
             FROM _stage_rejected
             WHERE sale_id IS NOT NULL AND NOT (reason = :void AND updated_at IS NOT NULL)
-            ORDER BY sale_id, updated_at DESC NULLS LAST, record_index DESC
+            ORDER BY sale_id COLLATE "C", updated_at DESC NULLS LAST, record_index DESC
         ),
         stored_voids AS (
             SELECT sale_id, max(updated_at) AS updated_at FROM {{rejected}}
@@ -581,9 +641,9 @@ def _keep_rejects(load: _Load) -> tuple[int, int]:
         """
         INSERT INTO {rejected} (business_date, record_hash, sale_id, updated_at, reason, detail,
                                 raw_record, occurrences, run_id, rejected_at)
-        SELECT :day, record_hash, min(sale_id), min(updated_at), min(reason), min(detail),
-               min(raw_record), count(*), :run_id, :loaded_at
-        FROM _rejects GROUP BY record_hash
+        SELECT DISTINCT ON (record_hash) :day, record_hash, sale_id, updated_at, reason, detail,
+               raw_record, count(*) OVER (PARTITION BY record_hash), :run_id, :loaded_at
+        FROM _rejects
         ON CONFLICT (business_date, record_hash) DO UPDATE SET occurrences = EXCLUDED.occurrences
         WHERE {rejected}.occurrences IS DISTINCT FROM EXCLUDED.occurrences
         """,
@@ -663,6 +723,7 @@ def _reconcile(
         day_sales=int(totals[0]),
         day_amount=Decimal(totals[1]),
         high_water_mark=_high_water_mark(load),
+        step_seconds=load.seconds,
     )
 
 
@@ -736,9 +797,12 @@ def record_failure(
 
 
 def day_high_water_mark(engine: Engine, tables: WarehouseTables, day: date) -> datetime | None:
-    """The newest ``updated_at`` any successful load of ``day`` has brought, or None."""
+    """The newest ``updated_at`` any successful load of ``day`` has brought, or None (also when
+    the ledger table does not exist yet: nothing was ever loaded)."""
     ledger = tables.ledger
     with engine.connect() as conn:
+        if not inspect(conn).has_table(ledger.name, schema=ledger.schema):
+            return None
         quote = conn.dialect.identifier_preparer.format_table
         return conn.execute(
             text(

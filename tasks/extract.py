@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from prefect import task
@@ -24,10 +24,12 @@ from sales_etl.source import SalesApiClient, SourceStatus, max_pages_for
     tags=["etl", "extract"],
     timeout_seconds=300,
 )
-def check_source(source: SourceConfig, day: date) -> SourceStatus:
-    """``GET /sales/status`` for ``day``."""
+def check_source(
+    source: SourceConfig, day: date, updated_since: datetime | None = None
+) -> SourceStatus:
+    """``GET /sales/status`` for ``day`` (counting the records changed since ``updated_since``)."""
     with SalesApiClient(source) as client:
-        return client.status(day)
+        return client.status(day, updated_since)
 
 
 def _retry_unless_permanent(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
@@ -62,11 +64,15 @@ def extract_sales(
     day: date,
     source_state: str,
     lake_url: str,
+    updated_since: datetime | None = None,
 ) -> dict[str, Any]:
-    """Extract ``day`` into a new raw snapshot; returns its id and counts.
+    """Extract ``day`` into a new raw snapshot; returns its id, counts and extraction mode.
 
     ``source_state`` and ``lake_url`` are part of the cache key: a cached snapshot is reused only
     for the same source, the same record count at the source, and the same lake.
+    ``updated_since`` (also in the key) asks only for the records changed since then; it is sent
+    only when the status says the server supports it, and a server that refuses it gets the
+    whole day. The manifest records ``mode`` ("full" | "incremental") and ``updated_since``.
     """
     logger = get_run_logger()
     store = open_lake(lake)
@@ -74,23 +80,36 @@ def extract_sales(
         writer = RawSnapshotWriter(store, day)
         with SalesApiClient(source) as client:
             status = client.status(day)
+            since = updated_since if status.supports_updated_since else None
+            if updated_since is not None and since is None:
+                logger.info("The source does not support updated_since: extracting all of %s", day)
             # The lake keeps each body byte for byte and the transform parses it losslessly;
             # here only the envelope (cursor, record count) matters: the fast parser will do.
+            # The whole day's count bounds the pages of a delta too (and of its fallback).
             for page in client.iter_pages(
-                day, max_pages_for(status.record_count, source.page_size), lossless=False
+                day,
+                max_pages_for(status.record_count, source.page_size),
+                lossless=False,
+                updated_since=since,
             ):
                 writer.add(page)
+            mode = client.mode
+            used_since = since.isoformat() if since is not None and mode == "incremental" else None
             ref = writer.commit(
                 source_state=source_state,
                 source_record_count=status.record_count,
                 requests=client.requests_made,
                 retries=client.retries,
+                mode=mode,
+                updated_since=used_since,
             )
         logger.info(
-            "Landed %d records in %d pages as %s (%d retries)",
+            "Landed %d records in %d pages as %s (%s extract%s, %d retries)",
             writer.records,
             writer.pages,
             store.uri(ref.prefix),
+            mode,
+            f" since {used_since}" if used_since else "",
             client.retries,
         )
         return {
@@ -98,6 +117,9 @@ def extract_sales(
             "pages": writer.pages,
             "records": writer.records,
             "retries": client.retries,
+            "requests": client.requests_made,
+            "mode": mode,
+            "updated_since": used_since,
         }
     finally:
         store.close()
@@ -121,5 +143,26 @@ def find_raw_snapshot(
             refs = list_snapshots(store, "raw", day)
             ref = refs[0] if refs else None
         return None if ref is None else dict(ref.manifest)
+    finally:
+        store.close()
+
+
+@task(
+    name="find-replay-snapshots",
+    description="The raw snapshots a day needs replayed from the lake: newest full one onward.",
+    tags=["etl", "lake"],
+    timeout_seconds=300,
+)
+def find_replay_snapshots(lake: LakeConfig, day: date) -> list[dict[str, Any]]:
+    """Manifests, oldest first, of the newest full raw snapshot of ``day`` and every
+    incremental one after it (all of them when there is no full one); [] when none."""
+    store = open_lake(lake)
+    try:
+        replay: list[dict[str, Any]] = []
+        for ref in list_snapshots(store, "raw", day):  # newest first
+            replay.append(dict(ref.manifest))
+            if ref.manifest.get("mode", "full") == "full":
+                break
+        return replay[::-1]
     finally:
         store.close()

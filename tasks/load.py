@@ -19,6 +19,7 @@ from sales_etl.warehouse import (
     LoadSource,
     LoadStats,
     create_warehouse_engine,
+    day_high_water_mark,
     describe_engine,
     ensure_tables,
     load_day,
@@ -121,6 +122,27 @@ def load_sales(
     finally:
         engine.dispose()
         store.close()
+
+
+@task(
+    name="read-high-water-mark",
+    description="The newest updated_at the warehouse has loaded for a day (the load ledger).",
+    tags=["etl", "load"],
+    timeout_seconds=300,
+    cache_policy=NO_CACHE,
+)
+def read_high_water_mark(warehouse: WarehouseConfig, day: date) -> datetime | None:
+    """None when no load of ``day`` succeeded yet (or the warehouse has no tables yet)."""
+    engine = create_warehouse_engine(warehouse)
+    try:
+        return day_high_water_mark(engine, tables_for(warehouse), day)
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise WarehouseError(
+            f"reading the high-water mark of {day} from {describe_engine(engine)} failed: {reason}"
+        ) from None
+    finally:
+        engine.dispose()
 
 
 def _record_failure(

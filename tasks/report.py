@@ -15,9 +15,11 @@ from sales_etl.report import RunSummary
     tags=["etl", "report"],
     timeout_seconds=120,
     cache_policy=NO_CACHE,
+    log_prints=True,
 )
 def publish_report(summary: RunSummary) -> None:
-    """Create the ``daily-sales-summary`` table and ``daily-sales-report`` markdown artifacts."""
+    """Create the ``daily-sales-summary`` table and ``daily-sales-report`` markdown artifacts,
+    and print the summary (``log_prints``: the print lands in the run's logs)."""
     description = f"Daily Sales ETL {summary.day}: {summary.status}"
     create_table_artifact(
         key="daily-sales-summary", table=summary.table_rows(), description=description
@@ -25,3 +27,4 @@ def publish_report(summary: RunSummary) -> None:
     create_markdown_artifact(
         key="daily-sales-report", markdown=summary.to_markdown(), description=description
     )
+    print(summary.to_text())

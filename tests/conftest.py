@@ -6,6 +6,7 @@ import os
 import secrets
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
@@ -44,29 +45,38 @@ def pg_admin_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def pg_password_url(pg_admin_url: str) -> Iterator[str]:
-    """A fresh database and a role with a (recognisable) password, for secret-leak tests."""
+@contextmanager
+def password_database(admin_url: str) -> Iterator[str]:
+    """A fresh database and a role with a (recognisable) password; dropped on exit."""
     role = f"etl_{secrets.token_hex(4)}"
     name = f"etl_pw_{secrets.token_hex(4)}"
-    engine = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(sa.text(f"CREATE ROLE {role} LOGIN PASSWORD '{DB_PASSWORD}'"))
     engine.dispose()
-    postgres.create_database(pg_admin_url, name)
+    postgres.create_database(admin_url, name)
     engine = sa.create_engine(
-        sa.make_url(pg_admin_url).set(database=name), isolation_level="AUTOCOMMIT"
+        sa.make_url(admin_url).set(database=name), isolation_level="AUTOCOMMIT"
     )
     with engine.connect() as conn:
         conn.execute(sa.text(f"GRANT ALL ON SCHEMA public TO {role}"))
     engine.dispose()
-    url = sa.make_url(pg_admin_url).set(database=name, username=role, password=DB_PASSWORD)
-    yield url.render_as_string(hide_password=False)
-    postgres.drop_database(pg_admin_url, name)
-    engine = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f"DROP ROLE IF EXISTS {role}"))
-    engine.dispose()
+    url = sa.make_url(admin_url).set(database=name, username=role, password=DB_PASSWORD)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        postgres.drop_database(admin_url, name)
+        engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(sa.text(f"DROP ROLE IF EXISTS {role}"))
+        engine.dispose()
+
+
+@pytest.fixture
+def pg_password_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh database and a role with a (recognisable) password, for secret-leak tests."""
+    with password_database(pg_admin_url) as url:
+        yield url
 
 
 @pytest.fixture

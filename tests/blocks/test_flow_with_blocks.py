@@ -79,7 +79,7 @@ def test_flow_runs_on_saved_blocks_with_the_environment_unset(
         # Only the blocks know where things are: no pipeline variables, no AWS variables.
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
             monkeypatch.delenv(name, raising=False)
-        assert load_settings().warehouse().dialect == "sqlite"
+        assert load_settings().warehouse().is_embedded
         state: State = daily_sales(
             run_date=DAY,
             warehouse_block=f"{block_name}-warehouse",

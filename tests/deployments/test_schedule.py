@@ -2,36 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta, timezone
+import argparse
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from deployments import backfill, common
-from flows.daily_sales import scheduled_business_date
-
-
-@pytest.mark.parametrize(
-    ("scheduled", "day"),
-    [
-        (datetime(2026, 11, 24, 0, 0, tzinfo=UTC), date(2026, 11, 23)),  # closes yesterday
-        (datetime(2026, 11, 24, 0, 59, 59, tzinfo=UTC), date(2026, 11, 23)),
-        (datetime(2026, 11, 24, 1, 0, tzinfo=UTC), date(2026, 11, 24)),  # today from 01:00
-        (datetime(2026, 11, 24, 23, 0, tzinfo=UTC), date(2026, 11, 24)),
-        (datetime(2027, 1, 1, 0, 0, tzinfo=UTC), date(2026, 12, 31)),
-        # Another offset is converted to UTC first: 01:30+02:00 is 23:30 UTC the day before.
-        (datetime(2026, 11, 24, 1, 30, tzinfo=timezone(timedelta(hours=2))), date(2026, 11, 23)),
-    ],
-)
-def test_scheduled_business_date(scheduled: datetime, day: date) -> None:
-    assert scheduled_business_date(scheduled) == day
-
-
-def test_a_day_of_hourly_runs_loads_each_day_and_closes_it_once() -> None:
-    start = datetime(2026, 11, 24, tzinfo=UTC)
-    days = [scheduled_business_date(start + timedelta(hours=h)) for h in range(48)]
-    assert days.count(date(2026, 11, 23)) == 1  # the 00:00 run of the 24th
-    assert days.count(date(2026, 11, 24)) == 24  # 01:00..23:00 and the closing 00:00 run
-    assert days[0] == date(2026, 11, 23) and days[24] == date(2026, 11, 24)
+from deployments import common
+from flows import backfill
 
 
 def test_the_schedule_is_hourly_on_the_hour_utc() -> None:
@@ -78,19 +55,14 @@ def test_runtime_env_copies_only_non_secret_settings(monkeypatch: pytest.MonkeyP
     }
 
 
-def test_backfill_days_and_keys() -> None:
-    days = backfill.days_between(date(2026, 2, 27), date(2026, 3, 1))
-    assert days == [date(2026, 2, 27), date(2026, 2, 28), date(2026, 3, 1)]
-    with pytest.raises(ValueError, match="before"):
-        backfill.days_between(date(2026, 3, 2), date(2026, 3, 1))
-    with pytest.raises(ValueError, match="split the backfill"):
-        backfill.days_between(date(2025, 1, 1), date(2026, 12, 31))
-    key = backfill.idempotency_key("Daily Sales ETL/hourly", date(2026, 3, 1))
-    assert key == "backfill:Daily Sales ETL/hourly:2026-03-01"
-    assert backfill.idempotency_key("d/x", date(2026, 3, 1), "r2") == "backfill:d/x:2026-03-01:r2"
+def test_backfill_keys() -> None:
+    key = backfill.idempotency_key("Daily Sales ETL/hourly", date(2026, 3, 1), None, None)
+    assert key == "backfill:Daily Sales ETL/hourly:2026-03-01:none"
+    again = backfill.idempotency_key("d/x", date(2026, 3, 1), "run-7", "r2")
+    assert again == "backfill:d/x:2026-03-01:run-7:r2"
 
 
-@pytest.mark.parametrize("module", ["serve", "docker", "kubernetes", "backfill"])
+@pytest.mark.parametrize("module", ["serve", "docker", "kubernetes", "automations"])
 def test_every_script_has_help(module: str, capsys: pytest.CaptureFixture[str]) -> None:
     import importlib
 
@@ -99,3 +71,13 @@ def test_every_script_has_help(module: str, capsys: pytest.CaptureFixture[str]) 
         script.main(["--help"])
     assert exit_info.value.code == 0
     assert "usage: python -m deployments." + module in capsys.readouterr().out
+
+
+def test_automation_deadline_is_a_utc_time_of_day() -> None:
+    from deployments.automations import parse_deadline
+
+    assert parse_deadline("06:30") == timedelta(hours=6, minutes=30)
+    assert parse_deadline("00:00:15") == timedelta(seconds=15)
+    for bad in ("6", "24:00", "00:00:05"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_deadline(bad)

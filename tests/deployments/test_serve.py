@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import itertools
-import subprocess
-import sys
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from deployments.backfill import idempotency_key
-from deployments.common import PROJECT_ROOT
-from flows.daily_sales import scheduled_business_date
-from tests.conftest import run_env
+from sales_etl.dates import scheduled_business_date
 from tests.deployments.conftest import (
     Served,
     loaded_rows,
     summary_metrics,
-    wait_for,
     wait_for_final_state,
 )
+from tests.utils import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -114,36 +109,64 @@ def test_a_run_scheduled_just_after_midnight_closes_the_previous_day(served: Ser
     assert_loaded(served, run, date(2026, 11, 21))
 
 
-def test_backfill_runs_each_day_once_through_the_deployment(served: Served) -> None:
-    # A tag of its own per session keeps the idempotency keys fresh on a reused server.
-    tag = served.deployment_id[:8]
-    command = [
-        sys.executable, "-m", "deployments.backfill",
-        "--start", "2026-11-16", "--end", "2026-11-17", "--max-in-flight", "2",
-        "--rerun", tag,
-    ]  # fmt: skip
-    env = run_env(PREFECT_API_URL=served.server.api_url, PREFECT_HOME=str(served.lake.parent))
+def backfill_deployment(served: Served) -> dict[str, Any]:
+    with served.server.client() as client:
+        response = client.get("/deployments/name/Daily Sales Backfill/backfill")
+    response.raise_for_status()
+    result: dict[str, Any] = response.json()
+    return result
 
-    def backfill() -> dict[date, str]:
-        done = subprocess.run(
-            command, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=240
+
+def backfill_children(served: Served, days: list[date]) -> dict[date, dict[str, Any]]:
+    with served.server.client() as client:
+        response = client.post(
+            "/flow_runs/filter",
+            json={"flow_runs": {"name": {"any_": [f"backfill-{d.isoformat()}" for d in days]}}},
         )
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert done.stdout.splitlines()[-1] == "2 of 2 days completed"
-        runs = {}
-        for line in done.stdout.splitlines()[:-1]:
-            day, state, _name, run_id = line.split()
-            assert state == "Completed"
-            runs[date.fromisoformat(day)] = run_id
-        return runs
+    response.raise_for_status()
+    return {date.fromisoformat(r["name"].removeprefix("backfill-")): r for r in response.json()}
 
-    first = backfill()
-    assert sorted(first) == [date(2026, 11, 16), date(2026, 11, 17)]
-    for day, run_id in first.items():
-        assert_loaded(served, wait_for_final_state(served.server, run_id), day)
-        with served.server.client() as client:
-            run = client.get(f"/flow_runs/{run_id}").json()
-        assert run["idempotency_key"] == idempotency_key("Daily Sales ETL/hourly", day, tag)
-        assert "backfill" in run["tags"]
-    # Idempotent: the same backfill again finds the same runs and starts nothing new.
-    assert backfill() == first
+
+def test_the_backfill_deployment_has_a_form(served: Served) -> None:
+    deployment = backfill_deployment(served)
+    assert deployment["entrypoint"] == "flows/backfill.py:daily_sales_backfill"
+    assert deployment["parameters"] == {"deployment": "Daily Sales ETL/hourly"}
+    assert deployment["schedules"] == []
+    schema = deployment["parameter_openapi_schema"]
+    assert schema["required"] == ["start", "end"]
+    properties = schema["properties"]
+    assert properties["start"]["format"] == properties["end"]["format"] == "date"
+    assert properties["mode"]["enum"] == ["missing", "failed", "all"]
+    assert properties["max_parallel"]["type"] == "integer"
+    assert properties["dry_run"]["type"] == "boolean"
+
+
+def test_a_missing_backfill_from_the_form_loads_exactly_the_missing_days(served: Served) -> None:
+    days = [date(2026, 11, 10), date(2026, 11, 11), date(2026, 11, 12)]
+    loaded = create_flow_run(served, {"parameters": {"run_date": days[1].isoformat()}})
+    assert_loaded(served, wait_for_final_state(served.server, loaded["id"]), days[1])
+    form = {"start": days[0].isoformat(), "end": days[-1].isoformat(), "mode": "missing",
+            "max_parallel": 2}  # fmt: skip
+    deployment_id = backfill_deployment(served)["id"]
+    with served.server.client() as client:
+        response = client.post(
+            f"/deployments/{deployment_id}/create_flow_run", json={"parameters": form}
+        )
+    response.raise_for_status()
+    run = wait_for_final_state(served.server, response.json()["id"], timeout=300)
+    assert run["state"]["type"] == "COMPLETED", (run["state"], served.log.read_text()[-3000:])
+
+    children = backfill_children(served, days)
+    assert sorted(children) == [days[0], days[2]]  # exactly the missing days
+    for day, child in children.items():
+        assert child["idempotency_key"] == f"backfill:Daily Sales ETL/hourly:{day}:none"
+        assert "backfill" in child["tags"]
+        assert_loaded(served, wait_for_final_state(served.server, child["id"]), day)
+
+    # Started again, the same backfill finds nothing missing and starts nothing.
+    with served.server.client() as client:
+        again = client.post(
+            f"/deployments/{deployment_id}/create_flow_run", json={"parameters": form}
+        ).json()
+    assert wait_for_final_state(served.server, again["id"])["state"]["type"] == "COMPLETED"
+    assert backfill_children(served, days).keys() == children.keys()

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from flows.daily_sales import scheduled_business_date
+from sales_etl.dates import scheduled_business_date
 from tests.deployments.conftest import Served, flow_run, loaded_rows, wait_for_final_state
 
 pytestmark = pytest.mark.e2e

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import date
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.states import State
 
-from flows.daily_sales import daily_sales, default_business_date
+from flows.daily_sales import daily_sales
 from sales_etl.demo_api import DemoData, DemoSalesApi, Faults, serve_demo_api
 from sales_etl.settings import LakeConfig
 from tasks.extract import extract_sales
-
-DAY = date(2026, 11, 23)
+from tests.utils import DAY, query
 
 
 @pytest.fixture(autouse=True)
@@ -44,14 +41,6 @@ def configured(
     monkeypatch.setenv("DATA_LAKE_URL", s3_lake.url)
     monkeypatch.setenv("AWS_ENDPOINT_URL", str(s3_lake.endpoint_url))
     return pg_url
-
-
-def query(url: str, sql: str) -> list[tuple[Any, ...]]:
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        result = [tuple(r) for r in conn.execute(sa.text(sql))]
-    engine.dispose()
-    return result
 
 
 def table_state(url: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
@@ -109,13 +98,22 @@ def test_second_run_changes_nothing_and_reuses_the_extract(
     assert run().is_completed()
     before = table_state(configured)
     requests_after_first = api.requests
-    state = run()
+    state = run(full_extract=True)
     assert state.is_completed()
     summary = state.result()
-    assert (summary["inserted"], summary["updated"]) == (0, 0)
+    assert (summary["inserted"], summary["updated"], summary["load_skipped"]) == (0, 0, True)
     assert summary["unchanged"] == EXPECTED_LOADED
     assert table_state(configured) == before
     assert api.requests == requests_after_first  # cached extract: no page fetched again
+    # An hourly run asks only for the records changed since the high-water mark (minus the
+    # lag): one page here, and nothing changes.
+    state = run()
+    assert state.is_completed()
+    summary = state.result()
+    assert (summary["inserted"], summary["updated"], summary["voided"]) == (0, 0, 0)
+    assert 0 < summary["records_extracted"] < EXPECTED_LOADED / 10
+    assert api.requests == requests_after_first + 1
+    assert table_state(configured) == before
 
 
 def test_skipped_day_touches_nothing(api: DemoSalesApi, configured: str) -> None:
@@ -162,7 +160,9 @@ def test_source_down_without_snapshot_fails_and_writes_nothing(
     state = run()
     assert state.is_failed()
     assert "still failing" in str(state.message)
-    assert query(configured, "SELECT to_regclass('public.sales')") == [(None,)]
+    assert query(configured, "SELECT count(*) FROM sales") == [(0,)]
+    # The one write: the day's failure in the load ledger.
+    assert query(configured, "SELECT status FROM sales_load_ledger") == [("failed",)]
     from sales_etl.lake import open_lake
 
     assert open_lake(s3_lake).list("raw/") == []
@@ -191,12 +191,6 @@ def test_artifacts_summarise_the_run(configured: str) -> None:
         return {a.key: a for a in found}
 
     found = asyncio.run(artifacts())
-    assert set(found) == {"daily-sales-summary", "daily-sales-report"}
+    assert set(found) == {"daily-sales-summary", "daily-sales-report", "daily-sales-days"}
     assert f"| inserted | {EXPECTED_LOADED} |" in str(found["daily-sales-report"].data)
     assert "rejected: invalid_amount" in str(found["daily-sales-summary"].data)
-
-
-def test_default_business_date_is_yesterday_utc() -> None:
-    from datetime import UTC, datetime
-
-    assert default_business_date(datetime(2026, 11, 25, 0, 5, tzinfo=UTC)) == date(2026, 11, 24)

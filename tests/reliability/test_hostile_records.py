@@ -188,7 +188,7 @@ def test_hostile_records_through_the_demo_api_and_the_flow(
         rejects = conn.execute(sa.text("SELECT sale_id, reason FROM sales_rejected")).all()
         tables = set(sa.inspect(conn).get_table_names())
     engine.dispose()
-    assert tables == {"sales", "sales_rejected"}
+    assert tables == {"sales", "sales_rejected", "sales_load_ledger"}
     # Only two of the corpus are valid sales; every other record is kept as a reject.
     assert sorted(r[0] for r in sales) == sorted([SQLISH[0], f"{DAY:%Y%m%d}-000000002"])
     by_id = {r[0]: r for r in sales}

@@ -3,7 +3,6 @@ retries, a rerun converges, and the raw snapshot is never fetched from the API t
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -58,24 +57,6 @@ def test_warehouse_refusing_connections_fails_clearly_and_rerun_converges(
     assert contents(pg_url) == reference
 
 
-def restart(cluster_url: str) -> None:
-    """``pg_ctl restart -m fast`` of a throwaway cluster (kills every session, then starts)."""
-    engine = admin_engine(cluster_url)
-    with engine.connect() as conn:
-        data = str(conn.execute(sa.text("SHOW data_directory")).scalar_one())
-    engine.dispose()
-    pg_ctl = postgres._pg_bin("pg_ctl")
-    assert pg_ctl
-    log = Path(data).parent / "restart.log"
-    run_as = ["runuser", "-u", "postgres", "--"] if Path("/root").exists() else []
-    subprocess.run(
-        [*run_as, pg_ctl, "-D", data, "-m", "fast", "-w", "-l", str(log), "restart"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-
-
 def test_postgres_restarted_under_a_load_retries_and_rerun_converges(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
@@ -83,8 +64,8 @@ def test_postgres_restarted_under_a_load_retries_and_rerun_converges(
     reference: WarehouseContents,
 ) -> None:
     lake = tmp_path / "lake"
-    with postgres.throwaway_cluster() as cluster:
-        wait_for(lambda: postgres.answers(cluster), timeout=30, what="the throwaway cluster")
+    with postgres.throwaway_server() as server:
+        cluster = server.url
         url = postgres.create_database(cluster, "warehouse")
         create_tables(url)
         admin = admin_engine(cluster)
@@ -102,7 +83,7 @@ def test_postgres_restarted_under_a_load_retries_and_rerun_converges(
                 proc=proc,
             )
             admin.dispose()
-            restart(cluster)  # also ends the session holding the lock
+            postgres.restart(server)  # also ends the session holding the lock
             conn.invalidate()
             locker.dispose()
             code = proc.wait(timeout=120)
@@ -116,7 +97,8 @@ def test_postgres_restarted_under_a_load_retries_and_rerun_converges(
             fetched = len(api.sales_requests)
 
             set_env(monkeypatch, env)
-            rerun = daily_sales(run_date=DAY, return_state=True)
+            # The whole day again (not the hourly increment): served by the cached extract.
+            rerun = daily_sales(run_date=DAY, full_extract=True, return_state=True)
             assert rerun.is_completed(), rerun.message
             assert len(api.sales_requests) == fetched, "the raw snapshot was fetched twice"
         assert contents(url) == reference

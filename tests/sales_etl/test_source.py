@@ -1,13 +1,27 @@
 from __future__ import annotations
 
-from datetime import date
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from typing import Any
 
+import orjson
 import pytest
 
-from sales_etl.demo_api import DemoData, DemoSalesApi, Faults, generate_record, serve_demo_api
+from sales_etl import jsontext
+from sales_etl.demo_api import (
+    UPDATED_SINCE_MODES,
+    DemoData,
+    DemoSalesApi,
+    Faults,
+    UpdatedSinceMode,
+    generate_record,
+    serve_demo_api,
+)
+from sales_etl.demo_days import DayMix, day_records, revision_time
 from sales_etl.errors import PermanentSourceError, TransientSourceError
 from sales_etl.settings import SourceConfig
-from sales_etl.source import SalesApiClient, _retry_after
+from sales_etl.source import SalesApiClient, SourceStatus, _retry_after
 from tests.conftest import API_KEY
 
 DAY = date(2026, 11, 23)
@@ -139,3 +153,89 @@ def test_broken_page_is_retried_with_the_fast_parser(
         pages = list(client.iter_pages(DAY, lossless=False))
         assert client.retries == 3  # requests 2, 4 and 6 of 7
     assert sum(len(p.records) for p in pages) == 200
+
+
+# --- updated_since: incremental extraction against servers with and without the capability ---
+
+MIX = DayMix(rows=300, reject_rate=0.1, duplicate_rate=0.05).with_change_rate(0.1)
+SINCE = revision_time(DAY, 1)
+
+
+def served(revision: int, since: datetime | None = None) -> list[Any]:
+    return jsontext.loads(orjson.dumps(day_records(MIX, DAY.isoformat(), revision, since)))
+
+
+@contextmanager
+def server(mode: UpdatedSinceMode, **faults: Any) -> Iterator[tuple[DemoSalesApi, SourceConfig]]:
+    data = DemoData(mix=MIX, revision=1)
+    with serve_demo_api(data, Faults(**faults), api_key=API_KEY, updated_since=mode) as api:
+        yield api, SourceConfig(base_url=api.url, api_key=API_KEY, page_size=10, max_retries=2)
+
+
+def test_status_says_whether_updated_since_is_supported() -> None:
+    expected_delta = len(served(1, SINCE))
+    answers: dict[str, tuple[SourceStatus, SourceStatus]] = {}
+    for mode in UPDATED_SINCE_MODES:
+        with server(mode) as (api, config), SalesApiClient(config) as client:  # type: ignore[arg-type]
+            answers[mode] = (client.status(DAY), client.status(DAY, updated_since=SINCE))
+            assert api.status_requests == (3 if mode == "reject" else 2)
+    full = len(served(1))
+    assert answers["filter"][0].supports_updated_since is True
+    assert answers["filter"][0].record_count == full
+    assert answers["filter"][1].record_count == expected_delta < full
+    assert answers["filter"][1].updated_since == SINCE
+    for mode in ("ignore", "ignore_unreported", "reject"):
+        for status in answers[mode]:
+            assert status.supports_updated_since is False and status.record_count == full
+            assert status.updated_since is None
+
+
+def test_iter_pages_sends_updated_since_and_pages_the_delta_exactly() -> None:
+    with server("filter") as (api, config), SalesApiClient(config) as client:
+        pages = list(client.iter_pages(DAY, lossless=True, updated_since=SINCE))
+        assert client.mode == "incremental" and not client.updated_since_refused
+        assert all("updated_since=" in path for path in api.sales_requests)
+        full = list(client.iter_pages(DAY))
+        assert client.mode == "full"
+        assert not any("updated_since=" in path for path in api.sales_requests[len(pages) :])
+    delta = served(1, SINCE)
+    assert len(pages) == -(-len(delta) // 10) > 1
+    assert [r for p in pages for r in p.records] == delta
+    assert [r for p in full for r in p.records] == served(1)
+
+
+@pytest.mark.parametrize("mode", ["ignore", "ignore_unreported"])
+def test_a_server_that_ignores_updated_since_gives_the_whole_day(mode: UpdatedSinceMode) -> None:
+    with server(mode) as (_, config), SalesApiClient(config) as client:
+        records = [r for p in client.iter_pages(DAY, updated_since=SINCE) for r in p.records]
+    assert records == served(1)  # correct either way: versions merge by updated_at
+
+
+def test_400_to_updated_since_falls_back_to_the_whole_day() -> None:
+    with server("reject") as (api, config), SalesApiClient(config) as client:
+        pages = list(client.iter_pages(DAY, lossless=False, updated_since=SINCE))
+        assert client.mode == "full" and client.updated_since_refused
+        assert client.requests_made == len(pages) + 1 == api.requests  # one refused request
+        assert client.retries == 0
+        assert "updated_since=" in api.sales_requests[0]
+        assert not any("updated_since=" in path for path in api.sales_requests[1:])
+    assert sum(len(p.records) for p in pages) == len(served(1))
+    assert [p.number for p in pages] == list(range(len(pages)))
+
+
+def test_400_for_another_reason_still_fails_naming_status_and_endpoint() -> None:
+    with (
+        server("filter", permanent_status=400) as (api, config),
+        SalesApiClient(config) as client,
+        pytest.raises(PermanentSourceError, match=r"GET http://\S+/sales answered 400") as info,
+    ):
+        list(client.iter_pages(DAY, updated_since=SINCE))
+    assert api.requests == 2  # the refused delta, then the whole day: no loop, no retry
+    assert API_KEY not in str(info.value)
+
+
+def test_a_naive_updated_since_is_refused_before_any_request() -> None:
+    with server("filter") as (api, config), SalesApiClient(config) as client:
+        with pytest.raises(ValueError, match="timezone-aware"):
+            list(client.iter_pages(DAY, updated_since=datetime(2026, 11, 24, 1)))
+        assert api.requests == 0

@@ -17,8 +17,10 @@ from sales_etl.snapshots import RawSnapshotWriter, SnapshotRef, iter_tables
 from sales_etl.source import Page
 from sales_etl.transform import transform_snapshot
 from sales_etl.warehouse import (
+    LoadSource,
     LoadStats,
     create_warehouse_engine,
+    day_high_water_mark,
     ensure_tables,
     load_day,
     tables_for,
@@ -55,7 +57,12 @@ def snapshot(lake: Lake, pages: list[list[Any]], chunk_records: int = 100_000) -
 
 
 def load(
-    warehouse: WarehouseConfig, lake: Lake, clean: SnapshotRef, run_id: str = "r1"
+    warehouse: WarehouseConfig,
+    lake: Lake,
+    clean: SnapshotRef,
+    run_id: str = "r1",
+    source: LoadSource | None = None,
+    force: bool = False,
 ) -> LoadStats:
     engine = create_warehouse_engine(warehouse)
     tables = tables_for(warehouse)
@@ -69,6 +76,8 @@ def load(
             iter_tables(lake, clean.manifest["sales_parts"]),
             iter_tables(lake, clean.manifest["rejected_parts"]),
             datetime.now(UTC),
+            source,
+            force=force,
         )
     finally:
         engine.dispose()
@@ -219,3 +228,153 @@ def test_configured_schema_and_sql_looking_text(lake: Lake, pg_url: str) -> None
     evil = "x'); DROP TABLE sales; --"
     load(config, lake, snapshot(lake, [[sale("a", store_id=evil)]]))
     assert rows(pg_url, "SELECT store_id FROM analytics.sales") == [(evil,)]
+
+
+# Late data: one day loaded several times while the source changes it in between.
+T = "2026-11-23T{:02d}:00:00Z".format
+
+
+def state(url: str) -> tuple[dict[str, Decimal], set[tuple[str | None, str]]]:
+    sales = {r[0]: r[1] for r in rows(url, "SELECT sale_id, amount FROM sales")}
+    rejects = {(r[0], r[1]) for r in rows(url, "SELECT sale_id, reason FROM sales_rejected")}
+    return sales, rejects
+
+
+def assert_invariant(url: str) -> None:
+    """For every sale_id the newest well-formed version decides, and nothing contradicts it:
+    no sale sits next to a void at least as new; no reject is older than its stored sale."""
+    contradicted = rows(
+        url,
+        "SELECT r.sale_id, r.reason FROM sales s JOIN sales_rejected r USING (sale_id) "
+        "WHERE r.updated_at IS NULL OR r.updated_at <= s.updated_at",
+    )
+    assert contradicted == []
+
+
+def test_late_data_converges_to_the_newest_truth(
+    warehouse: WarehouseConfig, lake: Lake, pg_url: str
+) -> None:
+    # Load 1: sales a-e; k malformed (no good version yet); m only ever a void.
+    first = [
+        *(sale(x, "10.00", T(10)) for x in "abcde"),
+        sale("k", "oops", T(10)),
+        sale("m", "0", T(10)),
+    ]
+    stats = load(warehouse, lake, snapshot(lake, [first]), run_id="1")
+    assert (stats.inserted, stats.voided) == (5, 0)
+    assert state(pg_url) == (
+        {x: Decimal("10.0000") for x in "abcde"},
+        {("k", "invalid_amount"), ("m", "non_positive_amount")},
+    )
+    assert_invariant(pg_url)
+
+    # Load 2: a updated; b voided; c gets a newer malformed version; k fixed; d stale; n new;
+    # e voided (to come back in load 3).
+    second = [
+        sale("a", "11.00", T(12)),
+        sale("b", "0", T(12)),
+        sale("c", "10.00", T(12), currency="XXX"),
+        sale("k", "7.00", T(12)),
+        sale("d", "1.00", T(9)),
+        sale("n", "5.00", T(12)),
+        sale("e", "-3.00", T(12)),
+    ]
+    stats = load(warehouse, lake, snapshot(lake, [second]), run_id="2")
+    assert (stats.inserted, stats.updated, stats.voided, stats.stale, stats.quarantined) == (
+        2,
+        1,
+        2,
+        1,
+        1,
+    )
+    sales, rejects = state(pg_url)
+    assert sales == {
+        "a": Decimal("11.0000"),
+        "c": Decimal("10.0000"),  # a malformed update never destroys the stored good version
+        "d": Decimal("10.0000"),  # an older version never overwrites a newer one
+        "k": Decimal("7.0000"),  # the fix moves k to sales; its old reject goes
+        "n": Decimal("5.0000"),
+    }
+    assert rejects == {
+        ("b", "non_positive_amount"),
+        ("c", "invalid_currency"),
+        ("e", "non_positive_amount"),
+        ("m", "non_positive_amount"),
+    }
+    assert_invariant(pg_url)
+    assert rows(pg_url, "SELECT count(*), sum(amount) FROM sales") == [(5, Decimal("43.0000"))]
+    assert (stats.day_sales, stats.day_amount) == (5, Decimal("43.0000"))
+
+    # Load 3: e comes back newer than its void; b's stale positive stays voided; c is fixed by
+    # a good version newer than its quarantined one.
+    third = [sale("e", "4.00", T(14)), sale("b", "10.00", T(11)), sale("c", "12.00", T(14))]
+    stats = load(warehouse, lake, snapshot(lake, [third]), run_id="3")
+    assert (stats.inserted, stats.updated, stats.stale, stats.voided) == (1, 1, 1, 0)
+    sales, rejects = state(pg_url)
+    assert sales == {
+        "a": Decimal("11.0000"),
+        "c": Decimal("12.0000"),
+        "d": Decimal("10.0000"),
+        "e": Decimal("4.0000"),
+        "k": Decimal("7.0000"),
+        "n": Decimal("5.0000"),
+    }
+    assert rejects == {("b", "non_positive_amount"), ("m", "non_positive_amount")}
+    assert_invariant(pg_url)
+
+    # The same three loads in one go (one full snapshot of everything) end the same way.
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("TRUNCATE sales, sales_rejected"))
+    engine.dispose()
+    load(warehouse, lake, snapshot(lake, [first, second, third]), run_id="all")
+    assert state(pg_url) == (sales, rejects)
+
+
+def test_ledger_skips_a_loaded_snapshot_and_keeps_the_high_water_mark(
+    warehouse: WarehouseConfig, lake: Lake, pg_url: str
+) -> None:
+    clean = snapshot(lake, [[sale("a", "1.00", T(10)), sale("b", "x", T(13))]])
+    source = LoadSource(snapshot_id=clean.snapshot_id, mode="full", records=2)
+    first, second = (
+        load(warehouse, lake, clean, "1", source),
+        load(warehouse, lake, clean, "2", source),
+    )
+    forced = load(warehouse, lake, clean, "3", source, force=True)
+    assert (first.skipped, first.inserted) == (False, 1)
+    assert (second.skipped, second.inserted, second.unchanged) == (True, 0, 1)
+    assert (forced.skipped, forced.inserted, forced.unchanged) == (False, 0, 1)
+    engine = create_warehouse_engine(warehouse)
+    try:
+        mark = day_high_water_mark(engine, tables_for(warehouse), DAY)
+    finally:
+        engine.dispose()
+    assert mark == datetime(2026, 11, 23, 13, tzinfo=UTC)
+    assert rows(pg_url, "SELECT run_id, status, mode FROM sales_load_ledger ORDER BY load_id") == [
+        ("1", "loaded", "full"),
+        ("3", "loaded", "full"),
+    ]
+
+
+def test_a_batch_that_fails_to_read_fails_the_load_and_writes_nothing(
+    warehouse: WarehouseConfig, lake: Lake, pg_url: str
+) -> None:
+    from sales_etl.errors import LakeError
+
+    clean = snapshot(lake, [[sale("a"), sale("b")]], chunk_records=1)
+    parts = list(iter_tables(lake, clean.manifest["sales_parts"]))
+
+    def torn() -> Any:
+        yield parts[0]
+        raise LakeError("part 2 is torn")
+
+    engine = create_warehouse_engine(warehouse)
+    tables = tables_for(warehouse)
+    ensure_tables(engine, tables)
+    try:
+        with pytest.raises(LakeError, match="part 2 is torn"):
+            load_day(engine, tables, DAY, "r", torn(), [], datetime.now(UTC))
+    finally:
+        engine.dispose()
+    assert rows(pg_url, "SELECT count(*) FROM sales") == [(0,)]
+    assert rows(pg_url, "SELECT count(*) FROM sales_load_ledger") == [(0,)]

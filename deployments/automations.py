@@ -1,0 +1,195 @@
+"""Create or update the Daily Sales automations on the Prefect API (idempotent)::
+
+    python -m deployments.automations --webhook-url https://hooks.example.com/etl --deadline 06:00
+
+Three automations, each calling the webhook block (a stock ``prefect.blocks.webhook.Webhook``)
+with a JSON body that names the day (the event's resource, ``sales.day.<YYYY-MM-DD>``):
+
+- *day not loaded by HH:MM UTC*: a proactive trigger. A run of a recent day emits
+  ``sales.day.due`` dated at the day's close (midnight UTC after it); the automation expects
+  ``sales.day.loaded`` of the same day (``for_each`` resource) within HH:MM after that, and
+  fires when it does not come. A day that is late but loads before the deadline does not fire.
+- *quality degraded*: reactive, on ``sales.day.quality-degraded``.
+- *run failed*: reactive, on ``sales.day.failed`` (the flow emits it on any failure of a day).
+
+Automations are found by name: running the script again updates them in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import cast
+from uuid import UUID
+
+from prefect.automations import (
+    Automation,
+    AutomationCore,
+    CallWebhook,
+    EventTrigger,
+    Posture,
+)
+from prefect.blocks.webhook import Webhook
+from pydantic import SecretStr
+
+from tasks.operations import DAY_DEGRADED, DAY_DUE, DAY_FAILED, DAY_LOADED
+
+DEFAULT_WEBHOOK_BLOCK = "daily-sales-alerts"
+DEFAULT_DEADLINE = "06:00"
+TAGS = ["daily-sales"]
+NOT_LOADED = "Daily Sales: day not loaded by the deadline"
+DEGRADED = "Daily Sales: quality degraded"
+FAILED = "Daily Sales: run failed"
+DAY_RESOURCES = {"prefect.resource.id": "sales.day.*"}
+
+
+def parse_deadline(text: str) -> timedelta:
+    """``HH:MM`` (or ``HH:MM:SS``) UTC after the day closes, as a duration from midnight."""
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})(?::(\d{2}))?", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a time of day (HH:MM): {text!r}")
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    if hours > 23 or minutes > 59 or seconds > 59:
+        raise argparse.ArgumentTypeError(f"not a time of day (HH:MM): {text!r}")
+    deadline = timedelta(hours=hours, minutes=minutes, seconds=seconds)
+    if deadline < timedelta(seconds=10):  # Prefect's minimum window of a proactive trigger
+        raise argparse.ArgumentTypeError("the deadline must be at least 00:00:10")
+    return deadline
+
+
+def _payload(kind: str, detail: str) -> str:
+    """The webhook body, a Jinja template over the triggering event."""
+    return (
+        "{"
+        f'"alert": "{kind}", '
+        '"automation": "{{ automation.name }}", '
+        '"resource": "{{ event.resource.id }}", '
+        '"event": "{{ event.event }}", '
+        f'"detail": {detail}'
+        "}"
+    )
+
+
+def daily_sales_automations(webhook_block_id: UUID, deadline: timedelta) -> list[AutomationCore]:
+    """The three automations, each notifying through the webhook block ``webhook_block_id``."""
+    hours, rest = divmod(int(deadline.total_seconds()), 3600)
+    hhmm = f"{hours:02d}:{rest // 60:02d}" + (f":{rest % 60:02d}" if rest % 60 else "")
+    not_loaded = EventTrigger(
+        after={DAY_DUE},
+        expect={DAY_LOADED},
+        match=DAY_RESOURCES,  # type: ignore[arg-type]  # coerced by the model's validator
+        for_each={"prefect.resource.id"},
+        posture=Posture.Proactive,
+        threshold=1,
+        within=deadline,
+    )
+    degraded = EventTrigger(
+        expect={DAY_DEGRADED},
+        match=DAY_RESOURCES,  # type: ignore[arg-type]
+        for_each={"prefect.resource.id"},
+        posture=Posture.Reactive,
+        threshold=1,
+    )
+    failed = EventTrigger(
+        expect={DAY_FAILED},
+        match=DAY_RESOURCES,  # type: ignore[arg-type]
+        for_each={"prefect.resource.id"},
+        posture=Posture.Reactive,
+        threshold=1,
+    )
+
+    def webhook(kind: str, detail: str) -> CallWebhook:
+        return CallWebhook(block_document_id=webhook_block_id, payload=_payload(kind, detail))
+
+    return [
+        AutomationCore(
+            name=NOT_LOADED,
+            description=f"A day is not loaded by {hhmm} UTC after it closes (sales.day.loaded "
+            "missing after sales.day.due).",
+            tags=TAGS,
+            trigger=not_loaded,
+            actions=[webhook("not-loaded", f'"not loaded by {hhmm} UTC"')],
+        ),
+        AutomationCore(
+            name=DEGRADED,
+            description="A day's reject rate is above the quality thresholds.",
+            tags=TAGS,
+            trigger=degraded,
+            actions=[webhook("quality-degraded", "{{ event.payload | tojson }}")],
+        ),
+        AutomationCore(
+            name=FAILED,
+            description="A run of the Daily Sales ETL failed for a day.",
+            tags=TAGS,
+            trigger=failed,
+            actions=[webhook("run-failed", "{{ event.payload | tojson }}")],
+        ),
+    ]
+
+
+def apply(automation: AutomationCore) -> tuple[str, UUID]:
+    """Create ``automation``, or update the one of the same name; returns (verb, id)."""
+    try:
+        existing = cast(Automation, Automation.read(name=automation.name))
+    except ValueError:  # "not found"
+        created = cast(Automation, Automation(**automation.model_dump()).create())
+        assert created.id is not None
+        return "created", created.id
+    assert existing.id is not None
+    Automation(**automation.model_dump(), id=existing.id).update()
+    return "updated", existing.id
+
+
+def webhook_block_id(name: str, url: str | None) -> UUID:
+    """The id of webhook block ``name``: saved (overwritten) from ``url`` when given."""
+    if url:
+        Webhook(method="POST", url=SecretStr(url)).save(name, overwrite=True)
+    block = Webhook.load(name)
+    assert isinstance(block, Webhook)
+    assert block._block_document_id is not None
+    return block._block_document_id
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m deployments.automations",
+        description=(
+            "Create or update the Daily Sales automations on the Prefect API (PREFECT_API_URL): "
+            "'day not loaded by HH:MM UTC', 'quality degraded' and 'run failed', each calling "
+            "a webhook block. Idempotent: automations are matched by name."
+        ),
+    )
+    parser.add_argument(
+        "--webhook-url",
+        default=None,
+        help="save the webhook block with this URL (overwriting it); without it the block "
+        "must exist (create it in the UI: Blocks -> Webhook)",
+    )
+    parser.add_argument(
+        "--webhook-block",
+        default=DEFAULT_WEBHOOK_BLOCK,
+        help=f"name of the Webhook block (default: {DEFAULT_WEBHOOK_BLOCK})",
+    )
+    parser.add_argument(
+        "--deadline",
+        type=parse_deadline,
+        default=parse_deadline(DEFAULT_DEADLINE),
+        metavar="HH:MM",
+        help=f"a day must be loaded by this UTC time after it ends (default: {DEFAULT_DEADLINE})",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    block_id = webhook_block_id(args.webhook_block, args.webhook_url)
+    for automation in daily_sales_automations(block_id, args.deadline):
+        verb, automation_id = apply(automation)
+        print(f"{verb} automation {automation.name!r}: {automation_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

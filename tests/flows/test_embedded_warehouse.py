@@ -1,0 +1,156 @@
+"""The default warehouse end to end: ``python -m flows.daily_sales`` with no WAREHOUSE_URL loads
+the embedded PostgreSQL in ./.data/postgres, keeps it between runs and stops it afterwards."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from flows.daily_sales import DEMO_DATA
+from sales_etl.demo_api import generate_record
+from sales_etl.embedded_postgres import _alive, _postmaster, embedded_postgres
+from tests import postgres
+from tests.conftest import run_env
+
+DAY = date(2026, 11, 24)
+REPO = Path(__file__).resolve().parents[2]
+# The flow's demo day: 5000 sales + 100 later updates, every 97th record malformed: 5049 valid
+# records, 51 rejected, 100 superseded versions -> 4950 rows in sales, 50 in sales_rejected.
+SALES, REJECTS = 4950, 50
+
+
+@pytest.fixture(scope="module")
+def prefect_api_url(prefect_harness: None) -> str:
+    """The harness API, so each CLI run does not start its own Prefect server."""
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value())
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A fresh folder with no .data (reachable by the server's user when we are root)."""
+    with postgres.reachable_tmp_dir("etl-run-") as root:
+        yield root
+
+
+def cli(workdir: Path, api: str, day: date = DAY) -> subprocess.Popen[str]:
+    env = run_env(PREFECT_API_URL=api, PYTHONPATH=str(REPO))
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.daily_sales", "--date", day.isoformat()],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finished(proc: subprocess.Popen[str]) -> str:
+    """The run's whole terminal output: logs (stderr, the summary among them) and stdout."""
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+    (verdict,) = out.strip().splitlines()  # stdout: the verdict line only
+    assert verdict.startswith("Daily Sales ETL ") and ": LOADED — " in verdict, out
+    return err + out
+
+
+def server_running(workdir: Path) -> bool:
+    running = _postmaster(workdir / ".data" / "postgres" / "pgdata")
+    return running is not None and _alive(running.pid)
+
+
+def warehouse(workdir: Path) -> dict[str, Any]:
+    with embedded_postgres(workdir / ".data" / "postgres") as server:
+        engine = sa.create_engine(server.url, poolclass=sa.pool.NullPool)
+        with engine.connect() as conn:
+            amounts = dict(conn.execute(sa.text("SELECT sale_id, amount FROM sales")).all())
+            rejects = conn.execute(sa.text("SELECT count(*) FROM sales_rejected")).scalar_one()
+            money_type = conn.execute(
+                sa.text(
+                    "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                    "WHERE attrelid = 'sales'::regclass AND attname = 'amount'"
+                )
+            ).scalar_one()
+        engine.dispose()
+    return {"amounts": amounts, "rejects": rejects, "money_type": money_type}
+
+
+def expected_amount(sale_id: str) -> Decimal:
+    """The demo generator's amount text of the version of ``sale_id`` that must win."""
+    compact, number = sale_id.split("-")  # "20261124-000000042"
+    day, i = f"{compact[:4]}-{compact[4:6]}-{compact[6:]}", int(number)
+    updated = i % DEMO_DATA.update_every == 0  # the tail re-sends these, newer
+    return Decimal(generate_record(day, i, version=2 if updated else 1)["amount"])
+
+
+def summary_value(out: str, prefix: str) -> str:
+    (line,) = [line.strip() for line in out.splitlines() if line.strip().startswith(prefix)]
+    return line
+
+
+def test_two_runs_load_the_embedded_postgres_then_change_nothing(
+    workdir: Path, prefect_api_url: str
+) -> None:
+    first = finished(cli(workdir, prefect_api_url))
+    assert not server_running(workdir), "the run left its server running"
+    second = finished(cli(workdir, prefect_api_url))
+    assert not server_running(workdir)
+
+    for out in (first, second):
+        assert out.count("day in the warehouse: ") == 1, out  # the summary, once
+        assert "query it: " in out and "-m sales_etl.embedded_postgres psql" in out
+        assert "data in .data/postgres" in out
+    assert summary_value(first, "warehouse: 4950").startswith(
+        "warehouse: 4950 inserted, 0 updated, 0 unchanged,"
+    )
+    assert summary_value(first, "warehouse: 4950").endswith(", 50 rejects kept")
+    assert summary_value(second, "warehouse: 0").startswith("warehouse: 0 inserted, 0 updated,")
+    loaded = warehouse(workdir)
+    assert (len(loaded["amounts"]), loaded["rejects"]) == (SALES, REJECTS)
+    assert loaded["money_type"] == "numeric(18,4)"
+    assert loaded["amounts"] == {sale_id: expected_amount(sale_id) for sale_id in loaded["amounts"]}
+    assert all(isinstance(v, Decimal) for v in loaded["amounts"].values())
+    assert not (workdir / ".data" / "warehouse.db").exists()
+
+
+def test_a_run_after_a_sigkilled_run_succeeds(workdir: Path, prefect_api_url: str) -> None:
+    killed = cli(workdir, prefect_api_url)
+    deadline = time.monotonic() + 180
+    while not server_running(workdir):
+        assert killed.poll() is None, killed.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the server never started"
+        time.sleep(0.05)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.communicate()
+    assert server_running(workdir), "the server should outlive the killed run"
+
+    out = finished(cli(workdir, prefect_api_url))
+    assert f"Daily Sales ETL {DAY}: LOADED" in out
+    assert not server_running(workdir), "the adopted server was not stopped"
+    loaded = warehouse(workdir)
+    assert (len(loaded["amounts"]), loaded["rejects"]) == (SALES, REJECTS)
+
+
+def test_two_concurrent_runs_share_the_server(workdir: Path, prefect_api_url: str) -> None:
+    other_day = date(2026, 11, 23)
+    runs = [cli(workdir, prefect_api_url, DAY), cli(workdir, prefect_api_url, other_day)]
+    outs = [finished(run) for run in runs]
+    for out, day in zip(outs, (DAY, other_day), strict=True):
+        line = summary_value(out, "warehouse: 4950")
+        assert line.startswith("warehouse: 4950 inserted, 0 updated, 0 unchanged,"), day
+        assert line.endswith(", 50 rejects kept"), day
+    assert not server_running(workdir)
+    loaded = warehouse(workdir)
+    assert (len(loaded["amounts"]), loaded["rejects"]) == (2 * SALES, 2 * REJECTS)

@@ -1,0 +1,198 @@
+"""The embedded PostgreSQL server: start, attach, stop, killed users, stale pid files, races."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import sqlalchemy as sa
+
+from sales_etl.embedded_postgres import (
+    EmbeddedPostgresError,
+    _postmaster,
+    _socket_dir,
+    embedded_postgres,
+)
+from tests import postgres
+
+REPO = Path(__file__).resolve().parents[2]
+HELPER = [sys.executable, "-m", "sales_etl.embedded_postgres"]
+# A process that uses the server: prints its postmaster pid, then holds it until killed or done.
+HOLDER = """
+import sys, time
+from sales_etl.embedded_postgres import embedded_postgres, _postmaster
+with embedded_postgres(sys.argv[1]) as server:
+    print(_postmaster(server.pgdata).pid, server.started_here, flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    with postgres.reachable_tmp_dir() as root:
+        yield root / "postgres"
+
+
+def scalar(url: str, sql: str) -> object:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(sql)).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def server_pid(data_dir: Path) -> int | None:
+    """The pid of the live postmaster of ``data_dir``, or None."""
+    running = _postmaster(data_dir / "pgdata")
+    if running is None or not psutil.pid_exists(running.pid):
+        return None
+    if psutil.Process(running.pid).status() == psutil.STATUS_ZOMBIE:
+        return None
+    return running.pid
+
+
+def hold(data_dir: Path, seconds: float) -> tuple[subprocess.Popen[str], int, bool]:
+    """Start a holder process; returns it, the postmaster pid and whether it started the server."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(data_dir), str(seconds)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    assert line, f"the holder exited ({proc.wait()}) before attaching"
+    return proc, int(line[0]), line[1] == "True"
+
+
+def test_first_use_creates_and_starts_a_socket_only_server_then_stops_it(data_dir: Path) -> None:
+    with embedded_postgres(data_dir) as server:
+        assert server.started_here
+        assert server.url == (
+            f"postgresql+psycopg2://postgres@/postgres?host={data_dir.absolute() / 'pgdata'}"
+        )
+        assert scalar(server.url, "SELECT current_setting('server_version_num')::int / 10000") == 18
+        assert scalar(server.url, "SHOW listen_addresses") == ""  # no TCP at all
+        pid = server_pid(data_dir)
+        assert pid is not None
+    assert server_pid(data_dir) is None
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    # Kept between runs: the second start finds the same cluster and its data.
+    with embedded_postgres(data_dir) as server, sa.create_engine(server.url).begin() as conn:
+        conn.execute(sa.text("CREATE TABLE kept (n numeric(18,4))"))
+        conn.execute(sa.text("INSERT INTO kept VALUES (0.1), (0.2)"))
+    with embedded_postgres(data_dir) as server:
+        assert str(scalar(server.url, "SELECT sum(n) FROM kept")) == "0.3000"
+
+
+def test_second_user_attaches_and_the_last_one_out_stops_it(data_dir: Path) -> None:
+    proc, pid, started = hold(data_dir, 30)
+    try:
+        assert started
+        with embedded_postgres(data_dir) as server:
+            assert not server.started_here
+            assert server_pid(data_dir) == pid
+            assert scalar(server.url, "SELECT 1") == 1
+        assert server_pid(data_dir) == pid, "stopped while the holder still used it"
+    finally:
+        proc.kill()
+        proc.wait()
+    with embedded_postgres(data_dir) as server:  # adopts the server the killed holder left
+        assert not server.started_here
+    assert server_pid(data_dir) is None
+
+
+def test_two_processes_starting_at_once_share_one_server(data_dir: Path) -> None:
+    first = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(data_dir), "3"], cwd=REPO, stdout=subprocess.PIPE
+    )
+    second = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(data_dir), "3"], cwd=REPO, stdout=subprocess.PIPE
+    )
+    outs = [p.communicate(timeout=120)[0].decode().split() for p in (first, second)]
+    assert (first.returncode, second.returncode) == (0, 0)
+    assert outs[0][0] == outs[1][0], "two servers on one data directory"
+    assert sorted(o[1] for o in outs) == ["False", "True"]
+    assert server_pid(data_dir) is None
+
+
+def test_sigkilled_user_leaves_the_server_running_and_the_next_run_adopts_it(
+    data_dir: Path,
+) -> None:
+    proc, pid, _ = hold(data_dir, 60)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert server_pid(data_dir) == pid  # the server runs on, in its own session
+    started = time.monotonic()
+    with embedded_postgres(data_dir, timeout=30) as server:
+        assert not server.started_here
+        assert scalar(server.url, "SELECT 1") == 1
+    assert time.monotonic() - started < 15  # no lock left behind to wait for
+    assert server_pid(data_dir) is None
+
+
+def test_sigkilled_user_and_server_leave_a_stale_pid_file_that_is_recovered(
+    data_dir: Path,
+) -> None:
+    proc, pid, _ = hold(data_dir, 60)
+    os.kill(proc.pid, signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    assert (data_dir / "pgdata" / "postmaster.pid").exists()
+    with embedded_postgres(data_dir) as server:
+        assert server.started_here
+        assert scalar(server.url, "SELECT 1") == 1
+    assert server_pid(data_dir) is None
+
+
+def test_pid_file_naming_another_live_process_is_stale(data_dir: Path) -> None:
+    with embedded_postgres(data_dir):
+        pass
+    pid_file = data_dir / "pgdata" / "postmaster.pid"
+    # A pid reused by another program after a crash (here: this Python process).
+    pid_file.write_text(f"{os.getpid()}\n{data_dir}\n0\n5432\n{data_dir}\n\n0 0\nready\n")
+    with embedded_postgres(data_dir, timeout=30) as server:
+        assert server.started_here
+        assert scalar(server.url, "SELECT 1") == 1
+
+
+def test_psql_helper_queries_the_warehouse(data_dir: Path) -> None:
+    done = subprocess.run(
+        [*HELPER, "--data-dir", str(data_dir), "psql", "-At", "-c", "SELECT 6 * 7"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "42"), done.stderr
+    assert server_pid(data_dir) is None
+
+
+def test_tcp_port_and_long_paths() -> None:
+    with postgres.throwaway_server() as server:
+        assert server.url == f"postgresql+psycopg2://postgres@127.0.0.1:{server.port}/postgres"
+        assert scalar(server.url, "SHOW listen_addresses") == "127.0.0.1"
+    long = Path("/tmp") / ("x" * 120) / "pgdata"
+    assert _socket_dir(long, 5432).parent == Path("/tmp")
+    assert _socket_dir(Path("/srv/pg"), 5432) == Path("/srv/pg")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another user")
+def test_as_root_an_unreachable_folder_fails_at_once_saying_why(tmp_path: Path) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    with (
+        pytest.raises(EmbeddedPostgresError, match=r"cannot enter .*chmod o\+x"),
+        embedded_postgres(private / "postgres"),
+    ):
+        pass
+    assert oct(private.stat().st_mode & 0o777) == "0o700"  # never chmodded behind our back

@@ -1,0 +1,74 @@
+"""extract-sales with updated_since: incremental only where the server supports it."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+import pytest
+from prefect.logging import disable_run_logger
+
+from sales_etl.demo_api import DemoData, UpdatedSinceMode, serve_demo_api
+from sales_etl.demo_days import DayMix, day_records, revision_time
+from sales_etl.settings import LakeConfig, SourceConfig
+from tasks.extract import extract_sales, find_raw_snapshot
+
+DAY = date(2026, 11, 23)
+MIX = DayMix(rows=500, reject_rate=0.1, duplicate_rate=0.05).with_change_rate(0.05)
+SINCE = revision_time(DAY, 1)
+
+
+def extract(
+    lake: LakeConfig, mode: UpdatedSinceMode, updated_since: datetime | None
+) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    with serve_demo_api(DemoData(mix=MIX, revision=1), updated_since=mode) as api:
+        source = SourceConfig(base_url=api.url, page_size=20)
+        with disable_run_logger():
+            info = extract_sales.fn(source, lake, DAY, "demo|x", lake.url, updated_since)
+            manifest = find_raw_snapshot.fn(lake, DAY, info["snapshot_id"])
+        assert manifest is not None
+        return info, manifest, list(api.sales_requests)
+
+
+def test_incremental_extract_when_the_server_supports_it(local_lake: LakeConfig) -> None:
+    info, manifest, paths = extract(local_lake, "filter", SINCE)
+    delta = len(day_records(MIX, DAY.isoformat(), 1, SINCE))
+    assert info["records"] == manifest["records"] == delta
+    assert info["mode"] == manifest["mode"] == "incremental"
+    assert info["updated_since"] == manifest["updated_since"] == SINCE.isoformat()
+    assert manifest["source_record_count"] == len(day_records(MIX, DAY.isoformat(), 1))
+    assert len(paths) == -(-delta // 20) and all("updated_since=" in p for p in paths)
+
+
+@pytest.mark.parametrize("mode", ["ignore", "ignore_unreported", "reject"])
+def test_full_extract_when_the_server_does_not_support_it(
+    local_lake: LakeConfig, mode: UpdatedSinceMode
+) -> None:
+    info, manifest, paths = extract(local_lake, mode, SINCE)
+    full = len(day_records(MIX, DAY.isoformat(), 1))
+    assert info["records"] == manifest["records"] == full
+    assert manifest["mode"] == "full" and manifest["updated_since"] is None
+    assert not any("updated_since=" in p for p in paths)  # sent only when supported
+    assert manifest["requests"] == len(paths) + 1  # the pages and one status
+
+
+def test_full_extract_without_updated_since(local_lake: LakeConfig) -> None:
+    info, manifest, paths = extract(local_lake, "filter", None)
+    assert info["records"] == len(day_records(MIX, DAY.isoformat(), 1))
+    assert manifest["mode"] == "full" and manifest["updated_since"] is None
+    assert not any("updated_since=" in p for p in paths)
+
+
+def test_updated_since_is_part_of_the_cache_key() -> None:
+    inputs = next(p for p in extract_sales.cache_policy.policies if hasattr(p, "exclude"))
+
+    def key(updated_since: datetime | None) -> str | None:
+        arguments = {"day": DAY, "source_state": "demo|1", "lake_url": "lake"}
+        return inputs.compute_key(
+            task_ctx=None,  # type: ignore[arg-type]
+            inputs={**arguments, "source": None, "lake": None, "updated_since": updated_since},
+            flow_parameters={},
+        )
+
+    assert len({key(None), key(SINCE), key(revision_time(DAY, 2))}) == 3
+    assert key(SINCE) == key(revision_time(DAY, 1))
