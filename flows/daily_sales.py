@@ -24,6 +24,7 @@ from prefect.states import Completed
 from blocks import DataLakeBlock, SalesApiBlock, WarehouseBlock
 from blocks.result_storage import results_in_lake
 from flows.config import resolve_configs, source_endpoint, warehouse_endpoint
+from flows.transform import transform_day
 from sales_etl.dates import (
     CLOSE_PREVIOUS_DAY_BEFORE,
     default_business_date,
@@ -47,7 +48,6 @@ from tasks.operations import (
     report_failed_day,
 )
 from tasks.report import publish_report
-from tasks.transform import transform_sales
 
 FLOW_NAME = "Daily Sales ETL"
 
@@ -218,10 +218,10 @@ def _run_day(
     summary.records_extracted = raw["records"]
 
     with _timed(timings, "transform"):
-        clean = transform_sales(lake, day, raw["snapshot_id"])
-    summary.clean = clean["clean"]
-    summary.rejected_by_reason = dict(clean["by_reason"])
-    summary.clean_amount_total = clean["clean_amount_total"]
+        clean = transform_day(lake, day, raw["snapshot_id"])  # runner: TASK_RUNNER
+    summary.clean = clean.clean
+    summary.rejected_by_reason = dict(clean.by_reason)
+    summary.clean_amount_total = clean.clean_amount_total
 
     with _timed(timings, "load"):
         for replayed in earlier:
@@ -252,7 +252,7 @@ def _transform_and_load(
     lake: LakeConfig, warehouse: WarehouseConfig, day: date, raw: dict[str, Any], run_id: str
 ) -> LoadedDay:
     """An earlier snapshot replayed from the lake (a no-op load when the ledger has it)."""
-    transform_sales(lake, day, raw["snapshot_id"])
+    transform_day(lake, day, raw["snapshot_id"])
     return load_sales(warehouse, lake, day, raw["snapshot_id"], run_id, raw.get("mode", "full"))
 
 

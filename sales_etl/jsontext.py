@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 
 class JsonNumber(str):
     """A JSON number (or the non-standard NaN/Infinity constants) kept as its source text."""
@@ -18,11 +20,8 @@ class JsonNumber(str):
     __slots__ = ()
 
 
-def _number(text: str) -> JsonNumber:
-    return JsonNumber(text)
-
-
-_DECODER = json.JSONDecoder(parse_float=_number, parse_int=_number, parse_constant=_number)
+# The class itself is the hook: the C scanner calls it with the literal text, no wrapper frame.
+_DECODER = json.JSONDecoder(parse_float=JsonNumber, parse_int=JsonNumber, parse_constant=JsonNumber)
 
 
 def loads(text: str | bytes) -> Any:
@@ -33,10 +32,66 @@ def loads(text: str | bytes) -> Any:
 
 
 def dumps(value: Any) -> str:
-    """Serialise a value returned by :func:`loads` back to compact, ASCII-only JSON."""
+    """Serialise a value returned by :func:`loads` back to compact, ASCII-only JSON.
+
+    orjson writes the text when its output is provably the same: compact separators, the same
+    escapes for ``"``, ``\\`` and control characters, numbers as their source text (a
+    :class:`JsonNumber` is inserted verbatim as a fragment). It differs only in what it leaves
+    unescaped (non-ASCII text and DEL), in refusing lone surrogates, integers beyond 64 bits and
+    deep nesting, and in how it spells floats (which :func:`loads` never returns): any of those
+    goes to the plain writer.
+    """
+    kind = type(value)
+    if kind is JsonNumber:
+        return str.__str__(value)
+    if kind is str:
+        return json.dumps(value)
+    if _fast_safe_or_false(value):
+        try:
+            fast = orjson.dumps(value, default=_fragment, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
+        except TypeError:  # orjson.JSONEncodeError is a TypeError
+            pass
+        else:
+            if fast.isascii() and b"\x7f" not in fast:
+                return fast.decode("ascii")
     parts: list[str] = []
     _write(value, parts)
     return "".join(parts)
+
+
+_SCALARS = frozenset({str, JsonNumber, bool, type(None)})
+_CONTAINERS = frozenset({dict, list})
+_FAST_TYPES = _SCALARS | _CONTAINERS
+
+
+def _fast_safe_or_false(value: Any) -> bool:
+    try:
+        return _fast_safe(value)
+    except RecursionError:  # nested deeper than the walk goes: the plain writer decides
+        return False
+
+
+def _fast_safe(value: Any) -> bool:
+    """Whether orjson spells every scalar of ``value`` as :func:`_write` does (no floats, ints)."""
+    kind = type(value)
+    if kind is dict:
+        items: Any = value.values()
+    elif kind is list:
+        items = value
+    else:
+        return kind in _SCALARS
+    kinds = set(map(type, items))
+    if kinds <= _SCALARS:
+        return True
+    if not kinds <= _FAST_TYPES:
+        return False
+    return all(_fast_safe(item) for item in items if type(item) in _CONTAINERS)
+
+
+def _fragment(value: Any) -> orjson.Fragment:
+    if type(value) is JsonNumber:
+        return orjson.Fragment(str.__str__(value))
+    raise TypeError(f"not serialisable here: {type(value).__name__}")
 
 
 def _write(value: Any, out: list[str]) -> None:

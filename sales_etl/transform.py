@@ -1,23 +1,24 @@
-"""Raw snapshot -> clean snapshot, in bounded chunks.
+"""Raw snapshot -> clean snapshot, one raw part at a time, in bounded chunks.
 
-Reads the raw pages of a day one Parquet part at a time, validates records in chunks of
-``chunk_records`` with :func:`sales_etl.validate.validate_records`, and writes typed Parquet
-parts (``sales-*`` and ``rejected-*``) to the clean zone. Memory stays bounded by the chunk size,
-not by the size of the day.
+Each raw Parquet part is transformed on its own (:func:`transform_part`): its pages are parsed
+losslessly, validated in chunks of ``chunk_records`` with :func:`sales_etl.validate.validate_chunk`
+and written as typed Parquet parts (``sales-*`` and ``rejected-*``) by a
+:class:`~sales_etl.snapshots.CleanSnapshotWriter`. A part's records are numbered from the number
+of records in the parts before it (:func:`plan_parts`), so parts can be transformed in any order,
+in parallel, on any machine, and give exactly the rows of one sequential pass; one commit
+(:func:`commit_clean_snapshot`) then publishes the manifest. :func:`transform_snapshot` is the
+sequential path. Memory stays bounded by the chunk size, not by the size of the day.
 """
 
 from __future__ import annotations
 
 import gc
 import hashlib
-import json
 import threading
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal
+from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import pandas as pd
@@ -29,18 +30,18 @@ from sales_etl.errors import LakeError
 from sales_etl.lake import Lake
 from sales_etl.schema import CLEAN_SCHEMA, MONEY_ARROW, REJECTED_SCHEMA
 from sales_etl.snapshots import (
-    MANIFEST,
+    CleanParts,
+    CleanSnapshotWriter,
     SnapshotRef,
     find_snapshot,
-    iter_raw_pages,
-    snapshot_prefix,
-    write_parquet,
+    iter_part_pages,
+    raw_part_records,
 )
-from sales_etl.validate import ValidationResult, validate_records
+from sales_etl.validate import validate_chunk
 
 # Bump when validation rules change, so cached clean snapshots are rebuilt from raw.
 TRANSFORM_VERSION = 1
-DEFAULT_CHUNK_RECORDS = 100_000
+DEFAULT_CHUNK_RECORDS = 50_000
 
 
 _GC_LOCK = threading.Lock()
@@ -71,35 +72,142 @@ def cyclic_gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
-@dataclass
-class TransformStats:
-    """Counts of one transform, stored in the clean manifest."""
+@dataclass(frozen=True)
+class RawPart:
+    """One raw Parquet part to transform: where it is and how its records are numbered."""
 
-    records: int = 0
-    clean: int = 0
-    rejected: int = 0
-    by_reason: Counter[str] = field(default_factory=Counter)
-    amount_total: str = "0"
+    day: date
+    snapshot_id: str
+    number: int
+    key: str
+    first_index: int  # record_index of its first record: records in the parts before it
+    records: int
 
 
-def clean_table(frame: pd.DataFrame) -> pa.Table:
-    """The clean frame as an Arrow table of :data:`CLEAN_SCHEMA` (money as exact decimals)."""
+def plan_parts(lake: Lake, raw: SnapshotRef) -> list[RawPart]:
+    """The parts of raw snapshot ``raw``, each with the stream position of its first record."""
+    parts = []
+    first_index = 0
+    for number, (key, count) in enumerate(
+        zip(raw.manifest["parts"], raw_part_records(lake, raw), strict=True)
+    ):
+        parts.append(RawPart(raw.day, raw.snapshot_id, number, key, first_index, count))
+        first_index += count
+    return parts
+
+
+def reusable_clean_snapshot(lake: Lake, raw: SnapshotRef) -> SnapshotRef | None:
+    """The clean snapshot already built from ``raw`` by this transform version, if any."""
+    existing = find_snapshot(lake, "clean", raw.day, raw.snapshot_id)
+    if existing is not None and existing.manifest.get("transform_version") == TRANSFORM_VERSION:
+        return existing
+    return None
+
+
+def transform_part(
+    lake: Lake, part: RawPart, chunk_records: int = DEFAULT_CHUNK_RECORDS
+) -> CleanParts:
+    """Validate one raw part into clean and rejected Parquet parts (not yet committed).
+
+    Deterministic: a retry (or a second worker after a lost one) writes the same keys with the
+    same content.
+    """
+    writer = CleanSnapshotWriter(lake, part.day, part.snapshot_id, name=f"{part.number:05d}-")
+    first_index = part.first_index
+    with cyclic_gc_paused():
+        for batch in _chunks(lake, part, chunk_records):
+            chunk = validate_chunk(batch, part.day, first_index)
+            first_index += len(batch)
+            writer.add(len(batch), clean_table(chunk.clean), rejected_table(chunk.rejected))
+            del batch, chunk
+            gc.collect(1)  # the chunk's own cycles; the old generation is not walked
+    gc.collect()  # cycles that reached the old generation meanwhile (pandas frames)
+    # Arrow's pool (mimalloc) keeps freed chunk buffers resident otherwise: a process that
+    # transforms part after part would creep up by tens of MB per part.
+    pa.default_memory_pool().release_unused()
+    if writer.written.records != part.records:
+        raise LakeError(
+            f"raw part {part.key} holds {writer.written.records} records, "
+            f"its snapshot says {part.records}"
+        )
+    return writer.written
+
+
+def _chunks(lake: Lake, part: RawPart, chunk_records: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for number, body in iter_part_pages(lake, part.key):
+        try:
+            page = jsontext.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise LakeError(
+                f"raw snapshot {part.snapshot_id} page {number} is not valid JSON: {exc}"
+            ) from None
+        batch.extend(page["data"])
+        del page
+        if len(batch) >= chunk_records:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def commit_clean_snapshot(lake: Lake, raw: SnapshotRef, parts: Sequence[CleanParts]) -> SnapshotRef:
+    """Publish the clean snapshot of ``raw`` from its transformed parts, in raw part order."""
+    writer = CleanSnapshotWriter(lake, raw.day, raw.snapshot_id)
+    written = sum(part.records for part in parts)
+    if written != int(raw.manifest["records"]):
+        raise LakeError(
+            f"clean snapshot {raw.snapshot_id} would hold {written} records, "
+            f"the raw one has {raw.manifest['records']}"
+        )
+    return writer.commit(*parts, transform_version=TRANSFORM_VERSION)
+
+
+def transform_snapshot(
+    lake: Lake, raw: SnapshotRef, chunk_records: int = DEFAULT_CHUNK_RECORDS
+) -> SnapshotRef:
+    """Validate a raw snapshot into the clean zone, part after part, in this process.
+
+    Reuses a clean snapshot already built from ``raw``. The parallel path (the flow's
+    ``transform-part`` tasks) runs the same :func:`transform_part` per part and gives the same
+    snapshot.
+    """
+    existing = reusable_clean_snapshot(lake, raw)
+    if existing is not None:
+        return existing
+    parts = [transform_part(lake, part, chunk_records) for part in plan_parts(lake, raw)]
+    return commit_clean_snapshot(lake, raw, parts)
+
+
+def clean_table(data: pd.DataFrame | pa.Table) -> pa.Table:
+    """Validated clean rows as an Arrow table of :data:`CLEAN_SCHEMA` (money as exact decimals).
+
+    Money text becomes ``decimal128`` exactly; timestamps become microseconds, the warehouse's
+    resolution (a sub-microsecond fraction is cut, as PostgreSQL cannot hold it either).
+    """
     columns: dict[str, Any] = {}
     for name in CLEAN_SCHEMA.names:
         target = CLEAN_SCHEMA.field(name).type
-        array = pa.array(frame[name], from_pandas=True)
-        columns[name] = pc.cast(array, target) if target == MONEY_ARROW else array.cast(target)
+        array = _column(data, name)
+        if target == MONEY_ARROW:
+            columns[name] = pc.cast(array, target)
+        elif pa.types.is_timestamp(target):
+            columns[name] = pc.cast(array, target, safe=False)
+        else:
+            columns[name] = array.cast(target)
     return pa.table(columns, schema=CLEAN_SCHEMA)
 
 
-def rejected_table(frame: pd.DataFrame) -> pa.Table:
-    """The rejected frame as an Arrow table; ``record_hash`` keys a reject across reruns."""
+def rejected_table(data: pd.DataFrame | pa.Table) -> pa.Table:
+    """Rejected records as an Arrow table; ``record_hash`` keys a reject across reruns."""
+    reasons = _column(data, "reason").to_pylist()
+    raws = _column(data, "raw_record").to_pylist()
     hashes = [
         hashlib.sha256(f"{reason}\x1f{raw}".encode()).hexdigest()[:32]
-        for reason, raw in zip(frame["reason"], frame["raw_record"], strict=True)
+        for reason, raw in zip(reasons, raws, strict=True)
     ]
     columns = {
-        name: pa.array(frame[name], from_pandas=True).cast(REJECTED_SCHEMA.field(name).type)
+        name: _column(data, name).cast(REJECTED_SCHEMA.field(name).type)
         for name in REJECTED_SCHEMA.names
         if name != "record_hash"
     }
@@ -107,73 +215,7 @@ def rejected_table(frame: pd.DataFrame) -> pa.Table:
     return pa.table(columns, schema=REJECTED_SCHEMA)
 
 
-def transform_snapshot(
-    lake: Lake, raw: SnapshotRef, chunk_records: int = DEFAULT_CHUNK_RECORDS
-) -> SnapshotRef:
-    """Validate a raw snapshot into the clean zone (reusing a clean snapshot already built)."""
-    existing = find_snapshot(lake, "clean", raw.day, raw.snapshot_id)
-    if existing is not None and existing.manifest.get("transform_version") == TRANSFORM_VERSION:
-        return existing
-
-    prefix = snapshot_prefix("clean", raw.day, raw.snapshot_id)
-    stats = TransformStats()
-    sales_parts: list[str] = []
-    rejected_parts: list[str] = []
-    amount_total = Decimal(0)
-    batch: list[Any] = []
-    first_index = 0
-
-    def flush() -> None:
-        nonlocal batch, first_index, amount_total
-        if not batch:
-            return
-        result: ValidationResult = validate_records(batch, raw.day, first_index)
-        first_index += len(batch)
-        stats.records += len(batch)
-        batch = []
-        if len(result.clean):
-            table = clean_table(result.clean)
-            key = f"{prefix}sales-{len(sales_parts):05d}.parquet"
-            write_parquet(lake, key, table)
-            sales_parts.append(key)
-            stats.clean += table.num_rows
-            amount_total += pc.sum(table.column("amount")).as_py() or Decimal(0)
-        if len(result.rejected):
-            table = rejected_table(result.rejected)
-            key = f"{prefix}rejected-{len(rejected_parts):05d}.parquet"
-            write_parquet(lake, key, table)
-            rejected_parts.append(key)
-            stats.rejected += table.num_rows
-            stats.by_reason.update(result.rejected["reason"].tolist())
-
-    with cyclic_gc_paused():
-        for number, body in iter_raw_pages(lake, raw):
-            try:
-                page = jsontext.loads(body)
-            except (ValueError, RecursionError) as exc:
-                raise LakeError(
-                    f"raw snapshot {raw.snapshot_id} page {number} is not valid JSON: {exc}"
-                ) from None
-            batch.extend(page["data"])
-            if len(batch) >= chunk_records:
-                flush()
-                gc.collect(1)  # the chunk's own cycles; the old generation is not walked
-        flush()
-
-    stats.amount_total = str(amount_total)
-    manifest = {
-        "zone": "clean",
-        "day": raw.day.isoformat(),
-        "snapshot_id": raw.snapshot_id,
-        "transform_version": TRANSFORM_VERSION,
-        "sales_parts": sales_parts,
-        "rejected_parts": rejected_parts,
-        "records": stats.records,
-        "clean": stats.clean,
-        "rejected": stats.rejected,
-        "by_reason": dict(sorted(stats.by_reason.items())),
-        "clean_amount_total": stats.amount_total,
-        "committed_at": datetime.now(UTC).isoformat(),
-    }
-    lake.put(f"{prefix}{MANIFEST}", json.dumps(manifest, indent=2).encode())
-    return SnapshotRef("clean", raw.day, raw.snapshot_id, manifest)
+def _column(data: pd.DataFrame | pa.Table, name: str) -> pa.Array | pa.ChunkedArray:
+    if isinstance(data, pa.Table):
+        return data.column(name)
+    return pa.array(data[name], from_pandas=True)

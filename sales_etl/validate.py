@@ -17,10 +17,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from itertools import repeat
 from typing import Any, Final
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from sales_etl import jsontext, schema
 from sales_etl.currencies import ISO_4217
@@ -74,6 +77,23 @@ class ValidationResult:
     rejected: pd.DataFrame
 
 
+@dataclass(frozen=True)
+class ValidatedChunk:
+    """A chunk of records split into two Arrow tables, as validation typed them.
+
+    ``clean`` has :data:`CLEAN_COLUMNS` (money still as its exact decimal text, timestamps in the
+    resolution pandas parsed them at); ``rejected`` has :data:`REJECTED_COLUMNS`.
+    :func:`sales_etl.transform.clean_table` turns them into the lake's schemas.
+    """
+
+    clean: pa.Table
+    rejected: pa.Table
+
+    def to_frames(self) -> ValidationResult:
+        """The same rows as pandas frames (Arrow-backed strings, UTC datetimes)."""
+        return ValidationResult(clean=_frame(self.clean), rejected=_frame(self.rejected))
+
+
 def validate_records(records: Sequence[Any], day: date, first_index: int = 0) -> ValidationResult:
     """Split raw records (as parsed by :func:`sales_etl.jsontext.loads`) into clean and rejected.
 
@@ -85,35 +105,45 @@ def validate_records(records: Sequence[Any], day: date, first_index: int = 0) ->
     Returns:
         A :class:`ValidationResult`; ``len(clean) + len(rejected) == len(records)``.
     """
-    n = len(records)
-    index = pd.RangeIndex(first_index, first_index + n)
-    is_obj = np.fromiter((type(r) is dict for r in records), dtype=bool, count=n)
-    columns = _columns(records)
+    return validate_chunk(records, day, first_index).to_frames()
 
-    sale_id, sale_id_ok = _text(columns["sale_id"], index, MAX_ID_CHARS["sale_id"], nullable=False)
-    store_id, store_ok = _text(columns["store_id"], index, MAX_ID_CHARS["store_id"], nullable=False)
+
+def validate_chunk(records: Sequence[Any], day: date, first_index: int = 0) -> ValidatedChunk:
+    """:func:`validate_records` without pandas frames: the transform's fast path.
+
+    Every check runs as one Arrow kernel over a column (the same kernels pandas' string methods
+    call; where pandas would fall back to Python's ``re`` or parse with its own code, this does
+    the same), so the result is the reference implementation's, row for row.
+    """
+    n = len(records)
+    columns, is_obj = _columns(records)
+
+    sale_id, sale_id_ok = _text(columns["sale_id"], MAX_ID_CHARS["sale_id"], nullable=False)
+    store_id, store_ok = _text(columns["store_id"], MAX_ID_CHARS["store_id"], nullable=False)
     product_id, product_ok = _text(
-        columns["product_id"], index, MAX_ID_CHARS["product_id"], nullable=False
+        columns["product_id"], MAX_ID_CHARS["product_id"], nullable=False
     )
     customer_id, customer_ok = _text(
-        columns["customer_id"], index, MAX_ID_CHARS["customer_id"], nullable=True
+        columns["customer_id"], MAX_ID_CHARS["customer_id"], nullable=True
     )
-    sale_date, sale_date_ok = _timestamps(columns["sale_date"], index)
-    updated_at, updated_ok = _timestamps(columns["updated_at"], index)
+    sale_date, sale_date_ok = _timestamps(columns["sale_date"])
+    updated_at, updated_ok = _timestamps(columns["updated_at"])
     updated_ok &= _flag((updated_at >= _UPDATED_MIN) & (updated_at < _UPDATED_MAX))
     day_start = pd.Timestamp(day, tz="UTC")
     in_day = _flag((sale_date >= day_start) & (sale_date < day_start + pd.Timedelta(days=1)))
-    quantity_text, quantity_ok = _numbers(columns["quantity"], index, _INTEGER, allow_strings=False)
-    quantity = pd.to_numeric(quantity_text, errors="coerce")
-    quantity_ok &= _flag(quantity.between(1, MAX_QUANTITY))
-    unit_price, unit_price_ok = _numbers(columns["unit_price"], index, _DECIMAL, allow_strings=True)
-    unit_price_ok &= ~_flag(unit_price.str.startswith("-"))
-    amount, amount_ok = _numbers(columns["amount"], index, _DECIMAL, allow_strings=True)
-    amount_positive = _flag(pd.to_numeric(amount, errors="coerce") > 0)
-    currency = _strings(columns["currency"], index).str.upper()
-    currency_ok = _flag(currency.isin(ISO_4217))
+    quantity_text, quantity_ok = _numbers(columns["quantity"], _INTEGER, allow_strings=False)
+    quantity = _to_integer(quantity_text)
+    quantity_ok &= _mask(
+        pc.and_(pc.greater_equal(quantity, 1), pc.less_equal(quantity, MAX_QUANTITY))
+    )
+    unit_price, unit_price_ok = _numbers(columns["unit_price"], _DECIMAL, allow_strings=True)
+    unit_price_ok &= ~_mask(pc.starts_with(unit_price, pattern="-"))
+    amount, amount_ok = _numbers(columns["amount"], _DECIMAL, allow_strings=True)
+    amount_positive = _mask(pc.greater(_to_float(amount), 0))
+    currency = pc.utf8_upper(_strings(columns["currency"]))
+    currency_ok = _mask(pc.is_in(currency, value_set=_CURRENCIES))
 
-    failed: dict[str, pd.Series | np.ndarray] = {
+    failed: dict[str, np.ndarray] = {
         NOT_AN_OBJECT: ~is_obj,
         INVALID["sale_id"]: ~sale_id_ok,
         INVALID["sale_date"]: ~sale_date_ok,
@@ -131,81 +161,85 @@ def validate_records(records: Sequence[Any], day: date, first_index: int = 0) ->
     # The earliest check in REASON_ORDER wins: assign codes from the last check to the first.
     codes = np.zeros(n, dtype=np.int8)
     for position in range(len(REASON_ORDER), 0, -1):
-        codes[np.asarray(failed[REASON_ORDER[position - 1]], dtype=bool)] = position
-    reason = pd.Series(_REASON_LABELS[codes], index=index, dtype=object)
-    bad = reason.notna()
-    good = ~bad
+        codes[failed[REASON_ORDER[position - 1]]] = position
+    good = codes == 0
+    bad_positions = np.flatnonzero(~good)
+    record_index = np.arange(first_index, first_index + n, dtype=np.int64)
+    sale_date_arr = _timestamp_array(sale_date)
+    updated_arr = _timestamp_array(updated_at)
+    keep = pa.array(good)
 
-    clean = pd.DataFrame(
+    clean = pa.table(
         {
-            "record_index": index.to_series(index=index)[good].astype("int64"),
-            "sale_id": sale_id[good],
-            "sale_date": sale_date[good],
-            "store_id": store_id[good],
-            "product_id": product_id[good],
-            "customer_id": customer_id[good],
-            "quantity": quantity[good].astype("int32"),
-            "unit_price": unit_price[good],
-            "amount": amount[good],
-            "currency": currency[good],
-            "updated_at": updated_at[good],
+            "record_index": pa.array(record_index[good]),
+            "sale_id": sale_id.filter(keep),
+            "sale_date": sale_date_arr.filter(keep),
+            "store_id": store_id.filter(keep),
+            "product_id": product_id.filter(keep),
+            "customer_id": customer_id.filter(keep),
+            "quantity": quantity.filter(keep).cast(pa.int32()),
+            "unit_price": unit_price.filter(keep),
+            "amount": amount.filter(keep),
+            "currency": currency.filter(keep),
+            "updated_at": updated_arr.filter(keep),
         }
-    ).reset_index(drop=True)
-
-    bad_positions = np.flatnonzero(bad.to_numpy())
-    rejected = pd.DataFrame(
+    )
+    take = pa.array(bad_positions, type=pa.int64())
+    labels = _REASON_LABELS[codes[bad_positions]]
+    rejected = pa.table(
         {
-            "record_index": index.to_series(index=index)[bad].astype("int64"),
-            "sale_id": sale_id[bad].where(sale_id_ok[bad]),
-            "updated_at": updated_at[bad].where(updated_ok[bad]),
-            "reason": reason[bad].astype(_STRING),
-            "detail": pd.Series(
-                [describe_problem(records[int(p)], str(reason.iloc[p])) for p in bad_positions],
-                index=index[bad_positions],
-                dtype=_STRING,
+            "record_index": pa.array(record_index[bad_positions]),
+            "sale_id": sale_id.take(take),
+            "updated_at": pc.if_else(pa.array(updated_ok), updated_arr, None).take(take),
+            "reason": pa.array(labels.tolist(), type=pa.string()),
+            "detail": pa.array(
+                [
+                    describe_problem(records[p], reason)
+                    for p, reason in zip(bad_positions.tolist(), labels.tolist(), strict=True)
+                ],
+                type=pa.string(),
             ),
-            "raw_record": pd.Series(
-                [raw_json(records[int(p)]) for p in bad_positions],
-                index=index[bad_positions],
-                dtype=_STRING,
+            "raw_record": pa.array(
+                [raw_json(records[p]) for p in bad_positions.tolist()], type=pa.string()
             ),
         }
-    ).reset_index(drop=True)
-    return ValidationResult(clean=clean, rejected=rejected)
+    )
+    return ValidatedChunk(clean=clean, rejected=rejected)
 
 
-_STRING: Final = "string[pyarrow]"
-_GET_FIELDS = operator.itemgetter(*FIELDS)
+_STRING: Final = pd.StringDtype("pyarrow")
 _REASON_LABELS = np.array([None, *REASON_ORDER], dtype=object)
+_CURRENCIES = pa.array(sorted(ISO_4217), type=pa.string())
 
 
-def _columns(records: Sequence[Any]) -> dict[str, list[Any]]:
-    """The FIELDS of the records as one list per field; missing keys and non-objects -> None.
+def _columns(records: Sequence[Any]) -> tuple[dict[str, Sequence[Any]], np.ndarray]:
+    """The FIELDS of the records as one list per field, and which records are objects.
 
-    One C-level itemgetter call per complete record and a zip transposition instead of a
-    dict.get per field and record (the common case is a record with every field).
+    Missing keys and non-objects give None. One C-level ``map(dict.get, ...)`` pass per field:
+    no Python-level loop over the records.
     """
-    if not records:
-        return {name: [] for name in FIELDS}
-    rows: list[tuple[Any, ...]] = []
-    append = rows.append
-    missing = (None,) * len(FIELDS)
-    for record in records:
-        if type(record) is not dict:
-            append(missing)
-            continue
-        try:
-            append(_GET_FIELDS(record))
-        except KeyError:
-            append(tuple(record.get(name) for name in FIELDS))
-    return {
-        name: list(values) for name, values in zip(FIELDS, zip(*rows, strict=True), strict=True)
+    is_obj = np.fromiter(map(dict.__instancecheck__, records), dtype=bool, count=len(records))
+    objects: Sequence[Any] = (
+        records if is_obj.all() else [r if type(r) is dict else {} for r in records]
+    )
+    columns: dict[str, Sequence[Any]] = {
+        name: list(map(dict.get, objects, repeat(name))) for name in FIELDS
     }
+    return columns, np.asarray(is_obj, dtype=bool)
 
 
-def _flag(mask: pd.Series) -> pd.Series:
-    """A nullable comparison result as a plain bool mask (unknown counts as False)."""
-    return mask.fillna(False).astype(bool)
+def _frame(table: pa.Table) -> pd.DataFrame:
+    return table.to_pandas(types_mapper={pa.string(): _STRING, pa.large_string(): _STRING}.get)
+
+
+def _mask(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A nullable Arrow boolean result as a plain numpy mask (unknown counts as False)."""
+    return np.asarray(pc.fill_null(values, False), dtype=bool)
+
+
+def _flag(mask: pd.Series) -> np.ndarray:
+    """A nullable pandas comparison result as a plain numpy mask (unknown counts as False)."""
+    return mask.fillna(False).to_numpy(dtype=bool)
 
 
 def _utf8_ok(value: str) -> bool:
@@ -216,52 +250,104 @@ def _utf8_ok(value: str) -> bool:
     return True
 
 
-def _strings(
-    values: list[Any], index: pd.Index, *, numbers: bool = False, strings: bool = True
-) -> pd.Series:
-    """The values that are JSON strings (and/or numbers) as an Arrow string series, else null."""
+_STR_OR_NULL = frozenset({str, type(None)})
+_NUMBER_OR_NULL = frozenset({JsonNumber, type(None)})
+_STR_NUMBER_OR_NULL = frozenset({str, JsonNumber, type(None)})
+
+
+def _strings(values: Sequence[Any], *, numbers: bool = False, strings: bool = True) -> pa.Array:
+    """The values that are JSON strings (and/or numbers) as an Arrow string array, else null."""
     if strings and numbers:
-        kept = [v if type(v) is str or type(v) is JsonNumber else None for v in values]
+        allowed = _STR_NUMBER_OR_NULL
     elif numbers:
-        kept = [v if type(v) is JsonNumber else None for v in values]
-    elif strings:
-        kept = [v if type(v) is str else None for v in values]
+        allowed = _NUMBER_OR_NULL
     else:
-        kept = [None] * len(values)
+        allowed = _STR_OR_NULL
+    # Usually every value already has an allowed type: then no per-value filtering in Python.
+    kept: Sequence[Any] = (
+        values
+        if set(map(type, values)) <= allowed
+        else [v if type(v) in allowed else None for v in values]
+    )
     try:
-        return pd.Series(kept, index=index, dtype=_STRING)
-    except (UnicodeEncodeError, ValueError, TypeError):
+        return pa.array(kept, type=pa.string())
+    except (UnicodeEncodeError, ValueError, TypeError, pa.ArrowException):
         cleaned = [v if isinstance(v, str) and _utf8_ok(v) else None for v in kept]
-        return pd.Series(cleaned, index=index, dtype=_STRING)
+        return pa.array(cleaned, type=pa.string())
 
 
-def _text(
-    values: list[Any], index: pd.Index, max_chars: int, *, nullable: bool
-) -> tuple[pd.Series, pd.Series]:
+def _is_ascii(values: pa.Array) -> bool:
+    return bool(pc.all(pc.fill_null(pc.string_is_ascii(values), True)).as_py() is not False)
+
+
+def _fullmatch(values: pa.Array, pattern: str) -> np.ndarray:
+    """``Series.str.fullmatch(pattern)`` of pandas' Arrow strings, unknown as False.
+
+    pandas runs the match in RE2 (Arrow) unless ``\\d`` meets non-ASCII text, where Python's
+    Unicode-aware ``re`` decides instead; so does this.
+    """
+    if _is_ascii(values):
+        return _mask(pc.match_substring_regex(values, pattern=f"^({pattern})$"))
+    compiled = re.compile(pattern)
+    return np.fromiter(
+        (v is not None and compiled.fullmatch(v) is not None for v in values.to_pylist()),
+        dtype=bool,
+        count=len(values),
+    )
+
+
+def _text(values: Sequence[Any], max_chars: int, *, nullable: bool) -> tuple[pa.Array, np.ndarray]:
     """A clean string of 1..max_chars without control characters (or null, when nullable)."""
-    text = _strings(values, index)
-    ok = _flag(text.str.len().between(1, max_chars) & ~text.str.contains(_CONTROL.pattern))
+    text = _strings(values)
+    length = pc.utf8_length(text)
+    ok = _mask(
+        pc.and_kleene(
+            pc.and_kleene(pc.greater_equal(length, 1), pc.less_equal(length, max_chars)),
+            pc.invert(pc.match_substring_regex(text, pattern=_CONTROL.pattern)),
+        )
+    )
     if nullable:
-        ok |= pd.isna(pd.Series(values, index=index, dtype=object)).to_numpy()
-    return text.where(ok), ok
+        ok |= np.fromiter(map(operator.is_, values, repeat(None)), dtype=bool, count=len(values))
+    return pc.if_else(pa.array(ok), text, None), ok
 
 
-def _timestamps(values: list[Any], index: pd.Index) -> tuple[pd.Series, pd.Series]:
+def _timestamps(values: Sequence[Any]) -> tuple[pd.Series, np.ndarray]:
     """Parse ISO-8601 timestamps that carry an offset; returns (UTC values, ok mask)."""
-    text = _strings(values, index)
-    shaped = _flag(text.str.fullmatch(_TIMESTAMP))
-    parsed = pd.to_datetime(text.where(shaped), format="ISO8601", utc=True, errors="coerce")
-    ok = parsed.notna() & shaped
+    text = _strings(values)
+    shaped = _fullmatch(text, _TIMESTAMP)
+    candidates = pd.Series(pd.arrays.ArrowStringArray(pc.if_else(pa.array(shaped), text, None)))
+    parsed = pd.to_datetime(candidates, format="ISO8601", utc=True, errors="coerce")
+    ok = parsed.notna().to_numpy() & shaped
     return parsed.where(ok), ok
 
 
+def _timestamp_array(values: pd.Series) -> pa.Array:
+    return pa.Array.from_pandas(values)
+
+
 def _numbers(
-    values: list[Any], index: pd.Index, pattern: str, *, allow_strings: bool
-) -> tuple[pd.Series, pd.Series]:
+    values: Sequence[Any], pattern: str, *, allow_strings: bool
+) -> tuple[pa.Array, np.ndarray]:
     """JSON numbers (and, if allowed, numeric strings) matching pattern; returns (text, ok)."""
-    text = _strings(values, index, numbers=True, strings=allow_strings).str.strip()
-    ok = _flag(text.str.fullmatch(pattern))
-    return text.where(ok), ok
+    text = pc.utf8_trim_whitespace(_strings(values, numbers=True, strings=allow_strings))
+    ok = _fullmatch(text, pattern)
+    return pc.if_else(pa.array(ok), text, None), ok
+
+
+def _to_integer(text: pa.Array) -> pa.Array:
+    """``pd.to_numeric(text, errors="coerce")`` for texts that matched :data:`_INTEGER`."""
+    if _is_ascii(text):
+        return pc.cast(text, pa.int64())
+    numeric = pd.to_numeric(pd.Series(pd.arrays.ArrowStringArray(text)), errors="coerce")
+    return pa.array(numeric.astype("Int64"), type=pa.int64())
+
+
+def _to_float(text: pa.Array) -> pa.Array:
+    """``pd.to_numeric(text, errors="coerce")`` for texts that matched :data:`_DECIMAL`."""
+    if _is_ascii(text):
+        return pc.cast(text, pa.float64())
+    numeric = pd.to_numeric(pd.Series(pd.arrays.ArrowStringArray(text)), errors="coerce")
+    return pa.array(numeric.astype("Float64"), type=pa.float64())
 
 
 def raw_json(record: Any) -> str:

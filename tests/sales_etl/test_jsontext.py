@@ -42,3 +42,36 @@ json_values = st.recursive(
 def test_round_trip_is_lossless(value: object) -> None:
     text = json.dumps(value)
     assert json.loads(jsontext.dumps(jsontext.loads(text))) == value
+
+
+def _slow_dumps(value: object) -> str:
+    parts: list[str] = []
+    jsontext._write(value, parts)
+    return "".join(parts)
+
+
+lossless_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.text()
+    | st.integers()  # JSON numbers: parsed as JsonNumber, written back verbatim
+    | st.floats(allow_nan=True, allow_infinity=True),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=20,
+)
+
+
+@given(lossless_values)
+def test_fast_dumps_writes_exactly_what_the_plain_writer_writes(value: object) -> None:
+    parsed = jsontext.loads(json.dumps(value, allow_nan=True))
+    assert jsontext.dumps(parsed) == _slow_dumps(parsed)
+
+
+def test_dumps_of_text_orjson_would_write_differently() -> None:
+    for text in ("caf\u00e9", "del\x7f", "\ud800", "tab\tnul\x00"):
+        value = {"k": text, "n": JsonNumber("1.50")}
+        assert jsontext.dumps(value) == _slow_dumps(value)
+    deep: object = JsonNumber("1")
+    for _ in range(600):
+        deep = [deep]
+    assert jsontext.dumps(deep) == _slow_dumps(deep)

@@ -62,3 +62,25 @@ def test_lone_surrogates_and_odd_values_match_the_reference() -> None:
         None,
     ]
     assert_same([jsontext.loads(json.dumps(r, allow_nan=True)) for r in odd])
+
+
+def test_unicode_digits_and_odd_spacing_match_the_reference() -> None:
+    base = json.loads(json.dumps(DemoData(rows_per_day=1).page(DAY.isoformat(), 0, 1)[0]))
+    odd = [
+        {**base, "quantity": "\u0661\u0662"},  # Arabic-Indic digits: Python's \d matches them
+        {**base, "amount": "\u0661\u0662.50"},
+        {**base, "unit_price": " 9.99\u2003"},
+        {**base, "sale_date": "\u0662026-11-23T10:00:00Z"},
+        {**base, "currency": "e\u00fcr"},
+        {**base, "store_id": "caf\u00e9"},
+    ]
+    assert_same([jsontext.loads(json.dumps(r)) for r in odd], first_index=3)
+
+
+def test_a_realistic_day_matches_the_reference() -> None:
+    from benchmarks.transform import realistic_pages
+
+    records: list[Any] = []
+    for _, body in realistic_pages(DAY, 4000, page_size=500, nan_every_pages=3):
+        records.extend(jsontext.loads(body)["data"])
+    assert_same(records, first_index=10_000)

@@ -1,0 +1,125 @@
+"""Where the transform's per-part tasks run: the task runner, chosen by configuration.
+
+``TASK_RUNNER`` (environment or ``.env``, read when a run starts, never at import time):
+
+===========================  ============================================================
+``auto`` (default)           one raw part: in the flow's own process; several: a process
+                             pool with one process per core (``ProcessPoolTaskRunner``)
+``threads`` / ``threads:N``  ``ThreadPoolTaskRunner`` (N threads; default: cores)
+``processes[:N]``            ``ProcessPoolTaskRunner`` (N processes; default: cores)
+``tcp://host:8786``          ``DaskTaskRunner(address=...)`` from ``prefect-dask``: an existing
+(or ``dask://host:8786``)    ``dask.distributed`` scheduler; its workers run the tasks
+===========================  ============================================================
+
+``TRANSFORM_MAX_IN_FLIGHT`` bounds how many part tasks are submitted at once (default: the
+runner's workers for threads and processes, 16 for a Dask cluster); each part task holds one
+raw part (~32 MB of pages) and one chunk of parsed records in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sales_etl.errors import ConfigError
+
+DASK_SCHEMES = ("tcp://", "tls://", "dask://")
+DEFAULT_DASK_IN_FLIGHT = 16
+
+
+class RunnerSettings(BaseSettings):
+    """The task-runner settings of a run (read from the environment or ``.env``)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    task_runner: str = "auto"
+    transform_max_in_flight: int | None = Field(default=None, ge=1)
+
+
+@dataclass(frozen=True)
+class RunnerChoice:
+    """A parsed ``TASK_RUNNER``: its kind, worker count and Dask address, if any."""
+
+    kind: str  # "auto", "inline", "threads", "processes" or "dask"
+    workers: int | None = None
+    address: str | None = None
+    max_in_flight: int | None = None
+
+    def for_parts(self, parts: int) -> RunnerChoice:
+        """``auto`` made concrete for a snapshot of ``parts`` raw parts."""
+        if self.kind != "auto":
+            return self
+        if parts <= 1:
+            return RunnerChoice("inline", 1, max_in_flight=1)
+        return RunnerChoice("processes", min(parts, _cores()), max_in_flight=self.max_in_flight)
+
+    def in_flight(self) -> int:
+        """How many part tasks may be submitted and unfinished at once."""
+        if self.max_in_flight is not None:
+            return self.max_in_flight
+        if self.kind == "dask":
+            return DEFAULT_DASK_IN_FLIGHT
+        return self.workers or _cores()
+
+    def task_runner(self) -> TaskRunner[Any]:
+        """A new task runner of this kind (``inline`` and ``auto``: one thread)."""
+        if self.kind in ("inline", "auto"):
+            return ThreadPoolTaskRunner(max_workers=1)
+        if self.kind == "threads":
+            return ThreadPoolTaskRunner(max_workers=self.workers or _cores())
+        if self.kind == "processes":
+            return ProcessPoolTaskRunner(max_workers=self.workers or _cores())
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError:
+            raise ConfigError(
+                f"TASK_RUNNER={self.address} needs prefect-dask: pip install "
+                "'daily-sales-etl[deploy]' (the image has it)"
+            ) from None
+        return DaskTaskRunner(address=self.address)
+
+    def describe(self) -> str:
+        if self.kind == "dask":
+            return f"dask ({self.address})"
+        return f"{self.kind} ({self.workers or _cores()})"
+
+
+def parse_task_runner(spec: str, max_in_flight: int | None = None) -> RunnerChoice:
+    """Parse a ``TASK_RUNNER`` value (see the module docstring); raises :class:`ConfigError`."""
+    text = spec.strip()
+    lowered = text.lower()
+    if lowered.startswith(DASK_SCHEMES):
+        address = "tcp://" + text[len("dask://") :] if lowered.startswith("dask://") else text
+        if not address.split("://", 1)[1]:
+            raise ConfigError(f"TASK_RUNNER={spec!r} names no scheduler address")
+        return RunnerChoice("dask", address=address, max_in_flight=max_in_flight)
+    kind, _, count = lowered.partition(":")
+    if kind not in ("auto", "threads", "processes") or (kind == "auto" and count):
+        raise ConfigError(
+            f"TASK_RUNNER={spec!r} is not one of auto, threads[:N], processes[:N], "
+            "tcp://host:port (a Dask scheduler)"
+        )
+    workers = None
+    if count:
+        if not count.isdigit() or int(count) < 1:
+            raise ConfigError(f"TASK_RUNNER={spec!r}: the worker count must be a positive integer")
+        workers = int(count)
+    return RunnerChoice(kind, workers, max_in_flight=max_in_flight)
+
+
+def runner_from_settings(settings: RunnerSettings | None = None) -> RunnerChoice:
+    """The runner chosen by the environment (read now)."""
+    try:
+        current = settings or RunnerSettings()
+    except ValueError as exc:
+        raise ConfigError(f"invalid task runner settings: {exc}") from None
+    return parse_task_runner(current.task_runner, current.transform_max_in_flight)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

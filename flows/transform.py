@@ -1,0 +1,89 @@
+"""The transform of one day: plan, one ``transform-part`` task per raw part, one commit.
+
+The part tasks run in the subflow "Transform Sales Parts", whose task runner is configuration
+(``TASK_RUNNER``, see :mod:`flows.runners`): the flow's process, a local thread or process pool,
+or the workers of a ``dask.distributed`` cluster. Whatever runs them and in whatever order they
+finish, the clean snapshot is the same, record for record (each part numbers its records from
+the raw manifest's counts, and the commit lists parts in raw order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+from prefect import flow
+from prefect.futures import PrefectFuture, as_completed
+from prefect.logging import get_run_logger
+
+from flows.runners import RunnerChoice, runner_from_settings
+from sales_etl.settings import LakeConfig
+from sales_etl.snapshots import CleanManifest, CleanParts
+from sales_etl.transform import DEFAULT_CHUNK_RECORDS, RawPart
+from tasks.transform import commit_clean_snapshot, plan_transform, transform_part
+
+TRANSFORM_PARTS_FLOW = "Transform Sales Parts"
+
+
+def transform_day(
+    lake: LakeConfig,
+    day: date,
+    snapshot_id: str,
+    runner: RunnerChoice | None = None,
+    chunk_records: int = DEFAULT_CHUNK_RECORDS,
+) -> CleanManifest:
+    """Build (or reuse) the clean snapshot of raw snapshot ``snapshot_id``; call inside a flow.
+
+    Args:
+        lake: where the raw snapshot is and the clean one goes.
+        day: the business day of the snapshot.
+        snapshot_id: the raw snapshot to transform.
+        runner: where the part tasks run; None: ``TASK_RUNNER`` from the environment.
+        chunk_records: records validated at once inside a part (bounds memory).
+
+    Returns:
+        The clean snapshot's :class:`~sales_etl.snapshots.CleanManifest`.
+    """
+    choice = runner or runner_from_settings()
+    plan = plan_transform(lake, day, snapshot_id)
+    if plan.reused is not None:
+        return plan.reused
+    choice = choice.for_parts(len(plan.parts))
+    get_run_logger().info(
+        "Transforming %d raw parts on %s, at most %d at once",
+        len(plan.parts),
+        choice.describe(),
+        choice.in_flight(),
+    )
+    parts = transform_parts.with_options(task_runner=choice.task_runner())(
+        lake, list(plan.parts), choice.in_flight(), chunk_records
+    )
+    return commit_clean_snapshot(lake, day, snapshot_id, parts)
+
+
+@flow(
+    name=TRANSFORM_PARTS_FLOW,
+    description="Validate the raw parts of a snapshot in parallel on the configured task runner.",
+    validate_parameters=False,
+)
+def transform_parts(
+    lake: LakeConfig,
+    parts: Sequence[RawPart],
+    max_in_flight: int,
+    chunk_records: int = DEFAULT_CHUNK_RECORDS,
+) -> list[CleanParts]:
+    """Submit one ``transform-part`` task per raw part, at most ``max_in_flight`` unfinished.
+
+    Returns:
+        What each part wrote, in raw part order (whatever order they finished in).
+    """
+    done: dict[int, CleanParts] = {}
+    pending: dict[PrefectFuture[CleanParts], int] = {}
+    queue = list(parts)
+    while queue or pending:
+        while queue and len(pending) < max_in_flight:
+            part = queue.pop(0)
+            pending[transform_part.submit(lake, part, chunk_records)] = part.number
+        finished = next(as_completed(list(pending)))
+        done[pending.pop(finished)] = finished.result()
+    return [done[part.number] for part in parts]
