@@ -23,22 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sales_etl.errors import ConfigError
+from sales_etl.settings import Settings, load_settings
 
 DASK_SCHEMES = ("tcp://", "tls://", "dask://")
 DEFAULT_DASK_IN_FLIGHT = 16
-
-
-class RunnerSettings(BaseSettings):
-    """The task-runner settings of a run (read from the environment or ``.env``)."""
-
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
-
-    task_runner: str = "auto"
-    transform_max_in_flight: int | None = Field(default=None, ge=1)
 
 
 @dataclass(frozen=True)
@@ -112,12 +102,9 @@ def parse_task_runner(spec: str, max_in_flight: int | None = None) -> RunnerChoi
     return RunnerChoice(kind, workers, max_in_flight=max_in_flight)
 
 
-def runner_from_settings(settings: RunnerSettings | None = None) -> RunnerChoice:
-    """The runner chosen by the environment (read now)."""
-    try:
-        current = settings or RunnerSettings()
-    except ValueError as exc:
-        raise ConfigError(f"invalid task runner settings: {exc}") from None
+def runner_from_settings(settings: Settings | None = None) -> RunnerChoice:
+    """The runner chosen by the settings (``TASK_RUNNER``, ``TRANSFORM_MAX_IN_FLIGHT``)."""
+    current = settings or load_settings()
     return parse_task_runner(current.task_runner, current.transform_max_in_flight)
 
 

@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     # Hourly runs extract the records changed since the day's high-water mark minus this lag
     # (records committed late at the source); the day's closing run extracts the whole day.
     incremental_lag_minutes: int = Field(default=10, ge=0)
+    # How the transform's per-part tasks run (flows/runners.py): auto | threads[:N] |
+    # processes[:N] | tcp://scheduler:8786 (Dask); and how many may be unfinished at once.
+    task_runner: str = "auto"
+    transform_max_in_flight: int | None = Field(default=None, ge=1)
     quality_max_reject_rate: float = 0.05
     quality_relative_factor: float = 3.0
     quality_fail_reject_rate: float = 0.5

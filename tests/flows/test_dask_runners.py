@@ -6,8 +6,9 @@ import pytest
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
-from flows.runners import RunnerChoice, RunnerSettings, parse_task_runner, runner_from_settings
+from flows.runners import RunnerChoice, parse_task_runner, runner_from_settings
 from sales_etl.errors import ConfigError
+from sales_etl.settings import Settings
 
 
 def test_default_is_auto_inline_for_one_part_and_processes_for_several(
@@ -56,7 +57,7 @@ def test_max_in_flight_comes_from_the_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("TASK_RUNNER", "tcp://127.0.0.1:8786")
     monkeypatch.setenv("TRANSFORM_MAX_IN_FLIGHT", "3")
     assert runner_from_settings().in_flight() == 3
-    assert RunnerSettings().task_runner == "tcp://127.0.0.1:8786"
+    assert Settings().task_runner == "tcp://127.0.0.1:8786"
 
 
 @pytest.mark.parametrize("spec", ["dask", "threads:0", "threads:x", "auto:2", "dask://", "k8s"])
