@@ -207,6 +207,21 @@ def table_names(url: str) -> set[str]:
         engine.dispose()
 
 
+def assert_only_the_failure_recorded(url: str) -> None:
+    """A failed run writes no sale and no reject: only its ``failed`` row in the load ledger."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            counts = {
+                table: conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+                for table in ("sales", "sales_rejected")
+            }
+            ledger = conn.execute(sa.text("SELECT status FROM sales_load_ledger")).scalars().all()
+    finally:
+        engine.dispose()
+    assert (counts, ledger) == ({"sales": 0, "sales_rejected": 0}, ["failed"])
+
+
 def row_counts(url: str) -> tuple[int, int]:
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:

@@ -14,12 +14,12 @@ from tests.reliability.conftest import (
     DATA,
     DAY,
     WarehouseContents,
+    assert_only_the_failure_recorded,
     contents,
     expected_sales_ids,
     manifests,
     pipeline_env,
     set_env,
-    table_names,
 )
 
 ALL_FAULTS = Faults(
@@ -87,4 +87,4 @@ def test_permanent_4xx_fails_the_run_at_once_naming_status_and_endpoint(
     assert len(sales_requests) == 1, "a permanent error must not be retried"
     assert elapsed < 20
     assert not lake.exists() or not list(lake.rglob("*.parquet"))
-    assert table_names(pg_url) == set()
+    assert_only_the_failure_recorded(pg_url)

@@ -16,11 +16,11 @@ from tests.reliability.conftest import (
     DATA,
     DAY,
     WarehouseContents,
+    assert_only_the_failure_recorded,
     contents,
     manifests,
     pipeline_env,
     set_env,
-    table_names,
 )
 
 FAST_FAIL = {"SALES_API_MAX_RETRIES": "1", "SALES_API_TIMEOUT_SECONDS": "2"}
@@ -91,7 +91,7 @@ def test_api_down_without_snapshot_fails_clearly_and_writes_nothing(
     assert state.is_failed()
     assert f"{url}/sales" in state.message and "ConnectionError" in state.message, state.message
     assert not lake.exists() or not [p for p in lake.rglob("*") if p.is_file()]
-    assert table_names(pg_url) == set()
+    assert_only_the_failure_recorded(pg_url)
 
 
 def test_sales_endpoint_failing_without_snapshot_fails_clearly_and_writes_nothing(
@@ -107,4 +107,4 @@ def test_sales_endpoint_failing_without_snapshot_fails_clearly_and_writes_nothin
     assert f"{api.url}/sales" in state.message and "503" in state.message, state.message
     assert requests == 3 * 2  # 3 task attempts (Prefect retries) x 2 client attempts
     assert not lake.exists() or not [p for p in lake.rglob("*") if p.is_file()]
-    assert table_names(pg_url) == set()
+    assert_only_the_failure_recorded(pg_url)
