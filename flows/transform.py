@@ -17,9 +17,11 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.logging import get_run_logger
 
 from flows.runners import RunnerChoice, runner_from_settings
+from sales_etl.progress import Progress
 from sales_etl.settings import LakeConfig
 from sales_etl.snapshots import CleanManifest, CleanParts
 from sales_etl.transform import DEFAULT_CHUNK_RECORDS, RawPart
+from tasks.progress import ProgressReporter
 from tasks.transform import commit_clean_snapshot, plan_transform, transform_part
 
 TRANSFORM_PARTS_FLOW = "Transform Sales Parts"
@@ -80,10 +82,17 @@ def transform_parts(
     done: dict[int, CleanParts] = {}
     pending: dict[PrefectFuture[CleanParts], int] = {}
     queue = list(parts)
+    records = {part.number: part.records for part in parts}
+    progress = ProgressReporter(
+        Progress("transform", expected=sum(records.values())), key="daily-sales-transform-progress"
+    )
     while queue or pending:
         while queue and len(pending) < max_in_flight:
             part = queue.pop(0)
             pending[transform_part.submit(lake, part, chunk_records)] = part.number
         finished = next(as_completed(list(pending)))
-        done[pending.pop(finished)] = finished.result()
+        number = pending.pop(finished)
+        done[number] = finished.result()
+        progress.add(records[number])
+    progress.finish()
     return [done[part.number] for part in parts]

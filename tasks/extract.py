@@ -13,9 +13,11 @@ from prefect.states import State
 
 from sales_etl.errors import PermanentSourceError
 from sales_etl.lake import open_lake
+from sales_etl.progress import Progress
 from sales_etl.settings import LakeConfig, SourceConfig
 from sales_etl.snapshots import RawSnapshotWriter, find_snapshot, list_snapshots
 from sales_etl.source import SalesApiClient, SourceStatus, max_pages_for
+from tasks.progress import ProgressReporter
 
 
 @task(
@@ -86,6 +88,10 @@ def extract_sales(
             # The lake keeps each body byte for byte and the transform parses it losslessly;
             # here only the envelope (cursor, record count) matters: the fast parser will do.
             # The whole day's count bounds the pages of a delta too (and of its fallback).
+            progress = ProgressReporter(
+                Progress("extract", expected=None if since else status.record_count),
+                key="daily-sales-extract-progress",
+            )
             for page in client.iter_pages(
                 day,
                 max_pages_for(status.record_count, source.page_size),
@@ -93,6 +99,8 @@ def extract_sales(
                 updated_since=since,
             ):
                 writer.add(page)
+                progress.add(len(page.records))
+            progress.finish()
             mode = client.mode
             used_since = since.isoformat() if since is not None and mode == "incremental" else None
             ref = writer.commit(

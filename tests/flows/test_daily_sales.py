@@ -191,6 +191,12 @@ def test_artifacts_summarise_the_run(configured: str) -> None:
         return {a.key: a for a in found}
 
     found = asyncio.run(artifacts())
-    assert set(found) == {"daily-sales-summary", "daily-sales-report", "daily-sales-days"}
+    assert set(found) - {"daily-sales-transform-progress"} == {
+        "daily-sales-summary",
+        "daily-sales-report",
+        "daily-sales-days",
+        "daily-sales-extract-progress",
+    }
+    assert found["daily-sales-extract-progress"].data == 100.0  # every record of the day
     assert f"| inserted | {EXPECTED_LOADED} |" in str(found["daily-sales-report"].data)
     assert "rejected: invalid_amount" in str(found["daily-sales-summary"].data)
