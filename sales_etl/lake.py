@@ -7,6 +7,7 @@ is atomic by nature), so a reader never sees a torn file. Higher-level snapshot 
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -90,12 +91,42 @@ class LocalLake:
         return None
 
 
+# What boto3 reads from the environment when it creates a client: a change makes a new client.
+_BOTO_ENVIRONMENT = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+)
+
+
+@functools.lru_cache(maxsize=16)
+def _s3_client(
+    pid: int,
+    options: tuple[tuple[str, Any], ...],
+    environment: tuple[tuple[str, str | None], ...],
+) -> S3Client:
+    """One boto3 client per process and endpoint/credentials, shared by every :class:`S3Lake`.
+
+    Creating a client parses botocore's service model (~0.1-0.3 s of CPU); a run opens the lake
+    in every task, so a client each time cost seconds per run. Clients are thread-safe; ``pid``
+    keeps a forked process from reusing its parent's connections; ``environment`` (what boto3
+    reads from ``AWS_*`` variables) makes a changed environment get a new client.
+    """
+    import boto3
+
+    del pid, environment  # parts of the cache key only
+    return boto3.session.Session().client("s3", **dict(options))
+
+
 class S3Lake:
     """A lake in ``s3://bucket/prefix`` through boto3 (``endpoint_url`` for MinIO, moto, ...)."""
 
     def __init__(self, config: LakeConfig) -> None:
-        import boto3
-
         bucket, _, prefix = config.url.removeprefix("s3://").partition("/")
         if not bucket:
             raise LakeError(f"data lake URL {config.url!r} names no bucket")
@@ -109,7 +140,8 @@ class S3Lake:
         if config.access_key_id and config.secret_access_key:
             kwargs["aws_access_key_id"] = config.access_key_id.get_secret_value()
             kwargs["aws_secret_access_key"] = config.secret_access_key.get_secret_value()
-        self._client: S3Client = boto3.session.Session().client("s3", **kwargs)
+        environment = tuple((name, os.environ.get(name)) for name in _BOTO_ENVIRONMENT)
+        self._client = _s3_client(os.getpid(), tuple(sorted(kwargs.items())), environment)
 
     def __repr__(self) -> str:
         return f"S3Lake('s3://{self.bucket}/{self.prefix}')"
@@ -158,7 +190,7 @@ class S3Lake:
         return f"s3://{self.bucket}/{self._key(key)}"
 
     def close(self) -> None:
-        self._client.close()
+        return None  # the client is shared (see _s3_client) and lives as long as the process
 
     def _call(self, verb: str, key: str, fn: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
