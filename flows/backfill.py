@@ -94,7 +94,6 @@ def summary_row(day: date, state: State[Any], seconds: float) -> dict[str, Any]:
     name="run-day",
     task_run_name="run-day-{day}",
     description="Run the Daily Sales ETL for one day, as a subflow or on a deployment.",
-    tags=["etl", "backfill"],
     cache_policy=NO_CACHE,
 )
 def run_day(

@@ -23,7 +23,6 @@ from tasks.progress import ProgressReporter
 @task(
     name="check-source",
     description="Ask the sales API whether a day has data worth processing.",
-    tags=["etl", "extract"],
     timeout_seconds=300,
 )
 def check_source(
@@ -48,7 +47,6 @@ def _retry_unless_permanent(task: Any, task_run: TaskRun, state: State[Any]) -> 
 @task(
     name="extract-sales",
     description="Page through one day of the sales API and land the raw pages in the lake.",
-    tags=["etl", "extract"],
     retries=2,
     retry_delay_seconds=[5, 30],
     retry_jitter_factor=0.5,
@@ -136,7 +134,6 @@ def extract_sales(
 @task(
     name="find-raw-snapshot",
     description="Look up a committed raw snapshot of a day in the lake (newest, or by id).",
-    tags=["etl", "lake"],
     timeout_seconds=300,
 )
 def find_raw_snapshot(
@@ -158,7 +155,6 @@ def find_raw_snapshot(
 @task(
     name="find-replay-snapshots",
     description="The raw snapshots a day needs replayed from the lake: newest full one onward.",
-    tags=["etl", "lake"],
     timeout_seconds=300,
 )
 def find_replay_snapshots(lake: LakeConfig, day: date) -> list[dict[str, Any]]:

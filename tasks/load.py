@@ -40,7 +40,6 @@ class LoadedDay:
 @task(
     name="load-sales",
     description="Upsert a day's clean sales and keep its rejects in the warehouse.",
-    tags=["etl", "load"],
     retries=2,
     retry_delay_seconds=[5, 20],
     timeout_seconds=3600,
@@ -127,7 +126,6 @@ def load_sales(
 @task(
     name="read-high-water-mark",
     description="The newest updated_at the warehouse has loaded for a day (the load ledger).",
-    tags=["etl", "load"],
     timeout_seconds=300,
     cache_policy=NO_CACHE,
 )

@@ -61,7 +61,6 @@ def day_resource(day: date) -> dict[str, str]:
 @task(
     name="judge-day-quality",
     description="Reject rate of the load against the thresholds and the previous days.",
-    tags=["etl", "quality"],
     timeout_seconds=120,
     cache_policy=NO_CACHE,
 )
@@ -88,7 +87,6 @@ def judge_day_quality(
 @task(
     name="emit-day-events",
     description="Emit sales.day.loaded (and .due, .quality-degraded) for the day.",
-    tags=["etl", "events"],
     cache_policy=NO_CACHE,
 )
 def emit_day_events(
@@ -143,7 +141,6 @@ def first_line(message: str) -> str:
 @task(
     name="record-failed-day",
     description="The run of the day failed: a 'failed' ledger row and sales.day.failed.",
-    tags=["etl", "events"],
     timeout_seconds=120,
     cache_policy=NO_CACHE,
 )
@@ -176,7 +173,6 @@ def report_failed_day(
 @task(
     name="publish-days",
     description="Publish the last 30 days of the load ledger as the daily-sales-days table.",
-    tags=["etl", "report"],
     timeout_seconds=120,
     cache_policy=NO_CACHE,
 )

@@ -12,7 +12,6 @@ from sales_etl.report import RunSummary
 @task(
     name="publish-report",
     description="Publish the run summary as a table and a markdown artifact.",
-    tags=["etl", "report"],
     timeout_seconds=120,
     cache_policy=NO_CACHE,
     log_prints=True,

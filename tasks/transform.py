@@ -31,7 +31,6 @@ class TransformPlan:
 @task(
     name="plan-transform",
     description="Reuse the clean snapshot of a raw snapshot, or list its parts to transform.",
-    tags=["etl", "transform"],
     retries=2,
     retry_delay_seconds=[2, 10],
     cache_policy=NO_CACHE,
@@ -54,7 +53,6 @@ def plan_transform(lake: LakeConfig, day: date, snapshot_id: str) -> TransformPl
 @task(
     name="transform-part",
     description="Validate one raw part into clean and rejected Parquet parts.",
-    tags=["etl", "transform"],
     # A lost worker, a lake hiccup: the part is deterministic, so running it again is safe.
     # No timeout: on a Dask worker or in a thread Prefect could not interrupt the part anyway.
     retries=2,
@@ -84,7 +82,6 @@ def transform_part(
 @task(
     name="commit-clean-snapshot",
     description="Publish the clean snapshot's manifest once every part is written.",
-    tags=["etl", "transform"],
     retries=2,
     retry_delay_seconds=[2, 10],
     cache_policy=NO_CACHE,
@@ -106,7 +103,6 @@ def commit_clean_snapshot(
 @task(
     name="transform-sales",
     description="Validate and type a raw snapshot in bounded chunks, in one task; keep rejects.",
-    tags=["etl", "transform"],
     timeout_seconds=3600,
     # The clean zone itself is the cache: a clean snapshot built from this raw one is reused.
     cache_policy=NO_CACHE,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+from prefect import Task
 from prefect.logging import disable_run_logger
 from prefect.states import Failed
 
@@ -45,3 +46,24 @@ def test_transform_of_a_missing_snapshot_names_it(local_lake: LakeConfig) -> Non
 
 def test_find_raw_snapshot_in_an_empty_lake(local_lake: LakeConfig) -> None:
     assert find_raw_snapshot.fn(local_lake, date(2026, 11, 23)) is None
+
+
+def _project_tasks() -> list[Task[..., object]]:
+    import flows.backfill
+    import tasks.extract
+    import tasks.load
+    import tasks.operations
+    import tasks.report
+    import tasks.transform
+
+    modules = (tasks.extract, tasks.load, tasks.operations, tasks.report, tasks.transform)
+    found = [v for m in (*modules, flows.backfill) for v in vars(m).values() if isinstance(v, Task)]
+    return list({id(t): t for t in found}.values())
+
+
+def test_no_task_carries_tags() -> None:
+    """Every tagged task run asks the server for concurrency slots; a SQLite-backed server
+    answers 503 when busy and the client waits 2 s (README, *Task tags*)."""
+    found = _project_tasks()
+    assert len(found) >= 10
+    assert {t.name: sorted(t.tags) for t in found if t.tags} == {}
