@@ -82,3 +82,18 @@ def test_local_lake_refuses_keys_outside_its_root(tmp_path) -> None:
 def test_unsupported_url_is_a_clear_error() -> None:
     with pytest.raises(LakeError, match="unsupported data lake URL"):
         open_lake(LakeConfig(url="gs://bucket/x"))
+
+
+def test_s3_lakes_share_a_client_per_endpoint_and_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sales_etl.lake import S3Lake
+
+    first = S3Lake(LakeConfig(url="s3://a/x", endpoint_url="http://127.0.0.1:9"))
+    same = S3Lake(LakeConfig(url="s3://b/y", endpoint_url="http://127.0.0.1:9"))
+    other = S3Lake(LakeConfig(url="s3://a/x", endpoint_url="http://127.0.0.1:10"))
+    assert first._client is same._client
+    assert first._client is not other._client
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-north-1")
+    changed = S3Lake(LakeConfig(url="s3://a/x", endpoint_url="http://127.0.0.1:9"))
+    assert changed._client is not first._client
