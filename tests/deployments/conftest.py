@@ -35,8 +35,7 @@ TERMINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 class RetryingClient(httpx.Client):
-    """Retries 503/429 like Prefect's own client: the SQLite-backed server answers 503 while
-    its database is briefly locked (scheduler, runner and tests write at once)."""
+    """Retries 503/429 like Prefect's own client (a busy server may answer either)."""
 
     def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         for attempt in range(6):
@@ -92,14 +91,29 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def prefect_database_url(warehouse_url: str) -> str:
+    """The same database for Prefect's server, through its async driver (asyncpg)."""
+    url = sa.make_url(warehouse_url).set(drivername="postgresql+asyncpg")
+    return str(url.render_as_string(hide_password=False))
+
+
 @pytest.fixture(scope="session")
-def prefect_server() -> Iterator[PrefectServer]:
-    """``prefect server start`` on a free loopback port, UI included, own PREFECT_HOME."""
+def prefect_server(pg_admin_url: str) -> Iterator[PrefectServer]:
+    """``prefect server start`` on a free loopback port, UI included, own PREFECT_HOME.
+
+    Its database is a fresh one on the suite's PostgreSQL, as in production: on SQLite the
+    server answers ``503 database is locked`` while it writes events, which the Python client
+    retries but the UI shows as "Oops. Something went wrong." (seen in the browser tests when
+    the machine was loaded).
+    """
     home = Path(tempfile.mkdtemp(prefix="etl-prefect-server-"))
+    database = f"etl_prefect_{uuid.uuid4().hex[:12]}"
+    database_url = prefect_database_url(postgres.create_database(pg_admin_url, database))
     port = postgres.free_port()
     url = f"http://127.0.0.1:{port}"
     env = run_env(
         PREFECT_HOME=str(home),
+        PREFECT_API_DATABASE_CONNECTION_URL=database_url,
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_UI_API_URL=f"{url}/api",
         # Let the scheduler fill the upcoming runs within seconds, not a minute.
@@ -128,6 +142,7 @@ def prefect_server() -> Iterator[PrefectServer]:
         yield server
     finally:
         _stop(process, signal.SIGTERM)
+        postgres.drop_database(pg_admin_url, database)
         shutil.rmtree(home, ignore_errors=True)
 
 
