@@ -67,3 +67,19 @@ def test_no_task_carries_tags() -> None:
     found = _project_tasks()
     assert len(found) >= 10
     assert {t.name: sorted(t.tags) for t in found if t.tags} == {}
+
+
+def test_progress_outside_a_run_writes_no_orphan_artifact() -> None:
+    """A task's ``.fn`` called from plain Python has no run to attach a progress artifact to;
+    Prefect deprecates creating one there (FutureWarning), so only the log line is written."""
+    import warnings
+
+    from sales_etl.progress import Progress
+    from tasks.progress import ProgressReporter
+
+    reporter = ProgressReporter(Progress("extract", expected=10), key="test-progress")
+    with disable_run_logger(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reporter.add(10)
+        reporter.finish()
+    assert reporter._artifact is None
