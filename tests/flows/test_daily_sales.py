@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterParentFlowRunId,
+)
 from prefect.states import State
 
 from flows.daily_sales import daily_sales
@@ -200,3 +206,29 @@ def test_artifacts_summarise_the_run(configured: str) -> None:
     assert found["daily-sales-extract-progress"].data == 100.0  # every record of the day
     assert f"| inserted | {EXPECTED_LOADED} |" in str(found["daily-sales-report"].data)
     assert "rejected: invalid_amount" in str(found["daily-sales-summary"].data)
+
+
+def test_a_one_part_day_transforms_in_the_flow_without_a_subflow(configured: str) -> None:
+    """The demo day is one raw part: its transform-part task runs in the flow itself (a
+    "Transform Sales Parts" subflow would cost one more flow run on every hourly run)."""
+    state = run()
+    assert state.is_completed()
+    flow_run_id = state.state_details.flow_run_id
+    assert flow_run_id is not None
+
+    async def children() -> tuple[list[str], list[str]]:
+        async with get_client() as client:
+            tasks = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            subflows = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])
+                )
+            )
+        own = [t.task_key for t in tasks if t.flow_run_id == flow_run_id]
+        return own, [str(f.id) for f in subflows]
+
+    own_tasks, subflows = asyncio.run(children())
+    assert any(key.startswith("transform_part") for key in own_tasks), own_tasks
+    assert subflows == []
