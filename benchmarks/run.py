@@ -458,7 +458,7 @@ def summary_report(metrics: Sequence[dict[str, Any]]) -> str:
                 continue
             met = value <= bound if is_max else value >= bound
             shown = (
-                f"{value:.0%}"
+                f"{value:.1%}"
                 if "%" in target
                 else f"{value:,.0f}"
                 if bound >= 100
