@@ -368,6 +368,13 @@ def scenario_report(scenario: Scenario, results: dict[str, Any]) -> str:
             f"inserted {summary.get('inserted', 0):,}, updated {summary.get('updated', 0):,}, "
             f"unchanged {summary.get('unchanged', 0):,}, rejected {summary.get('rejected', 0):,}"
         )
+    for run in flow["runs"]:
+        steps = run["summary"].get("load_steps") or {}
+        if steps:
+            out.append(
+                f"- load steps, {run['label']} (s): "
+                + ", ".join(f"{step} {seconds:.2f}" for step, seconds in steps.items())
+            )
     if "psql_copy" in results:
         floor = results["psql_copy"]
         out.append(

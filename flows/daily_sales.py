@@ -265,6 +265,7 @@ def _add_load(summary: RunSummary, loaded: LoadedDay) -> None:
     summary.load_skipped = stats.skipped
     summary.day_sales = stats.day_sales
     summary.day_amount = str(stats.day_amount)
+    summary.load_steps = dict(stats.step_seconds)
     summary.warehouse = f"{loaded.warehouse} ({loaded.table})"
 
 

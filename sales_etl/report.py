@@ -38,6 +38,7 @@ class RunSummary:
     day_amount: str = "0"
     clean_amount_total: str = "0"
     timings: dict[str, float] = field(default_factory=dict)
+    load_steps: dict[str, float] = field(default_factory=dict)  # seconds per load statement
     look: str = ""  # how to look at the loaded data (the embedded warehouse), if anything to say
 
     @property
@@ -72,6 +73,10 @@ class RunSummary:
             {"metric": f"rejected: {k}", "value": v} for k, v in self.rejected_by_reason.items()
         ]
         rows += [{"metric": f"seconds: {k}", "value": round(v, 3)} for k, v in self.timings.items()]
+        rows += [
+            {"metric": f"seconds: load step {k}", "value": round(v, 3)}
+            for k, v in self.load_steps.items()
+        ]
         return rows
 
     def to_markdown(self) -> str:

@@ -114,6 +114,10 @@ class LoadStats:
     skipped: bool = False
     step_seconds: Mapping[str, float] = field(default_factory=dict)
 
+    def describe_steps(self) -> str:
+        """``stage 2.51 s, winners 1.20 s, ...``: where the load's time went, step by step."""
+        return ", ".join(f"{step} {seconds:.2f} s" for step, seconds in self.step_seconds.items())
+
 
 def warehouse_tables(schema_name: str | None, table_name: str = "sales") -> WarehouseTables:
     """``sales``, ``sales_rejected`` and ``sales_load_ledger`` (names follow ``table_name``)."""

@@ -107,7 +107,7 @@ def load_sales(
         else:
             logger.info(
                 "Loaded %s into %s: %d inserted, %d updated, %d unchanged, %d voided, "
-                "%d stale, %d rejects kept",
+                "%d stale, %d rejects kept (%s)",
                 day,
                 target,
                 stats.inserted,
@@ -116,6 +116,7 @@ def load_sales(
                 stats.voided,
                 stats.stale,
                 stats.rejected,
+                stats.describe_steps(),
             )
         return LoadedDay(stats=stats, warehouse=target, table=tables.sales.fullname)
     finally:

@@ -206,6 +206,9 @@ def test_artifacts_summarise_the_run(configured: str) -> None:
     assert found["daily-sales-extract-progress"].data == 100.0  # every record of the day
     assert f"| inserted | {EXPECTED_LOADED} |" in str(found["daily-sales-report"].data)
     assert "rejected: invalid_amount" in str(found["daily-sales-summary"].data)
+    # Where the load's time went, statement by statement (the stage COPY first).
+    for step in ("stage", "pick_winners", "insert_new_sales", "upsert_rejects", "reconcile"):
+        assert f"seconds: load step {step}" in str(found["daily-sales-summary"].data), step
 
 
 def test_a_one_part_day_transforms_in_the_flow_without_a_subflow(configured: str) -> None:
