@@ -645,8 +645,9 @@ def _keep_rejects(load: _Load) -> tuple[int, int]:
         """
         INSERT INTO {rejected} (business_date, record_hash, sale_id, updated_at, reason, detail,
                                 raw_record, occurrences, run_id, rejected_at)
-        SELECT DISTINCT ON (record_hash) :day, record_hash, sale_id, updated_at, reason, detail,
-               raw_record, count(*) OVER (PARTITION BY record_hash), :run_id, :loaded_at
+        SELECT DISTINCT ON ((record_hash COLLATE "C")) :day, record_hash, sale_id, updated_at,
+               reason, detail, raw_record,
+               count(*) OVER (PARTITION BY record_hash COLLATE "C"), :run_id, :loaded_at
         FROM _rejects
         ON CONFLICT (business_date, record_hash) DO UPDATE SET occurrences = EXCLUDED.occurrences
         WHERE {rejected}.occurrences IS DISTINCT FROM EXCLUDED.occurrences
