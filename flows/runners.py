@@ -48,6 +48,11 @@ class RunnerChoice:
             return RunnerChoice("inline", 1, max_in_flight=1)
         return RunnerChoice("processes", min(parts, _cores()), max_in_flight=self.max_in_flight)
 
+    @property
+    def in_flow(self) -> bool:
+        """True for ``inline``: the part task runs in the calling flow, no runner, no subflow."""
+        return self.kind == "inline"
+
     def in_flight(self) -> int:
         """How many part tasks may be submitted and unfinished at once."""
         if self.max_in_flight is not None:
@@ -57,7 +62,8 @@ class RunnerChoice:
         return self.workers or _cores()
 
     def task_runner(self) -> TaskRunner[Any]:
-        """A new task runner of this kind (``inline`` and ``auto``: one thread)."""
+        """A new task runner of this kind (``inline`` and ``auto``: one thread, for callers of
+        the subflow itself; :func:`flows.transform.transform_day` runs ``inline`` without one)."""
         if self.kind in ("inline", "auto"):
             return ThreadPoolTaskRunner(max_workers=1)
         if self.kind == "threads":

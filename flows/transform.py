@@ -59,7 +59,7 @@ def transform_day(
         choice.describe(),
         choice.in_flight(),
     )
-    if choice.kind == "inline":
+    if choice.in_flow:
         parts = [transform_part(lake, part, chunk_records) for part in plan.parts]
     else:
         parts = transform_parts.with_options(task_runner=choice.task_runner())(

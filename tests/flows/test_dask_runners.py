@@ -18,8 +18,10 @@ def test_default_is_auto_inline_for_one_part_and_processes_for_several(
     choice = runner_from_settings()
     assert choice == RunnerChoice("auto")
     assert choice.for_parts(1) == RunnerChoice("inline", 1, max_in_flight=1)
+    assert choice.for_parts(1).in_flow
     several = choice.for_parts(10)
     assert several.kind == "processes" and several.workers is not None
+    assert not several.in_flow
     assert isinstance(several.task_runner(), ProcessPoolTaskRunner)
 
 
