@@ -2,14 +2,17 @@
 
 Every fenced shell command is checked: ``make X`` names a Makefile target, ``python -m M`` names
 an importable module (a project module's ``--help`` lists every ``--flag`` the doc uses, and a
-pytest path exists), other programs are known tools whose file arguments exist. Every backticked
+pytest path exists), other programs are known tools whose file arguments exist. Fenced Python parses and its
+imports exist. Every backticked
 path of the repository and every relative link (with its ``#anchor``) resolves. The README stays
 a front door: small, free of figures that go stale, and its folder table lists every module.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
+import importlib
 import importlib.util
 import itertools
 import json
@@ -259,8 +262,34 @@ def link_problems(text: str, doc: Path) -> list[str]:
     return problems
 
 
+def python_block_problems(text: str) -> list[str]:
+    """Fenced Python parses, and what it imports exists."""
+    problems = []
+    for language, body in FENCE.findall(text):
+        if language != "python":
+            continue
+        try:
+            tree = ast.parse(body)
+        except SyntaxError as exc:
+            problems.append(f"python block does not parse: {exc.msg}")
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if importlib.util.find_spec(node.module) is None:
+                    problems.append(f"no module {node.module}")
+                    continue
+                module = importlib.import_module(node.module)
+                problems += [
+                    f"{node.module} has no {a.name}"
+                    for a in node.names
+                    if not hasattr(module, a.name)
+                ]
+    return problems
+
+
 def problems_in(text: str, doc: Path) -> list[str]:
     problems = [p for c in shell_commands(text) for p in command_problems(c)]
+    problems += python_block_problems(text)
     return problems + path_problems(text) + link_problems(text, doc)
 
 
@@ -287,6 +316,10 @@ make run ARGS="--date 2026-11-23 --no-such-option"
 kubectl apply -f k8s/no-such.yaml
 frobnicate --all
 ```
+
+```python
+from blocks import WarehouseBlock, NoSuchBlock
+```
 """
     assert problems_in(broken, ROOT / "docs" / "broken.md") == [
         "no make target no-such-target",
@@ -296,6 +329,7 @@ frobnicate --all
         "no path tests/no_such_dir (pytest)",
         "no path k8s/no-such.yaml (kubectl -f)",
         "unknown command frobnicate: add it to KNOWN_PROGRAMS if it is meant",
+        "blocks has no NoSuchBlock",
         "no path sales_etl/nope.py",
         "link missing.md: no docs/missing.md",
         "link architecture.md#no-such-heading: no heading #no-such-heading in docs/architecture.md",
