@@ -2,10 +2,10 @@
 
 Every fenced shell command is checked: ``make X`` names a Makefile target, ``python -m M`` names
 an importable module (a project module's ``--help`` lists every ``--flag`` the doc uses, and a
-pytest path exists), other programs are known tools whose file arguments exist. Fenced Python parses and its
-imports exist. Every backticked
-path of the repository and every relative link (with its ``#anchor``) resolves. The README stays
-a front door: small, free of figures that go stale, and its folder table lists every module.
+pytest path exists), other programs are known tools whose file arguments exist. Fenced Python
+parses and its imports exist. Every backticked path of the repository and every relative link
+(with its ``#anchor``) resolves. The README stays a front door: small, free of figures that go
+stale, and its folder table lists every module.
 """
 
 from __future__ import annotations
