@@ -54,6 +54,16 @@ KNOWN_PROGRAMS = {
     "k3d",
     "bash",
     "export",
+    # Everyday shell tools the operations pages may show.
+    "cd",
+    "chmod",
+    "mkdir",
+    "git",
+    "kill",
+    "timeout",
+    "env",
+    "psql",
+    "curl",
 }
 # The module a make target passes its ARGS (or BENCH_ARGS) to.
 MAKE_ARGS = {
@@ -113,6 +123,10 @@ def shell_commands(text: str) -> Iterator[list[str]]:
         if language not in SHELL_LANGUAGES:
             continue
         for line in body.replace("\\\n", " ").splitlines():
+            if language == "console":  # commands behind a "$ " prompt, the rest is output
+                if not line.startswith("$ "):
+                    continue
+                line = line[2:]
             command: list[str] = []
             for token in [*shlex.split(line, comments=True), ";"]:
                 if token in SEPARATORS:
