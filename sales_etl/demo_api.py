@@ -1,4 +1,4 @@
-"""The project's own demo sales API: the contract of ``SALES_API.md``, with switchable faults.
+"""The project's own demo sales API: the contract of ``docs/sales-api.md``, with faults.
 
 It is the embedded default of a local run (started in-process on a free loopback port), the test
 fixture and the benchmark source (``python -m sales_etl.demo_api --port 8765 --rows 1000000``).

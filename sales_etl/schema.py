@@ -38,7 +38,7 @@ def _timestamp() -> TypeEngine[Any]:
 
 RECORD_INDEX = Column("record_index", pa.int64(), BigInteger(), nullable=False)
 
-# The contract's fields (../shared/SALES_API.md), in contract order: the business columns.
+# The contract's fields (docs/sales-api.md), in contract order: the business columns.
 SALE_FIELDS: tuple[Column, ...] = (
     Column("sale_id", pa.string(), Text(), nullable=False),
     Column("sale_date", TIMESTAMP_ARROW, _timestamp(), nullable=False),

@@ -1,9 +1,9 @@
 """The sales API client: cursor pagination, timeouts, retries with backoff and jitter.
 
-Errors follow ``SALES_API.md``: 429 waits ``Retry-After`` (capped); 5xx, connection resets, read
-timeouts and broken pages are retried with exponential backoff and full jitter a bounded number
-of times; 400/401/403/404/422 fail at once. Messages name the status and the endpoint, never the
-API key (it travels only in the ``Authorization`` header).
+Errors follow the contract (``docs/sales-api.md``): 429 waits ``Retry-After`` (capped); 5xx,
+connection resets, read timeouts and broken pages are retried with exponential backoff and full
+jitter a bounded number of times; 400/401/403/404/422 fail at once. Messages name the status
+and the endpoint, never the API key (it travels only in the ``Authorization`` header).
 
 Incremental extraction: ``status(day, updated_since)`` tells whether the server filters by
 ``updated_since``; ``iter_pages(day, updated_since=...)`` sends it only when given. A server that

@@ -1,7 +1,7 @@
 """Hostile records: arbitrary JSON through validation and the real PostgreSQL load. Every
 offered sale_id lands in sales or sales_rejected, in both only when a newer malformed version is
-quarantined next to its sale (the README's invariant), nothing crashes, SQL-looking text is
-stored as text."""
+quarantined next to its sale (the invariant, docs/architecture.md), nothing crashes,
+SQL-looking text is stored as text."""
 
 from __future__ import annotations
 
@@ -160,7 +160,8 @@ def test_hostile_records_each_sale_lands_where_the_invariant_says(
     assert len(sales_ids) == len(set(sales_ids))
     assert set(sales_ids) | rejected_ids == offered
     # A sale_id is in both tables only when a malformed version newer than its sale is
-    # quarantined (README, "The invariant"): no reject of a sale is as old as its row in sales.
+    # quarantined (docs/architecture.md, "The invariant"): no reject of a sale is as old as its
+    # row in sales.
     for sale_id, _, rejected_version in rejects:
         if sale_id in sale_versions:
             assert rejected_version is not None, sale_id

@@ -63,7 +63,7 @@ def _project_tasks() -> list[Task[..., object]]:
 
 def test_no_task_carries_tags() -> None:
     """Every tagged task run asks the server for concurrency slots; a SQLite-backed server
-    answers 503 when busy and the client waits 2 s (README, *Task tags*)."""
+    answers 503 when busy and the client waits 2 s (docs/decisions/0005-untagged-tasks.md)."""
     found = _project_tasks()
     assert len(found) >= 10
     assert {t.name: sorted(t.tags) for t in found if t.tags} == {}
