@@ -42,7 +42,7 @@ from sales_etl.snapshots import (
 from sales_etl.validate import ValidatedChunk, strict_clean, validate_chunk
 
 # Bump when validation rules change, so cached clean snapshots are rebuilt from raw.
-TRANSFORM_VERSION = 1
+TRANSFORM_VERSION = 2
 DEFAULT_CHUNK_RECORDS = 50_000
 
 
