@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import uuid
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ def lake_files(lake: LocalLake, raw: SnapshotRef, *, strict: bool) -> dict[str, 
 
 
 def assert_same_lake(tmp_path: Path, bodies: list[tuple[int, bytes]]) -> None:
-    lake = LocalLake(tmp_path / f"lake-{random.random()}")
+    lake = LocalLake(tmp_path / f"lake-{uuid.uuid4().hex}")
     raw = write_raw(lake, bodies)
     strict = lake_files(lake, raw, strict=True)
     per_record = lake_files(lake, raw, strict=False)
