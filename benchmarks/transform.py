@@ -247,7 +247,9 @@ def job_generate(args: dict[str, Any]) -> dict[str, Any]:
     from sales_etl.lake import LocalLake
 
     started = time.perf_counter()
-    raw = write_realistic_day(LocalLake(args["lake"]), DAY, args["records"])
+    raw = write_realistic_day(
+        LocalLake(args["lake"]), DAY, args["records"], reject_share=args.get("reject_share", 0.1)
+    )
     return {"parts": len(raw.manifest["parts"]), "seconds": time.perf_counter() - started}
 
 
@@ -258,7 +260,7 @@ def job_sequential(args: dict[str, Any]) -> dict[str, Any]:
 
     store, raw = _raw(args["lake"])
     started, cpu = time.perf_counter(), time.process_time()
-    clean = transform_snapshot(store, raw)
+    clean = transform_snapshot(store, raw, strict=args.get("strict", True))
     seconds = time.perf_counter() - started
     return {
         "records": clean.manifest["records"],
@@ -369,6 +371,12 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, default=1, help="runs of each Dask variant, alternating (median)"
     )
     parser.add_argument("--workdir", default=None, help="where the throwaway lakes go")
+    parser.add_argument("--reject-share", type=float, default=0.1, help="share of bad records")
+    parser.add_argument(
+        "--per-record",
+        action="store_true",
+        help="also run the sequential transform with every page judged record by record",
+    )
     parser.add_argument("--job", nargs=2, metavar=("JOB", "ARGS"), help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     if options.job:
@@ -383,19 +391,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for records in (int(x) for x in options.records.split(",")):
             lake = str(work / f"lake-{records}")
-            generated = run_job("generate", {"lake": lake, "records": records})
+            generated = run_job(
+                "generate",
+                {"lake": lake, "records": records, "reject_share": options.reject_share},
+            )
             print(
                 f"{records:,} records: {generated['parts']} raw parts "
                 f"(generated in {generated['seconds']:.0f} s)",
                 flush=True,
             )
             variants: list[tuple[str, str, dict[str, Any]]] = [("sequential", "sequential", {})]
+            if options.per_record:
+                variants.append(("sequential, per-record", "sequential", {"strict": False}))
             if records >= options.parallel_min:
                 variants += [
                     (f"dask, {n} worker{'s' if n > 1 else ''}", "dask", {"workers": n})
                     for n in (int(x) for x in options.workers.split(","))
                 ]
             runs = [variants[0]] + variants[1:] * options.repeat
+            if options.per_record:
+                runs = variants[:2] + variants[2:] * options.repeat
             for label, job, extra in runs:
                 shutil.rmtree(Path(lake) / "clean", ignore_errors=True)
                 result = run_job(job, {"lake": lake, **extra})

@@ -9,6 +9,8 @@ record is stored exactly as it was sent.
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -117,3 +119,100 @@ def _write(value: Any, out: list[str]) -> None:
         out.append("]")
     else:  # True, False, None
         out.append(json.dumps(value))
+
+
+# --- pages holding a record nested deeper than the parser goes ----------------------------------
+
+# Records of a page deeper than this are not parsed: they are kept as their text (DeepRecord).
+# Well below Python's recursion limit (1000), so the rest of the page always parses.
+MAX_PARSE_DEPTH = 256
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},:]', re.DOTALL)
+
+
+@dataclass(frozen=True)
+class DeepRecord:
+    """A record nested deeper than :data:`MAX_PARSE_DEPTH`, kept as the text that was sent."""
+
+    text: str
+    depth: int
+
+
+def loads_page(text: str | bytes) -> Any:
+    """:func:`loads` for a page body: a record nested too deeply becomes a :class:`DeepRecord`.
+
+    One hostile record must not make the whole page unreadable. Raises ``ValueError`` only when
+    the page is not JSON (or is nested too deeply outside its ``data`` items).
+    """
+    if isinstance(text, bytes | bytearray):
+        text = text.decode("utf-8")
+    try:
+        return _DECODER.decode(text)
+    except RecursionError:
+        return _loads_with_deep_records(text)
+
+
+def _loads_with_deep_records(text: str) -> Any:
+    """Parse ``text`` with each too-deep item of the top-level ``data`` array set aside."""
+    deep = _deep_data_items(text)
+    if not deep:
+        raise ValueError("page is nested too deeply outside its data items")
+    pieces: list[str] = []
+    position = 0
+    for item in deep:
+        pieces.extend((text[position : item.start], "null"))
+        position = item.stop
+    pieces.append(text[position:])
+    try:
+        page = _DECODER.decode("".join(pieces))
+    except RecursionError:
+        raise ValueError("page is nested too deeply outside its data items") from None
+    items = page.get("data") if isinstance(page, dict) else None
+    if not isinstance(items, list):
+        raise ValueError("page lacks a 'data' list")
+    for item in deep:
+        items[item.index] = DeepRecord(text[item.start : item.stop], item.depth)
+    return page
+
+
+@dataclass(frozen=True)
+class _Span:
+    index: int  # position in the data array
+    start: int
+    stop: int
+    depth: int
+
+
+def _deep_data_items(text: str) -> list[_Span]:
+    """The items of the top-level ``data`` array nested deeper than :data:`MAX_PARSE_DEPTH`.
+
+    A scan of the tokens (strings, brackets, commas, colons) with a depth counter: no recursion,
+    so any depth is fine. Only runs for a page the parser gave up on.
+    """
+    found: list[_Span] = []
+    depth = 0
+    in_data = False
+    index = start = deepest = 0
+    previous = key = ""
+    for match in _TOKEN.finditer(text):
+        lexeme = match.group()
+        if lexeme[0] == '"':
+            if depth == 1 and previous in ("{", ","):
+                key = lexeme
+        elif lexeme == ",":
+            index += in_data and depth == 2
+        elif lexeme in "[{":
+            depth += 1
+            if depth == 2 and lexeme == "[" and key == '"data"' and previous == ":":
+                in_data, index = True, 0
+            elif in_data and depth == 3:
+                start, deepest = match.start(), 1
+            elif in_data:
+                deepest = max(deepest, depth - 2)
+        elif lexeme in "]}":
+            if in_data and depth == 3 and deepest > MAX_PARSE_DEPTH:
+                found.append(_Span(index, start, match.end(), deepest))
+            depth -= 1
+            if depth < 2:
+                in_data = False
+        previous = lexeme
+    return found

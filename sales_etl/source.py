@@ -231,11 +231,11 @@ class SalesApiClient:
                     if status == 200:
                         try:
                             raw = self._read_body(response, endpoint)
-                            body = jsontext.loads(raw) if lossless else _fast_loads(raw)
+                            body = jsontext.loads_page(raw) if lossless else _fast_loads(raw)
                             if page and not _is_page(body):
                                 raise ValueError("body lacks a 'data' list")
                             return raw, body
-                        except (ValueError, RecursionError) as exc:
+                        except ValueError as exc:  # not JSON at all: perhaps cut short
                             last_problem = f"broken page ({str(exc)[:80]})"
                         except (requests.ConnectionError, requests.Timeout) as exc:
                             last_problem = f"{type(exc).__name__} while reading the body"
@@ -307,11 +307,15 @@ def max_pages_for(record_count: int, page_size: int) -> int:
 
 
 def _fast_loads(raw: bytes) -> Any:
-    """orjson where it agrees with the lossless parser on validity, else the lossless parser."""
+    """orjson where it agrees with the lossless parser on validity, else the lossless parser.
+
+    A record nested deeper than either parser goes is a :class:`~sales_etl.jsontext.DeepRecord`
+    (the transform rejects it), not a broken page.
+    """
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return jsontext.loads(raw)
+        return jsontext.loads_page(raw)
 
 
 def _iso(moment: datetime) -> str:

@@ -12,6 +12,7 @@ sequential path. Memory stays bounded by the chunk size, not by the size of the 
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import threading
@@ -21,11 +22,12 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sales_etl import jsontext
+from sales_etl import arrow_parse, jsontext
 from sales_etl.errors import LakeError
 from sales_etl.lake import Lake
 from sales_etl.schema import CLEAN_SCHEMA, MONEY_ARROW, REJECTED_SCHEMA
@@ -37,11 +39,13 @@ from sales_etl.snapshots import (
     iter_part_pages,
     raw_part_records,
 )
-from sales_etl.validate import validate_chunk
+from sales_etl.validate import ValidatedChunk, strict_clean, validate_chunk
 
 # Bump when validation rules change, so cached clean snapshots are rebuilt from raw.
-TRANSFORM_VERSION = 1
+TRANSFORM_VERSION = 2
 DEFAULT_CHUNK_RECORDS = 50_000
+REFUSALS_BEFORE_PROBING = 2
+PROBE_EVERY = 8
 
 
 _GC_LOCK = threading.Lock()
@@ -105,21 +109,23 @@ def reusable_clean_snapshot(lake: Lake, raw: SnapshotRef) -> SnapshotRef | None:
 
 
 def transform_part(
-    lake: Lake, part: RawPart, chunk_records: int = DEFAULT_CHUNK_RECORDS
+    lake: Lake,
+    part: RawPart,
+    chunk_records: int = DEFAULT_CHUNK_RECORDS,
+    *,
+    strict: bool = True,
 ) -> CleanParts:
     """Validate one raw part into clean and rejected Parquet parts (not yet committed).
 
-    Deterministic: a retry (or a second worker after a lost one) writes the same keys with the
-    same content.
+    Each page goes the strict Arrow way when it can (``strict``; :func:`judge_page`), else
+    record by record; both give the same rows. Deterministic: a retry (or a second worker after
+    a lost one) writes the same keys with the same content.
     """
     writer = CleanSnapshotWriter(lake, part.day, part.snapshot_id, name=f"{part.number:05d}-")
-    first_index = part.first_index
     with cyclic_gc_paused():
-        for batch in _chunks(lake, part, chunk_records):
-            chunk = validate_chunk(batch, part.day, first_index)
-            first_index += len(batch)
-            writer.add(len(batch), clean_table(chunk.clean), rejected_table(chunk.rejected))
-            del batch, chunk
+        for records, chunk in _chunks(lake, part, chunk_records, strict):
+            writer.add(records, clean_table(chunk.clean), rejected_table(chunk.rejected))
+            del chunk
             gc.collect(1)  # the chunk's own cycles; the old generation is not walked
     gc.collect()  # cycles that reached the old generation meanwhile (pandas frames)
     # Arrow's pool (mimalloc) keeps freed chunk buffers resident otherwise: a process that
@@ -133,22 +139,101 @@ def transform_part(
     return writer.written
 
 
-def _chunks(lake: Lake, part: RawPart, chunk_records: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
+def _chunks(
+    lake: Lake, part: RawPart, chunk_records: int, strict: bool
+) -> Iterator[tuple[int, ValidatedChunk]]:
+    """(records, their validated rows) in chunks of at least ``chunk_records`` records.
+
+    A refused strict parse costs a parse: after :data:`REFUSALS_BEFORE_PROBING` refused pages in
+    a row, the strict parse is tried on one page in :data:`PROBE_EVERY` until it is accepted
+    again (either path gives the same rows, so this changes the speed only).
+    """
+    judged: list[PageResult] = []
+    records = refused = 0
+    first_index = part.first_index
     for number, body in iter_part_pages(lake, part.key):
+        probe = refused < REFUSALS_BEFORE_PROBING or number % PROBE_EVERY == 0
         try:
-            page = jsontext.loads(body)
-        except (ValueError, RecursionError) as exc:
+            result = judge_page(body, part.day, first_index, strict=strict and probe)
+        except ValueError as exc:
             raise LakeError(
                 f"raw snapshot {part.snapshot_id} page {number} is not valid JSON: {exc}"
             ) from None
-        batch.extend(page["data"])
-        del page
-        if len(batch) >= chunk_records:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+        if strict and probe:
+            refused = 0 if result.strict else refused + 1
+        first_index += result.records
+        records += result.records
+        judged.append(result)
+        if records >= chunk_records:
+            yield records, _combine(judged)
+            judged, records = [], 0
+    if judged:
+        yield records, _combine(judged)
+
+
+@dataclass(frozen=True)
+class PageResult:
+    """One page's records judged: how many, and their clean and rejected rows."""
+
+    records: int
+    chunk: ValidatedChunk
+    strict: bool  # whether the strict parse read the page
+
+
+def judge_page(body: bytes, day: date, first_index: int, *, strict: bool = True) -> PageResult:
+    """Validate the records of one raw page, numbered from ``first_index``.
+
+    The strict parse (:func:`sales_etl.arrow_parse.read_strict`) types the page's columns
+    without a Python object per record; the rows it cannot vouch for (a rule fails) are judged
+    by :func:`sales_etl.validate.validate_chunk` from their text. A page the strict parse
+    refuses is judged record by record. Raises ``ValueError`` when the page is not JSON.
+    """
+    page = arrow_parse.read_strict(body) if strict else None
+    if page is None:
+        data = jsontext.loads_page(body)["data"]
+        return PageResult(len(data), validate_chunk(data, day, first_index), strict=False)
+    count = page.records.num_rows
+    index = np.arange(first_index, first_index + count, dtype=np.int64)
+    clean, flagged = strict_clean(page.records, day, index)
+    if not flagged.any():
+        return PageResult(count, ValidatedChunk(clean, _no_rejects(day)), strict=True)
+    positions = np.flatnonzero(flagged).tolist()
+    starts, stops = page.starts.tolist(), page.stops.tolist()
+    others = [jsontext.loads(body[starts[p] : stops[p]]) for p in positions]
+    judged = validate_chunk(others, day, record_index=index[positions])
+    both = _concat([clean, judged.clean]).sort_by("record_index")
+    return PageResult(count, ValidatedChunk(both, judged.rejected), strict=True)
+
+
+@functools.cache
+def _no_rejects(day: date) -> pa.Table:
+    return validate_chunk([], day).rejected
+
+
+def _combine(results: Sequence[PageResult]) -> ValidatedChunk:
+    return ValidatedChunk(
+        clean=_concat([r.chunk.clean for r in results]),
+        rejected=_concat([r.chunk.rejected for r in results]),
+    )
+
+
+_NANOS = pa.timestamp("ns", tz="UTC")
+
+
+def _concat(tables: Sequence[pa.Table]) -> pa.Table:
+    """Concatenate validated rows; timestamps at one resolution (pandas picks it per call).
+
+    Only valid timestamps are kept (1970..2100), so nanoseconds hold them all.
+    """
+    same = [
+        t.cast(
+            pa.schema(
+                [f.with_type(_NANOS) if pa.types.is_timestamp(f.type) else f for f in t.schema]
+            )
+        )
+        for t in tables
+    ]
+    return pa.concat_tables(same)
 
 
 def commit_clean_snapshot(lake: Lake, raw: SnapshotRef, parts: Sequence[CleanParts]) -> SnapshotRef:
@@ -164,7 +249,11 @@ def commit_clean_snapshot(lake: Lake, raw: SnapshotRef, parts: Sequence[CleanPar
 
 
 def transform_snapshot(
-    lake: Lake, raw: SnapshotRef, chunk_records: int = DEFAULT_CHUNK_RECORDS
+    lake: Lake,
+    raw: SnapshotRef,
+    chunk_records: int = DEFAULT_CHUNK_RECORDS,
+    *,
+    strict: bool = True,
 ) -> SnapshotRef:
     """Validate a raw snapshot into the clean zone, part after part, in this process.
 
@@ -175,7 +264,9 @@ def transform_snapshot(
     existing = reusable_clean_snapshot(lake, raw)
     if existing is not None:
         return existing
-    parts = [transform_part(lake, part, chunk_records) for part in plan_parts(lake, raw)]
+    parts = [
+        transform_part(lake, part, chunk_records, strict=strict) for part in plan_parts(lake, raw)
+    ]
     return commit_clean_snapshot(lake, raw, parts)
 
 

@@ -27,9 +27,14 @@ import pyarrow.compute as pc
 
 from sales_etl import jsontext, schema
 from sales_etl.currencies import ISO_4217
-from sales_etl.jsontext import JsonNumber
+from sales_etl.jsontext import DeepRecord, JsonNumber
 
 FIELDS: tuple[str, ...] = schema.FIELD_NAMES
+
+# Limits on a record's shape, checked before the rules: a hostile record costs one reject.
+RECORD_TOO_DEEP = "record_too_deep"
+LIMIT_REASONS: tuple[str, ...] = (RECORD_TOO_DEEP,)
+MAX_RECORD_DEPTH = 64  # a sale is one level deep; extra fields may nest, but not without end
 
 # Reason codes, in the order they are checked: a record gets the first that applies.
 NOT_AN_OBJECT = "not_an_object"
@@ -58,7 +63,11 @@ MAX_RAW_RECORD_CHARS = 1_000_000
 _DECIMAL = r"-?\d{1,14}(?:\.\d{1,4})?"
 _INTEGER = r"-?\d{1,10}"
 _TIMESTAMP = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|z|[+-]\d{2}:?\d{2})"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Control characters (C0, DEL, C1) and the invisible bidirectional controls (marks, embeddings,
+# overrides, isolates) that make an id display as another one: rejected, not neutralised
+# (docs/transform.md). One pattern for Python's re and RE2 (non-ASCII written as characters).
+_CONTROL_CHARS = r"\x00-\x1f\x7f-\x9f" + "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(f"[{_CONTROL_CHARS}]")
 _UPDATED_MIN = pd.Timestamp("1970-01-01", tz="UTC")
 _UPDATED_MAX = pd.Timestamp("2100-01-01", tz="UTC")
 
@@ -108,14 +117,26 @@ def validate_records(records: Sequence[Any], day: date, first_index: int = 0) ->
     return validate_chunk(records, day, first_index).to_frames()
 
 
-def validate_chunk(records: Sequence[Any], day: date, first_index: int = 0) -> ValidatedChunk:
-    """:func:`validate_records` without pandas frames: the transform's fast path.
+def validate_chunk(
+    records: Sequence[Any],
+    day: date,
+    first_index: int = 0,
+    *,
+    record_index: np.ndarray | None = None,
+) -> ValidatedChunk:
+    """:func:`validate_records` without pandas frames: the per-record path of the transform.
 
     Every check runs as one Arrow kernel over a column (the same kernels pandas' string methods
     call; where pandas would fall back to Python's ``re`` or parse with its own code, this does
-    the same), so the result is the reference implementation's, row for row.
+    the same), so the result is the reference implementation's, row for row. ``record_index``
+    (one per record) replaces the numbering from ``first_index`` when the records are not
+    consecutive in the day's stream.
     """
     n = len(records)
+    originals = records
+    too_deep = _too_deep(records)
+    if too_deep.any():
+        records = [None if deep else r for r, deep in zip(records, too_deep.tolist(), strict=True)]
     columns, is_obj = _columns(records)
 
     sale_id, sale_id_ok = _text(columns["sale_id"], MAX_ID_CHARS["sale_id"], nullable=False)
@@ -144,6 +165,7 @@ def validate_chunk(records: Sequence[Any], day: date, first_index: int = 0) -> V
     currency_ok = _mask(pc.is_in(currency, value_set=_CURRENCIES))
 
     failed: dict[str, np.ndarray] = {
+        RECORD_TOO_DEEP: too_deep,
         NOT_AN_OBJECT: ~is_obj,
         INVALID["sale_id"]: ~sale_id_ok,
         INVALID["sale_date"]: ~sale_date_ok,
@@ -158,13 +180,14 @@ def validate_chunk(records: Sequence[Any], day: date, first_index: int = 0) -> V
         INVALID["currency"]: ~currency_ok,
         NON_POSITIVE_AMOUNT: amount_ok & ~amount_positive,
     }
-    # The earliest check in REASON_ORDER wins: assign codes from the last check to the first.
+    # The earliest check wins: assign codes from the last check to the first.
     codes = np.zeros(n, dtype=np.int8)
-    for position in range(len(REASON_ORDER), 0, -1):
-        codes[failed[REASON_ORDER[position - 1]]] = position
+    for position in range(len(_CHECKS), 0, -1):
+        codes[failed[_CHECKS[position - 1]]] = position
     good = codes == 0
     bad_positions = np.flatnonzero(~good)
-    record_index = np.arange(first_index, first_index + n, dtype=np.int64)
+    if record_index is None:
+        record_index = np.arange(first_index, first_index + n, dtype=np.int64)
     sale_date_arr = _timestamp_array(sale_date)
     updated_arr = _timestamp_array(updated_at)
     keep = pa.array(good)
@@ -194,22 +217,120 @@ def validate_chunk(records: Sequence[Any], day: date, first_index: int = 0) -> V
             "reason": pa.array(labels.tolist(), type=pa.string()),
             "detail": pa.array(
                 [
-                    describe_problem(records[p], reason)
+                    describe_problem(originals[p], reason)
                     for p, reason in zip(bad_positions.tolist(), labels.tolist(), strict=True)
                 ],
                 type=pa.string(),
             ),
             "raw_record": pa.array(
-                [raw_json(records[p]) for p in bad_positions.tolist()], type=pa.string()
+                [raw_json(originals[p]) for p in bad_positions.tolist()], type=pa.string()
             ),
         }
     )
     return ValidatedChunk(clean=clean, rejected=rejected)
 
 
+def strict_clean(
+    table: pa.Table, day: date, record_index: np.ndarray
+) -> tuple[pa.Table, np.ndarray]:
+    """The rows of a strictly parsed page (:mod:`sales_etl.arrow_parse`) that pass every rule.
+
+    Returns them as :func:`validate_chunk` types its clean rows, and a mask of the other rows:
+    those are judged by :func:`validate_chunk` from their text, which gives their reasons. The
+    test is conservative (a zero price goes the per-record way), never looser than the rules.
+    """
+    column = table.column
+    sale_id, sale_id_ok = _text(_array(column("sale_id")), MAX_ID_CHARS["sale_id"], nullable=False)
+    store_id, store_ok = _text(_array(column("store_id")), MAX_ID_CHARS["store_id"], nullable=False)
+    product_id, product_ok = _text(
+        _array(column("product_id")), MAX_ID_CHARS["product_id"], nullable=False
+    )
+    customer_id, customer_ok = _text(
+        _array(column("customer_id")), MAX_ID_CHARS["customer_id"], nullable=True
+    )
+    sale_date, sale_date_ok = _timestamps(_array(column("sale_date")))
+    updated_at, updated_ok = _timestamps(_array(column("updated_at")))
+    day_start = pd.Timestamp(day, tz="UTC")
+    in_day = _flag((sale_date >= day_start) & (sale_date < day_start + pd.Timedelta(days=1)))
+    in_range = _flag((updated_at >= _UPDATED_MIN) & (updated_at < _UPDATED_MAX))
+    quantity = _array(column("quantity"))
+    unit_price, amount = _array(column("unit_price")), _array(column("amount"))
+    currency = pc.utf8_upper(_array(column("currency")))
+    good = (
+        sale_id_ok
+        & store_ok
+        & product_ok
+        & customer_ok
+        & sale_date_ok
+        & in_day
+        & updated_ok
+        & in_range
+        & _mask(pc.and_(pc.greater_equal(quantity, 1), pc.less_equal(quantity, MAX_QUANTITY)))
+        & _mask(pc.greater(unit_price, 0))
+        & _mask(pc.greater(amount, 0))
+        & _mask(pc.is_in(currency, value_set=_CURRENCIES))
+    )
+    keep = pa.array(good)
+    clean = pa.table(
+        {
+            "record_index": pa.array(record_index[good]),
+            "sale_id": sale_id.filter(keep),
+            "sale_date": _timestamp_array(sale_date).filter(keep),
+            "store_id": store_id.filter(keep),
+            "product_id": product_id.filter(keep),
+            "customer_id": customer_id.filter(keep),
+            "quantity": quantity.filter(keep).cast(pa.int32()),
+            "unit_price": unit_price.filter(keep).cast(pa.string()),
+            "amount": amount.filter(keep).cast(pa.string()),
+            "currency": currency.filter(keep),
+            "updated_at": _timestamp_array(updated_at).filter(keep),
+        }
+    )
+    return clean, ~good
+
+
+def _array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
 _STRING: Final = pd.StringDtype("pyarrow")
-_REASON_LABELS = np.array([None, *REASON_ORDER], dtype=object)
+_CHECKS: tuple[str, ...] = (*LIMIT_REASONS, *REASON_ORDER)
+_REASON_LABELS = np.array([None, *_CHECKS], dtype=object)
 _CURRENCIES = pa.array(sorted(ISO_4217), type=pa.string())
+
+
+_CONTAINER_TYPES = (dict, list)
+
+
+def _too_deep(records: Sequence[Any]) -> np.ndarray:
+    """Which records nest deeper than :data:`MAX_RECORD_DEPTH` (a DeepRecord always does)."""
+    return np.fromiter(
+        (
+            type(r) is DeepRecord
+            or (
+                type(r) in _CONTAINER_TYPES
+                and not _FLAT_TYPES.issuperset(map(type, r.values() if type(r) is dict else r))
+                and nesting_depth(r, MAX_RECORD_DEPTH) > MAX_RECORD_DEPTH
+            )
+            for r in records
+        ),
+        dtype=bool,
+        count=len(records),
+    )
+
+
+def nesting_depth(value: Any, limit: int) -> int:
+    """How deep ``value`` nests (a scalar 0, a flat object 1); stops counting past ``limit``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if type(item) is dict else item
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            break
+        stack.extend((child, depth + 1) for child in children if type(child) in _CONTAINER_TYPES)
+    return deepest if type(value) in _CONTAINER_TYPES else 0
 
 
 def _columns(records: Sequence[Any]) -> tuple[dict[str, Sequence[Any]], np.ndarray]:
@@ -251,6 +372,7 @@ def _utf8_ok(value: str) -> bool:
 
 
 _STR_OR_NULL = frozenset({str, type(None)})
+_FLAT_TYPES = frozenset({str, JsonNumber, bool, type(None), int, float})
 _NUMBER_OR_NULL = frozenset({JsonNumber, type(None)})
 _STR_NUMBER_OR_NULL = frozenset({str, JsonNumber, type(None)})
 
@@ -296,9 +418,14 @@ def _fullmatch(values: pa.Array, pattern: str) -> np.ndarray:
     )
 
 
-def _text(values: Sequence[Any], max_chars: int, *, nullable: bool) -> tuple[pa.Array, np.ndarray]:
-    """A clean string of 1..max_chars without control characters (or null, when nullable)."""
-    text = _strings(values)
+def _text(
+    values: Sequence[Any] | pa.Array, max_chars: int, *, nullable: bool
+) -> tuple[pa.Array, np.ndarray]:
+    """A clean string of 1..max_chars without control characters (or null, when nullable).
+
+    ``values`` are JSON values, or an Arrow string array of the strict parse (null: missing).
+    """
+    text = values if isinstance(values, pa.Array) else _strings(values)
     length = pc.utf8_length(text)
     ok = _mask(
         pc.and_kleene(
@@ -306,14 +433,16 @@ def _text(values: Sequence[Any], max_chars: int, *, nullable: bool) -> tuple[pa.
             pc.invert(pc.match_substring_regex(text, pattern=_CONTROL.pattern)),
         )
     )
-    if nullable:
+    if nullable and isinstance(values, pa.Array):
+        ok |= _mask(values.is_null())
+    elif nullable:
         ok |= np.fromiter(map(operator.is_, values, repeat(None)), dtype=bool, count=len(values))
     return pc.if_else(pa.array(ok), text, None), ok
 
 
-def _timestamps(values: Sequence[Any]) -> tuple[pd.Series, np.ndarray]:
+def _timestamps(values: Sequence[Any] | pa.Array) -> tuple[pd.Series, np.ndarray]:
     """Parse ISO-8601 timestamps that carry an offset; returns (UTC values, ok mask)."""
-    text = _strings(values)
+    text = values if isinstance(values, pa.Array) else _strings(values)
     shaped = _fullmatch(text, _TIMESTAMP)
     candidates = pd.Series(pd.arrays.ArrowStringArray(pc.if_else(pa.array(shaped), text, None)))
     parsed = pd.to_datetime(candidates, format="ISO8601", utc=True, errors="coerce")
@@ -351,9 +480,12 @@ def _to_float(text: pa.Array) -> pa.Array:
 
 
 def raw_json(record: Any) -> str:
-    """The record as compact JSON text, cut at MAX_RAW_RECORD_CHARS (the lake keeps it whole)."""
+    """The record as compact JSON text, cut at MAX_RAW_RECORD_CHARS (the lake keeps it whole).
+
+    A :class:`DeepRecord` is kept as the text that was sent.
+    """
     try:
-        text = jsontext.dumps(record)
+        text = record.text if type(record) is DeepRecord else jsontext.dumps(record)
     except RecursionError:
         return '"<record nested too deeply to serialise; see the raw snapshot>"'
     if len(text) > MAX_RAW_RECORD_CHARS:
@@ -365,6 +497,9 @@ def raw_json(record: Any) -> str:
 
 def describe_problem(record: Any, reason: str) -> str:
     """A short, human explanation of why a record got its reason code."""
+    if reason == RECORD_TOO_DEEP:
+        depth = record.depth if type(record) is DeepRecord else nesting_depth(record, 1 << 30)
+        return f"record nests {depth} levels deep; the limit is {MAX_RECORD_DEPTH}"
     if reason == NOT_AN_OBJECT:
         return f"record is a JSON {_json_kind(record)}, not an object"
     if reason == SALE_DATE_NOT_IN_DAY:
@@ -379,7 +514,7 @@ def describe_problem(record: Any, reason: str) -> str:
     if type(value) is str and len(value) > 64:
         return f"{field} is a string of {len(value)} characters"
     if type(value) is str and (_CONTROL.search(value) or not _utf8_ok(value)):
-        return f"{field} contains control characters or invalid unicode"
+        return f"{field} contains control or bidirectional-control characters, or invalid unicode"
     return f"{field} {_preview(value)} ({kind}) is not valid"
 
 

@@ -220,3 +220,36 @@ def test_hostile_records_through_the_demo_api_and_the_flow(
     assert by_id[SQLISH[0]][1] == SQLISH[1]  # stored as text, executed never
     assert by_id[f"{DAY:%Y%m%d}-000000002"][2] == SQLISH[3]
     assert len(sales) + len(rejects) == len(HOSTILE_CORPUS)
+
+
+def test_a_record_nested_100000_deep_costs_one_reject_not_the_page(
+    monkeypatch: pytest.MonkeyPatch, pg_url: str, tmp_path: Path
+) -> None:
+    """Through the flow: the valid records of the page load, the deep one is a reject."""
+    good = [generate_record(DAY.isoformat(), i) for i in range(40)]
+    deep = '{"sale_id": "DEEP", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    body = (
+        '{"data": ['
+        + ", ".join(
+            [*(json.dumps(r) for r in good[:20]), deep, *(json.dumps(r) for r in good[20:])]
+        )
+        + '], "next_cursor": null}'
+    ).encode()
+    with serve_demo_api(DemoData(records={DAY.isoformat(): [*good, None]})) as api:
+        api.page_cache = {(DAY.isoformat(), 0, 200, None): body}
+        set_env(monkeypatch, pipeline_env(api.url, str(tmp_path / "lake"), pg_url))
+        state = daily_sales(run_date=DAY, return_state=True)
+        assert api.stats()["sales_requests"] == 1  # read once: not a broken page, no retry
+    assert state.is_completed(), state.message
+    engine = sa.create_engine(pg_url)
+    with engine.connect() as conn:
+        sales = conn.execute(sa.text("SELECT sale_id FROM sales ORDER BY sale_id")).scalars().all()
+        rejects = conn.execute(
+            sa.text("SELECT sale_id, reason, detail, raw_record FROM sales_rejected")
+        ).all()
+    engine.dispose()
+    assert sales == sorted(r["sale_id"] for r in good)
+    assert [(r[0], r[1], r[2]) for r in rejects] == [
+        (None, "record_too_deep", "record nests 100001 levels deep; the limit is 64")
+    ]
+    assert rejects[0][3] == deep

@@ -239,3 +239,38 @@ def test_a_naive_updated_since_is_refused_before_any_request() -> None:
         with pytest.raises(ValueError, match="timezone-aware"):
             list(client.iter_pages(DAY, updated_since=datetime(2026, 11, 24, 1)))
         assert api.requests == 0
+
+
+@pytest.mark.parametrize("lossless", [True, False])
+def test_a_record_nested_100000_deep_is_a_record_not_a_broken_page(lossless: bool) -> None:
+    """The page is read in one request; the deep record is kept as its text for the transform."""
+    good = [generate_record(DAY.isoformat(), i) for i in range(3)]
+    deep = '{"sale_id":"DEEP","x":' + "[" * 100_000 + "]" * 100_000 + "}"
+    body = (
+        '{"data": ['
+        + orjson.dumps(good[0]).decode()
+        + ", "
+        + deep
+        + ", "
+        + ", ".join(orjson.dumps(r).decode() for r in good[1:])
+        + '], "next_cursor": null}'
+    ).encode()
+    with serve_demo_api(DemoData(records={DAY.isoformat(): [*good, None]})) as api:
+        api.page_cache = {(DAY.isoformat(), 0, 50, None): body}
+        config = SourceConfig(base_url=api.url, page_size=50, max_retries=2)
+        with SalesApiClient(config) as client:
+            pages = list(client.iter_pages(DAY, lossless=lossless))
+            assert client.retries == 0
+    assert [p.body for p in pages] == [body]
+    records = pages[0].records
+    assert len(records) == 4
+    assert isinstance(records[1], jsontext.DeepRecord)
+    assert (records[1].text, records[1].depth) == (deep, 100_001)
+    assert [records[i]["sale_id"] for i in (0, 2, 3)] == [r["sale_id"] for r in good]
+
+
+def test_a_page_that_is_not_json_is_still_broken() -> None:
+    with pytest.raises(ValueError, match="nested too deeply outside"):
+        jsontext.loads_page('{"data": [], "x": ' + "[" * 5000 + "]" * 5000 + "}")
+    with pytest.raises(ValueError):
+        jsontext.loads_page('{"data": [1, ' + "[" * 5000 + "]" * 4999 + "}")

@@ -134,3 +134,27 @@ def test_sub_microsecond_timestamps_are_cut_not_fatal() -> None:
     table = clean_table(chunk.clean)
     assert table["sale_date"][0].as_py() == pd.Timestamp("2026-11-23T10:00:00.123456Z")
     assert table["amount"][0].as_py() == Decimal("1.5000")
+
+
+@pytest.mark.parametrize(
+    ("literal", "stored"),
+    [
+        ("99999999999999.9999", "99999999999999.9999"),
+        ('"99999999999999.9999"', "99999999999999.9999"),
+        ("12345678901234.5678", "12345678901234.5678"),
+        ('"12345678901234.5678"', "12345678901234.5678"),
+        ('"0.10"', "0.1000"),
+        ("0.10", "0.1000"),
+    ],
+)
+def test_money_beyond_float64_stays_exact(literal: str, stored: str) -> None:
+    """18 significant digits (numeric(18,4)'s maximum) survive parse, validation and typing."""
+    text = (
+        '{"sale_id":"S-1","sale_date":"2026-11-23T10:00:00Z","store_id":"s","product_id":"p",'
+        f'"customer_id":null,"quantity":1,"unit_price":{literal},"amount":{literal},'
+        '"currency":"EUR","updated_at":"2026-11-23T10:00:00Z"}'
+    )
+    chunk = validate_chunk([jsontext.loads(text)], DAY)
+    table = clean_table(chunk.clean)
+    assert str(table["unit_price"][0].as_py()) == stored
+    assert str(table["amount"][0].as_py()) == stored

@@ -187,3 +187,34 @@ def test_every_record_lands_in_exactly_one_frame(records: list[Any]) -> None:
     assert result.clean["sale_id"].str.len().between(1, 64).all()
     assert (result.clean["amount"].map(Decimal) > 0).all()
     assert result.clean["sale_date"].dt.date.eq(DAY).all()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("sale_id", "S-1\u202e1-S"),  # RIGHT-TO-LEFT OVERRIDE: shows as another id
+        ("store_id", "S0\u202d01"),  # LEFT-TO-RIGHT OVERRIDE
+        ("product_id", "\u2066P0001\u2069"),  # isolates
+        ("customer_id", "C\u200f1"),  # RIGHT-TO-LEFT MARK
+        ("store_id", "S\u061c1"),  # ARABIC LETTER MARK
+        ("product_id", "P\x85001"),  # C1 control (NEXT LINE)
+        ("customer_id", "C\x1b[31m"),  # C0 control (terminal escape)
+    ],
+)
+def test_control_and_bidirectional_characters_in_ids_are_rejected(field: str, value: str) -> None:
+    result = validate_records([_through_json(record(**{field: value}))], DAY)
+    assert result.clean.empty
+    assert result.rejected["reason"].tolist() == [f"invalid_{field}"]
+    assert result.rejected["detail"].tolist() == [
+        f"{field} contains control or bidirectional-control characters, or invalid unicode"
+    ]
+    assert json.loads(result.rejected["raw_record"][0])[field] == value  # kept as sent
+
+
+def test_bidirectional_text_in_a_currency_code_is_rejected() -> None:
+    assert reasons(record(currency="\u202eRUE")) == ["invalid_currency"]
+
+
+def test_other_unicode_in_ids_is_kept() -> None:
+    result = validate_records([record(store_id="Zürich-東京-👍")], DAY)
+    assert result.clean["store_id"].tolist() == ["Zürich-東京-👍"]

@@ -65,7 +65,7 @@ MAX_RAW_RECORD_CHARS = 1_000_000
 _DECIMAL = r"-?\d{1,14}(?:\.\d{1,4})?"
 _INTEGER = r"-?\d{1,10}"
 _TIMESTAMP = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|z|[+-]\d{2}:?\d{2})"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile("[\\x00-\\x1f\\x7f-\\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _UPDATED_MIN = pd.Timestamp("1970-01-01", tz="UTC")
 _UPDATED_MAX = pd.Timestamp("2100-01-01", tz="UTC")
 
@@ -272,7 +272,7 @@ def describe_problem(record: Any, reason: str) -> str:
     if type(value) is str and len(value) > 64:
         return f"{field} is a string of {len(value)} characters"
     if type(value) is str and (_CONTROL.search(value) or not _utf8_ok(value)):
-        return f"{field} contains control characters or invalid unicode"
+        return f"{field} contains control or bidirectional-control characters, or invalid unicode"
     return f"{field} {_preview(value)} ({kind}) is not valid"
 
 

@@ -1,0 +1,131 @@
+"""The strict parse of a raw page: typed Arrow columns straight from the JSON text.
+
+``pyarrow.json`` reads a page body (``{"data": [...], "next_cursor": ...}``) with an explicit
+schema into columns, with no Python object per record. Money is a ``decimal128(18, 4)``
+converted from the number's literal text, so it is exact beyond float64. The reader is strict:
+a value of another JSON type than the schema's (a number where a string belongs, a record that is
+not an object), a money text that is not a number, duplicate keys, lone surrogates... make it
+refuse the whole page, and the transform judges that page record by record
+(:mod:`sales_etl.validate`), which knows every reason.
+
+:func:`read_strict` also refuses pages with a money literal the reader would take but the contract's
+rules refuse (``1e2``, ``+5``, ``.5``): those go the per-record way too, so both ways agree.
+For a page it accepts, it also finds each record's text, for the rows a rule rejects (their
+reason, detail and raw text come from the per-record rules), and refuses a page with a record
+nested deeper than the limit (the per-record rules reject it).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.json as pj
+
+from sales_etl.schema import MONEY_ARROW, SALE_FIELDS
+from sales_etl.validate import MAX_RECORD_DEPTH
+
+MONEY_FIELDS = tuple(c.name for c in SALE_FIELDS if c.arrow == MONEY_ARROW)
+
+
+def _strict_type(column: pa.DataType) -> pa.DataType:
+    """Text and timestamps are read as text (the rules parse them); numbers as numbers."""
+    if column == MONEY_ARROW:
+        return MONEY_ARROW
+    if pa.types.is_integer(column):
+        return pa.int64()
+    return pa.string()
+
+
+RECORD_TYPE = pa.struct([pa.field(c.name, _strict_type(c.arrow)) for c in SALE_FIELDS])
+PAGE_SCHEMA = pa.schema([pa.field("data", pa.list_(RECORD_TYPE))])
+_PARSE = pj.ParseOptions(explicit_schema=PAGE_SCHEMA, unexpected_field_behavior="ignore")
+
+# A money value the rules accept as it is written: a JSON number or a string of the contract's
+# decimal form (no exponent, sign or whitespace the reader would accept and the rules refuse).
+_MONEY_KEY = "|".join(MONEY_FIELDS)
+_PLAIN_MONEY = re.compile(
+    rb'"(?:' + _MONEY_KEY.encode() + rb')"\s*:\s*("?)-?\d{1,14}(?:\.\d{1,4})?\1\s*[,}]'
+)
+_OPEN, _CLOSE, _OPEN_LIST, _CLOSE_LIST, _QUOTE = (ord(c) for c in '{}[]"')
+_DATA_KEY = re.compile(
+    rb'^\s*\{\s*(?:"(?:[^"\\]|\\.)*"\s*:\s*(?:"(?:[^"\\]|\\.)*"|[-\w.+]+)\s*,\s*)*"data"\s*:\s*\[$'
+)
+
+
+@dataclass(frozen=True)
+class StrictPage:
+    """A page the strict parse read: its records' typed columns and each record's text span."""
+
+    records: pa.Table  # RECORD_TYPE's fields, one row per record
+    starts: np.ndarray  # byte offset of each record's text in the body
+    stops: np.ndarray
+
+
+def read_strict(body: bytes) -> StrictPage | None:
+    """The records of a page as typed columns, or None when the strict parse refuses the page."""
+    line = body.replace(b"\n", b" ").replace(b"\r", b" ")  # whitespace only, in valid JSON
+    try:
+        page = pj.read_json(
+            io.BytesIO(line),
+            read_options=pj.ReadOptions(use_threads=False, block_size=len(line) + 1),
+            parse_options=_PARSE,
+        )
+    except pa.ArrowException:
+        return None
+    if page.num_rows != 1 or page.column("data").null_count:
+        return None
+    records = page.column("data").chunk(0).values
+    if records.null_count:
+        return None
+    spans = _record_spans(body, len(records))
+    if spans is None:
+        return None
+    table = pa.Table.from_struct_array(records)
+    if not _plain_money(body, table):
+        return None
+    return StrictPage(table, *spans)
+
+
+def _record_spans(body: bytes, records: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(start, stop) of each record of the page's ``data`` array; None if the layout is not
+    the plain one (``data`` the first array, each record an object no deeper than the limit).
+
+    Brackets outside strings, with their depth, from a few vectorised passes over the bytes;
+    escaped backslashes and quotes are blanked first (same length), so every quote left opens
+    or closes a string.
+    """
+    text = body.replace(b"\\\\", b"  ").replace(b'\\"', b"  ") if b"\\" in body else body
+    data = np.frombuffer(text, dtype=np.uint8)
+    quotes = np.flatnonzero(data == _QUOTE)
+    opens = np.flatnonzero((data == _OPEN) | (data == _OPEN_LIST))
+    closes = np.flatnonzero((data == _CLOSE) | (data == _CLOSE_LIST))
+    opens = opens[np.searchsorted(quotes, opens) % 2 == 0]
+    closes = closes[np.searchsorted(quotes, closes) % 2 == 0]
+    position = np.concatenate([opens, closes])
+    order = np.argsort(position, kind="stable")
+    position = position[order]
+    step = np.concatenate([np.ones(len(opens), np.int64), -np.ones(len(closes), np.int64)])[order]
+    depth = np.cumsum(step)  # after each bracket: the page's object is 1, data 2, a record 3
+    if len(depth) < 2 or depth.max() - 2 > MAX_RECORD_DEPTH or depth[-1] != 0:
+        return None
+    if data[position[1]] != _OPEN_LIST or not _DATA_KEY.search(body[: position[1] + 1]):
+        return None
+    after = np.flatnonzero(depth[1:] == 1)  # the data array's close
+    if len(after) == 0:
+        return None
+    inside = slice(2, after[0] + 1)
+    starts = position[inside][(step[inside] == 1) & (depth[inside] == 3)]
+    stops = position[inside][(step[inside] == -1) & (depth[inside] == 2)] + 1
+    if len(starts) != records or len(stops) != records:
+        return None
+    return starts, stops
+
+
+def _plain_money(body: bytes, table: pa.Table) -> bool:
+    """Whether every money value present is written in the contract's plain decimal form."""
+    present = sum(len(table.column(name)) - table.column(name).null_count for name in MONEY_FIELDS)
+    return present == 0 or _PLAIN_MONEY.subn(b"", body)[1] == present

@@ -1,0 +1,214 @@
+"""The strict Arrow path gives the per-record path's lake, row for row and byte for byte.
+
+Whichever way a page goes (read strictly into typed columns, with the rows a rule rejects judged
+from their text; or refused and judged record by record), the clean and rejected Parquet parts
+written to the lake are the same files. Hostile, late-data and realistic days, pages cut at
+random, money written at numeric(18,4)'s edges, records nested beyond any parser.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import uuid
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from benchmarks.transform import realistic_pages
+from sales_etl import arrow_parse, transform
+from sales_etl.demo_api import generate_record
+from sales_etl.demo_days import DayMix, day_records
+from sales_etl.lake import LocalLake
+from sales_etl.snapshots import RawSnapshotWriter, SnapshotRef
+from sales_etl.source import Page
+from sales_etl.validate import MAX_RECORD_DEPTH, RECORD_TOO_DEEP
+from tests.reliability.test_hostile_records import hostile_records
+
+DAY = date(2026, 11, 23)
+MONEY = [
+    "99999999999999.9999",
+    "12345678901234.5678",
+    "0.10",
+    '"0.10"',
+    "1e2",
+    '"1E2"',
+    "-0",
+    '"-0"',
+    "0.00",
+    '"+5"',
+    '".5"',
+    '" 7 "',
+    "1.23450",
+    "1000000000000000000",
+]
+
+
+def write_raw(lake: LocalLake, bodies: list[tuple[int, bytes]]) -> SnapshotRef:
+    writer = RawSnapshotWriter(lake, DAY, part_bytes=40_000)
+    for number, (count, body) in enumerate(bodies):
+        writer.add(Page(number=number, body=body, records=[None] * count, next_cursor=None))
+    return writer.commit()
+
+
+def lake_files(lake: LocalLake, raw: SnapshotRef, *, strict: bool) -> dict[str, bytes]:
+    """The clean and rejected parts the transform writes, by key (same keys either way)."""
+    parts = [
+        transform.transform_part(lake, part, chunk_records=97, strict=strict)
+        for part in transform.plan_parts(lake, raw)
+    ]
+    keys = [k for p in parts for k in (*p.sales_parts, *p.rejected_parts)]
+    return {key: lake.get(key) for key in keys}
+
+
+def assert_same_lake(tmp_path: Path, bodies: list[tuple[int, bytes]]) -> None:
+    lake = LocalLake(tmp_path / f"lake-{uuid.uuid4().hex}")
+    raw = write_raw(lake, bodies)
+    strict = lake_files(lake, raw, strict=True)
+    per_record = lake_files(lake, raw, strict=False)
+    assert sorted(strict) == sorted(per_record)
+    for key, content in strict.items():
+        assert content == per_record[key], key
+
+
+def spelt(records: list[Any], money: list[str]) -> str:
+    """``json.dumps`` of a page, with some money fields written as exact literal numbers."""
+    text = json.dumps({"data": records, "next_cursor": None}, allow_nan=True)
+    for literal in money:
+        text = text.replace('"__money__"', literal, 1)
+    return text
+
+
+def pages_of(records: list[Any], sizes: list[int], money: list[str]) -> list[tuple[int, bytes]]:
+    out, start = [], 0
+    for size in sizes:
+        if start >= len(records):
+            break
+        page = records[start : start + size]
+        out.append((len(page), spelt(page, money).encode()))
+        start += size
+    if start < len(records):
+        out.append((len(records) - start, spelt(records[start:], money).encode()))
+    return out
+
+
+def deep_record(depth: int) -> str:
+    return '{"sale_id":"DEEP","extra":' + "[" * depth + "]" * depth + "}"
+
+
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    records=st.lists(hostile_records(), min_size=1, max_size=12),
+    sizes=st.lists(st.integers(1, 15), min_size=1, max_size=6),
+    money=st.lists(st.sampled_from(MONEY), max_size=6),
+    clean=st.lists(st.integers(0, 10_000), max_size=30),
+)
+def test_hostile_pages_give_the_same_lake_either_way(
+    tmp_path: Path, records: list[Any], sizes: list[int], money: list[str], clean: list[int]
+) -> None:
+    good = [generate_record(DAY.isoformat(), i) for i in clean]
+    for record, _ in zip(good, money, strict=False):
+        record["amount"] = "__money__"
+    mixed = good + records
+    random.Random(len(mixed)).shuffle(mixed)
+    assert_same_lake(tmp_path, pages_of(mixed, sizes, money))
+
+
+def test_realistic_days_give_the_same_lake_either_way(tmp_path: Path) -> None:
+    for share in (0.0, 0.1, 0.3):
+        assert_same_lake(
+            tmp_path, list(realistic_pages(DAY, 3000, page_size=400, reject_share=share))
+        )
+
+
+def test_late_data_revisions_give_the_same_lake_either_way(tmp_path: Path) -> None:
+    mix = DayMix(rows=1500, reject_rate=0.1, duplicate_rate=0.05, seed=3)
+    for revision in (0, 2):
+        records = day_records(mix, DAY.isoformat(), revision)
+        assert_same_lake(tmp_path, pages_of(records, [300] * 5, []))
+    since = datetime.fromisoformat(f"{DAY.isoformat()}T12:00:00+00:00")
+    delta = day_records(mix, DAY.isoformat(), 2, updated_since=since)
+    assert_same_lake(tmp_path, pages_of(delta, [50] * 20, []))
+
+
+def test_a_clean_page_goes_the_strict_way_and_money_stays_exact() -> None:
+    records = [generate_record(DAY.isoformat(), i) for i in range(3)]
+    for record in records:
+        record["amount"] = "__money__"
+    body = spelt(records, ["99999999999999.9999", '"12345678901234.5678"', "0.10"]).encode()
+    page = arrow_parse.read_strict(body)
+    assert page is not None
+    assert [str(v) for v in page.records.column("amount").to_pylist()] == [
+        "99999999999999.9999",
+        "12345678901234.5678",
+        "0.1000",
+    ]
+    assert [json.loads(body[a:b]) for a, b in zip(page.starts, page.stops, strict=True)] == [
+        json.loads(spelt([r], [m]))["data"][0]
+        for r, m in zip(
+            records, ["99999999999999.9999", '"12345678901234.5678"', "0.10"], strict=True
+        )
+    ]
+
+
+def test_pages_the_strict_parse_must_refuse() -> None:
+    record = generate_record(DAY.isoformat(), 1)
+    refused = [
+        {**record, "amount": "__money__"},  # 1e2: the reader takes it, the contract does not
+        {**record, "sale_id": 7},
+        [record],
+        {
+            **record,
+            "extra": json.loads("[" * (MAX_RECORD_DEPTH + 1) + "]" * (MAX_RECORD_DEPTH + 1)),
+        },
+    ]
+    for item in refused:
+        assert arrow_parse.read_strict(spelt([record, item], ["1e2"]).encode()) is None, item
+    nested = {**record, "extra": {"tags": ["a", "{"], "n": math.pi}}
+    assert arrow_parse.read_strict(spelt([nested, record], []).encode()) is not None
+
+
+def test_a_record_nested_100000_deep_is_one_reject_and_the_page_is_kept(tmp_path: Path) -> None:
+    good = [generate_record(DAY.isoformat(), i) for i in range(4)]
+    body = (
+        '{"data": ['
+        + ", ".join([json.dumps(good[0]), json.dumps(good[1]), deep_record(100_000)])
+        + ", "
+        + ", ".join(json.dumps(r) for r in good[2:])
+        + '], "next_cursor": null}'
+    ).encode()
+    assert arrow_parse.read_strict(body) is None  # pyarrow reads it without crashing; refused
+    result = transform.judge_page(body, DAY, 10)
+    assert result.records == 5
+    clean = result.chunk.clean
+    assert clean.column("record_index").to_pylist() == [10, 11, 13, 14]
+    assert clean.column("sale_id").to_pylist() == [r["sale_id"] for r in good]
+    rejected = result.chunk.rejected.to_pylist()
+    assert [(r["record_index"], r["sale_id"], r["reason"]) for r in rejected] == [
+        (12, None, RECORD_TOO_DEEP)
+    ]
+    assert (
+        rejected[0]["detail"] == f"record nests 100001 levels deep; the limit is {MAX_RECORD_DEPTH}"
+    )
+    assert rejected[0]["raw_record"] == deep_record(100_000)
+    assert_same_lake(tmp_path, [(5, body)])
+
+
+def test_a_record_just_past_the_depth_limit_is_rejected_with_its_text() -> None:
+    record = {**generate_record(DAY.isoformat(), 1), "extra": "__x__"}
+    nested = "[" * MAX_RECORD_DEPTH + "]" * MAX_RECORD_DEPTH
+    body = json.dumps({"data": [record], "next_cursor": None}).replace('"__x__"', nested)
+    result = transform.judge_page(body.encode(), DAY, 0)
+    assert result.chunk.clean.num_rows == 0
+    assert result.chunk.rejected.column("reason").to_pylist() == [RECORD_TOO_DEEP]
+    assert result.chunk.rejected.column("sale_id").to_pylist() == [None]
+    within = body.replace(nested, "[" * (MAX_RECORD_DEPTH - 1) + "]" * (MAX_RECORD_DEPTH - 1))
+    assert transform.judge_page(within.encode(), DAY, 0).chunk.clean.num_rows == 1
