@@ -56,6 +56,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     Text,
+    bindparam,
     create_engine,
     inspect,
     text,
@@ -166,7 +167,9 @@ def warehouse_tables(schema_name: str | None, table_name: str = "sales") -> Ware
         Column("rejects_kept", BigInteger),
         Column("rejects_by_reason", Text),
         Column("day_sales", BigInteger),
-        Column("day_amount", Numeric(20, 4)),
+        # Unconstrained: a day's total must hold any sum of the contract's numeric(18,4)
+        # amounts (3,000 sales near its maximum already outgrow numeric(20,4)).
+        Column("day_amount", Numeric()),
         Column("high_water_mark", DateTime(timezone=True)),
         Column("seconds", Double),
         Column("message", Text),
@@ -221,6 +224,33 @@ def ensure_tables(engine: Engine, tables: WarehouseTables) -> None:
         if schema_name and not inspect(conn).has_schema(schema_name):
             conn.execute(CreateSchema(schema_name, if_not_exists=True))
         tables.metadata.create_all(conn, checkfirst=True)
+        _widen_ledger_totals(conn, tables)
+
+
+# Ledger columns created with a bounded numeric type by older versions, widened in place.
+WIDE_TOTALS: tuple[str, ...] = ("day_amount",)
+
+
+def _widen_ledger_totals(conn: Connection, tables: WarehouseTables) -> None:
+    """ALTER an existing ledger's totals to plain ``numeric`` (no rewrite: PostgreSQL only
+    drops the type modifier; the table and its rows stay)."""
+    ledger = tables.ledger
+    bounded = conn.execute(
+        text(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = coalesce(:schema, current_schema()) AND table_name = :table "
+            "AND column_name IN :columns AND numeric_precision IS NOT NULL"
+        ).bindparams(bindparam("columns", expanding=True)),
+        {"schema": ledger.schema, "table": ledger.name, "columns": list(WIDE_TOTALS)},
+    ).scalars()
+    quote = conn.dialect.identifier_preparer
+    for column in bounded:
+        conn.execute(
+            text(
+                f"ALTER TABLE {quote.format_table(ledger)} "
+                f"ALTER COLUMN {quote.quote(column)} TYPE numeric"
+            )
+        )
 
 
 # ---------------------------------------------------------------------------------------------
