@@ -20,7 +20,9 @@ install-bench: $(STAMP)
 
 ## make bench: realistic 1M days at 0/10/30% rejects: first run, rerun, a later revision, an
 ## incremental run; the psql \copy floor; peers (BENCH_ARGS="" without peers, "--large" adds 5M,
-## "--rows 100000 --reject-rate 0.1" one small day; python -m benchmarks.run --help)
+## "--rows 100000 --reject-rate 0.1" one small day; python -m benchmarks.run --help). Prints one
+## table per scenario (date, load average, command, each target met or missed by how much): the
+## tables of benchmarks/RESULTS.md; then the details per run.
 BENCH_ARGS ?= --compare
 bench: install-bench
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)

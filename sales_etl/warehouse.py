@@ -56,6 +56,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     Text,
+    bindparam,
     create_engine,
     inspect,
     text,
@@ -166,7 +167,9 @@ def warehouse_tables(schema_name: str | None, table_name: str = "sales") -> Ware
         Column("rejects_kept", BigInteger),
         Column("rejects_by_reason", Text),
         Column("day_sales", BigInteger),
-        Column("day_amount", Numeric(20, 4)),
+        # Unconstrained: a day's total must hold any sum of the contract's numeric(18,4)
+        # amounts (3,000 sales near its maximum already outgrow numeric(20,4)).
+        Column("day_amount", Numeric()),
         Column("high_water_mark", DateTime(timezone=True)),
         Column("seconds", Double),
         Column("message", Text),
@@ -221,6 +224,33 @@ def ensure_tables(engine: Engine, tables: WarehouseTables) -> None:
         if schema_name and not inspect(conn).has_schema(schema_name):
             conn.execute(CreateSchema(schema_name, if_not_exists=True))
         tables.metadata.create_all(conn, checkfirst=True)
+        _widen_ledger_totals(conn, tables)
+
+
+# Ledger columns created with a bounded numeric type by older versions, widened in place.
+WIDE_TOTALS: tuple[str, ...] = ("day_amount",)
+
+
+def _widen_ledger_totals(conn: Connection, tables: WarehouseTables) -> None:
+    """ALTER an existing ledger's totals to plain ``numeric`` (no rewrite: PostgreSQL only
+    drops the type modifier; the table and its rows stay)."""
+    ledger = tables.ledger
+    bounded = conn.execute(
+        text(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = coalesce(:schema, current_schema()) AND table_name = :table "
+            "AND column_name IN :columns AND numeric_precision IS NOT NULL"
+        ).bindparams(bindparam("columns", expanding=True)),
+        {"schema": ledger.schema, "table": ledger.name, "columns": list(WIDE_TOTALS)},
+    ).scalars()
+    quote = conn.dialect.identifier_preparer
+    for column in bounded:
+        conn.execute(
+            text(
+                f"ALTER TABLE {quote.format_table(ledger)} "
+                f"ALTER COLUMN {quote.quote(column)} TYPE numeric"
+            )
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,6 +268,7 @@ class _Load:
     loaded_at: datetime
     staged: int = 0
     staged_rejected: int = 0
+    rejected_with_id: int = 0  # staged rejects that name a sale_id
     newest_seen: datetime | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     plans: list[tuple[str, Any]] | None = None
@@ -383,6 +414,7 @@ def _stage(
             load.staged += chunk.rows
         else:
             load.staged_rejected += chunk.rows
+            load.rejected_with_id += chunk.with_id
         if chunk.newest is not None and (
             load.newest_seen is None or chunk.newest > load.newest_seen
         ):
@@ -401,10 +433,12 @@ class _CsvChunk:
     csv: bytes
     rows: int
     newest: datetime | None
+    with_id: int  # rows whose sale_id is not null
 
     @classmethod
     def of(cls, table: str, columns: tuple[str, ...], batch: pa.Table) -> _CsvChunk:
         newest = pc.max(batch.column("updated_at")).as_py() if batch.num_rows else None
+        with_id = batch.num_rows - batch.column("sale_id").null_count
         buffer = io.BytesIO()
         if batch.num_rows:
             pacsv.write_csv(
@@ -412,7 +446,7 @@ class _CsvChunk:
                 buffer,
                 pacsv.WriteOptions(include_header=False, quoting_style="needed"),
             )
-        return cls(table, columns, buffer.getvalue(), int(batch.num_rows), newest)
+        return cls(table, columns, buffer.getvalue(), int(batch.num_rows), newest, with_id)
 
 
 _T = TypeVar("_T")
@@ -584,15 +618,14 @@ def _remove_voided(load: _Load) -> int:
     )
 
 
-_REJECT_VALUES = "r.record_hash, r.sale_id, r.updated_at, r.reason, r.detail, r.raw_record"
-
-
 def _keep_rejects(load: _Load) -> tuple[int, int]:
     """Drop stored rejects a winner supersedes; keep this load's rejects. Returns (malformed
     versions kept, of which quarantined next to a well-formed version of their sale).
 
     Kept: records without a sale_id; winning voids; per sale_id the newest malformed version
     when it is newer than every well-formed version (loaded or stored), or there is none.
+    The judgement runs on narrow rows (index, hash, version); the wide ones (the raw record
+    text) are read once, by the statement that writes them.
     """
     load.run(
         "drop_superseded_rejects",
@@ -603,54 +636,27 @@ def _keep_rejects(load: _Load) -> tuple[int, int]:
         """,
         day=load.day,
     )
+    _collect_rejects(load)
     load.run(
-        "collect_rejects",
-        f"""
-        CREATE TEMPORARY TABLE _rejects ON COMMIT DROP AS
-        WITH malformed AS (
-            SELECT DISTINCT ON ((sale_id COLLATE "C")) *
-            FROM _stage_rejected
-            WHERE sale_id IS NOT NULL AND NOT (reason = :void AND updated_at IS NOT NULL)
-            ORDER BY sale_id COLLATE "C", updated_at DESC NULLS LAST, record_index DESC
-        ),
-        stored_voids AS (
-            SELECT sale_id, max(updated_at) AS updated_at FROM {{rejected}}
-            WHERE business_date = :day AND reason = :void AND sale_id IS NOT NULL
-            GROUP BY sale_id
-        ),
-        judged AS (
-            SELECT r.*,
-                   greatest(w.updated_at, s.updated_at, v.updated_at) AS good_version,
-                   coalesce(w.sale_id, s.sale_id, v.sale_id) IS NOT NULL AS has_good
-            FROM malformed r
-            LEFT JOIN _winners w ON w.sale_id = r.sale_id
-            LEFT JOIN {{sales}} s ON s.sale_id = r.sale_id
-            LEFT JOIN stored_voids v ON v.sale_id = r.sale_id
-        )
-        SELECT {_REJECT_VALUES}, 'no_id' AS kind, false AS quarantined
-        FROM _stage_rejected r WHERE r.sale_id IS NULL
-        UNION ALL
-        SELECT {_REJECT_VALUES}, 'void', false
-        FROM _stage_rejected r JOIN _winners w ON w.record_index = r.record_index
-        WHERE w.is_void AND w.applies
-        UNION ALL
-        SELECT {_REJECT_VALUES}, 'malformed', r.has_good
-        FROM judged r WHERE NOT r.has_good OR r.updated_at > r.good_version
+        "upsert_rejects",  # the stored ones: their count of copies
+        """
+        UPDATE {rejected} t SET occurrences = k.occurrences
+        FROM _rejects k
+        WHERE t.business_date = :day AND t.record_hash = k.record_hash
+          AND t.occurrences <> k.occurrences
         """,
         day=load.day,
-        void=NON_POSITIVE_AMOUNT,
     )
     load.run(
-        "upsert_rejects",
+        "upsert_rejects",  # the new ones
         """
         INSERT INTO {rejected} (business_date, record_hash, sale_id, updated_at, reason, detail,
                                 raw_record, occurrences, run_id, rejected_at)
-        SELECT DISTINCT ON ((record_hash COLLATE "C")) :day, record_hash, sale_id, updated_at,
-               reason, detail, raw_record,
-               count(*) OVER (PARTITION BY record_hash COLLATE "C"), :run_id, :loaded_at
-        FROM _rejects
-        ON CONFLICT (business_date, record_hash) DO UPDATE SET occurrences = EXCLUDED.occurrences
-        WHERE {rejected}.occurrences IS DISTINCT FROM EXCLUDED.occurrences
+        SELECT :day, r.record_hash, r.sale_id, r.updated_at, r.reason, r.detail, r.raw_record,
+               k.occurrences, :run_id, :loaded_at
+        FROM _rejects k JOIN _stage_rejected r ON r.record_index = k.record_index
+        WHERE NOT EXISTS (SELECT FROM {rejected} t
+                          WHERE t.business_date = :day AND t.record_hash = k.record_hash)
         """,
         day=load.day,
         run_id=load.run_id,
@@ -658,10 +664,59 @@ def _keep_rejects(load: _Load) -> tuple[int, int]:
     )
     kept = load.run(
         "count_kept_rejects",
-        "SELECT count(*) FILTER (WHERE kind = 'malformed'), count(*) FILTER (WHERE quarantined)"
-        " FROM _rejects",
+        "SELECT coalesce(sum(malformed), 0), coalesce(sum(quarantined), 0) FROM _rejects",
     ).one()
     return int(kept[0]), int(kept[1])
+
+
+def _collect_rejects(load: _Load) -> None:
+    """``_rejects``: per record_hash of the staged rejects this load keeps, its first record,
+    its copies, and how many of them are malformed versions kept (and quarantined)."""
+    load.run(
+        "collect_rejects",
+        """
+        CREATE TEMPORARY TABLE _rejects ON COMMIT DROP AS
+        WITH malformed AS (
+            SELECT DISTINCT ON ((sale_id COLLATE "C")) sale_id, updated_at, record_index,
+                   record_hash
+            FROM _stage_rejected
+            WHERE sale_id IS NOT NULL AND NOT (reason = :void AND updated_at IS NOT NULL)
+            ORDER BY sale_id COLLATE "C", updated_at DESC NULLS LAST, record_index DESC
+        ),
+        stored_voids AS (
+            SELECT sale_id, max(updated_at) AS updated_at FROM {rejected}
+            WHERE business_date = :day AND reason = :void AND sale_id IS NOT NULL
+            GROUP BY sale_id
+        ),
+        judged AS (
+            SELECT r.record_index, r.record_hash, r.updated_at,
+                   greatest(w.updated_at, s.updated_at, v.updated_at) AS good_version,
+                   coalesce(w.sale_id, s.sale_id, v.sale_id) IS NOT NULL AS has_good
+            FROM malformed r
+            LEFT JOIN _winners w ON w.sale_id = r.sale_id
+            LEFT JOIN {sales} s ON s.sale_id = r.sale_id
+            LEFT JOIN stored_voids v ON v.sale_id = r.sale_id
+        ),
+        kept AS (
+            SELECT record_index, record_hash, false AS malformed, false AS quarantined
+            FROM _stage_rejected WHERE sale_id IS NULL
+            UNION ALL
+            SELECT r.record_index, r.record_hash, false, false
+            FROM _stage_rejected r JOIN _winners w ON w.record_index = r.record_index
+            WHERE w.is_void AND w.applies
+            UNION ALL
+            SELECT record_index, record_hash, true, has_good
+            FROM judged WHERE NOT has_good OR updated_at > good_version
+        )
+        SELECT record_hash, min(record_index) AS record_index, count(*) AS occurrences,
+               count(*) FILTER (WHERE malformed) AS malformed,
+               count(*) FILTER (WHERE quarantined) AS quarantined
+        FROM kept GROUP BY record_hash
+        """,
+        day=load.day,
+        void=NON_POSITIVE_AMOUNT,
+    )
+    load.conn.execute(text("ANALYZE _rejects"))
 
 
 def _reconcile(
@@ -705,13 +760,7 @@ def _reconcile(
         end=start + timedelta(days=1),
         day=load.day,
     ).one()
-    with_id = int(
-        load.run(
-            "count_keyed_records",
-            "SELECT (SELECT count(*) FROM _stage_sales)"
-            " + (SELECT count(*) FROM _stage_rejected WHERE sale_id IS NOT NULL)",
-        ).scalar_one()
-    )
+    with_id = load.staged + load.rejected_with_id  # counted while staging
     winners, applied = int(check["winners"]), int(check["sales_applied"])
     return LoadStats(
         staged=load.staged,

@@ -56,7 +56,7 @@ def loaded(
         "staged": valid,
         "staged_rejected": rejected,
         "day_sales": valid,
-        "day_amount": Decimal("10.5") * valid,
+        "day_amount": Decimal("10.5000") * valid,  # a sum of numeric(18,4): scale 4
         "finished_at": at(day, hour),
     }
     with engine.begin() as conn:

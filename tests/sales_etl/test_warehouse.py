@@ -378,3 +378,71 @@ def test_a_batch_that_fails_to_read_fails_the_load_and_writes_nothing(
         engine.dispose()
     assert rows(pg_url, "SELECT count(*) FROM sales") == [(0,)]
     assert rows(pg_url, "SELECT count(*) FROM sales_load_ledger") == [(0,)]
+
+
+# The contract's largest amount: numeric(18,4), 18 significant digits (beyond float64).
+MAX_AMOUNT = "99999999999999.9999"
+
+
+def test_a_day_of_sales_near_the_contract_maximum_loads_with_exact_totals(
+    warehouse: WarehouseConfig, lake: Lake, pg_url: str
+) -> None:
+    records = [sale(f"max-{i:04d}", MAX_AMOUNT, unit_price=MAX_AMOUNT) for i in range(2_999)] + [
+        sale("exact", "12345678901234.5678", unit_price="12345678901234.5678")
+    ]
+    clean = snapshot(lake, [records[:1_500], records[1_500:]])
+    source = LoadSource(snapshot_id=clean.snapshot_id, records=len(records))
+    stats = load(warehouse, lake, clean, source=source)
+    total = Decimal(MAX_AMOUNT) * 2_999 + Decimal("12345678901234.5678")
+    assert (stats.inserted, stats.rejected, stats.day_sales) == (3_000, 0, 3_000)
+    assert stats.day_amount == total == Decimal("299912345678901234.2679")
+    assert rows(pg_url, "SELECT count(*), sum(amount) FROM sales") == [(3_000, total)]
+    assert rows(pg_url, "SELECT amount FROM sales WHERE sale_id = 'exact'") == [
+        (Decimal("12345678901234.5678"),)
+    ]
+    assert rows(pg_url, "SELECT status, day_sales, day_amount FROM sales_load_ledger") == [
+        ("loaded", 3_000, total)
+    ]
+    rerun = load(warehouse, lake, clean, run_id="again", source=source)
+    assert (rerun.skipped, rerun.day_amount) == (True, total)
+
+
+def test_a_ledger_created_with_the_old_total_type_is_widened_in_place_on_the_next_load(
+    warehouse: WarehouseConfig, lake: Lake, pg_url: str
+) -> None:
+    engine = create_warehouse_engine(warehouse)
+    try:
+        ensure_tables(engine, tables_for(warehouse))
+    finally:
+        engine.dispose()
+    admin = sa.create_engine(pg_url)
+    with admin.begin() as conn:  # the ledger as the previous version created it, with a row
+        conn.execute(
+            sa.text("ALTER TABLE sales_load_ledger ALTER COLUMN day_amount TYPE numeric(20,4)")
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO sales_load_ledger (business_date, status, mode, snapshot_id, run_id,"
+                " day_sales, day_amount, finished_at) VALUES ('2026-11-22', 'loaded', 'full',"
+                " 'old', 'old-run', 1, 1234567890123456.7890, now())"
+            )
+        )
+    column_type = (
+        "SELECT format_type(atttypid, atttypmod), c.oid, c.relfilenode FROM pg_attribute a"
+        " JOIN pg_class c ON c.oid = a.attrelid"
+        " WHERE c.relname = 'sales_load_ledger' AND a.attname = 'day_amount'"
+    )
+    [(old_type, oid, filenode)] = rows(pg_url, column_type)
+    assert old_type == "numeric(20,4)"
+
+    records = [sale(f"max-{i:04d}", MAX_AMOUNT, unit_price=MAX_AMOUNT) for i in range(3_000)]
+    stats = load(warehouse, lake, snapshot(lake, [records]))
+
+    # Altered, not recreated or rewritten: same table, same file, the old row kept.
+    assert rows(pg_url, column_type) == [("numeric", oid, filenode)]
+    assert rows(pg_url, "SELECT run_id, day_amount FROM sales_load_ledger ORDER BY load_id") == [
+        ("old-run", Decimal("1234567890123456.7890")),
+        ("r1", Decimal(MAX_AMOUNT) * 3_000),
+    ]
+    assert stats.day_amount == Decimal("299999999999999999.7000")
+    admin.dispose()
