@@ -14,11 +14,16 @@
 ``TRANSFORM_MAX_IN_FLIGHT`` bounds how many part tasks are submitted at once (default: the
 runner's workers for threads and processes, 16 for a Dask cluster); each part task holds one
 raw part (~32 MB of pages) and one chunk of parsed records in memory.
+
+The process pool's workers use the parent's Prefect API (``PREFECT_API_URL``, set by
+:func:`flows.termination.shielded_api` when the CLI runs on a temporary server): none of them
+starts a Prefect server of its own.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +74,9 @@ class RunnerChoice:
         if self.kind == "threads":
             return ThreadPoolTaskRunner(max_workers=self.workers or _cores())
         if self.kind == "processes":
-            return ProcessPoolTaskRunner(max_workers=self.workers or _cores())
+            return ProcessPoolTaskRunner(
+                max_workers=self.workers or _cores(), initializer=ignore_terminal_interrupt
+            )
         try:
             from prefect_dask import DaskTaskRunner
         except ImportError:
@@ -112,6 +119,12 @@ def runner_from_settings(settings: Settings | None = None) -> RunnerChoice:
     """The runner chosen by the settings (``TASK_RUNNER``, ``TRANSFORM_MAX_IN_FLIGHT``)."""
     current = settings or load_settings()
     return parse_task_runner(current.task_runner, current.transform_max_in_flight)
+
+
+def ignore_terminal_interrupt() -> None:
+    """In a pool worker: ignore the terminal's Ctrl-C (sent to the whole process group); the
+    parent stops its workers itself (:func:`flows.termination.halt`), without a traceback each."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _cores() -> int:
