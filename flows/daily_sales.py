@@ -160,17 +160,24 @@ def daily_sales(
                 logger, day, run_id, source, identity, lake, warehouse, options,
                 settings.quality(), look,
             )  # fmt: skip
-        except Exception as exc:
-            reason = str(exc) or type(exc).__name__
-            report_failed_day(warehouse, day, run_id, reason, datetime.now(UTC))
-            refresh_days_view(warehouse, day, datetime.now(UTC))
-            raise
-        except BaseException as exc:  # Ctrl-C, SIGTERM, a lost API: the run crashes
-            stopped = stop_reason(exc) or f"crashed: {type(exc).__name__}"
-            record_stopped_day(warehouse, day, run_id, stopped, datetime.now(UTC))
+        except BaseException as exc:
+            _record_failure(warehouse, day, run_id, exc)
             raise
         refresh_days_view(warehouse, day, datetime.now(UTC))
         return result
+
+
+def _record_failure(warehouse: WarehouseConfig, day: date, run_id: str, exc: BaseException) -> None:
+    """The day's ``failed`` ledger row: a stopped run (Ctrl-C, SIGTERM, its Prefect API gone)
+    records it without Prefect (no task run can be waited for then), a failed one as a task."""
+    stopped = stop_reason(exc)
+    if stopped is None and not isinstance(exc, Exception):
+        stopped = f"crashed: {type(exc).__name__}"
+    if stopped is not None:
+        record_stopped_day(warehouse, day, run_id, stopped, datetime.now(UTC))
+        return
+    report_failed_day(warehouse, day, run_id, str(exc) or type(exc).__name__, datetime.now(UTC))
+    refresh_days_view(warehouse, day, datetime.now(UTC))
 
 
 def _run_day(

@@ -99,14 +99,18 @@ def note_stage(stage: str) -> None:
 
 
 def stop_reason(exc: BaseException) -> str | None:
-    """The ledger message of a run ended by ``exc`` when it is a stop (a signal, a lost API);
-    None for anything else."""
+    """The ledger message of a run that is being stopped (a signal arrived, its API is gone),
+    whatever exception the stop surfaced as (a ``KeyboardInterrupt`` raised inside a library's
+    callback may come out wrapped in that library's error); None when it is not a stop."""
+    report = _report
+    if report is not None and (report.signum is not None or report.api_lost is not None):
+        return f"stopped: {report.cause} during the {report.stage}"
     if isinstance(exc, OrchestratorLost):
         return f"stopped: {exc}"
     if isinstance(exc, KeyboardInterrupt):
-        return f"stopped by Ctrl-C (SIGINT) during the {_stage()}"
+        return f"stopped: Ctrl-C (SIGINT) during the {_stage()}"
     if isinstance(exc, SystemExit) and exc.code == 128 + signal.SIGTERM:
-        return f"stopped by SIGTERM during the {_stage()}"
+        return f"stopped: SIGTERM during the {_stage()}"
     return None
 
 
@@ -172,8 +176,16 @@ def stop_pool_workers() -> int:
     return stopped
 
 
-def _raise_terminated(signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
+def _signal_handler(report: StopReport) -> Any:
+    """SIGINT: ``KeyboardInterrupt``; SIGTERM: ``SystemExit(143)``; either noted in ``report``."""
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        report.signum = report.signum or signum
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    return handle
 
 
 def _raise_lost(_signum: int, _frame: FrameType | None) -> None:
@@ -199,7 +211,9 @@ def graceful_termination(report: StopReport | None = None) -> Iterator[StopRepor
     reader.setblocking(True)
     writer.setblocking(False)
     previous_wakeup = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-    previous_term = signal.signal(signal.SIGTERM, _raise_terminated)
+    handler = _signal_handler(current)
+    previous_term = signal.signal(signal.SIGTERM, handler)
+    previous_int = signal.signal(signal.SIGINT, handler)
     previous_usr1 = signal.signal(signal.SIGUSR1, _raise_lost)
     stop = threading.Event()
 
@@ -225,6 +239,7 @@ def graceful_termination(report: StopReport | None = None) -> Iterator[StopRepor
         stop.set()
         current.connections = None
         signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
         signal.signal(signal.SIGUSR1, previous_usr1)
         signal.set_wakeup_fd(previous_wakeup)
         sa.event.remove(sa.pool.Pool, "connect", connections.add)
@@ -253,7 +268,7 @@ def _parent_death_signal() -> Any:
     return libc.prctl
 
 
-def _shielded_popen(args: list[str], env: dict[str, str]) -> subprocess.Popen[Any]:
+def shielded_popen(args: list[str], env: dict[str, str]) -> subprocess.Popen[Any]:
     """Popen in a new session (no terminal Ctrl-C), dying with this process (PDEATHSIG)."""
     prctl = _parent_death_signal()
     parent = os.getpid()
@@ -269,7 +284,7 @@ def _shielded_popen(args: list[str], env: dict[str, str]) -> subprocess.Popen[An
 
 
 def _shielded_server_class() -> type[Any]:
-    """Prefect's ``SubprocessASGIServer`` with the server started by :func:`_shielded_popen`."""
+    """Prefect's ``SubprocessASGIServer`` with the server started by :func:`shielded_popen`."""
     import prefect
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import get_current_settings
@@ -294,7 +309,7 @@ def _shielded_server_class() -> type[Any]:
                 **server_env,
                 **get_current_settings().to_environment_variables(exclude_unset=True),
             }
-            return _shielded_popen(args, env)
+            return shielded_popen(args, env)
 
     return ShieldedServer
 
@@ -385,15 +400,15 @@ def stoppable_run(label: str) -> Iterator[StopReport]:
             stack.enter_context(orchestrator_guard(stack.enter_context(shielded_api()), report))
             yield report
     except (KeyboardInterrupt, SystemExit, OrchestratorLost) as exc:
-        if report.api_lost is not None:
-            hard_exit(report, label)
-        if isinstance(exc, SystemExit) and report.signum is None:
-            raise
+        if isinstance(exc, SystemExit) and report.signum is None and report.api_lost is None:
+            raise  # not a stop: someone's sys.exit
         if isinstance(exc, KeyboardInterrupt):
-            report.signum = signal.SIGINT
-        print(report.line(label), file=sys.stderr, flush=True)
-        raise SystemExit(report.exit_code()) from None
+            report.signum = report.signum or signal.SIGINT
     finally:
         _report = None
+    # Stopped, whether the stop unwound the run or the run ended Failed/Crashed because of it.
     if report.api_lost is not None:
         hard_exit(report, label)
+    if report.signum is not None:
+        print(report.line(label), file=sys.stderr, flush=True)
+        raise SystemExit(report.exit_code())
