@@ -47,7 +47,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
+SIGNAL_NAMES: dict[int, str] = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
 _WATCHED = set(SIGNAL_NAMES)
 LOST_API_EXIT = 1
 LOST_API_GRACE_SECONDS = 8.0  # the run's own unwinding (its ledger row) before a hard exit
