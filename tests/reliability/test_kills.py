@@ -228,6 +228,7 @@ def cli(tmp_path: Path, env: dict[str, str]) -> Iterator[Cli]:
         PREFECT_HOME=str(tmp_path / "prefect-home"),
         PYTHONPATH=str(REPO),
         ETL_STOP_TEST_MARKER=marker,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="600",  # a loaded 2-core box is slow
     )
     err = tmp_path / "cli.err"
     with err.open("wb") as e:
