@@ -98,6 +98,21 @@ def note_stage(stage: str) -> None:
         _report.stage = stage
 
 
+def stop_signal(exc: BaseException) -> int | None:
+    """The signal that ``exc`` is the unwinding of: ``KeyboardInterrupt`` (SIGINT), our
+    ``SystemExit(143)`` and Prefect's ``TerminationSignal`` (its own SIGTERM handler inside a flow
+    run); None for anything else."""
+    from prefect.exceptions import TerminationSignal
+
+    if isinstance(exc, KeyboardInterrupt):
+        return signal.SIGINT
+    if isinstance(exc, TerminationSignal):
+        return int(exc.signal)
+    if isinstance(exc, SystemExit) and exc.code == 128 + signal.SIGTERM:
+        return signal.SIGTERM
+    return None
+
+
 def stop_reason(exc: BaseException) -> str | None:
     """The ledger message of a run that is being stopped (a signal arrived, its API is gone),
     whatever exception the stop surfaced as (a ``KeyboardInterrupt`` raised inside a library's
@@ -107,11 +122,10 @@ def stop_reason(exc: BaseException) -> str | None:
         return f"stopped: {report.cause} during the {report.stage}"
     if isinstance(exc, OrchestratorLost):
         return f"stopped: {exc}"
-    if isinstance(exc, KeyboardInterrupt):
-        return f"stopped: Ctrl-C (SIGINT) during the {_stage()}"
-    if isinstance(exc, SystemExit) and exc.code == 128 + signal.SIGTERM:
-        return f"stopped: SIGTERM during the {_stage()}"
-    return None
+    signum = stop_signal(exc)
+    if signum is None:
+        return None
+    return f"stopped: {SIGNAL_NAMES.get(signum, f'signal {signum}')} during the {_stage()}"
 
 
 def _stage() -> str:
@@ -399,11 +413,11 @@ def stoppable_run(label: str) -> Iterator[StopReport]:
             stack.enter_context(graceful_termination(report))
             stack.enter_context(orchestrator_guard(stack.enter_context(shielded_api()), report))
             yield report
-    except (KeyboardInterrupt, SystemExit, OrchestratorLost) as exc:
-        if isinstance(exc, SystemExit) and report.signum is None and report.api_lost is None:
-            raise  # not a stop: someone's sys.exit
-        if isinstance(exc, KeyboardInterrupt):
-            report.signum = report.signum or signal.SIGINT
+    except BaseException as exc:
+        signum = stop_signal(exc)
+        if signum is None and report.signum is None and report.api_lost is None:
+            raise  # not a stop: an error of the CLI itself, someone's sys.exit
+        report.signum = report.signum or signum
     finally:
         _report = None
     # Stopped, whether the stop unwound the run or the run ended Failed/Crashed because of it.
