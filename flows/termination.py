@@ -67,6 +67,7 @@ class StopReport:
     statements_cancelled: int = 0
     workers_stopped: int = 0
     api_lost: str | None = None
+    label: str = "the run"  # what the stop line names: "Daily Sales ETL 2026-11-23"
     connections: _OpenConnections | None = field(default=None, repr=False)
 
     @property
@@ -78,8 +79,9 @@ class StopReport:
     def exit_code(self) -> int:
         return LOST_API_EXIT if self.api_lost is not None else 128 + (self.signum or 0)
 
-    def line(self, label: str) -> str:
+    def line(self, label: str | None = None) -> str:
         """The one line the CLI prints when a run is stopped."""
+        label = label or self.label
         verb = "failed" if self.api_lost is not None else "stopped"
         return (
             f"{label} {verb}: {self.cause} during the {self.stage}; "
@@ -390,10 +392,10 @@ def orchestrator_guard(server: Any, report: StopReport) -> Iterator[None]:
         watcher.join(timeout=2)
 
 
-def hard_exit(report: StopReport, label: str = "the run") -> None:
+def hard_exit(report: StopReport) -> None:
     """Print the stop line and end the process now: with its API gone, Prefect's exit-time
     drains of logs and events would only retry against nothing."""
-    print(report.line(label), file=sys.stderr, flush=True)
+    print(report.line(), file=sys.stderr, flush=True)
     sys.stdout.flush()
     os._exit(report.exit_code())
 
@@ -406,7 +408,7 @@ def stoppable_run(label: str) -> Iterator[StopReport]:
     the process with 1, after printing ``<label> stopped: ...`` on stderr.
     """
     global _report
-    report = StopReport()
+    report = StopReport(label=label)
     _report = report
     try:
         with ExitStack() as stack:
@@ -422,7 +424,7 @@ def stoppable_run(label: str) -> Iterator[StopReport]:
         _report = None
     # Stopped, whether the stop unwound the run or the run ended Failed/Crashed because of it.
     if report.api_lost is not None:
-        hard_exit(report, label)
+        hard_exit(report)
     if report.signum is not None:
-        print(report.line(label), file=sys.stderr, flush=True)
+        print(report.line(), file=sys.stderr, flush=True)
         raise SystemExit(report.exit_code())

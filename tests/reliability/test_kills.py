@@ -287,6 +287,7 @@ def rerun(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Any:
 
 # Each test starts Prefect's temporary server in its CLI (10-20 s idle, minutes on a loaded box).
 STOP_TIMEOUT = pytest.mark.timeout(900)
+START_WAIT = 600  # seconds until the stage to stop is reached
 
 
 @STOP_TIMEOUT
@@ -301,7 +302,7 @@ def test_ctrl_c_during_the_extract(
     with serve_demo_api(DATA, Faults(slow_every=4, slow_seconds=60)) as api:
         env = pipeline_env(api.url, str(lake), pg_url, SALES_API_TIMEOUT_SECONDS="120")
         with cli(tmp_path, env) as run:
-            wait_for(lambda: len(api.sales_requests) >= 3, 180, "the extract's third page", run)
+            wait_for(lambda: len(api.sales_requests) >= 3, START_WAIT, "the third page", run)
             run.stop(signal.SIGINT)
             assert_stopped(run, signal.SIGINT, "extract", pg_url)
             assert_nothing_left(run)
@@ -326,7 +327,7 @@ def test_stop_during_the_transform_stops_the_pool_workers(
         closed_port_url(), str(lake), pg_url, SALES_API_MAX_RETRIES="0", TASK_RUNNER="processes:2"
     )
     with cli(tmp_path, env) as run:
-        wait_for(lambda: pool_workers_of(run.proc.pid), 180, "the transform's pool workers", run)
+        wait_for(lambda: pool_workers_of(run.proc.pid), START_WAIT, "the pool workers", run)
         run.stop(signum)
         assert_stopped(run, signum, "transform", pg_url)
         assert_nothing_left(run)
@@ -362,7 +363,7 @@ def test_ctrl_c_during_the_load_rolls_it_back(
         with holding(pg_url, "LOCK TABLE sales IN EXCLUSIVE MODE"), cli(tmp_path, env) as run:
             wait_for(
                 lambda: blocked_etl_backends(admin, database_name(pg_url), "%INSERT INTO%sales (%"),
-                180,
+                START_WAIT,
                 "the load to wait for the locked table",
                 run,
             )
@@ -392,7 +393,7 @@ def test_sigkill_of_the_cli_leaves_no_process_it_started(
         with holding(pg_url, "LOCK TABLE sales IN EXCLUSIVE MODE"), cli(tmp_path, env) as run:
             wait_for(
                 lambda: blocked_etl_backends(admin, database_name(pg_url), "%INSERT INTO%sales (%"),
-                180,
+                START_WAIT,
                 "the load to wait for the locked table",
                 run,
             )
@@ -425,7 +426,7 @@ def test_losing_the_api_server_mid_load_fails_the_run_at_once(
         with holding(pg_url, "LOCK TABLE sales IN EXCLUSIVE MODE"), cli(tmp_path, env) as run:
             wait_for(
                 lambda: blocked_etl_backends(admin, database_name(pg_url), "%INSERT INTO%sales (%"),
-                180,
+                START_WAIT,
                 "the load to wait for the locked table",
                 run,
             )
