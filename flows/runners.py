@@ -23,7 +23,6 @@ starts a Prefect server of its own.
 from __future__ import annotations
 
 import os
-import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,9 +73,7 @@ class RunnerChoice:
         if self.kind == "threads":
             return ThreadPoolTaskRunner(max_workers=self.workers or _cores())
         if self.kind == "processes":
-            return ProcessPoolTaskRunner(
-                max_workers=self.workers or _cores(), initializer=ignore_terminal_interrupt
-            )
+            return ProcessPoolTaskRunner(max_workers=self.workers or _cores())
         try:
             from prefect_dask import DaskTaskRunner
         except ImportError:
@@ -119,12 +116,6 @@ def runner_from_settings(settings: Settings | None = None) -> RunnerChoice:
     """The runner chosen by the settings (``TASK_RUNNER``, ``TRANSFORM_MAX_IN_FLIGHT``)."""
     current = settings or load_settings()
     return parse_task_runner(current.task_runner, current.transform_max_in_flight)
-
-
-def ignore_terminal_interrupt() -> None:
-    """In a pool worker: ignore the terminal's Ctrl-C (sent to the whole process group); the
-    parent stops its workers itself (:func:`flows.termination.halt`), without a traceback each."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _cores() -> int:
