@@ -23,7 +23,7 @@ from flows.backfill import FLOW_NAME as BACKFILL_FLOW_NAME
 from flows.backfill import daily_sales_backfill
 from flows.config import BLOCK_PARAMETERS, load_block
 from flows.daily_sales import FLOW_NAME, daily_sales
-from flows.termination import graceful_termination
+from flows.termination import stoppable_run
 from sales_etl.dates import date_argument, default_business_date
 from sales_etl.errors import ConfigError
 from sales_etl.ledger import BACKFILL_MODES
@@ -176,13 +176,14 @@ def _run_flow(
     """Load the blocks named on the command line, run the flow with them (``run`` returns its
     final state) and return its result; on failure print ``<label> failed: <reason>`` to
     stderr and return None."""
-    try:
-        blocks = _named_blocks(args, parameters)
-    except ConfigError as exc:  # a named block that does not exist: no run is started
-        print(f"{label} failed: {exc}", file=sys.stderr)
-        return None
-    # SIGTERM: cancel SQL in flight, exit 143 through atexit (stops the ephemeral API server).
-    with graceful_termination():
+    # Ctrl-C / SIGTERM: SQL cancelled, workers stopped, one line, exit 130 / 143; Prefect's
+    # temporary API server shielded from Ctrl-C and tied to this process (flows.termination).
+    with stoppable_run(label):
+        try:
+            blocks = _named_blocks(args, parameters)
+        except ConfigError as exc:  # a named block that does not exist: no run is started
+            print(f"{label} failed: {exc}", file=sys.stderr)
+            return None
         state = cast(State[Any], run(**blocks))
     if not state.is_completed():
         reason = (state.message or state.name or "failed").strip().splitlines()[0]

@@ -24,13 +24,20 @@ from prefect.states import Completed
 from blocks import DataLakeBlock, SalesApiBlock, WarehouseBlock
 from blocks.result_storage import results_in_lake
 from flows.config import resolve_configs, source_endpoint, warehouse_endpoint
+from flows.termination import note_stage, stop_reason
 from flows.transform import transform_day
 from sales_etl.dates import (
     CLOSE_PREVIOUS_DAY_BEFORE,
     default_business_date,
     scheduled_business_date,
 )
-from sales_etl.errors import LakeError, QualityError, TransientSourceError, WarehouseError
+from sales_etl.errors import (
+    LakeError,
+    PartialExtractError,
+    QualityError,
+    TransientSourceError,
+    WarehouseError,
+)
 from sales_etl.report import RunSummary, mask_url
 from sales_etl.settings import (
     LakeConfig,
@@ -43,7 +50,9 @@ from tasks.extract import check_source, extract_sales, find_raw_snapshot, find_r
 from tasks.load import LoadedDay, load_sales, read_high_water_mark
 from tasks.operations import (
     emit_day_events,
+    emit_day_replayed,
     judge_day_quality,
+    record_stopped_day,
     refresh_days_view,
     report_failed_day,
 )
@@ -91,6 +100,7 @@ class RunOptions:
 @contextmanager
 def _timed(timings: dict[str, float], step: str) -> Iterator[None]:
     start = time.perf_counter()
+    note_stage(step)  # a stop line names the stage (flows.termination)
     try:
         yield
     finally:
@@ -146,16 +156,28 @@ def daily_sales(
         warehouse, look = stack.enter_context(warehouse_endpoint(warehouse_config))
         try:
             source, identity = stack.enter_context(source_endpoint(source_config))
-            return _run_day(
+            result = _run_day(
                 logger, day, run_id, source, identity, lake, warehouse, options,
                 settings.quality(), look,
             )  # fmt: skip
-        except Exception as exc:
-            reason = str(exc) or type(exc).__name__
-            report_failed_day(warehouse, day, run_id, reason, datetime.now(UTC))
+        except BaseException as exc:
+            _record_failure(warehouse, day, run_id, exc)
             raise
-        finally:
-            refresh_days_view(warehouse, day, datetime.now(UTC))
+        refresh_days_view(warehouse, day, datetime.now(UTC))
+        return result
+
+
+def _record_failure(warehouse: WarehouseConfig, day: date, run_id: str, exc: BaseException) -> None:
+    """The day's ``failed`` ledger row: a stopped run (Ctrl-C, SIGTERM, its Prefect API gone)
+    records it without Prefect (no task run can be waited for then), a failed one as a task."""
+    stopped = stop_reason(exc)
+    if stopped is None and not isinstance(exc, Exception):
+        stopped = f"crashed: {type(exc).__name__}"
+    if stopped is not None:
+        record_stopped_day(warehouse, day, run_id, stopped, datetime.now(UTC))
+        return
+    report_failed_day(warehouse, day, run_id, str(exc) or type(exc).__name__, datetime.now(UTC))
+    refresh_days_view(warehouse, day, datetime.now(UTC))
 
 
 def _run_day(
@@ -190,6 +212,10 @@ def _run_day(
                 None if options.full_extract else _incremental_since(warehouse, day, options.lag)
             )
             raw = _extract(source, identity, lake, day, options.refresh, since)
+        except PartialExtractError:
+            # Part of a fresh extract arrived: an older snapshot must not stand in for it.
+            logger.error("The fresh extract of %s partly succeeded: no replay from the lake", day)
+            raise
         except TransientSourceError as exc:
             # The source is down (status or pages) even after retries: replay the lake, from
             # the newest full snapshot on (the ledger skips those already loaded).
@@ -198,14 +224,7 @@ def _run_day(
                 logger.error("Extraction failed and the lake has no snapshot of %s", day)
                 raise
             *earlier, raw = replay
-            summary.fallback_used = True
-            summary.fallback_reason = str(exc)
-            logger.warning(
-                "FALLBACK: extraction of %s failed (%s); reloading raw snapshot %s from the lake",
-                day,
-                exc,
-                raw["snapshot_id"],
-            )
+            _announce_replay(summary, day, raw, exc)
     if raw is None:
         summary.status = "skipped"
         summary.message = f"the source says {day} has nothing to process; nothing was touched"
@@ -246,6 +265,21 @@ def _run_day(
             name="Completed from snapshot", message=summary.message, data=summary.as_dict()
         )
     return summary.as_dict()
+
+
+def _announce_replay(summary: RunSummary, day: date, raw: dict[str, Any], exc: Exception) -> None:
+    """A replay from the lake is loud: the summary, a warning and ``sales.day.replayed``."""
+    summary.fallback_used = True
+    summary.fallback_reason = str(exc)
+    get_run_logger().warning(
+        "FALLBACK: extraction of %s failed (%s); reloading raw snapshot %s (committed %s) "
+        "from the lake",
+        day,
+        exc,
+        raw["snapshot_id"],
+        raw.get("committed_at", "by an earlier run"),
+    )
+    emit_day_replayed(day, raw["snapshot_id"], str(exc))
 
 
 def _transform_and_load(

@@ -14,6 +14,10 @@
 ``TRANSFORM_MAX_IN_FLIGHT`` bounds how many part tasks are submitted at once (default: the
 runner's workers for threads and processes, 16 for a Dask cluster); each part task holds one
 raw part (~32 MB of pages) and one chunk of parsed records in memory.
+
+The process pool's workers use the parent's Prefect API (``PREFECT_API_URL``, set by
+:func:`flows.termination.shielded_api` when the CLI runs on a temporary server): none of them
+starts a Prefect server of its own.
 """
 
 from __future__ import annotations

@@ -1,38 +1,137 @@
-"""SIGTERM and Ctrl-C on the command line: stop at once, cancel SQL in flight, leave no process.
+"""Stopping a command-line run: Ctrl-C and SIGTERM end it in seconds and leave nothing running.
 
-Two things go wrong when ``python -m flows.daily_sales`` is stopped with ``SIGTERM`` and nothing
-is done about it:
+What goes wrong when ``python -m flows.daily_sales`` is stopped and nothing is done about it:
 
-- Prefect marks the run Crashed and then re-sends the signal to the process's previous handler,
-  Python's default, which ends the process on the spot: ``atexit`` never runs, so the ephemeral
-  API server that the run started (a child process) is left behind as an orphan.
-- A Python signal handler only runs between bytecodes of the main thread. While the main thread
-  waits in libpq for a long statement (a load waiting on a lock, a slow upsert), the signal is
-  not even seen until PostgreSQL answers, minutes later.
+- Ctrl-C reaches every process of the terminal's foreground process group. Prefect's temporary
+  (ephemeral) API server is a child in that group: it dies of the same Ctrl-C, and the CLI then
+  loops on ``EventsWorker ... Unable to connect`` instead of ending.
+- A ``SIGKILL`` of the CLI leaves that server running, reparented to PID 1 (~280 MB each).
+- A Python signal handler only runs between bytecodes of the main thread: while the main thread
+  waits in libpq for a long statement, the signal is not even seen until PostgreSQL answers; and
+  a process pool's shutdown waits for the parts in flight (~30 s), past Kubernetes' grace period.
 
-:func:`graceful_termination` makes ``SIGTERM`` unwind the process like ``sys.exit(143)`` (so
-``atexit`` stops the ephemeral server), and watches the signal from a helper thread through
-``signal.set_wakeup_fd``, which is written by the C-level handler the moment the signal arrives:
-that thread asks PostgreSQL to cancel the statements in flight on every open psycopg2 connection
-(libpq's cancel request, the same as ``pg_cancel_backend``), so the main thread gets its answer
-at once and the signal's exception follows.
+What this module does (:func:`stoppable_run`, used by :mod:`flows.cli`):
+
+- :func:`shielded_api` starts Prefect's temporary server itself, in its own session (the
+  terminal's Ctrl-C never reaches it) and tied to the CLI's life by ``PR_SET_PDEATHSIG`` (the
+  kernel sends it SIGTERM when the CLI dies, even by SIGKILL). The run, and the process pool's
+  workers, use it through ``PREFECT_API_URL``: no worker starts a server of its own.
+- :func:`graceful_termination` makes SIGTERM unwind the process like ``sys.exit(143)`` and Ctrl-C
+  like ``KeyboardInterrupt``; a helper thread woken by ``signal.set_wakeup_fd`` (written by the
+  C-level handler the moment a signal arrives) cancels the SQL in flight on every open psycopg2
+  connection (libpq's cancel request) and stops the process pool's workers, so the main thread
+  gets its answer at once.
+- :func:`orchestrator_guard` watches that server: when it dies mid-run, the run is stopped the same
+  way (nothing is committed after the orchestrator is gone) and the process exits 1 with one
+  line, instead of retrying against an API that will not come back.
+
+The run itself records a stopped day as failed in the ledger (see ``flows.daily_sales``).
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import sqlalchemy as sa
 
-_WATCHED = {signal.SIGTERM, signal.SIGINT}
+SIGNAL_NAMES: dict[int, str] = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
+_WATCHED = set(SIGNAL_NAMES)
+LOST_API_EXIT = 1
+LOST_API_GRACE_SECONDS = 8.0  # the run's own unwinding (its ledger row) before a hard exit
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+class OrchestratorLost(BaseException):
+    """Raised in the main thread when Prefect's API server died under the run."""
+
+
+@dataclass
+class StopReport:
+    """What stopped the run, in which stage, and what was stopped with it."""
+
+    signum: int | None = None
+    stage: str = "start-up"
+    statements_cancelled: int = 0
+    workers_stopped: int = 0
+    api_lost: str | None = None
+    label: str = "the run"  # what the stop line names: "Daily Sales ETL 2026-11-23"
+    connections: _OpenConnections | None = field(default=None, repr=False)
+
+    @property
+    def cause(self) -> str:
+        if self.api_lost is not None:
+            return f"Prefect's API server ({self.api_lost}) died"
+        return SIGNAL_NAMES.get(self.signum or 0, f"signal {self.signum}")
+
+    def exit_code(self) -> int:
+        return LOST_API_EXIT if self.api_lost is not None else 128 + (self.signum or 0)
+
+    def line(self, label: str | None = None) -> str:
+        """The one line the CLI prints when a run is stopped."""
+        label = label or self.label
+        verb = "failed" if self.api_lost is not None else "stopped"
+        return (
+            f"{label} {verb}: {self.cause} during the {self.stage}; "
+            f"{self.statements_cancelled} SQL statement(s) cancelled, "
+            f"{self.workers_stopped} pool worker(s) stopped; nothing was committed for the "
+            "stopped stage (an open load is rolled back), so a rerun is safe"
+        )
+
+
+_report: StopReport | None = None  # the run under stoppable_run, for note_stage and the flow
+
+
+def note_stage(stage: str) -> None:
+    """Say which stage the run is in (extract, transform, load): the stop line names it."""
+    if _report is not None:
+        _report.stage = stage
+
+
+def stop_signal(exc: BaseException) -> int | None:
+    """The signal that ``exc`` is the unwinding of: ``KeyboardInterrupt`` (SIGINT), our
+    ``SystemExit(143)`` and Prefect's ``TerminationSignal`` (its own SIGTERM handler inside a flow
+    run); None for anything else."""
+    from prefect.exceptions import TerminationSignal
+
+    if isinstance(exc, KeyboardInterrupt):
+        return signal.SIGINT
+    if isinstance(exc, TerminationSignal):
+        return int(exc.signal)
+    if isinstance(exc, SystemExit) and exc.code == 128 + signal.SIGTERM:
+        return signal.SIGTERM
+    return None
+
+
+def stop_reason(exc: BaseException) -> str | None:
+    """The ledger message of a run that is being stopped (a signal arrived, its API is gone),
+    whatever exception the stop surfaced as (a ``KeyboardInterrupt`` raised inside a library's
+    callback may come out wrapped in that library's error); None when it is not a stop."""
+    report = _report
+    if report is not None and (report.signum is not None or report.api_lost is not None):
+        return f"stopped: {report.cause} during the {report.stage}"
+    if isinstance(exc, OrchestratorLost):
+        return f"stopped: {exc}"
+    signum = stop_signal(exc)
+    if signum is None:
+        return None
+    return f"stopped: {SIGNAL_NAMES.get(signum, f'signal {signum}')} during the {_stage()}"
+
+
+def _stage() -> str:
+    return _report.stage if _report is not None else "run"
 
 
 class _OpenConnections:
@@ -43,7 +142,7 @@ class _OpenConnections:
         self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def add(self, dbapi_connection: Any, _record: Any) -> None:
-        if hasattr(dbapi_connection, "cancel"):  # psycopg2; SQLite has nothing to cancel
+        if hasattr(dbapi_connection, "cancel"):  # psycopg2
             with self._lock:
                 self._connections.add(dbapi_connection)
 
@@ -63,19 +162,64 @@ class _OpenConnections:
         return asked
 
 
-def _raise_terminated(signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
+def pool_workers() -> list[int]:
+    """Pids of this process's multiprocessing pool workers (``spawn`` children), Linux only."""
+    me = os.getpid()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[1]) != me:
+                continue
+            if b"spawn_main" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def stop_pool_workers() -> int:
+    """SIGTERM this process's pool workers (their parts are discarded); returns how many."""
+    stopped = 0
+    for pid in pool_workers() if sys.platform == "linux" else []:
+        try:
+            os.kill(pid, signal.SIGTERM)
+            stopped += 1
+        except ProcessLookupError:
+            continue
+    return stopped
+
+
+def _signal_handler(report: StopReport) -> Any:
+    """SIGINT: ``KeyboardInterrupt``; SIGTERM: ``SystemExit(143)``; either noted in ``report``."""
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        report.signum = report.signum or signum
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    return handle
+
+
+def _raise_lost(_signum: int, _frame: FrameType | None) -> None:
+    detail = _report.cause if _report is not None else "Prefect's API server died"
+    raise OrchestratorLost(detail)
 
 
 @contextmanager
-def graceful_termination() -> Iterator[None]:
-    """Within the block, SIGTERM cancels SQL in flight and exits (143) through normal unwinding.
+def graceful_termination(report: StopReport | None = None) -> Iterator[StopReport]:
+    """Within the block, SIGTERM and Ctrl-C cancel SQL in flight, stop the pool workers and
+    unwind the main thread (``SystemExit(143)``, ``KeyboardInterrupt``).
 
     Only in the main thread (signal handlers can be set nowhere else); elsewhere a no-op. The
     previous handlers, wakeup fd and pool listener are restored on exit.
     """
+    current = report or StopReport()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield current
         return
     connections = _OpenConnections()
     sa.event.listen(sa.pool.Pool, "connect", connections.add)
@@ -83,7 +227,10 @@ def graceful_termination() -> Iterator[None]:
     reader.setblocking(True)
     writer.setblocking(False)
     previous_wakeup = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-    previous_term = signal.signal(signal.SIGTERM, _raise_terminated)
+    handler = _signal_handler(current)
+    previous_term = signal.signal(signal.SIGTERM, handler)
+    previous_int = signal.signal(signal.SIGINT, handler)
+    previous_usr1 = signal.signal(signal.SIGUSR1, _raise_lost)
     stop = threading.Event()
 
     def watch() -> None:
@@ -94,19 +241,190 @@ def graceful_termination() -> Iterator[None]:
                 return
             if not data or stop.is_set():
                 return
-            if any(signum in _WATCHED for signum in data):
-                connections.cancel_all()
+            watched = [signum for signum in data if signum in _WATCHED]
+            if watched:
+                current.signum = current.signum or watched[0]
+                halt(current, connections)
 
     watcher = threading.Thread(target=watch, name="termination-watcher", daemon=True)
     watcher.start()
+    current.connections = connections
     try:
-        yield
+        yield current
     finally:
         stop.set()
+        current.connections = None
         signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGUSR1, previous_usr1)
         signal.set_wakeup_fd(previous_wakeup)
         sa.event.remove(sa.pool.Pool, "connect", connections.add)
         writer.close()
         reader.shutdown(socket.SHUT_RDWR)
         reader.close()
         watcher.join(timeout=5)
+
+
+def halt(report: StopReport, connections: _OpenConnections | None = None) -> None:
+    """Cancel the SQL in flight and stop the pool workers (any thread; counts into ``report``)."""
+    chosen = connections or report.connections
+    if chosen is not None:
+        report.statements_cancelled += chosen.cancel_all()
+    report.workers_stopped += stop_pool_workers()
+
+
+# -- Prefect's temporary API server: shielded from Ctrl-C, never outliving the CLI ----------------
+
+
+def _parent_death_signal() -> Any:
+    """``prctl(PR_SET_PDEATHSIG, SIGTERM)`` bound before the fork (None off Linux)."""
+    if sys.platform != "linux":
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl
+
+
+def shielded_popen(args: list[str], env: dict[str, str]) -> subprocess.Popen[Any]:
+    """Popen in a new session (no terminal Ctrl-C), dying with this process (PDEATHSIG)."""
+    prctl = _parent_death_signal()
+    parent = os.getpid()
+
+    def in_child() -> None:  # runs between fork and exec, in the child
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    # preexec_fn: prctl must run in the child; the CLI's main thread starts it before any pool.
+    return subprocess.Popen(args, env=env, start_new_session=True, preexec_fn=in_child)  # noqa: S603
+
+
+def _shielded_server_class() -> type[Any]:
+    """Prefect's ``SubprocessASGIServer`` with the server started by :func:`shielded_popen`."""
+    import prefect
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    class ShieldedServer(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+            # Prefect 3's own command (prefect/server/api/server.py), in a shielded process.
+            server_env = {
+                "PREFECT_UI_ENABLED": "0",
+                "PREFECT__SERVER_EPHEMERAL": "1",
+                "PREFECT__SERVER_FINAL": "1",
+            }
+            args = [
+                sys.executable, "-m", "uvicorn",
+                "--app-dir", str(prefect.__module_path__.parent),
+                "--factory", "prefect.server.api.server:create_app",
+                "--host", "127.0.0.1", "--port", str(self.port),
+                "--log-level", "error", "--lifespan", "on",
+            ]  # fmt: skip
+            env = {
+                **os.environ,
+                **server_env,
+                **get_current_settings().to_environment_variables(exclude_unset=True),
+            }
+            return shielded_popen(args, env)
+
+    return ShieldedServer
+
+
+@contextmanager
+def shielded_api() -> Iterator[Any]:
+    """Start Prefect's temporary API server (when no ``PREFECT_API_URL`` is set) shielded and
+    tied to this process, and point this process and its children at it; yields the server,
+    or None when an API is configured. The server is stopped at exit, after Prefect has sent
+    its last logs and events."""
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_ALLOW_EPHEMERAL_MODE,
+        temporary_settings,
+    )
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
+        yield None
+        return
+    server = _shielded_server_class()()  # registered as Prefect's default temporary server
+    server.start()  # registers its own stop with atexit, after Prefect's drains
+    previous = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = server.api_url  # the process pool's workers inherit it
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield server
+    finally:
+        if previous is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = previous
+
+
+@contextmanager
+def orchestrator_guard(server: Any, report: StopReport) -> Iterator[None]:
+    """While the block runs, a dead ``server`` (Prefect's temporary API) stops the run: SQL
+    cancelled, pool workers stopped, ``OrchestratorLost`` raised in the main thread; if the run
+    has not unwound within :data:`LOST_API_GRACE_SECONDS`, the process exits at once."""
+    if server is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    finished = threading.Event()
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def watch() -> None:
+        process = server.server_process
+        while not finished.wait(0.5):
+            if process is None or process.poll() is None:
+                continue
+            report.api_lost = server.api_url
+            halt(report)
+            signal.pthread_kill(main, signal.SIGUSR1)
+            if not finished.wait(LOST_API_GRACE_SECONDS):
+                hard_exit(report)
+            return
+
+    watcher = threading.Thread(target=watch, name="orchestrator-guard", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        finished.set()
+        watcher.join(timeout=2)
+
+
+def hard_exit(report: StopReport) -> None:
+    """Print the stop line and end the process now: with its API gone, Prefect's exit-time
+    drains of logs and events would only retry against nothing."""
+    print(report.line(), file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(report.exit_code())
+
+
+@contextmanager
+def stoppable_run(label: str) -> Iterator[StopReport]:
+    """The CLI's frame around one flow call: shielded API, signals, lost API, one stop line.
+
+    A stop raises ``SystemExit`` with 130 (Ctrl-C), 143 (SIGTERM) or, when the API was lost, ends
+    the process with 1, after printing ``<label> stopped: ...`` on stderr.
+    """
+    global _report
+    report = StopReport(label=label)
+    _report = report
+    try:
+        with ExitStack() as stack:
+            stack.enter_context(graceful_termination(report))
+            stack.enter_context(orchestrator_guard(stack.enter_context(shielded_api()), report))
+            yield report
+    except BaseException as exc:
+        signum = stop_signal(exc)
+        if signum is None and report.signum is None and report.api_lost is None:
+            raise  # not a stop: an error of the CLI itself, someone's sys.exit
+        report.signum = report.signum or signum
+    finally:
+        _report = None
+    # Stopped, whether the stop unwound the run or the run ended Failed/Crashed because of it.
+    if report.api_lost is not None:
+        hard_exit(report)
+    if report.signum is not None:
+        print(report.line(), file=sys.stderr, flush=True)
+        raise SystemExit(report.exit_code())

@@ -30,6 +30,11 @@ class TransientSourceError(SourceError):
     """The sales API kept failing with transient errors until the retries ran out."""
 
 
+class PartialExtractError(TransientSourceError):
+    """The source failed after part of the day had arrived: a fresh extract that partly
+    succeeded, so an older snapshot in the lake must not stand in for it."""
+
+
 class LakeError(EtlError):
     """The data lake could not be read or written."""
 

@@ -11,7 +11,7 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.logging import get_run_logger
 from prefect.states import State
 
-from sales_etl.errors import PermanentSourceError
+from sales_etl.errors import PartialExtractError, PermanentSourceError, TransientSourceError
 from sales_etl.lake import open_lake
 from sales_etl.progress import Progress
 from sales_etl.settings import LakeConfig, SourceConfig
@@ -90,14 +90,22 @@ def extract_sales(
                 Progress("extract", expected=None if since else status.record_count),
                 key="daily-sales-extract-progress",
             )
-            for page in client.iter_pages(
-                day,
-                max_pages_for(status.record_count, source.page_size),
-                lossless=False,
-                updated_since=since,
-            ):
-                writer.add(page)
-                progress.add(len(page.records))
+            try:
+                for page in client.iter_pages(
+                    day,
+                    max_pages_for(status.record_count, source.page_size),
+                    lossless=False,
+                    updated_since=since,
+                ):
+                    writer.add(page)
+                    progress.add(len(page.records))
+            except TransientSourceError as exc:
+                if not writer.pages:
+                    raise
+                raise PartialExtractError(
+                    f"{exc} (after {writer.pages} pages, {writer.records} records of {day} "
+                    "had arrived)"
+                ) from exc
             progress.finish()
             mode = client.mode
             used_since = since.isoformat() if since is not None and mode == "incremental" else None

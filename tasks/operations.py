@@ -7,11 +7,14 @@ can follow each day (``for_each: prefect.resource.id``):
   moment the day closes (midnight UTC after it), the start of the freshness window;
 - ``sales.day.loaded``: counts, reject rate and amount of the load;
 - ``sales.day.quality-degraded``: the reject rate is above the configured thresholds;
-- ``sales.day.failed``: the day's run failed, with the reason.
+- ``sales.day.failed``: the day's run failed (or was stopped), with the reason;
+- ``sales.day.replayed``: the source was down and the day was loaded from a raw snapshot
+  already in the lake.
 """
 
 from __future__ import annotations
 
+import sys
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -46,6 +49,7 @@ DAY_LOADED = "sales.day.loaded"
 DAY_FAILED = "sales.day.failed"
 DAY_DEGRADED = "sales.day.quality-degraded"
 DAY_DUE = "sales.day.due"
+DAY_REPLAYED = "sales.day.replayed"
 
 
 def day_resource(day: date) -> dict[str, str]:
@@ -134,6 +138,15 @@ def emit_day_events(
     return emitted
 
 
+def emit_day_replayed(day: date, snapshot_id: str, reason: str) -> None:
+    """Emit ``sales.day.replayed``: the day is being loaded from snapshot ``snapshot_id``."""
+    emit_event(
+        DAY_REPLAYED,
+        day_resource(day),
+        payload={"day": day.isoformat(), "snapshot_id": snapshot_id, "reason": first_line(reason)},
+    )
+
+
 def first_line(message: str) -> str:
     return (message.strip().splitlines() or [""])[0][:500]
 
@@ -168,6 +181,18 @@ def report_failed_day(
     state = record_failed_day(warehouse, day, run_id, message, now, return_state=True)
     if not state.is_completed():
         get_run_logger().warning("could not record the failure of %s: %s", day, state.message)
+
+
+def record_stopped_day(
+    warehouse: WarehouseConfig, day: date, run_id: str, message: str, now: datetime
+) -> None:
+    """:func:`record_failed_day` for a run that is being stopped (Ctrl-C, SIGTERM, its Prefect API
+    gone): called as a plain function, since no task run can be created or may be waited for
+    then; a warehouse that cannot be reached is reported on stderr, never raised."""
+    try:
+        record_failed_day.fn(warehouse, day, run_id, message, now)
+    except Exception as exc:
+        print(f"could not record the stopped run of {day} as failed: {exc}", file=sys.stderr)
 
 
 @task(

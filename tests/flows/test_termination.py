@@ -1,4 +1,6 @@
-"""SIGTERM to ``python -m flows.daily_sales``: prompt exit, SQL cancelled, no process left behind.
+"""SIGTERM to ``python -m flows.daily_sales``: prompt exit, SQL cancelled, no process left behind;
+the pieces of :mod:`flows.termination` on their own (the stage-by-stage signals, SIGKILL and the
+lost API server: ``tests/reliability/test_kills.py``).
 
 Before ``flows.termination``, a SIGTERM left Prefect's ephemeral API server running as an orphan
 and was not even noticed while a statement was running in PostgreSQL.
@@ -12,12 +14,13 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from flows.termination import graceful_termination
+from flows.termination import StopReport, graceful_termination, stop_reason
 from sales_etl.demo_api import DemoData, serve_demo_api
 from tests.conftest import run_env
 
@@ -25,6 +28,24 @@ REPO = Path(__file__).resolve().parents[2]
 DAY = "2026-11-23"
 
 pytestmark = pytest.mark.e2e
+
+
+def marked_processes(marker: str) -> list[int]:
+    """Live processes whose environment holds ``marker`` (a run and all it started, orphaned or
+    not, whatever their session)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker.encode() not in (entry / "environ").read_bytes():
+                continue
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            found.append(int(entry.name))
+    return found
 
 
 def session_members(session_id: int) -> list[int]:
@@ -71,7 +92,9 @@ def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no
 def test_sigterm_cancels_the_statement_in_flight_and_leaves_no_process(
     tmp_path: Path, pg_url: str, pg_admin_url: str
 ) -> None:
+    marker = f"ETL_TERMINATION_TEST_{uuid.uuid4().hex}"
     env = run_env(
+        ETL_TERMINATION_TEST_MARKER=marker,
         PREFECT_HOME=str(tmp_path / "prefect-home"),
         WAREHOUSE_URL=pg_url,
         DATA_LAKE_URL=str(tmp_path / "lake"),
@@ -114,12 +137,14 @@ def test_sigterm_cancels_the_statement_in_flight_and_leaves_no_process(
             blocker.rollback()
             blocker.close()
 
-    assert process.returncode != 0, stderr.decode()[-2000:]
+    assert process.returncode == 143, stderr.decode()[-2000:]
+    [line] = [line for line in stderr.decode().splitlines() if " stopped: " in line]
+    assert line.startswith(f"Daily Sales ETL {DAY} stopped: SIGTERM during the load; 1 SQL")
     # It stopped without waiting for the lock, which was held until after it exited.
     assert stopped_after < 10, stopped_after
     assert blocked_statements(pg_admin_url, database) == []
-    # Prefect's ephemeral API server (a child process) went with it.
-    wait_until(lambda: not session_members(process.pid), 10, "no process left in its session")
+    # Prefect's ephemeral API server (a child process, in a session of its own) went with it.
+    wait_until(lambda: not marked_processes(marker), 10, "no process of the run left")
 
 
 def test_graceful_termination_cancels_a_statement_in_the_main_thread(pg_url: str) -> None:
@@ -145,3 +170,56 @@ def test_graceful_termination_cancels_a_statement_in_the_main_thread(pg_url: str
     assert time.monotonic() - started < 10
     # The previous (default) handler is back.
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_shielded_child_misses_ctrl_c_and_dies_with_its_parent() -> None:
+    """How Prefect's temporary API server is started: a terminal's Ctrl-C (SIGINT to the CLI's
+    process group) does not reach it, and a SIGKILL of its parent (the CLI) takes it down too."""
+    marker = f"ETL_SHIELD_TEST_{uuid.uuid4().hex}"
+    parent_code = (
+        "import os, signal, sys, time\n"
+        "from flows.termination import shielded_popen\n"
+        "signal.signal(signal.SIGINT, lambda *_: None)  # the parent outlives the Ctrl-C\n"
+        "child = shielded_popen([sys.executable, '-c', 'import time; time.sleep(120)'], "
+        "dict(os.environ))\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ETL_SHIELD_TEST_MARKER": marker}
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code], env=env, stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert os.getsid(child) == child != os.getsid(parent.pid)  # a session of its own
+        os.killpg(parent.pid, signal.SIGINT)
+        time.sleep(1)
+        assert sorted(marked_processes(marker)) == sorted([parent.pid, child])
+        parent.kill()
+        parent.wait(timeout=30)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    wait_until(lambda: not marked_processes(marker), 10, "the child to die with its parent")
+
+
+def test_the_stop_line_and_the_ledger_message_name_the_cause_and_the_stage() -> None:
+    report = StopReport(signum=signal.SIGTERM, stage="transform", workers_stopped=2)
+    assert report.exit_code() == 143
+    assert report.line("Daily Sales ETL 2026-11-23") == (
+        "Daily Sales ETL 2026-11-23 stopped: SIGTERM during the transform; 0 SQL statement(s) "
+        "cancelled, 2 pool worker(s) stopped; nothing was committed for the stopped stage (an "
+        "open load is rolled back), so a rerun is safe"
+    )
+    lost = StopReport(stage="load", api_lost="http://127.0.0.1:8123/api")
+    assert lost.exit_code() == 1
+    assert lost.line("X").startswith(
+        "X failed: Prefect's API server (http://127.0.0.1:8123/api) died during the load;"
+    )
+    assert StopReport(signum=signal.SIGINT).exit_code() == 130
+    # Outside a CLI run: the exception alone tells.
+    assert stop_reason(KeyboardInterrupt()) == "stopped: Ctrl-C (SIGINT) during the run"
+    assert stop_reason(SystemExit(143)) == "stopped: SIGTERM during the run"
+    assert stop_reason(ValueError("no")) is None
