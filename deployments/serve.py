@@ -27,9 +27,10 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any, cast
 
-from prefect import Runner
 from prefect.deployments.runner import RunnerDeployment
 from prefect.logging import get_logger
+from prefect.runner import Runner
+from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
 from deployments.common import (
     FLOW_NAME,
@@ -76,7 +77,10 @@ def serve_bounded(*deployments: RunnerDeployment, limit: int | None = None) -> N
         runner.add_deployment(deployment)
     signal.signal(signal.SIGINT, _interrupted)
     names = ", ".join(f"'{d.flow_name}/{d.name}'" for d in deployments)
-    get_logger("deployments.serve").info("Serving %s; Ctrl-C stops", names)
+    ui = PREFECT_UI_URL.value() or "(no UI: PREFECT_API_URL is not a server's)"
+    get_logger("deployments.serve").info(
+        "Serving %s on %s; the UI: %s; Ctrl-C stops", names, PREFECT_API_URL.value(), ui
+    )
     try:
         asyncio.run(runner.start())
     except KeyboardInterrupt:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from prefect.blocks.core import Block
 from prefect.exceptions import ObjectNotFound
 from prefect.logging import get_logger
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from blocks import DataLakeBlock, SalesApiBlock, WarehouseBlock
 from sales_etl.dates import business_date_problem
@@ -34,6 +34,7 @@ from sales_etl.report import mask_url
 from sales_etl.settings import LakeConfig, Settings, SourceConfig, WarehouseConfig
 
 B = TypeVar("B", bound=Block)
+C = TypeVar("C", bound=BaseModel)
 # The flows' block parameters and the block class each one takes.
 BLOCK_PARAMETERS: dict[str, type[Block]] = {
     "warehouse_block": WarehouseBlock,
@@ -97,19 +98,40 @@ def resolve_configs(
 ) -> tuple[SourceConfig, LakeConfig, WarehouseConfig]:
     """(source, lake, warehouse): each from its block when given, else from ``settings``.
     The lake and the warehouse remember which setting they come from, for error messages."""
-    source = settings.source() if sales_api_block is None else sales_api_block.to_config()
+    source = (
+        _valid("SALES_API_URL / SALES_API_*", settings.source)
+        if sales_api_block is None
+        else sales_api_block.to_config()
+    )
     lake = settings.lake() if data_lake_block is None else data_lake_block.to_config()
-    warehouse = settings.warehouse() if warehouse_block is None else warehouse_block.to_config()
+    warehouse = (
+        _valid("WAREHOUSE_SCHEMA", settings.warehouse)
+        if warehouse_block is None
+        else warehouse_block.to_config()
+    )
     if data_lake_block is not None:
-        lake = lake.model_copy(update={"setting": _block_setting(data_lake_block, "lake_url")})
+        lake = lake.model_copy(update={"setting": _block_setting(data_lake_block)})
     if warehouse_block is not None:
-        warehouse = warehouse.model_copy(update={"setting": _block_setting(warehouse_block, "url")})
+        setting = _block_setting(warehouse_block, "connection_string")
+        warehouse = warehouse.model_copy(update={"setting": setting})
     return source, lake, warehouse
 
 
-def _block_setting(block: Block, field: str) -> str:
+def _valid(settings: str, build: Callable[[], C]) -> C:
+    """``build()``; a value the config model refuses is a :class:`ConfigError` naming it."""
+    try:
+        return build()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{settings}: {problems}") from None
+
+
+def _block_setting(block: Block, field: str | None = None) -> str:
+    """``WarehouseBlock block 'prod-warehouse' field 'connection_string'``: where a value that
+    came from a block is set."""
     name = getattr(block, "_block_document_name", None) or "(unsaved)"
-    return f"{type(block).__name__} block {name!r} field {field!r}"
+    where = f"{type(block).__name__} block {name!r}"
+    return f"{where} field {field!r}" if field else where
 
 
 def check_business_date(day: date, today: date, allow_future: bool = False) -> None:
