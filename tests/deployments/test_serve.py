@@ -217,7 +217,8 @@ def throwaway_prefect_server(pg_admin_url: str) -> Iterator[tuple[subprocess.Pop
             return False
 
     try:
-        wait_for(healthy, SERVER_START_SECONDS, "prefect server /api/health", interval=0.5)
+        # A fresh database: the server migrates it first (minutes on a busy machine).
+        wait_for(healthy, 3 * SERVER_START_SECONDS, "prefect server /api/health", interval=0.5)
         yield process, api
     finally:
         process.kill()
@@ -226,6 +227,7 @@ def throwaway_prefect_server(pg_admin_url: str) -> Iterator[tuple[subprocess.Pop
         shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.mark.timeout(900)  # a server of its own: its first start migrates a fresh database
 def test_serve_stops_on_sigterm_after_the_server_went_away(
     pg_admin_url: str, tmp_path: Path
 ) -> None:
