@@ -213,9 +213,18 @@ class _Runner:
                 f"no longer can: run `chmod o+x {blocked}`, or move {link} away to start afresh"
             )
         home = RELOCATED_ROOT / hashlib.sha256(str(root).encode()).hexdigest()[:16]
-        for folder in (RELOCATED_ROOT, home):
-            folder.mkdir(mode=0o755, parents=True, exist_ok=True)
-            _check_reachable(folder, account)
+        try:
+            for folder in (RELOCATED_ROOT, home):
+                folder.mkdir(parents=True, exist_ok=True)
+                folder.chmod(0o755)  # our own folders, whatever the umask
+        except OSError as exc:
+            blocked = _unreachable(root, account)
+            raise EmbeddedPostgresError(
+                f"the embedded PostgreSQL runs as user {account.pw_name!r} (PostgreSQL refuses "
+                f"root), cannot enter {blocked}, and its cluster cannot go to {RELOCATED_ROOT} "
+                f"either ({exc.strerror}): run `chmod o+x {blocked}`, or set WAREHOUSE_URL"
+            ) from None
+        _check_reachable(home, account)
         (home / "project").write_text(f"{root}\n")  # whose cluster this is, for a human
         pgdata = home / "pgdata"
         if not link.is_symlink() or os.readlink(link) != str(pgdata):
