@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install install-bench run psql serve browser test test-docker test-kubernetes image bench lint format clean
+.PHONY: install install-bench run psql server serve browser test test-docker test-kubernetes image bench lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,9 +35,19 @@ run: $(STAMP)
 psql: $(STAMP)
 	$(BIN)/python -m sales_etl.embedded_postgres psql $(ARGS)
 
-## make serve: register the "hourly" deployment on PREFECT_API_URL and serve it (Ctrl-C stops)
+## make server: a local Prefect server, API and UI on http://127.0.0.1:$(PORT) (PORT=4200); the
+## UI is told the same port (PREFECT_UI_API_URL), so any PORT works. Then `make serve PORT=...`.
+PORT ?= 4200
+server: $(STAMP)
+	PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT=$(PORT) \
+	PREFECT_UI_API_URL=http://127.0.0.1:$(PORT)/api \
+		$(BIN)/prefect server start --host 127.0.0.1 --port $(PORT)
+
+## make serve: register the "hourly" deployment on PREFECT_API_URL and serve it (Ctrl-C or
+## SIGTERM stops within 10 s); `make serve PORT=4300` targets the `make server` on that port
 serve: $(STAMP)
-	$(BIN)/python -m deployments.serve $(ARGS)
+	$(if $(filter command line,$(origin PORT)),PREFECT_API_URL=http://127.0.0.1:$(PORT)/api) \
+		$(BIN)/python -m deployments.serve $(ARGS)
 
 ## make browser: Debian's chromium for the UI test, installed when missing and we are root
 CHROMIUM ?= /usr/bin/chromium

@@ -11,17 +11,26 @@ see ``flows/backfill.py``). The process creates (or updates) the deployment
 on the full hour UTC, tag ``etl``, a deployment concurrency limit of 1 and the default
 parameters, then polls for its runs (scheduled, UI-triggered, backfill) and executes each one in
 a subprocess with this process's environment (WAREHOUSE_URL, DATA_LAKE_URL, SALES_API_URL, ...).
-Running it again updates the same deployment in place; Ctrl-C pauses the schedule.
+Running it again updates the same deployment in place; Ctrl-C or SIGTERM pauses the schedule
+and stops: within :data:`STOP_SECONDS` whatever the state of the Prefect server (a server that
+went away would otherwise keep the pausing retrying for about a minute), exit 130 or 143.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+import signal
+import threading
 from collections.abc import Sequence
-from typing import cast
+from types import FrameType
+from typing import Any, cast
 
-from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
+from prefect.logging import get_logger
+from prefect.runner import Runner
+from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
 from deployments.common import (
     FLOW_NAME,
@@ -34,6 +43,48 @@ from flows.daily_sales import daily_sales
 
 DEFAULT_NAME = "hourly"
 BACKFILL_NAME = "backfill"
+# After Ctrl-C or SIGTERM: how long the served runs' cancellation and the pausing of the
+# schedules may take before the process exits anyway.
+STOP_SECONDS = 10.0
+
+
+def exit_after(seconds: float, code: int) -> None:
+    """End the process with ``code`` in ``seconds`` unless it has ended by then (a daemon timer:
+    a clean stop before it fires ends the process as usual)."""
+    timer = threading.Timer(seconds, os._exit, args=(code,))
+    timer.daemon = True
+    timer.start()
+
+
+class BoundedStopRunner(Runner):
+    """Prefect's runner (what ``prefect.serve`` builds) whose stop on SIGTERM is bounded."""
+
+    def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+        exit_after(STOP_SECONDS, 128 + signal.SIGTERM)
+        super().handle_sigterm(*args, **kwargs)
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    """Ctrl-C: bounded as SIGTERM is, then Python's KeyboardInterrupt."""
+    exit_after(STOP_SECONDS, 128 + signal.SIGINT)
+    signal.default_int_handler(signum, frame)
+
+
+def serve_bounded(*deployments: RunnerDeployment, limit: int | None = None) -> None:
+    """``prefect.serve(*deployments, limit=limit)`` with a bounded stop (:data:`STOP_SECONDS`)."""
+    runner = BoundedStopRunner(pause_on_shutdown=True, limit=limit)
+    for deployment in deployments:
+        runner.add_deployment(deployment)
+    signal.signal(signal.SIGINT, _interrupted)
+    names = ", ".join(f"'{d.flow_name}/{d.name}'" for d in deployments)
+    ui = PREFECT_UI_URL.value() or "(no UI: PREFECT_API_URL is not a server's)"
+    get_logger("deployments.serve").info(
+        "Serving %s on %s; the UI: %s; Ctrl-C stops", names, PREFECT_API_URL.value(), ui
+    )
+    try:
+        asyncio.run(runner.start())
+    except KeyboardInterrupt:
+        get_logger("deployments.serve").info("Interrupted: stopped")
 
 
 def backfill_deployment(target: str) -> RunnerDeployment:
@@ -79,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     deployment = cast(
         RunnerDeployment, daily_sales.to_deployment(args.name, **deployment_options(args.blocks))
     )
-    serve(deployment, backfill_deployment(f"{FLOW_NAME}/{args.name}"), limit=args.limit)
+    serve_bounded(deployment, backfill_deployment(f"{FLOW_NAME}/{args.name}"), limit=args.limit)
     return 0
 
 

@@ -15,6 +15,13 @@ run of that deployment, e.g. on a Kubernetes pool, with an idempotency key. A th
 
 from __future__ import annotations
 
+# The documented command runs the CLI first thing: its options are checked before Prefect and
+# the flow's modules are imported (flows/cli.py imports this module again, by name, to run it).
+if __name__ == "__main__":
+    from flows.cli import backfill_main
+
+    raise SystemExit(backfill_main())
+
 import time
 from datetime import date
 from typing import Any, Literal, cast
@@ -35,7 +42,7 @@ from prefect.states import State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from blocks import WarehouseBlock
-from flows.config import resolve_configs
+from flows.config import block_reference, resolve_configs, warehouse_endpoint
 from flows.daily_sales import daily_sales
 from sales_etl.ledger import BACKFILL_MODES, DayStatus, day_statuses, days_to_backfill
 from sales_etl.settings import WarehouseConfig, load_settings
@@ -109,7 +116,11 @@ def run_day(
         state = cast(
             State[Any],
             daily_sales(
-                run_date=day, refresh=refresh, warehouse_block=warehouse_block, return_state=True
+                run_date=day,
+                refresh=refresh,
+                # a saved block goes to the day's run as a reference, as the UI passes it
+                warehouse_block=block_reference(warehouse_block),
+                return_state=True,
             ),
         )
     else:
@@ -176,12 +187,34 @@ def daily_sales_backfill(
         One row per selected day (also the ``daily-sales-backfill`` table artifact). The run
         fails, after publishing the table, when any day failed.
     """
-    logger = get_run_logger()
     if max_parallel < 1:
         raise ValueError("max_parallel must be at least 1")
     if mode not in BACKFILL_MODES:
         raise ValueError(f"mode must be one of {', '.join(BACKFILL_MODES)}, not {mode!r}")
-    _, _, warehouse = resolve_configs(load_settings(), warehouse_block=warehouse_block)
+    _, _, warehouse_config = resolve_configs(load_settings(), warehouse_block=warehouse_block)
+    # The embedded warehouse (WAREHOUSE_URL unset) is started once for the whole backfill; the
+    # days run in process attach to the same server.
+    with warehouse_endpoint(warehouse_config) as (warehouse, _):
+        return _backfill(
+            warehouse, start, end, mode, max_parallel, dry_run, deployment, refresh, rerun,
+            warehouse_block,
+        )  # fmt: skip
+
+
+def _backfill(
+    warehouse: WarehouseConfig,
+    start: date,
+    end: date,
+    mode: Mode,
+    max_parallel: int,
+    dry_run: bool,
+    deployment: str | None,
+    refresh: bool,
+    rerun: str | None,
+    warehouse_block: WarehouseBlock | None,
+) -> list[dict[str, Any]]:
+    """The backfill's steps once its warehouse is reachable: ledger, selection, runs, table."""
+    logger = get_run_logger()
     statuses = {s.day: s for s in read_ledger(warehouse, start, end)}
     days = days_to_backfill(list(statuses.values()), mode)
     target = deployment or "in process"
@@ -252,9 +285,3 @@ def _run_days(
 def _publish(rows: list[dict[str, Any]], description: str) -> None:
     table = rows or [{"day": "", "status": "nothing to run"}]
     create_table_artifact(key="daily-sales-backfill", table=table, description=description)
-
-
-if __name__ == "__main__":  # the documented command; the CLI lives in flows/cli.py
-    from flows.cli import backfill_main
-
-    raise SystemExit(backfill_main())

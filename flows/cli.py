@@ -3,33 +3,47 @@
     python -m flows.daily_sales --date 2026-11-23 [--warehouse-block NAME ...]
     python -m flows.backfill --start 2026-11-01 --end 2026-11-07 [--mode failed --dry-run ...]
 
-Each parses its options, loads the blocks named by ``--*-block NAME`` (a missing one is a
-one-line error saying how to create it), calls its flow with them (SIGTERM handled by
-:func:`flows.termination.graceful_termination`) and turns the final state into output and an
-exit code: 0, or 1 with ``<flow> failed: <reason>`` on stderr.
+Each parses and checks its options before importing Prefect (a bad date is refused at once, exit
+2), loads the blocks named by ``--*-block NAME`` (a missing one is a one-line error saying how to
+create it) and passes them to the flow as references to the saved blocks, as the UI does, calls
+its flow (Ctrl-C and SIGTERM handled by :func:`flows.termination.stoppable_run`) and turns the final
+state into output and an exit code (docs/errors.md):
+
+- 0: done; the verdict line on stdout;
+- 1: the run failed, or the configuration is wrong: one line ``<flow> failed: <reason>`` on
+  stderr (for a configuration error, the reason starts with the setting to fix, and its
+  traceback goes to the run's log in the Prefect API, not to the terminal);
+- 2: a bad option (argparse), dates included, refused before Prefect is imported.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
 from functools import partial
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from prefect.states import State
+from sales_etl.dates import MAX_RANGE_DAYS, business_date_problem, date_argument
+from sales_etl.errors import ConfigError, is_permanent
 
-from flows.backfill import FLOW_NAME as BACKFILL_FLOW_NAME
-from flows.backfill import daily_sales_backfill
-from flows.config import BLOCK_PARAMETERS, load_block
-from flows.daily_sales import FLOW_NAME, daily_sales
-from flows.termination import stoppable_run
-from sales_etl.dates import date_argument, default_business_date
-from sales_etl.errors import ConfigError
-from sales_etl.ledger import BACKFILL_MODES
-from sales_etl.report import RunSummary
+if TYPE_CHECKING:
+    from prefect.states import State
 
+# The flows' block parameters and the block type each one takes (flows.config.BLOCK_PARAMETERS
+# holds the classes; named here too so that --help and bad options need no Prefect import).
+BLOCK_TYPES = {
+    "warehouse_block": "Sales Warehouse",
+    "data_lake_block": "Sales Data Lake",
+    "sales_api_block": "Sales API",
+}
 BACKFILL_BLOCK_PARAMETERS = ("warehouse_block",)
+# sales_etl.ledger.BACKFILL_MODES (a test keeps them equal): that module imports pandas.
+BACKFILL_MODES = ("missing", "failed", "all")
+EXIT_FAILED = 1  # argparse exits 2 for a bad option
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
             "validated frame -> idempotent load into the warehouse. Configuration comes from "
             "the environment (SALES_API_URL, SALES_API_KEY, DATA_LAKE_URL, WAREHOUSE_URL, "
             "WAREHOUSE_SCHEMA); unset, it runs on the embedded demo API, ./.data/lake and an "
-            "embedded PostgreSQL server in ./.data/postgres."
+            "embedded PostgreSQL server in ./.data/postgres. Exit codes: 0 done, 1 the run "
+            "failed or a setting is wrong (the message names it), 2 a bad option."
         ),
     )
     parser.add_argument(
@@ -49,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=date_argument,
         default=None,
         help="business day to process, YYYY-MM-DD (UTC); default: yesterday",
+    )
+    parser.add_argument(
+        "--allow-future",
+        action="store_true",
+        help="load a day after today (UTC); refused otherwise: the source has no complete "
+        "data for it yet",
     )
     parser.add_argument(
         "--refresh",
@@ -65,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="load the snapshot again even if the load ledger says it is already loaded",
     )
-    _add_block_options(parser, BLOCK_PARAMETERS)
+    _add_block_options(parser, BLOCK_TYPES)
     return parser
 
 
@@ -75,7 +96,8 @@ def build_backfill_parser() -> argparse.ArgumentParser:
         prog="python -m flows.backfill",
         description=(
             "Run the Daily Sales ETL for the missing, failed or all days of a date range (both "
-            "ends included), as decided from the load ledger."
+            "ends included, none after today), as decided from the load ledger. Exit codes: 0 "
+            "done, 1 a day failed or a setting is wrong, 2 a bad option."
         ),
     )
     parser.add_argument("--start", type=date_argument, required=True, help="first day, YYYY-MM-DD")
@@ -101,10 +123,49 @@ def build_backfill_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Sequence[str] | None, today: date | None = None) -> argparse.Namespace:
+    """The daily command's options, checked (a day outside the sane window or in the future
+    without ``--allow-future`` is a usage error, exit 2, before any import of Prefect)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.date is not None:
+        problem = business_date_problem(args.date, today or _today(), args.allow_future)
+        if problem is not None:
+            future = args.date > (today or _today()) and "in the future" in problem
+            parser.error(
+                f"--date {problem}" + ("; --allow-future loads it anyway" if future else "")
+            )
+    return args
+
+
+def parse_backfill_args(
+    argv: Sequence[str] | None, today: date | None = None
+) -> argparse.Namespace:
+    """The backfill's options, checked: both ends in the sane window and not in the future,
+    ``--start`` not after ``--end``, at most ten years, ``--max-parallel`` >= 1."""
+    parser = build_backfill_parser()
+    args = parser.parse_args(argv)
+    for option, day in (("--start", args.start), ("--end", args.end)):
+        problem = business_date_problem(day, today or _today())
+        if problem is not None:
+            parser.error(f"{option} {problem}")
+    if args.start > args.end:
+        parser.error(f"--start {args.start} is after --end {args.end}")
+    if (args.end - args.start).days + 1 > MAX_RANGE_DAYS:
+        parser.error(f"more than {MAX_RANGE_DAYS} days: split the range")
+    if args.max_parallel < 1:
+        parser.error("--max-parallel must be at least 1")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m flows.daily_sales``: prints the verdict line (the whole summary is in the
-    run's logs); exit 0 on success, 1 with a one-line reason on failure."""
-    args = build_parser().parse_args(argv)
+    run's logs); exit 0 on success, 1 with a one-line reason on failure, 2 on a bad option."""
+    args = parse_args(argv)
+    from flows.daily_sales import FLOW_NAME, daily_sales  # Prefect: after the options are good
+    from sales_etl.dates import default_business_date
+    from sales_etl.report import RunSummary
+
     day = args.date or default_business_date()
     run = partial(
         daily_sales,
@@ -112,11 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         refresh=args.refresh,
         reload=args.reload,
         full_extract=args.full,
+        allow_future=args.allow_future,
         return_state=True,
     )
-    result = _run_flow(f"{FLOW_NAME} {day}", run, args, BLOCK_PARAMETERS)
-    if result is None:
-        return 1
+    code, result = _run_flow(f"{FLOW_NAME} {day}", run, args, BLOCK_TYPES)
+    if code:
+        return code
     summary = RunSummary(**{k: v for k, v in result.items() if k != "rejected"})
     print(summary.headline())
     return 0
@@ -124,10 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def backfill_main(argv: Sequence[str] | None = None) -> int:
     """``python -m flows.backfill``: prints one line per day; exit 1 when any day failed."""
-    parser = build_backfill_parser()
-    args = parser.parse_args(argv)
-    if args.max_parallel < 1:
-        parser.error("--max-parallel must be at least 1")
+    args = parse_backfill_args(argv)
+    from flows.backfill import FLOW_NAME as BACKFILL_FLOW_NAME
+    from flows.backfill import daily_sales_backfill
+
     run = partial(
         daily_sales_backfill,
         start=args.start,
@@ -140,13 +202,17 @@ def backfill_main(argv: Sequence[str] | None = None) -> int:
         rerun=args.rerun,
         return_state=True,
     )
-    rows = _run_flow(BACKFILL_FLOW_NAME, run, args, BACKFILL_BLOCK_PARAMETERS)
-    if rows is None:
-        return 1
+    code, rows = _run_flow(BACKFILL_FLOW_NAME, run, args, BACKFILL_BLOCK_PARAMETERS)
+    if code:
+        return code
     for row in rows:
         print(f"{row['day']}  {row['status']:<22} {row.get('message', '')}".rstrip())
     print(f"{len(rows)} days {'would run' if args.dry_run else 'completed'}")
     return 0
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
 
 
 def _add_block_options(parser: argparse.ArgumentParser, parameters: Iterable[str]) -> None:
@@ -156,37 +222,92 @@ def _add_block_options(parser: argparse.ArgumentParser, parameters: Iterable[str
             "--" + parameter.replace("_", "-"),
             metavar="NAME",
             default=None,
-            help=f"name of a saved {BLOCK_PARAMETERS[parameter].__name__} to use instead of "
-            "the environment settings",
+            help=f"name of a saved {BLOCK_TYPES[parameter]} block to use instead of the "
+            "environment settings",
         )
 
 
-def _named_blocks(args: argparse.Namespace, parameters: Iterable[str]) -> dict[str, Any]:
-    """The blocks named by ``--*-block NAME``, loaded, as the flow's block parameters."""
+def _block_references(args: argparse.Namespace, parameters: Iterable[str]) -> dict[str, Any]:
+    """The blocks named by ``--*-block NAME``, as the flow's block parameters: each is loaded
+    (a missing one raises :class:`ConfigError`) and passed as a reference to the saved block
+    document, so the flow run's parameters hold the reference, never the block's values."""
+    from flows.config import BLOCK_PARAMETERS, block_reference, load_block
+
     blocks: dict[str, Any] = {}
     for parameter in parameters:
         name = getattr(args, parameter)
-        blocks[parameter] = load_block(BLOCK_PARAMETERS[parameter], name) if name else None
+        block = load_block(BLOCK_PARAMETERS[parameter], name) if name else None
+        blocks[parameter] = block_reference(block)
     return blocks
 
 
 def _run_flow(
     label: str, run: Callable[..., Any], args: argparse.Namespace, parameters: Iterable[str]
-) -> Any | None:
+) -> tuple[int, Any]:
     """Load the blocks named on the command line, run the flow with them (``run`` returns its
-    final state) and return its result; on failure print ``<label> failed: <reason>`` to
-    stderr and return None."""
+    final state); returns (0, its result), or (exit code, None) after printing
+    ``<label> failed: <reason>`` to stderr."""
+    from flows.termination import stoppable_run
+
     # Ctrl-C / SIGTERM: SQL cancelled, workers stopped, one line, exit 130 / 143; Prefect's
     # temporary API server shielded from Ctrl-C and tied to this process (flows.termination).
     with stoppable_run(label):
         try:
-            blocks = _named_blocks(args, parameters)
+            blocks = _block_references(args, parameters)
         except ConfigError as exc:  # a named block that does not exist: no run is started
             print(f"{label} failed: {exc}", file=sys.stderr)
-            return None
-        state = cast(State[Any], run(**blocks))
-    if not state.is_completed():
-        reason = (state.message or state.name or "failed").strip().splitlines()[0]
-        print(f"{label} failed: {reason}", file=sys.stderr)
+            return EXIT_FAILED, None
+        with _no_permanent_tracebacks_on_the_terminal():
+            state = cast("State[Any]", run(**blocks))
+    if state.is_completed():
+        return 0, state.result()
+    error = _exception_of(state)
+    if error is not None and is_permanent(error):
+        reason = f"{type(error).__name__}: {error}"
+    else:
+        reason = (state.message or state.name or "failed").strip()
+    print(f"{label} failed: {reason.splitlines()[0]}", file=sys.stderr)
+    return EXIT_FAILED, None
+
+
+def _exception_of(state: State[Any]) -> BaseException | None:
+    """The exception a failed run raised, when this process can read it back."""
+    try:
+        found = state.result(raise_on_failure=False)
+    except Exception:  # a result stored elsewhere: the state message says enough
         return None
-    return state.result()
+    return found if isinstance(found, BaseException) else None
+
+
+class _DropPermanentTracebacks(logging.Formatter):
+    """The console formatter, minus the traceback of a permanent error (its one line says what
+    to do; the traceback stays in the run's log in the Prefect API)."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or not is_permanent(exc):
+            return self.inner.format(record)
+        bare = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
+        return self.inner.format(bare)
+
+
+@contextmanager
+def _no_permanent_tracebacks_on_the_terminal() -> Iterator[None]:
+    """While the flow runs, the terminal handlers of the root logger (Prefect's console
+    handler) print a permanent error without its traceback."""
+    saved = [
+        (handler, handler.formatter)
+        for handler in logging.getLogger().handlers
+        if isinstance(handler, logging.StreamHandler)
+    ]
+    for handler, formatter in saved:
+        handler.setFormatter(_DropPermanentTracebacks(formatter))
+    try:
+        yield
+    finally:
+        for handler, formatter in saved:
+            handler.setFormatter(formatter)

@@ -9,6 +9,13 @@ embedded PostgreSQL)::
 
 from __future__ import annotations
 
+# The documented command runs the CLI first thing: its options are checked before Prefect and
+# the flow's modules are imported (flows/cli.py imports this module again, by name, to run it).
+if __name__ == "__main__":
+    from flows.cli import main
+
+    raise SystemExit(main())
+
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +30,13 @@ from prefect.states import Completed
 
 from blocks import DataLakeBlock, SalesApiBlock, WarehouseBlock
 from blocks.result_storage import results_in_lake
-from flows.config import resolve_configs, source_endpoint, warehouse_endpoint
+from flows.config import (
+    check_business_date,
+    check_lake_writable,
+    resolve_configs,
+    source_endpoint,
+    warehouse_endpoint,
+)
 from flows.termination import note_stage, stop_reason
 from flows.transform import transform_day
 from sales_etl.dates import (
@@ -116,6 +129,7 @@ def daily_sales(
     warehouse_block: WarehouseBlock | None = None,
     data_lake_block: DataLakeBlock | None = None,
     sales_api_block: SalesApiBlock | None = None,
+    allow_future: bool = False,
 ) -> Any:
     """Run the pipeline for one business day.
 
@@ -130,12 +144,15 @@ def daily_sales(
             lists them); None: the environment settings (``WAREHOUSE_URL``, ...).
         data_lake_block: the lake, a saved Sales Data Lake block; None: ``DATA_LAKE_URL``.
         sales_api_block: the source, a saved Sales API block; None: ``SALES_API_URL``.
+        allow_future: load a day after today (UTC); refused otherwise (see docs/errors.md).
 
     Returns:
         The run summary (a dict). The run ends Completed, "Completed from snapshot" when the API
         failed and the day was reloaded from the lake, or Failed with the reason.
     """
     logger = get_run_logger()
+    day = resolve_business_date(run_date)
+    check_business_date(day, datetime.now(UTC).date(), allow_future)  # before any work
     settings = load_settings()
     source_config, lake, warehouse_config = resolve_configs(
         settings,
@@ -143,7 +160,6 @@ def daily_sales(
         data_lake_block=data_lake_block,
         sales_api_block=sales_api_block,
     )
-    day = resolve_business_date(run_date)
     run_id = str(runtime.flow_run.id or uuid.uuid4())
     options = RunOptions(
         refresh=refresh,
@@ -155,6 +171,7 @@ def daily_sales(
         # The embedded warehouse (WAREHOUSE_URL unset) runs for the whole run, failures included.
         warehouse, look = stack.enter_context(warehouse_endpoint(warehouse_config))
         try:
+            check_lake_writable(lake)
             source, identity = stack.enter_context(source_endpoint(source_config))
             result = _run_day(
                 logger, day, run_id, source, identity, lake, warehouse, options,
@@ -235,6 +252,7 @@ def _run_day(
     summary.snapshot_id = raw["snapshot_id"]
     summary.pages = raw["pages"]
     summary.records_extracted = raw["records"]
+    summary.extract_mode = raw.get("mode", "full")
 
     with _timed(timings, "transform"):
         clean = transform_day(lake, day, raw["snapshot_id"])  # runner: TASK_RUNNER
@@ -256,7 +274,7 @@ def _run_day(
         summary.message = f"API unavailable; loaded from raw snapshot {summary.snapshot_id}"
     else:
         summary.status = "loaded"
-        summary.message = f"{summary.clean} valid, {summary.rejected} rejected"
+        summary.message = summary.run_text()
     publish_report(summary)  # prints the summary into the run's logs, once (log_prints)
     if verdict.failure:
         raise QualityError(verdict.failure)
@@ -343,9 +361,3 @@ def _extract(
     if raw is None:
         raise LakeError(f"raw snapshot {raw_info['snapshot_id']} of {day} vanished after writing")
     return raw
-
-
-if __name__ == "__main__":  # the documented command; the CLI lives in flows/cli.py
-    from flows.cli import main
-
-    raise SystemExit(main())

@@ -13,6 +13,10 @@ from datetime import time as dt_time
 CLOSE_PREVIOUS_DAY_BEFORE = dt_time(1, 0)
 # The longest date range a backfill or a ledger query accepts (ten years).
 MAX_RANGE_DAYS = 3660
+# The sane window of business days: nothing before this day, nothing more than a year ahead
+# (even with ``allow_future``). Outside it a date is a typo, refused before any work.
+EARLIEST_BUSINESS_DATE = date(2000, 1, 1)
+LATEST_FUTURE_DAYS = 366
 
 
 def default_business_date(now: datetime | None = None) -> date:
@@ -55,3 +59,24 @@ def date_argument(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def business_date_problem(day: date, today: date, allow_future: bool = False) -> str | None:
+    """Why ``day`` cannot be a business day when it is ``today`` (UTC), or None.
+
+    A day after today is refused unless ``allow_future``: a real source has nothing for it yet,
+    and the ledger would record the empty or partial day as loaded, so a backfill of the
+    missing days would skip it later. Days outside the sane window are refused always.
+    """
+    latest = today + timedelta(days=LATEST_FUTURE_DAYS)
+    if day < EARLIEST_BUSINESS_DATE or day > latest:
+        return (
+            f"{day} is outside the sane window {EARLIEST_BUSINESS_DATE}..{latest}: "
+            "check the date (YYYY-MM-DD)"
+        )
+    if day > today and not allow_future:
+        return (
+            f"{day} is in the future (today is {today} UTC): the source has no complete data "
+            "for it yet"
+        )
+    return None

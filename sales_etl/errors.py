@@ -8,7 +8,8 @@ class EtlError(Exception):
 
 
 class ConfigError(EtlError):
-    """The configuration is missing or invalid."""
+    """The configuration is missing or invalid: permanent, no retry can fix it. The message
+    starts with the setting to fix (``WAREHOUSE_URL: ...``) and says what to do."""
 
 
 class SourceError(EtlError):
@@ -45,3 +46,9 @@ class WarehouseError(EtlError):
 
 class QualityError(EtlError):
     """A loaded day's reject rate is above the hard limit: the run fails after the load."""
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True for the errors no retry can fix: configuration, a 4xx or broken contract of the
+    source, a day over the quality limit (see docs/errors.md)."""
+    return isinstance(exc, ConfigError | PermanentSourceError | QualityError)

@@ -19,6 +19,7 @@ class RunSummary:
     lake: str = ""
     warehouse: str = ""
     snapshot_id: str | None = None
+    extract_mode: str = "full"  # full: the whole day | incremental: since the high-water mark
     fallback_used: bool = False
     fallback_reason: str | None = None
     pages: int = 0
@@ -107,7 +108,6 @@ class RunSummary:
             f"{self.unchanged} unchanged, {self.voided} voided, {self.stale} stale, "
             f"{self.quarantined} quarantined, {self.rejected_rows} rejects kept"
             + (" (snapshot already loaded: load skipped)" if self.load_skipped else ""),
-            f"  day in the warehouse: {self.day_sales} sales, amount {self.day_amount}",
             f"  timings: {timings}",
             f"  raw snapshot: {self.snapshot_id}",
             f"  lake: {self.lake}",
@@ -117,8 +117,31 @@ class RunSummary:
         return "\n".join(lines)
 
     def headline(self) -> str:
-        """The first line of :meth:`to_text`: what the flow logs (the CLI prints the rest)."""
-        return f"Daily Sales ETL {self.day}: {self.status.upper()} — {self.message}"
+        """The first line of :meth:`to_text`, the line the CLI prints: the verdict, then what
+        this run did, then (for a load) the day as it now stands in the warehouse."""
+        line = f"Daily Sales ETL {self.day}: {self.status.upper()} — {self.message}"
+        if self.status in ("loaded", "loaded_from_snapshot"):
+            line += f" | {self.warehouse_text()}"
+        return line
+
+    def run_text(self) -> str:
+        """What this run did, named as such: the records it extracted (the whole day or the
+        increment since the high-water mark) and what their load changed."""
+        scope = "increment" if self.extract_mode == "incremental" else "whole day"
+        text = (
+            f"this run ({scope}): {self.records_extracted} records, {self.clean} valid, "
+            f"{self.rejected} rejected"
+        )
+        if self.load_skipped:
+            return f"{text}; snapshot already loaded, nothing changed"
+        return (
+            f"{text}; {self.inserted} inserted, {self.updated} updated, "
+            f"{self.unchanged} unchanged, {self.voided} voided"
+        )
+
+    def warehouse_text(self) -> str:
+        """The day as it stands in the warehouse after the run (all runs of the day)."""
+        return f"day in the warehouse: {self.day_sales} sales, amount {self.day_amount}"
 
 
 def mask_url(url: str) -> str:

@@ -51,6 +51,8 @@ class LakeConfig(BaseModel):
     region: str | None = None
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
+    # Where ``url`` was set, for error messages: the variable, or the block that holds it.
+    setting: str = Field(default="DATA_LAKE_URL", exclude=True)
 
     @property
     def is_s3(self) -> bool:
@@ -73,6 +75,8 @@ class WarehouseConfig(BaseModel):
     pool_timeout_seconds: float = Field(default=30.0, gt=0)
     # SET LOCAL work_mem of a load: its sorts and hashes stay in memory (None: the server's).
     work_mem: str | None = Field(default="128MB", pattern=r"^\d+(kB|MB|GB)$")
+    # Where ``url`` was set, for error messages: the variable, or the block that holds it.
+    setting: str = Field(default="WAREHOUSE_URL", exclude=True)
 
     @property
     def is_embedded(self) -> bool:
@@ -82,8 +86,8 @@ class WarehouseConfig(BaseModel):
     @property
     def sqlalchemy_url(self) -> str:
         """The URL with a plain ``postgresql://`` pinned to psycopg2, the chosen driver."""
-        if self.url is None:
-            raise ConfigError(
+        if self.url is None:  # a bug of the caller, never a user's configuration
+            raise RuntimeError(
                 "the warehouse is the embedded PostgreSQL, which has no URL until it is started: "
                 "resolve the config with flows.config.warehouse_endpoint"
             )

@@ -198,7 +198,8 @@ def test_each_block_overrides_only_its_own_settings(monkeypatch: pytest.MonkeyPa
 
     block = DataLakeBlock(path="/srv/block-lake")
     source, lake, warehouse = resolve_configs(settings, data_lake_block=block)
-    assert lake == LakeConfig(url="/srv/block-lake")
+    # (the config remembers where it came from, for the errors that name the setting)
+    assert lake == LakeConfig(url="/srv/block-lake", setting="DataLakeBlock block '(unsaved)'")
     assert source == settings.source()
     assert warehouse == settings.warehouse()
     assert resolve_configs(settings) == (settings.source(), settings.lake(), settings.warehouse())

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import itertools
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from deployments.common import PROJECT_ROOT
+from deployments.serve import STOP_SECONDS
 from sales_etl.dates import scheduled_business_date
+from tests import postgres
+from tests.conftest import run_env
 from tests.deployments.conftest import (
+    SERVER_START_SECONDS,
     Served,
     loaded_rows,
+    prefect_database_url,
     summary_metrics,
     wait_for_final_state,
 )
@@ -170,3 +186,75 @@ def test_a_missing_backfill_from_the_form_loads_exactly_the_missing_days(served:
         ).json()
     assert wait_for_final_state(served.server, again["id"])["state"]["type"] == "COMPLETED"
     assert backfill_children(served, days).keys() == children.keys()
+
+
+@contextmanager
+def throwaway_prefect_server(pg_admin_url: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A ``prefect server start`` of its own (the test kills it), and its API URL."""
+    home = Path(tempfile.mkdtemp(prefix="etl-doomed-server-"))
+    database = f"etl_prefect_{uuid.uuid4().hex[:12]}"
+    port = postgres.free_port()
+    env = run_env(
+        PREFECT_HOME=str(home),
+        PREFECT_API_DATABASE_CONNECTION_URL=prefect_database_url(
+            postgres.create_database(pg_admin_url, database)
+        ),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_UI_ENABLED="false",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+         "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=home,
+    )  # fmt: skip
+    api = f"http://127.0.0.1:{port}/api"
+
+    def healthy() -> bool:
+        assert process.poll() is None, "prefect server exited"
+        try:
+            return httpx.get(f"{api}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        # A fresh database: the server migrates it first (minutes on a busy machine).
+        wait_for(healthy, 3 * SERVER_START_SECONDS, "prefect server /api/health", interval=0.5)
+        yield process, api
+    finally:
+        process.kill()
+        process.wait()
+        postgres.drop_database(pg_admin_url, database)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.timeout(900)  # a server of its own: its first start migrates a fresh database
+def test_serve_stops_on_sigterm_after_the_server_went_away(
+    pg_admin_url: str, tmp_path: Path
+) -> None:
+    """The Prefect server is gone: SIGTERM still ends ``make serve`` (its pausing of the
+    schedules would retry the dead API for about a minute), by the bounded stop: exit 143."""
+    with throwaway_prefect_server(pg_admin_url) as (server, api):
+        log = tmp_path / "serve.log"
+        env = run_env(PREFECT_API_URL=api, PREFECT_HOME=str(tmp_path / "home"))
+        with log.open("wb") as out:
+            serving = subprocess.Popen(
+                [sys.executable, "-m", "deployments.serve"],
+                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
+            )  # fmt: skip
+        try:
+
+            def ready() -> bool:  # the runner polls for runs: its SIGTERM handler is set
+                assert serving.poll() is None, log.read_text(errors="replace")[-3000:]
+                found = httpx.get(f"{api}/deployments/name/Daily Sales ETL/hourly", timeout=5)
+                return found.status_code == 200 and found.json()["status"] == "READY"
+
+            wait_for(ready, SERVER_START_SECONDS, "the served deployment to be READY")
+            server.kill()
+            server.wait()
+            serving.send_signal(signal.SIGTERM)
+            code = serving.wait(timeout=STOP_SECONDS + 60)  # a hang fails here
+        finally:
+            serving.kill()
+    text = log.read_text(errors="replace")
+    assert code == 143, text[-3000:]
+    assert "SIGTERM received" in text

@@ -15,8 +15,10 @@ from flows.cli import backfill_main as main
 from flows.daily_sales import daily_sales
 from sales_etl import jsontext
 from sales_etl.demo_api import DemoData, serve_demo_api
+from sales_etl.embedded_postgres import embedded_postgres
 from sales_etl.settings import LakeConfig
 from sales_etl.validate import validate_records
+from tests import postgres
 
 DAYS = [date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3), date(2026, 11, 4)]
 DATA = DemoData(rows_per_day=120, malformed_every=9, update_every=15)
@@ -152,3 +154,36 @@ def test_missing_and_failed_modes_and_dry_run_follow_the_ledger(
         )
         assert [row["day"] for row in failed.result()] == ["2026-11-03"]
     assert sales_per_day(pg_url) == {day.isoformat(): expected_sales(day) for day in DAYS}
+
+
+def test_backfill_on_the_defaults_uses_the_embedded_warehouse(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No WAREHOUSE_URL (nor any other setting): the CLI's dry run, a backfill of two days and
+    the flow as a deployment runs it all use the embedded PostgreSQL in ./.data/postgres."""
+    for name in ("WAREHOUSE_URL", "DATA_LAKE_URL", "SALES_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with postgres.reachable_tmp_dir("etl-backfill-") as workdir:
+        monkeypatch.chdir(workdir)
+        days = ["--start", "2026-11-20", "--end", "2026-11-22"]
+        assert main([*days, "--dry-run"]) == 0
+        assert capsys.readouterr().out.splitlines() == [
+            "2026-11-20  would run",
+            "2026-11-21  would run",
+            "2026-11-22  would run",
+            "3 days would run",
+        ]
+        assert main(["--start", "2026-11-21", "--end", "2026-11-22", "--max-parallel", "2"]) == 0
+        lines = capsys.readouterr().out.splitlines()  # the days' summaries (printed), then
+        assert [line.split()[:2] for line in lines if line.startswith("2026-11-2")] == [
+            ["2026-11-21", "loaded"],
+            ["2026-11-22", "loaded"],
+        ]
+        assert lines[-1] == "2 days completed"
+        # As the served deployment runs it (the flow, in its working folder): one day left.
+        state: State = daily_sales_backfill(
+            start=date(2026, 11, 20), end=date(2026, 11, 22), dry_run=True, return_state=True
+        )
+        assert [row["day"] for row in state.result()] == ["2026-11-20"]
+        with embedded_postgres(workdir / ".data" / "postgres") as server:
+            assert sales_per_day(server.url) == {"2026-11-21": 4950, "2026-11-22": 4950}

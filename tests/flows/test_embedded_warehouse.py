@@ -3,10 +3,14 @@ the embedded PostgreSQL in ./.data/postgres, keeps it between runs and stops it 
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -19,7 +23,7 @@ import sqlalchemy as sa
 
 from flows.config import DEMO_DATA
 from sales_etl.demo_api import generate_record
-from sales_etl.embedded_postgres import _alive, _postmaster, embedded_postgres
+from sales_etl.embedded_postgres import RELOCATED_ROOT, _alive, _postmaster, embedded_postgres
 from tests import postgres
 from tests.conftest import run_env
 
@@ -62,7 +66,9 @@ def finished(proc: subprocess.Popen[str]) -> str:
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err[-3000:]
     (verdict,) = out.strip().splitlines()  # stdout: the verdict line only
-    assert verdict.startswith("Daily Sales ETL ") and ": LOADED — " in verdict, out
+    assert verdict.startswith("Daily Sales ETL ") and ": LOADED — this run (" in verdict, out
+    assert " | day in the warehouse: " in verdict, out
+    assert err.count("day in the warehouse: ") == 1, err  # the summary in the logs, once
     return err + out
 
 
@@ -109,7 +115,6 @@ def test_two_runs_load_the_embedded_postgres_then_change_nothing(
     assert not server_running(workdir)
 
     for out in (first, second):
-        assert out.count("day in the warehouse: ") == 1, out  # the summary, once
         assert "query it: " in out and "-m sales_etl.embedded_postgres psql" in out
         assert "data in .data/postgres" in out
     assert summary_value(first, "warehouse: 4950").startswith(
@@ -154,3 +159,39 @@ def test_two_concurrent_runs_share_the_server(workdir: Path, prefect_api_url: st
     assert not server_running(workdir)
     loaded = warehouse(workdir)
     assert (len(loaded["amounts"]), loaded["rejects"]) == (2 * SALES, 2 * REJECTS)
+
+
+def relocated_home(data_dir: Path) -> Path:
+    """Where the cluster of ``data_dir`` lives when root's server user cannot enter it."""
+    digest = hashlib.sha256(str(data_dir.absolute()).encode()).hexdigest()[:16]
+    return RELOCATED_ROOT / digest
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another user")
+def test_as_root_in_a_private_folder_two_runs_load_then_change_nothing(
+    prefect_api_url: str,
+) -> None:
+    """A clone inside a ``mktemp -d`` folder (mode 0700) as root: the runs work, the second
+    loads nothing new, the folder keeps its mode, the data stays between runs."""
+    private = Path(tempfile.mkdtemp(prefix="etl-private-"))
+    workdir = private / "clone"
+    workdir.mkdir()
+    home = relocated_home(workdir / ".data" / "postgres")
+    try:
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700
+        first = finished(cli(workdir, prefect_api_url))
+        second = finished(cli(workdir, prefect_api_url))
+        assert not server_running(workdir)
+        verdict = second.strip().splitlines()[-1]
+        assert ": LOADED — this run (increment): " in verdict, verdict
+        assert "; 0 inserted, 0 updated, " in verdict, verdict
+        assert f"| day in the warehouse: {SALES} sales, amount " in verdict, verdict
+        assert summary_value(first, "warehouse: 4950").startswith("warehouse: 4950 inserted, ")
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700  # never chmodded
+        link = workdir / ".data" / "postgres" / "pgdata"
+        assert link.is_symlink() and link.resolve() == home / "pgdata"
+        loaded = warehouse(workdir)
+        assert (len(loaded["amounts"]), loaded["rejects"]) == (SALES, REJECTS)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from sales_etl.embedded_postgres import (
+    RELOCATED_ROOT,
     EmbeddedPostgresError,
     _postmaster,
     _socket_dir,
@@ -187,12 +190,44 @@ def test_tcp_port_and_long_paths() -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another user")
-def test_as_root_an_unreachable_folder_fails_at_once_saying_why(tmp_path: Path) -> None:
+def test_as_root_an_unreachable_folder_keeps_the_cluster_where_the_server_user_can_go(
+    tmp_path: Path,
+) -> None:
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
-    with (
-        pytest.raises(EmbeddedPostgresError, match=r"cannot enter .*chmod o\+x"),
-        embedded_postgres(private / "postgres"),
-    ):
-        pass
-    assert oct(private.stat().st_mode & 0o777) == "0o700"  # never chmodded behind our back
+    data_dir = private / "postgres"
+    home = RELOCATED_ROOT / hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
+    try:
+        with embedded_postgres(data_dir) as server:
+            assert server.started_here
+            assert server.pgdata == home / "pgdata"
+            assert server.bin_dir.is_relative_to(RELOCATED_ROOT)
+            assert scalar(server.url, "SELECT current_setting('data_directory')") == str(
+                home / "pgdata"
+            )
+            with sa.create_engine(server.url).begin() as conn:
+                conn.execute(sa.text("CREATE TABLE kept (x int)"))
+        assert server_pid(data_dir) is None  # stopped when the last user left
+        assert (data_dir / "pgdata").resolve() == home / "pgdata"
+        with embedded_postgres(data_dir) as server:  # the data is kept between uses
+            assert scalar(server.url, "SELECT count(*) FROM kept") == 0
+        assert oct(private.stat().st_mode & 0o777) == "0o700"  # never chmodded behind our back
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another user")
+def test_as_root_a_cluster_made_before_the_folder_became_private_is_not_hidden(
+    tmp_path: Path,
+) -> None:
+    with postgres.reachable_tmp_dir() as root:
+        data_dir = root / "project" / "postgres"
+        data_dir.parent.mkdir()
+        with embedded_postgres(data_dir):
+            pass
+        data_dir.parent.chmod(0o700)
+        with (
+            pytest.raises(EmbeddedPostgresError, match=r"no longer can: run `chmod o\+x "),
+            embedded_postgres(data_dir),
+        ):
+            pass
