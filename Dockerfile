@@ -1,6 +1,9 @@
 # Daily Sales ETL image: the flow-run image for the Docker and Kubernetes work pools and the
 # image of the Kubernetes worker (k8s/worker.yaml). Build: docker build -t daily-sales-etl:0.1.0 .
-ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+# The base image is pinned by digest (a tag can be pushed again, a digest cannot). Where no
+# registry is reachable, pass a local base instead: --build-arg PYTHON_IMAGE=... (CI does, see
+# .ci/provision-docker). docs/kubernetes-security.md says how to move the pin.
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm@sha256:081075da77b2b55c23c088251026fb69a7b2bf92471e491ff5fd75c192fd38e5
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
@@ -8,14 +11,20 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/venv
+# Every dependency (the runtime ones, [deploy]'s workers and the build backend) from the
+# hash-pinned lock (make lock): a file whose hash is not in it is refused. Wheels only
+# (psycopg2-binary, pyarrow): no compiler in the image.
+COPY requirements-image.txt ./
+RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes --only-binary=:all: \
+        -r requirements-image.txt
 COPY pyproject.toml README.md ./
 COPY sales_etl ./sales_etl
 COPY tasks ./tasks
 COPY flows ./flows
 COPY blocks ./blocks
 COPY deployments ./deployments
-# Wheels only (psycopg2-binary, pyarrow): no compiler in the image. [deploy] adds the workers.
-RUN /opt/venv/bin/pip install --no-cache-dir --only-binary=:all: ".[deploy]"
+# The project itself: nothing more is resolved or downloaded (the lock installed its backend).
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation --no-index .
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG APP_UID=10001

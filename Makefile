@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install install-bench run psql server serve browser test test-docker test-kubernetes image bench lint format clean
+.PHONY: install install-bench run psql server serve browser test test-docker test-kubernetes image lock bench lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,17 @@ test: $(STAMP) browser
 IMAGE ?= daily-sales-etl:0.1.0
 image:
 	DOCKER_BUILDKIT=0 docker build $(if $(PYTHON_IMAGE),--build-arg PYTHON_IMAGE=$(PYTHON_IMAGE)) -t $(IMAGE) .
+
+## make lock: requirements-image.txt, the image's hash-pinned dependencies (pyproject's runtime
+## dependencies, the deploy extra and the build backend) from PyPI, for every platform and
+## Python >= 3.11; tests/deployments/test_manifests.py fails when pyproject moved away from it
+UV_VERSION := 0.13.8
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+		| $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+			--extra deploy --no-emit-package daily-sales-etl --custom-compile-command "make lock" \
+			-o requirements-image.txt - pyproject.toml
 
 ## make test-docker: the Docker work pool end to end (a Docker engine: DOCKER_HOST or the
 ## default socket, holding the image; skips without one, fails when CI=true)

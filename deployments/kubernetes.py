@@ -4,11 +4,16 @@
 
 The pool (type ``kubernetes``, default ``daily-sales-k8s``) gets ``k8s/base-job-template.json``:
 the stock prefect-kubernetes template plus non-root, read-only-root-filesystem pods, a writable
-``/tmp``, no service-account token, and ``envFrom`` the Secret named by the ``secret_name``
-variable, which is where the run's credentials come from. The deployment
+``/tmp``, no service-account token, an ``activeDeadlineSeconds`` on every Job, and ``envFrom``
+the settings Secret, which is where the run's credentials come from. Which Secret (``--secret``)
+and whether pods share the node's network (``--host-network``, CI only) are the pool's, fixed in
+its base job template by whoever manages the pool: they are not job variables, so editing a
+deployment cannot point its pods at another Secret of the namespace (``prefect-api`` say) or
+take them out of the NetworkPolicies (docs/kubernetes-security.md). The deployment
 (``Daily Sales ETL/hourly-kubernetes``) sets the old guide's ``KubernetesJob`` fields as job
 variables: namespace, image, image_pull_policy, service_account_name, labels, annotations, env,
-CPU/memory requests and limits, and a Job name that carries the flow run's name.
+CPU/memory requests and limits, the Job's deadline, and a Job name that carries the flow run's
+name.
 
 A worker in the cluster (``k8s/worker.yaml``) picks the runs up. Running the script again
 changes nothing; a changed template file updates the pool.
@@ -34,6 +39,8 @@ POOL_TYPE = "kubernetes"
 DEFAULT_POOL = "daily-sales-k8s"
 DEFAULT_NAME = "hourly-kubernetes"
 DEFAULT_IMAGE = "ghcr.io/daily-sales-etl/daily-sales-etl:0.1.0"
+DEFAULT_SECRET = "daily-sales-etl"  # noqa: S105 - the Secret's name, not a value
+DEFAULT_ACTIVE_DEADLINE_SECONDS = 3600
 BASE_JOB_TEMPLATE = PROJECT_ROOT / "k8s" / "base-job-template.json"
 # The prepared Job's generateName becomes "daily-sales-<flow run name>-".
 JOB_NAME = "daily-sales-{{ ctx.flow_run.name }}"
@@ -45,13 +52,30 @@ def load_base_job_template(path: Path = BASE_JOB_TEMPLATE) -> dict[str, Any]:
     return template
 
 
+def pool_base_job_template(
+    *, secret_name: str = DEFAULT_SECRET, host_network: bool = False, path: Path = BASE_JOB_TEMPLATE
+) -> dict[str, Any]:
+    """The pool's base job template with the pool owner's choices written into the Job.
+
+    ``secret_name`` is the one Secret a flow-run pod gets as its environment; ``host_network``
+    is for clusters without a pod network only (the CI's one-node cluster), where the pod
+    reaches PostgreSQL and the Prefect API on the node's loopback, outside any NetworkPolicy.
+    """
+    template = load_base_job_template(path)
+    pod = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    container["envFrom"] = [{"secretRef": {"name": secret_name}}]
+    pod["hostNetwork"] = host_network
+    return template
+
+
 def job_variables(
     *,
     image: str = DEFAULT_IMAGE,
     image_pull_policy: str = "IfNotPresent",
     namespace: str = "daily-sales-etl",
     service_account_name: str = "daily-sales-etl-job",
-    secret_name: str = "daily-sales-etl",  # noqa: S107 - the Secret's name, not a value
+    active_deadline_seconds: int = DEFAULT_ACTIVE_DEADLINE_SECONDS,
     cpu_request: str = "500m",
     cpu_limit: str = "1000m",
     memory_request: str = "512Mi",
@@ -59,12 +83,10 @@ def job_variables(
     env: dict[str, str] | None = None,
     labels: dict[str, str] | None = None,
     annotations: dict[str, str] | None = None,
-    host_network: bool = False,
 ) -> dict[str, Any]:
     """The deployment's job variables for the Kubernetes work pool (no secret values).
 
-    ``host_network`` is for clusters without a pod network only (the CI's one-node cluster),
-    where the flow-run pod reaches PostgreSQL and the Prefect API on the node's loopback.
+    ``active_deadline_seconds`` bounds a run's Job: Kubernetes stops its pod after that long.
     """
     variables: dict[str, Any] = {
         "name": JOB_NAME,
@@ -72,7 +94,7 @@ def job_variables(
         "image": image,
         "image_pull_policy": image_pull_policy,
         "service_account_name": service_account_name,
-        "secret_name": secret_name,
+        "active_deadline_seconds": active_deadline_seconds,
         "labels": {
             "app.kubernetes.io/part-of": "daily-sales-etl",
             "app.kubernetes.io/component": "flow-run",
@@ -89,8 +111,6 @@ def job_variables(
         "memory_request": memory_request,
         "memory_limit": memory_limit,
     }
-    if host_network:
-        variables["host_network"] = True
     return variables
 
 
@@ -111,9 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--service-account", default="daily-sales-etl-job")
     parser.add_argument(
         "--secret",
-        default="daily-sales-etl",
-        help="Secret in the namespace holding WAREHOUSE_URL, SALES_API_KEY, ... (default: "
-        "daily-sales-etl)",
+        default=DEFAULT_SECRET,
+        help="the pool's settings Secret in the namespace (WAREHOUSE_URL, SALES_API_KEY, ...), "
+        "written into the pool's base job template, not a job variable "
+        f"(default: {DEFAULT_SECRET})",
+    )
+    parser.add_argument(
+        "--active-deadline-seconds",
+        type=int,
+        default=DEFAULT_ACTIVE_DEADLINE_SECONDS,
+        help="seconds a run's Job may run before Kubernetes stops it (60..86400, default: "
+        f"{DEFAULT_ACTIVE_DEADLINE_SECONDS})",
     )
     parser.add_argument("--cpu-request", default="500m")
     parser.add_argument("--cpu-limit", default="1000m")
@@ -122,8 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--host-network",
         action="store_true",
-        help="run the flow-run pods in the node's network namespace (only for a cluster "
-        "without a pod network whose runs reach services on the node's loopback, e.g. CI)",
+        help="the pool's flow-run pods share the node's network namespace, outside any "
+        "NetworkPolicy (only for a cluster without a pod network whose runs reach services on "
+        "the node's loopback, e.g. CI)",
     )
     return parser
 
@@ -135,15 +164,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         image_pull_policy=args.image_pull_policy,
         namespace=args.namespace,
         service_account_name=args.service_account,
-        secret_name=args.secret,
+        active_deadline_seconds=args.active_deadline_seconds,
         cpu_request=args.cpu_request,
         cpu_limit=args.cpu_limit,
         memory_request=args.memory_request,
         memory_limit=args.memory_limit,
         env=parse_env_pairs(args.env),
-        host_network=args.host_network,
     )
-    return deploy_on_pool(args, POOL_TYPE, load_base_job_template(), variables)
+    template = pool_base_job_template(secret_name=args.secret, host_network=args.host_network)
+    return deploy_on_pool(args, POOL_TYPE, template, variables)
 
 
 if __name__ == "__main__":

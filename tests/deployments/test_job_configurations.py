@@ -99,11 +99,13 @@ async def resolve(
     server: PrefectServer,
     deployment: dict[str, Any],
     configuration: type[BaseJobConfiguration],
+    job_variables: dict[str, Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Create a flow run of ``deployment`` and build its job configuration as a worker would."""
+    """Create a flow run of ``deployment`` (with the run's own ``job_variables``, as the UI's
+    custom run does) and build its job configuration as a worker would."""
     async with PrefectClient(server.api_url) as client:
         flow_run = await client.create_flow_run_from_deployment(
-            deployment["id"], parameters={"run_date": "2026-11-20"}
+            deployment["id"], parameters={"run_date": "2026-11-20"}, job_variables=job_variables
         )
         pool = await client.read_work_pool(deployment["work_pool_name"])
         with temporary_settings({PREFECT_API_URL: server.api_url}):
@@ -200,6 +202,7 @@ def test_kubernetes_job_configuration(
     spec = job["spec"]
     assert spec["backoffLimit"] == 0
     assert spec["ttlSecondsAfterFinished"] == 86400
+    assert spec["activeDeadlineSeconds"] == kubernetes.DEFAULT_ACTIVE_DEADLINE_SECONDS == 3600
     pod = spec["template"]["spec"]
     assert spec["template"]["metadata"]["annotations"] == meta["annotations"]
     assert pod["serviceAccountName"] == "daily-sales-etl-job"
@@ -246,10 +249,12 @@ def test_the_base_job_template_extends_the_stock_one() -> None:
     ours = kubernetes.load_base_job_template()
     stock = KubernetesWorker.get_default_base_job_template()
     assert set(stock["variables"]["properties"]) < set(ours["variables"]["properties"])
+    # The Secret and the pod network are the pool's, not variables a deployment may set.
     assert set(ours["variables"]["properties"]) - set(stock["variables"]["properties"]) == {
-        "secret_name",
-        "host_network",
+        "active_deadline_seconds",
     }
+    deadline = ours["variables"]["properties"]["active_deadline_seconds"]
+    assert (deadline["type"], deadline["minimum"], deadline["maximum"]) == ("integer", 60, 86400)
     assert set(ours["job_configuration"]) == set(stock["job_configuration"])
     defaults = {k: v.get("default") for k, v in ours["variables"]["properties"].items()}
     assert defaults["cpu_request"] == "500m" and defaults["cpu_limit"] == "1000m"
@@ -268,3 +273,51 @@ def test_the_image_workdir_matches_the_entrypoint() -> None:
         assert re.search(rf"^COPY --chown=root:root {package} \./{package}$", dockerfile, re.M)
     assert re.search(r"^USER \$\{APP_UID\}", dockerfile, re.M)
     assert Path(PROJECT_ROOT / ".dockerignore").is_file()
+
+
+def test_a_run_cannot_pick_its_secret_or_the_node_network(
+    prefect_server: PrefectServer, deployed: dict[str, dict[str, Any]]
+) -> None:
+    """Whoever may edit a deployment or start a custom run sets job variables: naming another
+    Secret of the namespace (the worker's ``prefect-api``) or the node's network changes nothing.
+    The deadline, the deployment owner's, is theirs to set within the pool's bounds."""
+    hostile = {"secret_name": "prefect-api", "host_network": True, "active_deadline_seconds": 900}
+    config, _ = asyncio.run(
+        resolve(prefect_server, deployed["kubernetes"], KubernetesWorkerJobConfiguration, hostile)
+    )
+    spec = config.job_manifest["spec"]
+    pod = spec["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["envFrom"] == [{"secretRef": {"name": "daily-sales-etl"}}]
+    assert pod["hostNetwork"] is False
+    assert spec["activeDeadlineSeconds"] == 900
+    assert "prefect-api" not in json.dumps(config.job_manifest)
+
+
+def test_a_deadline_outside_the_pools_bounds_is_refused(
+    prefect_server: PrefectServer, deployed: dict[str, dict[str, Any]]
+) -> None:
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    with pytest.raises(PrefectHTTPStatusError, match="422"):
+        asyncio.run(
+            resolve(
+                prefect_server,
+                deployed["kubernetes"],
+                KubernetesWorkerJobConfiguration,
+                {"active_deadline_seconds": 10**6},
+            )
+        )
+
+
+def test_the_pool_owner_fixes_the_secret_and_the_network() -> None:
+    default = kubernetes.pool_base_job_template()
+    assert default == kubernetes.load_base_job_template()
+    template = kubernetes.pool_base_job_template(secret_name="etl-staging", host_network=True)
+    pod = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "etl-staging"}}]
+    assert pod["hostNetwork"] is True
+    assert "{{ secret_name }}" not in json.dumps(template)
+    variables = kubernetes.job_variables(active_deadline_seconds=1800)
+    assert variables["active_deadline_seconds"] == 1800
+    assert not {"secret_name", "host_network"} & set(variables)

@@ -6,12 +6,16 @@ service account's own token, so ``k8s/rbac.yaml`` is what allows (or forbids) wh
 of ``Daily Sales ETL/hourly-kubernetes`` created through the API becomes a Job named after the
 run whose pod gets its settings from the Secret ``daily-sales-etl`` through ``envFrom``.
 
-The overlay only adapts the worker to a cluster without a pod network (the CI's one node):
+The overlay adapts the worker to a cluster without a pod network (the CI's one node):
 ``hostNetwork``, the API server's loopback address instead of the ``kubernetes`` Service, and a
-free port for its health endpoint. The flow-run pods get ``hostNetwork`` through the pool's
-``host_network`` variable (``deployments.kubernetes --host-network``). With a cluster whose pods
-cannot reach this machine's loopback, set ``DAILY_SALES_K8S_HOST_NETWORK=0`` and point
-``TEST_POSTGRES_URL``/the Prefect server at addresses the pods reach.
+free port for its health endpoint; and it narrows the flow-run NetworkPolicy's destinations to
+this machine's services, as docs/kubernetes-security.md tells an operator to. The flow-run pods
+get ``hostNetwork`` from the pool's base job template (``deployments.kubernetes
+--host-network``). Pods on the node's network are outside any NetworkPolicy, so here the
+policies are checked as objects of the real API server whose selectors pick the worker's and
+the Job's pods; enforcement needs a policy-enforcing network plugin (see the docs). With a
+cluster whose pods cannot reach this machine's loopback, set ``DAILY_SALES_K8S_HOST_NETWORK=0``
+and point ``TEST_POSTGRES_URL``/the Prefect server at addresses the pods reach.
 """
 
 from __future__ import annotations
@@ -70,7 +74,28 @@ class Cluster:
     deployment: dict[str, Any]
 
 
-def worker_overlay(directory: Path, kubeconfig: str) -> Path:
+def port_of(url: str) -> int:
+    from urllib.parse import urlsplit
+
+    port = urlsplit(url).port
+    assert port is not None, url
+    return port
+
+
+def narrowed_flow_run_policy(prefect_api: str, warehouse: str, lake: str) -> list[dict[str, Any]]:
+    """JSON patches narrowing the flow-run policy's egress rules 1-3 (Prefect API, warehouse,
+    lake) to one address and port each: what an operator's overlay does with real addresses."""
+    patches: list[dict[str, Any]] = []
+    for index, url in enumerate((prefect_api, warehouse, lake), start=1):
+        rule = {
+            "to": [{"ipBlock": {"cidr": "127.0.0.1/32"}}],
+            "ports": [{"protocol": "TCP", "port": port_of(url)}],
+        }
+        patches.append({"op": "replace", "path": f"/spec/egress/{index}", "value": rule})
+    return patches
+
+
+def worker_overlay(directory: Path, kubeconfig: str, policy_patches: list[dict[str, Any]]) -> Path:
     """A kustomization over ``k8s/`` adapting the worker to a cluster without pod network."""
     overlay = directory / "overlay"
     overlay.mkdir()
@@ -106,7 +131,11 @@ def worker_overlay(directory: Path, kubeconfig: str) -> Path:
             {
                 "target": {"kind": "Deployment", "name": "prefect-worker"},
                 "patch": json.dumps(patches),
-            }
+            },
+            {
+                "target": {"kind": "NetworkPolicy", "name": "flow-run"},
+                "patch": json.dumps(policy_patches),
+            },
         ],
     }
     (overlay / "kustomization.yaml").write_text(json.dumps(kustomization, indent=2))
@@ -158,6 +187,7 @@ def k8s(
     cluster: str,
     prefect_server: PrefectServer,
     s3_endpoint: str,
+    pg_admin_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Cluster]:
     """``k8s/`` applied, the pool and deployment created, the in-cluster worker polling."""
@@ -167,7 +197,9 @@ def k8s(
         create_secret(cluster, "prefect-api", {"url": prefect_server.api_url})
         args = ["--image", IMAGE, *(["--host-network"] if HOST_NETWORK else [])]
         deployment = deploy(prefect_server, "kubernetes", *args)
-        kubectl("apply", "-k", str(worker_overlay(directory, cluster)), kubeconfig=cluster)
+        policy = narrowed_flow_run_policy(prefect_server.api_url, pg_admin_url, s3_endpoint)
+        overlay = worker_overlay(directory, cluster, policy)
+        kubectl("apply", "-k", str(overlay), kubeconfig=cluster)
         kubectl(
             "-n", NAMESPACE, "rollout", "status", "deployment/prefect-worker", "--timeout=180s",
             kubeconfig=cluster,
@@ -288,6 +320,7 @@ def test_the_job_is_named_after_the_run_and_reads_the_secret(
     job, pod = clean_run.job, clean_run.pod
     assert job["metadata"]["name"].startswith(f"daily-sales-{clean_run.run['name']}-")
     assert job["spec"]["completions"] == 1 and job["spec"]["parallelism"] == 1
+    assert job["spec"]["activeDeadlineSeconds"] == 3600
     spec = pod["spec"]
     [container] = spec["containers"]
     assert container["image"] == IMAGE
@@ -342,3 +375,46 @@ def test_cancelling_a_run_stops_its_job_and_a_rerun_matches_a_clean_run(
         rerun, _, _ = run_day(k8s)
         assert rerun["state"]["type"] == "COMPLETED", (rerun["state"], worker_logs(k8s))
         assert table_contents(warehouse_url) == table_contents(clean_run.warehouse_url)
+
+
+def pod_names(cluster_: Cluster, selector: str) -> set[str]:
+    """The pods of the namespace the API server lists for a label selector ("" = all)."""
+    output = kubectl(
+        "-n", NAMESPACE, "get", "pods", *(["-l", selector] if selector else []), "-o", "json",
+        kubeconfig=cluster_.kubeconfig,
+    )  # fmt: skip
+    return {item["metadata"]["name"] for item in json.loads(output)["items"]}
+
+
+def selected_pods(cluster_: Cluster, policy: dict[str, Any]) -> set[str]:
+    """The pods of the namespace the API server lists for the policy's podSelector."""
+    assert set(policy["spec"]["podSelector"]) <= {"matchLabels"}
+    match = policy["spec"]["podSelector"].get("matchLabels", {})
+    return pod_names(cluster_, ",".join(f"{k}={v}" for k, v in sorted(match.items())))
+
+
+def test_the_network_policies_select_the_worker_and_the_job_pods(
+    clean_run: KubernetesRun, k8s: Cluster
+) -> None:
+    """The policies, accepted by the real API server, pick exactly the pods they guard; the run
+    under them completed. (Not enforced here: the pods are on the node's network.)"""
+    assert clean_run.run["state"]["type"] == "COMPLETED", worker_logs(k8s)
+    output = kubectl(
+        "-n", NAMESPACE, "get", "networkpolicies", "-o", "json", kubeconfig=k8s.kubeconfig
+    )
+    found = {item["metadata"]["name"]: item for item in json.loads(output)["items"]}
+    assert sorted(found) == ["default-deny", "flow-run", "prefect-worker"]
+    worker_pods = pod_names(k8s, "app.kubernetes.io/name=prefect-worker")
+    job_pod = clean_run.pod["metadata"]["name"]
+    assert len(worker_pods) == 1
+    assert selected_pods(k8s, found["prefect-worker"]) == worker_pods
+    assert job_pod in selected_pods(k8s, found["flow-run"])
+    assert not worker_pods & selected_pods(k8s, found["flow-run"])
+    everything = selected_pods(k8s, found["default-deny"])
+    assert worker_pods | {job_pod} <= everything
+    # The overlay's narrowing reached the server: one address and port per destination.
+    egress = found["flow-run"]["spec"]["egress"]
+    assert [rule["to"][0]["ipBlock"]["cidr"] for rule in egress[1:4]] == ["127.0.0.1/32"] * 3
+    assert egress[1]["ports"] == [{"protocol": "TCP", "port": port_of(k8s.server.api_url)}]
+    assert egress[3]["ports"] == [{"protocol": "TCP", "port": port_of(k8s.s3_endpoint)}]
+    assert found["flow-run"]["spec"].get("ingress", []) == []
