@@ -27,17 +27,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Pages that other branches of issue 20 add (errors, stopping, Kubernetes security, transform).
-# The links to them are checked like any other once they exist; remove each entry when its page
-# has been merged (test_expected_pages_are_still_missing says when).
-EXPECTED_FROM_OTHER_BRANCHES = frozenset(
-    {
-        "docs/errors.md",
-        "docs/stopping.md",
-        "docs/kubernetes-security.md",
-        "docs/transform.md",
-    }
-)
 # Paths the docs name that a run creates (not in the repository).
 RUNTIME_PATHS = frozenset({"benchmarks/.work/"})
 
@@ -251,7 +240,7 @@ def path_problems(text: str) -> list[str]:
             continue
         if "/" not in candidate and "." not in candidate:
             continue  # a bare word that happens to name a folder
-        if candidate in RUNTIME_PATHS or candidate in EXPECTED_FROM_OTHER_BRANCHES:
+        if candidate in RUNTIME_PATHS:
             continue
         if not (list(ROOT.glob(candidate)) if "*" in candidate else (ROOT / candidate).exists()):
             problems.append(f"no path {candidate}")
@@ -269,8 +258,7 @@ def link_problems(text: str, doc: Path) -> list[str]:
         if not relative:
             problems.append(f"link {target} points outside the repository")
         elif not resolved.exists():
-            if relative not in EXPECTED_FROM_OTHER_BRANCHES:
-                problems.append(f"link {target}: no {relative}")
+            problems.append(f"link {target}: no {relative}")
         elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
             problems.append(f"link {target}: no heading #{anchor} in {relative}")
     return problems
@@ -348,12 +336,6 @@ from blocks import WarehouseBlock, NoSuchBlock
         "link missing.md: no docs/missing.md",
         "link architecture.md#no-such-heading: no heading #no-such-heading in docs/architecture.md",
     ]
-
-
-def test_expected_pages_are_still_missing() -> None:
-    """The allow-list is temporary: once a page exists, its entry must go."""
-    merged = sorted(p for p in EXPECTED_FROM_OTHER_BRANCHES if (ROOT / p).exists())
-    assert merged == [], f"remove {merged} from EXPECTED_FROM_OTHER_BRANCHES"
 
 
 def test_nothing_points_outside_the_repository() -> None:
