@@ -162,13 +162,27 @@ def record_failed_day(
 ) -> None:
     """Emit ``sales.day.failed`` and make the day's newest ledger row a failure of this run
     (a failed load already wrote one; a failed extract, transform or quality check did not)."""
+    _record_failed_day(warehouse, day, run_id, message, now, keep_earlier=True)
+
+
+def _record_failed_day(
+    warehouse: WarehouseConfig,
+    day: date,
+    run_id: str,
+    message: str,
+    now: datetime,
+    *,
+    keep_earlier: bool,
+) -> None:
+    """``sales.day.failed`` and a ``failed`` ledger row; with ``keep_earlier`` none when this
+    run already recorded a failure (the load's own row names the statement that failed)."""
     reason = first_line(message)
     emit_event(DAY_FAILED, day_resource(day), payload={"day": day.isoformat(), "reason": reason})
     tables = tables_for(warehouse)
     engine = create_warehouse_engine(warehouse)
     try:
         ensure_tables(engine, tables)
-        if not failure_recorded(engine, tables, day, run_id):
+        if not (keep_earlier and failure_recorded(engine, tables, day, run_id)):
             record_failure(engine, tables, day, run_id, LoadSource(), reason, now)
     finally:
         engine.dispose()
@@ -188,9 +202,11 @@ def record_stopped_day(
 ) -> None:
     """:func:`record_failed_day` for a run that is being stopped (Ctrl-C, SIGTERM, its Prefect API
     gone): called as a plain function, since no task run can be created or may be waited for
-    then; a warehouse that cannot be reached is reported on stderr, never raised."""
+    then; a warehouse that cannot be reached is reported on stderr, never raised. The stop is
+    the day's newest row even when the load already recorded the statement the stop cancelled
+    ("canceling statement due to user request" says less than why it was cancelled)."""
     try:
-        record_failed_day.fn(warehouse, day, run_id, message, now)
+        _record_failed_day(warehouse, day, run_id, message, now, keep_earlier=False)
     except Exception as exc:
         print(f"could not record the stopped run of {day} as failed: {exc}", file=sys.stderr)
 

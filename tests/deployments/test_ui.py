@@ -220,7 +220,8 @@ def test_custom_run_with_blocks_picked_in_the_form_loads_through_them(
         for parameter, block in blocks.items()
     }
     assert run["parameters"] == {
-        "run_date": None, "refresh": False, "reload": False, "full_extract": False, **references
+        "run_date": None, "refresh": False, "reload": False, "full_extract": False,
+        "allow_future": False, **references,
     }  # fmt: skip
     day: date = scheduled_business_date(
         datetime.fromisoformat(run["expected_start_time"]).astimezone(UTC)
