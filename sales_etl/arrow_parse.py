@@ -25,8 +25,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.json as pj
 
+from sales_etl import jsontext
 from sales_etl.schema import MONEY_ARROW, SALE_FIELDS
-from sales_etl.validate import MAX_RECORD_DEPTH
+from sales_etl.validate import MAX_RECORD_BYTES, MAX_RECORD_DEPTH
 
 MONEY_FIELDS = tuple(c.name for c in SALE_FIELDS if c.arrow == MONEY_ARROW)
 
@@ -50,7 +51,7 @@ _MONEY_KEY = "|".join(MONEY_FIELDS)
 _PLAIN_MONEY = re.compile(
     rb'"(?:' + _MONEY_KEY.encode() + rb')"\s*:\s*("?)-?\d{1,14}(?:\.\d{1,4})?\1\s*[,}]'
 )
-_OPEN, _CLOSE, _OPEN_LIST, _CLOSE_LIST, _QUOTE = (ord(c) for c in '{}[]"')
+_OPEN, _CLOSE, _OPEN_LIST, _CLOSE_LIST, _QUOTE, _COMMA = (ord(c) for c in '{}[]",')
 _DATA_KEY = re.compile(
     rb'^\s*\{\s*(?:"(?:[^"\\]|\\.)*"\s*:\s*(?:"(?:[^"\\]|\\.)*"|[-\w.+]+)\s*,\s*)*"data"\s*:\s*\[$'
 )
@@ -129,3 +130,51 @@ def _plain_money(body: bytes, table: pa.Table) -> bool:
     """Whether every money value present is written in the contract's plain decimal form."""
     present = sum(len(table.column(name)) - table.column(name).null_count for name in MONEY_FIELDS)
     return present == 0 or _PLAIN_MONEY.subn(b"", body)[1] == present
+
+
+def oversized_records(body: bytes, count: int) -> dict[int, int]:
+    """Bytes as sent of the page's ``data`` items over :data:`MAX_RECORD_BYTES`, by position.
+
+    For the per-record path, which parses the page whole: the same measure as the strict path's
+    byte spans (an item's text without the whitespace around it). A vectorised scan for the plain
+    layout, the token scan of :mod:`sales_etl.jsontext` for any other.
+    """
+    if len(body) <= MAX_RECORD_BYTES or count == 0:
+        return {}
+    bounds = _item_bounds(body, count)
+    if bounds is None:
+        return jsontext.data_item_sizes(body, MAX_RECORD_BYTES)
+    sizes = {}
+    for index in np.flatnonzero(np.diff(bounds) - 1 > MAX_RECORD_BYTES).tolist():
+        size = len(body[bounds[index] + 1 : bounds[index + 1]].strip(b" \t\r\n"))
+        if size > MAX_RECORD_BYTES:
+            sizes[index] = size
+    return sizes
+
+
+def _item_bounds(body: bytes, count: int) -> np.ndarray | None:
+    """Offsets of the ``data`` array's brackets and of its commas between items, or None when
+    the layout is not the plain one (``data`` the first and last container of the page)."""
+    text = body.replace(b"\\\\", b"  ").replace(b'\\"', b"  ") if b"\\" in body else body
+    data = np.frombuffer(text, dtype=np.uint8)
+    quotes = np.flatnonzero(data == _QUOTE)
+    opens = (data == _OPEN) | (data == _OPEN_LIST)
+    closes = (data == _CLOSE) | (data == _CLOSE_LIST)
+    position = np.flatnonzero(opens | closes | (data == _COMMA))
+    position = position[np.searchsorted(quotes, position) % 2 == 0]
+    step = opens[position].astype(np.int64) - closes[position]
+    depth = np.cumsum(step)  # after each: the page's object 1, data 2, a record 3
+    containers = np.flatnonzero(step == 1)
+    if len(containers) < 2 or depth[-1] != 0 or data[position[containers[1]]] != _OPEN_LIST:
+        return None
+    start = containers[1]  # the data array's open, if the regex agrees
+    if not _DATA_KEY.search(body[: position[start] + 1]):
+        return None
+    after = np.flatnonzero(depth[start:] == 1)
+    if len(after) == 0 or (step[start + after[0] :] == 1).any():
+        return None
+    close = start + after[0]  # the data array's close; no container follows it
+    inside = np.arange(start + 1, close)
+    commas = inside[(step[inside] == 0) & (depth[inside] == 2)]
+    bounds = np.concatenate([[position[start]], position[commas], [position[close]]])
+    return bounds if len(bounds) == count + 1 else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import orjson
@@ -216,3 +217,44 @@ def _deep_data_items(text: str) -> list[_Span]:
                 in_data = False
         previous = lexeme
     return found
+
+
+def data_item_sizes(text: str | bytes, over: int) -> dict[int, int]:
+    """Bytes of the text as sent of each item of the page's ``data`` array longer than ``over``.
+
+    By item position; for any layout (``data`` anywhere in the page object, the last one when
+    the key repeats, as the parser takes it), by the same scan of the tokens as for deep
+    records. Items are cut at the array's commas, so scalars count too.
+    """
+    if isinstance(text, bytes | bytearray):
+        text = text.decode("utf-8")
+    bounds: list[int] = []
+    last: list[int] = []
+    depth = 0
+    in_data = False
+    previous = key = ""
+    for match in _TOKEN.finditer(text):
+        lexeme = match.group()
+        if lexeme[0] == '"':
+            if depth == 1 and previous in ("{", ","):
+                key = lexeme
+        elif lexeme == ",":
+            if in_data and depth == 2:
+                bounds.append(match.start())
+        elif lexeme in "[{":
+            depth += 1
+            if depth == 2 and lexeme == "[" and key == '"data"' and previous == ":":
+                in_data, bounds = True, [match.start()]
+        elif lexeme in "]}":
+            if in_data and depth == 2:
+                bounds.append(match.start())
+                in_data, last = False, bounds
+            depth -= 1
+        previous = lexeme
+    sizes = {}
+    for index, (start, stop) in enumerate(pairwise(last)):
+        if 4 * (stop - start - 1) > over:  # a character is at most 4 bytes
+            size = len(text[start + 1 : stop].strip(" \t\r\n").encode("utf-8", "surrogatepass"))
+            if size > over:
+                sizes[index] = size
+    return sizes

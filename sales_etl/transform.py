@@ -39,10 +39,10 @@ from sales_etl.snapshots import (
     iter_part_pages,
     raw_part_records,
 )
-from sales_etl.validate import ValidatedChunk, strict_clean, validate_chunk
+from sales_etl.validate import MAX_RECORD_BYTES, ValidatedChunk, strict_clean, validate_chunk
 
 # Bump when validation rules change, so cached clean snapshots are rebuilt from raw.
-TRANSFORM_VERSION = 2
+TRANSFORM_VERSION = 3
 DEFAULT_CHUNK_RECORDS = 50_000
 REFUSALS_BEFORE_PROBING = 2
 PROBE_EVERY = 8
@@ -186,21 +186,26 @@ def judge_page(body: bytes, day: date, first_index: int, *, strict: bool = True)
     The strict parse (:func:`sales_etl.arrow_parse.read_strict`) types the page's columns
     without a Python object per record; the rows it cannot vouch for (a rule fails) are judged
     by :func:`sales_etl.validate.validate_chunk` from their text. A page the strict parse
-    refuses is judged record by record. Raises ``ValueError`` when the page is not JSON.
+    refuses is judged record by record. Either way a record's size is the bytes of its text as
+    sent. Raises ``ValueError`` when the page is not JSON.
     """
     page = arrow_parse.read_strict(body) if strict else None
     if page is None:
         data = jsontext.loads_page(body)["data"]
-        return PageResult(len(data), validate_chunk(data, day, first_index), strict=False)
+        sizes = arrow_parse.oversized_records(body, len(data))
+        judged = validate_chunk(data, day, first_index, record_sizes=sizes)
+        return PageResult(len(data), judged, strict=False)
     count = page.records.num_rows
     index = np.arange(first_index, first_index + count, dtype=np.int64)
-    clean, flagged = strict_clean(page.records, day, index)
+    spans = page.stops - page.starts
+    clean, flagged = strict_clean(page.records, day, index, too_large=spans > MAX_RECORD_BYTES)
     if not flagged.any():
         return PageResult(count, ValidatedChunk(clean, _no_rejects(day)), strict=True)
     positions = np.flatnonzero(flagged).tolist()
     starts, stops = page.starts.tolist(), page.stops.tolist()
     others = [jsontext.loads(body[starts[p] : stops[p]]) for p in positions]
-    judged = validate_chunk(others, day, record_index=index[positions])
+    sizes = {i: int(spans[p]) for i, p in enumerate(positions)}
+    judged = validate_chunk(others, day, record_index=index[positions], record_sizes=sizes)
     both = _concat([clean, judged.clean]).sort_by("record_index")
     return PageResult(count, ValidatedChunk(both, judged.rejected), strict=True)
 

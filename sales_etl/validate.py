@@ -12,9 +12,10 @@ Deduplication of ``sale_id`` happens later, over the whole day, in the warehouse
 
 from __future__ import annotations
 
+import hashlib
 import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from itertools import repeat
@@ -33,8 +34,15 @@ FIELDS: tuple[str, ...] = schema.FIELD_NAMES
 
 # Limits on a record's shape, checked before the rules: a hostile record costs one reject.
 RECORD_TOO_DEEP = "record_too_deep"
-LIMIT_REASONS: tuple[str, ...] = (RECORD_TOO_DEEP,)
+RECORD_TOO_LARGE = "record_too_large"
+LIMIT_REASONS: tuple[str, ...] = (RECORD_TOO_DEEP, RECORD_TOO_LARGE)
 MAX_RECORD_DEPTH = 64  # a sale is one level deep; extra fields may nest, but not without end
+# Bytes of a record's JSON text as sent (docs/transform.md): a valid sale is ~300 bytes, and its
+# fields' own limits keep it under 1 KiB; 64 KiB leaves room for extra fields, not for blobs.
+MAX_RECORD_BYTES = 65_536
+# What sales_rejected keeps of a record over MAX_RECORD_BYTES: the head of its text, its length
+# and a sha256 of the whole (the raw lake keeps it whole).
+RAW_HEAD_CHARS = 4_096
 
 # Reason codes, in the order they are checked: a record gets the first that applies.
 NOT_AN_OBJECT = "not_an_object"
@@ -123,6 +131,7 @@ def validate_chunk(
     first_index: int = 0,
     *,
     record_index: np.ndarray | None = None,
+    record_sizes: Mapping[int, int] | None = None,
 ) -> ValidatedChunk:
     """:func:`validate_records` without pandas frames: the per-record path of the transform.
 
@@ -130,10 +139,15 @@ def validate_chunk(
     call; where pandas would fall back to Python's ``re`` or parse with its own code, this does
     the same), so the result is the reference implementation's, row for row. ``record_index``
     (one per record) replaces the numbering from ``first_index`` when the records are not
-    consecutive in the day's stream.
+    consecutive in the day's stream. ``record_sizes`` gives the bytes of a record's text as sent,
+    by position in ``records``, for the records that may be over :data:`MAX_RECORD_BYTES` (a
+    record not listed is within it); without it, no size limit applies.
     """
     n = len(records)
     originals = records
+    sizes: Mapping[int, int] = record_sizes or {}
+    too_large = np.zeros(n, dtype=bool)
+    too_large[[p for p, size in sizes.items() if size > MAX_RECORD_BYTES]] = True
     too_deep = _too_deep(records)
     if too_deep.any():
         records = [None if deep else r for r, deep in zip(records, too_deep.tolist(), strict=True)]
@@ -166,6 +180,7 @@ def validate_chunk(
 
     failed: dict[str, np.ndarray] = {
         RECORD_TOO_DEEP: too_deep,
+        RECORD_TOO_LARGE: too_large,
         NOT_AN_OBJECT: ~is_obj,
         INVALID["sale_id"]: ~sale_id_ok,
         INVALID["sale_date"]: ~sale_date_ok,
@@ -217,13 +232,14 @@ def validate_chunk(
             "reason": pa.array(labels.tolist(), type=pa.string()),
             "detail": pa.array(
                 [
-                    describe_problem(originals[p], reason)
+                    describe_problem(originals[p], reason, sizes.get(p))
                     for p, reason in zip(bad_positions.tolist(), labels.tolist(), strict=True)
                 ],
                 type=pa.string(),
             ),
             "raw_record": pa.array(
-                [raw_json(originals[p]) for p in bad_positions.tolist()], type=pa.string()
+                [raw_json(originals[p], sizes.get(p)) for p in bad_positions.tolist()],
+                type=pa.string(),
             ),
         }
     )
@@ -231,9 +247,11 @@ def validate_chunk(
 
 
 def strict_clean(
-    table: pa.Table, day: date, record_index: np.ndarray
+    table: pa.Table, day: date, record_index: np.ndarray, *, too_large: np.ndarray | None = None
 ) -> tuple[pa.Table, np.ndarray]:
     """The rows of a strictly parsed page (:mod:`sales_etl.arrow_parse`) that pass every rule.
+
+    ``too_large`` marks the rows whose text is over :data:`MAX_RECORD_BYTES`: never clean.
 
     Returns them as :func:`validate_chunk` types its clean rows, and a mask of the other rows:
     those are judged by :func:`validate_chunk` from their text, which gives their reasons. The
@@ -270,6 +288,8 @@ def strict_clean(
         & _mask(pc.greater(amount, 0))
         & _mask(pc.is_in(currency, value_set=_CURRENCIES))
     )
+    if too_large is not None:
+        good &= ~too_large
     keep = pa.array(good)
     clean = pa.table(
         {
@@ -479,15 +499,28 @@ def _to_float(text: pa.Array) -> pa.Array:
     return pa.array(numeric.astype("Float64"), type=pa.float64())
 
 
-def raw_json(record: Any) -> str:
+def raw_json(record: Any, size: int | None = None) -> str:
     """The record as compact JSON text, cut at MAX_RAW_RECORD_CHARS (the lake keeps it whole).
 
-    A :class:`DeepRecord` is kept as the text that was sent.
+    A :class:`DeepRecord` is kept as the text that was sent. A record of ``size`` bytes as sent
+    over :data:`MAX_RECORD_BYTES` keeps only its first :data:`RAW_HEAD_CHARS` characters, its
+    length and a sha256 of its whole text (so its ``record_hash`` stays its own).
     """
     try:
         text = record.text if type(record) is DeepRecord else jsontext.dumps(record)
     except RecursionError:
         return '"<record nested too deeply to serialise; see the raw snapshot>"'
+    if size is not None and size > MAX_RECORD_BYTES and len(text) > RAW_HEAD_CHARS:
+        whole = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        return jsontext.dumps(
+            {
+                "_truncated": True,
+                "_bytes": JsonNumber(size),
+                "_length": JsonNumber(len(text)),
+                "_sha256": whole,
+                "_head": text[:RAW_HEAD_CHARS],
+            }
+        )
     if len(text) > MAX_RAW_RECORD_CHARS:
         return jsontext.dumps(
             {"_truncated": True, "_length": len(text), "_head": text[:MAX_RAW_RECORD_CHARS]}
@@ -495,8 +528,10 @@ def raw_json(record: Any) -> str:
     return text
 
 
-def describe_problem(record: Any, reason: str) -> str:
-    """A short, human explanation of why a record got its reason code."""
+def describe_problem(record: Any, reason: str, size: int | None = None) -> str:
+    """A short, human explanation of why a record got its reason code (``size``: bytes sent)."""
+    if reason == RECORD_TOO_LARGE:
+        return f"record is {size:,} bytes as sent; the limit is {MAX_RECORD_BYTES:,}"
     if reason == RECORD_TOO_DEEP:
         depth = record.depth if type(record) is DeepRecord else nesting_depth(record, 1 << 30)
         return f"record nests {depth} levels deep; the limit is {MAX_RECORD_DEPTH}"

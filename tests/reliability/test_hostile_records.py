@@ -5,6 +5,7 @@ SQL-looking text is stored as text."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from sales_etl import jsontext
 from sales_etl.demo_api import DemoData, generate_record, serve_demo_api
 from sales_etl.settings import WarehouseConfig
 from sales_etl.transform import clean_table, rejected_table
-from sales_etl.validate import FIELDS, MAX_ID_CHARS, validate_records
+from sales_etl.validate import FIELDS, MAX_ID_CHARS, RAW_HEAD_CHARS, validate_records
 from sales_etl.warehouse import create_warehouse_engine, ensure_tables, load_day, tables_for
 from tests.reliability.conftest import DAY, pipeline_env, set_env
 
@@ -252,4 +253,41 @@ def test_a_record_nested_100000_deep_costs_one_reject_not_the_page(
     assert [(r[0], r[1], r[2]) for r in rejects] == [
         (None, "record_too_deep", "record nests 100001 levels deep; the limit is 64")
     ]
-    assert rejects[0][3] == deep
+    stored = json.loads(rejects[0][3])  # over the size limit too: its head, length and hash
+    assert (stored["_bytes"], stored["_head"]) == (len(deep), deep[:RAW_HEAD_CHARS])
+    assert stored["_sha256"] == hashlib.sha256(deep.encode()).hexdigest()
+
+
+def test_a_record_over_the_size_limit_costs_one_reject_not_the_page(
+    monkeypatch: pytest.MonkeyPatch, pg_url: str, tmp_path: Path
+) -> None:
+    """Through the flow: the valid records of the page load, the 1 MB one is a reject."""
+    good = [generate_record(DAY.isoformat(), i) for i in range(40)]
+    big = {**generate_record(DAY.isoformat(), 99), "sale_id": "BIG", "note": "n" * 1_000_000}
+    records = [*good[:20], big, *good[20:]]
+    with serve_demo_api(DemoData(records={DAY.isoformat(): records})) as api:
+        set_env(monkeypatch, pipeline_env(api.url, str(tmp_path / "lake"), pg_url))
+        state = daily_sales(run_date=DAY, return_state=True)
+        assert api.stats()["sales_requests"] == 1  # read once: not a broken page, no retry
+    assert state.is_completed(), state.message
+    assert state.result()["rejected_by_reason"] == {"record_too_large": 1}
+    engine = sa.create_engine(pg_url)
+    with engine.connect() as conn:
+        sales = conn.execute(sa.text("SELECT sale_id FROM sales ORDER BY sale_id")).scalars().all()
+        rejects = conn.execute(
+            sa.text("SELECT sale_id, reason, detail, raw_record FROM sales_rejected")
+        ).all()
+    engine.dispose()
+    assert sales == sorted(r["sale_id"] for r in good)
+    sent = len(json.dumps(big).encode())
+    assert [(r[0], r[1], r[2]) for r in rejects] == [
+        ("BIG", "record_too_large", f"record is {sent:,} bytes as sent; the limit is 65,536")
+    ]
+    text = jsontext.dumps(jsontext.loads(json.dumps(big)))
+    assert json.loads(rejects[0][3]) == {
+        "_truncated": True,
+        "_bytes": sent,
+        "_length": len(text),
+        "_sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "_head": text[:RAW_HEAD_CHARS],
+    }

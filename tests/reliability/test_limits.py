@@ -19,6 +19,7 @@ from sales_etl.errors import PermanentSourceError, TransientSourceError
 from sales_etl.lake import S3Lake
 from sales_etl.settings import LakeConfig, SourceConfig, WarehouseConfig
 from sales_etl.source import SalesApiClient
+from sales_etl.validate import RAW_HEAD_CHARS
 from sales_etl.warehouse import create_warehouse_engine
 from tests.reliability.conftest import DAY, pipeline_env, row_counts, set_env
 
@@ -46,13 +47,13 @@ def test_one_huge_record_is_rejected_and_the_rest_of_the_day_loads(
         set_env(monkeypatch, pipeline_env(api.url, str(tmp_path / "lake"), pg_url))
         state = daily_sales(run_date=DAY, return_state=True)
     assert state.is_completed(), state.message
-    assert state.result()["rejected_by_reason"] == {"invalid_customer_id": 1}
+    assert state.result()["rejected_by_reason"] == {"record_too_large": 1}
     assert row_counts(pg_url) == (19, 1)
     engine = sa.create_engine(pg_url)
     with engine.connect() as conn:
         stored = conn.execute(sa.text("SELECT length(raw_record) FROM sales_rejected")).scalar()
     engine.dispose()
-    assert stored is not None and stored < 1.1 * MB  # kept, cut to MAX_RAW_RECORD_CHARS
+    assert stored is not None and stored < 2 * RAW_HEAD_CHARS  # its head, length and sha256
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ random, money written at numeric(18,4)'s edges, records nested beyond any parser
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -20,13 +21,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.transform import realistic_pages
-from sales_etl import arrow_parse, transform
+from sales_etl import arrow_parse, jsontext, transform
 from sales_etl.demo_api import generate_record
 from sales_etl.demo_days import DayMix, day_records
 from sales_etl.lake import LocalLake
 from sales_etl.snapshots import RawSnapshotWriter, SnapshotRef
 from sales_etl.source import Page
-from sales_etl.validate import MAX_RECORD_DEPTH, RECORD_TOO_DEEP
+from sales_etl.validate import (
+    MAX_RECORD_BYTES,
+    MAX_RECORD_DEPTH,
+    RAW_HEAD_CHARS,
+    RECORD_TOO_DEEP,
+    RECORD_TOO_LARGE,
+)
 from tests.reliability.test_hostile_records import hostile_records
 
 DAY = date(2026, 11, 23)
@@ -198,7 +205,8 @@ def test_a_record_nested_100000_deep_is_one_reject_and_the_page_is_kept(tmp_path
     assert (
         rejected[0]["detail"] == f"record nests 100001 levels deep; the limit is {MAX_RECORD_DEPTH}"
     )
-    assert rejected[0]["raw_record"] == deep_record(100_000)
+    # Depth is checked first; over the size limit too, so only its head is kept.
+    assert_cut(rejected[0]["raw_record"], deep_record(100_000), len(deep_record(100_000)))
     assert_same_lake(tmp_path, [(5, body)])
 
 
@@ -212,3 +220,124 @@ def test_a_record_just_past_the_depth_limit_is_rejected_with_its_text() -> None:
     assert result.chunk.rejected.column("sale_id").to_pylist() == [None]
     within = body.replace(nested, "[" * (MAX_RECORD_DEPTH - 1) + "]" * (MAX_RECORD_DEPTH - 1))
     assert transform.judge_page(within.encode(), DAY, 0).chunk.clean.num_rows == 1
+
+
+def assert_cut(raw: str, text: str, sent: int) -> None:
+    """``raw`` is what sales_rejected keeps of a record over the size limit whose text is
+    ``text`` (compact JSON) and was ``sent`` bytes long."""
+    assert json.loads(raw) == {
+        "_truncated": True,
+        "_bytes": sent,
+        "_length": len(text),
+        "_sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "_head": text[:RAW_HEAD_CHARS],
+    }
+
+
+def padded(record: dict[str, Any], size: int, *, indent: int | None = None) -> dict[str, Any]:
+    """``record`` with a ``note`` making its text (as json.dumps writes it) ``size`` bytes."""
+    base = len(json.dumps({**record, "note": ""}, indent=indent).encode())
+    return {**record, "note": "n" * (size - base)}
+
+
+def test_a_record_over_the_size_limit_is_one_reject_either_way(tmp_path: Path) -> None:
+    good = [generate_record(DAY.isoformat(), i) for i in range(5)]
+    big = padded({**good[2], "sale_id": "BIG"}, MAX_RECORD_BYTES + 1)
+    scalar = "s" * MAX_RECORD_BYTES  # 65,538 bytes with its quotes
+    records = [good[0], good[1], big, good[3], scalar, good[4]]
+    body = json.dumps({"data": records, "next_cursor": None}).encode()
+    assert arrow_parse.read_strict(body) is None  # the scalar: the strict way refuses the page
+    without_scalar = json.dumps({"data": records[:4], "next_cursor": None}).encode()
+    assert arrow_parse.read_strict(without_scalar) is not None
+    too_large = [(12, "BIG", MAX_RECORD_BYTES + 1), (14, None, MAX_RECORD_BYTES + 2)]
+    cases = (
+        (body, 6, [10, 11, 13, 15], too_large),
+        (without_scalar, 4, [10, 11, 13], too_large[:1]),
+    )
+    for page, count, clean, expected in cases:
+        for strict in (True, False):
+            result = transform.judge_page(page, DAY, 10, strict=strict)
+            assert result.records == count
+            assert result.chunk.clean.column("record_index").to_pylist() == clean
+            rejected = result.chunk.rejected.to_pylist()
+            assert [
+                (r["record_index"], r["sale_id"], r["reason"], r["detail"]) for r in rejected
+            ] == [
+                (
+                    i,
+                    sale_id,
+                    RECORD_TOO_LARGE,
+                    f"record is {n:,} bytes as sent; the limit is 65,536",
+                )
+                for i, sale_id, n in expected
+            ]
+            assert_cut(rejected[0]["raw_record"], jsontext.dumps(big), MAX_RECORD_BYTES + 1)
+    assert_same_lake(tmp_path, [(6, body), (4, without_scalar)])
+
+
+def test_the_size_is_the_text_as_sent_whitespace_inside_included(tmp_path: Path) -> None:
+    record = generate_record(DAY.isoformat(), 1)
+    for indent in (None, 2):
+        at = padded(record, MAX_RECORD_BYTES, indent=indent)
+        over = padded(record, MAX_RECORD_BYTES + 1, indent=indent)
+        texts = [json.dumps(r, indent=indent).encode() for r in (at, over, record)]
+        pages = [
+            b'{"data": [' + b",\n".join(texts) + b"]}",
+            b'{"data": [ \n' + texts[0] + b"\n\t ] }",
+        ]
+        for strict in (True, False):
+            first = transform.judge_page(pages[0], DAY, 0, strict=strict)
+            assert first.chunk.clean.column("record_index").to_pylist() == [0, 2]
+            assert first.chunk.rejected.column("reason").to_pylist() == [RECORD_TOO_LARGE]
+            second = transform.judge_page(pages[1], DAY, 0, strict=strict)
+            assert second.chunk.clean.num_rows == 1
+        assert arrow_parse.read_strict(pages[0]) is not None
+        assert_same_lake(tmp_path, [(3, pages[0]), (1, pages[1])])
+
+
+def test_record_sizes_on_any_layout_match_the_token_scan() -> None:
+    record = generate_record(DAY.isoformat(), 1)
+    big = padded(record, MAX_RECORD_BYTES + 10)
+    items = [record, big, "x" * 70_000, 7, None, [big], {"é": "é" * 40_000}]
+    plain = {"data": items, "next_cursor": None}
+    layouts = [
+        plain,
+        {"next_cursor": None, "meta": [1, {"data": [big]}], "data": items},
+        {"data": items, "more": {"data": [big]}},
+    ]
+    expected = {1: MAX_RECORD_BYTES + 10, 2: 70_002, 5: MAX_RECORD_BYTES + 12, 6: 80_010}
+    for page in layouts:
+        for indent in (None, 1):
+            body = json.dumps(page, indent=indent, ensure_ascii=False).encode()
+            assert jsontext.loads_page(body)["data"] == jsontext.loads(json.dumps(items))
+            sizes = arrow_parse.oversized_records(body, len(items))
+            assert sizes == jsontext.data_item_sizes(body, MAX_RECORD_BYTES)
+            assert sizes.keys() == expected.keys(), (page.keys(), indent)
+            if indent is None:
+                assert sizes == expected
+    duplicated = (
+        b'{"data": [1, 2], "data": [' + json.dumps(items, ensure_ascii=False)[1:].encode() + b"}"
+    )
+    assert jsontext.loads_page(duplicated)["data"] == jsontext.loads(json.dumps(items))
+    assert arrow_parse.read_strict(duplicated) is None
+    assert arrow_parse.oversized_records(duplicated, len(items)) == expected
+
+
+def test_a_deep_record_over_the_size_limit_is_too_deep_and_cut() -> None:
+    good = generate_record(DAY.isoformat(), 1)
+    deep = '{"sale_id":"D","x":' + "[" * 300 + '"' + "p" * 70_000 + '"' + "]" * 300 + "}"
+    body = ('{"data": [' + json.dumps(good) + ", " + deep + "]}").encode()
+    for strict in (True, False):
+        rejected = transform.judge_page(body, DAY, 0, strict=strict).chunk.rejected.to_pylist()
+        assert [r["reason"] for r in rejected] == [RECORD_TOO_DEEP]
+        assert_cut(rejected[0]["raw_record"], deep, len(deep))
+
+
+def test_oversized_records_among_hostile_ones_give_the_same_lake(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    records: list[Any] = [generate_record(DAY.isoformat(), i) for i in range(60)]
+    for i in rng.sample(range(60), 12):
+        records[i] = padded(records[i], MAX_RECORD_BYTES + rng.randint(-3, 3))
+    records[5] = {**records[5], "quantity": "3"}  # refuses its page the strict way
+    records.insert(30, "z" * (MAX_RECORD_BYTES - 1))
+    assert_same_lake(tmp_path, pages_of(records, [7, 11, 13, 30], []))
