@@ -453,20 +453,26 @@ def api_watch(server: Any) -> ApiWatch | None:
 def orchestrator_guard(api: ApiWatch | None, report: StopReport) -> Iterator[None]:
     """While the block runs, a lost Prefect API stops the run: SQL cancelled, pool workers
     stopped, ``OrchestratorLost`` raised in the main thread; if the run has not unwound within
-    :data:`LOST_API_GRACE_SECONDS`, the process exits at once."""
+    :data:`LOST_API_GRACE_SECONDS`, the process exits at once. While the API is silent but not
+    yet lost, a commit waits (:func:`_commit_gate`): nothing is committed that the run could
+    not record."""
     if api is None or threading.current_thread() is not threading.main_thread():
         yield
         return
-    finished = threading.Event()
+    finished, answering = threading.Event(), threading.Event()
+    answering.set()
     main = threading.main_thread().ident
     assert main is not None
+    gate = _commit_gate(answering, report)
 
     def watch() -> None:
         answered = time.monotonic()
         while not finished.wait(api.interval):
             if api.alive():
                 answered = time.monotonic()
+                answering.set()
                 continue
+            answering.clear()
             if finished.is_set() or time.monotonic() - answered < api.lost_after:
                 continue
             report.api_lost, report.api_lost_as = api.url, api.lost_as
@@ -478,11 +484,30 @@ def orchestrator_guard(api: ApiWatch | None, report: StopReport) -> Iterator[Non
 
     watcher = threading.Thread(target=watch, name="orchestrator-guard", daemon=True)
     watcher.start()
+    sa.event.listen(sa.engine.Engine, "commit", gate)
     try:
         yield
     finally:
+        sa.event.remove(sa.engine.Engine, "commit", gate)
+        answering.set()  # the run is over: no commit of another thread is left waiting
         finished.set()
         watcher.join(timeout=2)
+
+
+def _commit_gate(answering: threading.Event, report: StopReport) -> Callable[[Any], None]:
+    """A listener of every SQLAlchemy commit: while the API does not answer, the commit waits;
+    it goes on when the API answers again, and is refused (the transaction rolls back) when the
+    API is lost meanwhile. Once the API is lost, commits go on: the run recording its stop (the
+    ledger's ``failed`` row), as where the API was never watched."""
+
+    def hold(_connection: Any) -> None:
+        if report.api_lost is not None:
+            return
+        while not answering.wait(0.2):
+            if report.api_lost is not None:
+                raise OrchestratorLost(f"{report.cause}: a commit was refused")
+
+    return hold
 
 
 def hard_exit(report: StopReport) -> None:

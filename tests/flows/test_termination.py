@@ -316,3 +316,63 @@ def test_the_grace_of_a_configured_api_is_a_setting(monkeypatch: pytest.MonkeyPa
         monkeypatch.setenv("PREFECT_API_LOST_AFTER_SECONDS", bad)
         with pytest.raises(ConfigError, match="PREFECT_API_LOST_AFTER_SECONDS"):
             api_lost_after()
+
+
+def committed(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM gated")).scalar_one())
+
+
+def commit_in_a_thread(engine: sa.Engine) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def commit() -> None:
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text("INSERT INTO gated VALUES (1)"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=commit)
+    thread.start()
+    return thread, errors
+
+
+@pytest.fixture
+def gated(pg_url: str) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS gated; CREATE TABLE gated (x int)"))
+    yield engine
+    engine.dispose()
+
+
+def test_a_commit_waits_while_the_api_is_silent_and_goes_on_when_it_answers(
+    gated: sa.Engine,
+) -> None:
+    report = StopReport(stage="load")
+    silent = ApiWatch(URL, api_down_between(0, 1.5).alive, 30.0, "stopped answering", 0.05)
+    with graceful_termination(report), orchestrator_guard(silent, report):
+        time.sleep(0.5)  # the guard has seen the API silent
+        thread, errors = commit_in_a_thread(gated)
+        time.sleep(0.5)
+        assert committed(gated) == 0  # held while the API does not answer
+        thread.join(timeout=10)
+    assert errors == [] and committed(gated) == 1 and report.api_lost is None
+
+
+def test_a_commit_waiting_for_a_lost_api_is_refused_and_rolled_back(gated: sa.Engine) -> None:
+    report = StopReport(stage="load")
+    silent = ApiWatch(URL, lambda: False, 1.0, "stopped answering for 1 s", 0.05)
+    with graceful_termination(report), orchestrator_guard(silent, report):
+        time.sleep(0.3)
+        thread, errors = commit_in_a_thread(gated)
+        with pytest.raises(OrchestratorLost):  # noqa: PT012
+            for _ in range(600):  # the guard interrupts this sleep after ~1 s
+                time.sleep(0.1)
+        thread.join(timeout=5)
+        assert [type(error) for error in errors] == [OrchestratorLost]
+        assert committed(gated) == 0 and report.api_lost == URL
+        with gated.begin() as conn:  # once lost, the run still records its stop (the ledger)
+            conn.execute(sa.text("INSERT INTO gated VALUES (2)"))
+    assert committed(gated) == 1
