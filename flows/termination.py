@@ -476,8 +476,10 @@ def orchestrator_guard(api: ApiWatch | None, report: StopReport) -> Iterator[Non
             if finished.is_set() or time.monotonic() - answered < api.lost_after:
                 continue
             report.api_lost, report.api_lost_as = api.url, api.lost_as
-            halt(report)
+            # The signal first, as for SIGTERM: pending when the cancelled statement returns, it
+            # unwinds the run before the load can record the cancel as its own failure.
             signal.pthread_kill(main, signal.SIGUSR1)
+            halt(report)
             if not finished.wait(LOST_API_GRACE_SECONDS):
                 hard_exit(report)
             return
