@@ -21,9 +21,11 @@ What this module does (:func:`stoppable_run`, used by :mod:`flows.cli`):
   C-level handler the moment a signal arrives) cancels the SQL in flight on every open psycopg2
   connection (libpq's cancel request) and stops the process pool's workers, so the main thread
   gets its answer at once.
-- :func:`orchestrator_guard` watches that server: when it dies mid-run, the run is stopped the same
-  way (nothing is committed after the orchestrator is gone) and the process exits 1 with one
-  line, instead of retrying against an API that will not come back.
+- :func:`orchestrator_guard` watches the run's Prefect API (:class:`ApiWatch`): that temporary
+  server's process, or a configured ``PREFECT_API_URL``'s ``/health`` (a brief blip is tolerated,
+  ``PREFECT_API_LOST_AFTER_SECONDS``). When it is lost mid-run, the run is stopped the same way
+  (nothing is committed after the orchestrator is gone) and the process exits 1 with one line,
+  instead of retrying quietly against an API that does not answer.
 
 The run itself records a stopped day as failed in the ledger (see ``flows.daily_sales``).
 """
@@ -34,11 +36,13 @@ import ctypes
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
+import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +55,8 @@ SIGNAL_NAMES: dict[int, str] = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM
 _WATCHED = set(SIGNAL_NAMES)
 LOST_API_EXIT = 1
 LOST_API_GRACE_SECONDS = 8.0  # the run's own unwinding (its ledger row) before a hard exit
+API_LOST_AFTER_SETTING = "PREFECT_API_LOST_AFTER_SECONDS"
+DEFAULT_API_LOST_AFTER_SECONDS = 30.0  # a configured API may be silent this long (a restart)
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -66,14 +72,15 @@ class StopReport:
     stage: str = "start-up"
     statements_cancelled: int = 0
     workers_stopped: int = 0
-    api_lost: str | None = None
+    api_lost: str | None = None  # the URL of the lost API
+    api_lost_as: str = "died"  # what happened to it, for the stop line
     label: str = "the run"  # what the stop line names: "Daily Sales ETL 2026-11-23"
     connections: _OpenConnections | None = field(default=None, repr=False)
 
     @property
     def cause(self) -> str:
         if self.api_lost is not None:
-            return f"Prefect's API server ({self.api_lost}) died"
+            return f"Prefect's API server ({self.api_lost}) {self.api_lost_as}"
         return SIGNAL_NAMES.get(self.signum or 0, f"signal {self.signum}")
 
     def exit_code(self) -> int:
@@ -359,37 +366,150 @@ def shielded_api() -> Iterator[Any]:
             os.environ["PREFECT_API_URL"] = previous
 
 
+@dataclass(frozen=True)
+class ApiWatch:
+    """How :func:`orchestrator_guard` tells that the run's Prefect API is still there."""
+
+    url: str
+    alive: Callable[[], bool]
+    lost_after: float  # seconds without an answer before the run is failed
+    lost_as: str  # what the stop line says happened to it
+    interval: float  # seconds between two looks
+
+
+def server_watch(server: Any) -> ApiWatch:
+    """The temporary server of :func:`shielded_api`: lost the moment its process has exited."""
+    process = server.server_process
+    return ApiWatch(
+        server.api_url, lambda: process is None or process.poll() is None, 0.0, "died", 0.5
+    )
+
+
+def remote_watch(url: str) -> ApiWatch:
+    """A configured API (``prefect server start`` elsewhere, Prefect Cloud): lost when its
+    ``/health`` has not answered for ``PREFECT_API_LOST_AFTER_SECONDS``."""
+    lost_after = api_lost_after()
+    timeout = min(5.0, lost_after)
+    return ApiWatch(
+        url,
+        lambda: api_answers(url, timeout),
+        lost_after,
+        f"stopped answering for {lost_after:g} s",
+        2.0,
+    )
+
+
+def api_lost_after() -> float:
+    """``PREFECT_API_LOST_AFTER_SECONDS`` (default 30): how long a configured API may be silent."""
+    from sales_etl.errors import ConfigError
+
+    raw = os.environ.get(API_LOST_AFTER_SETTING, "").strip()
+    try:
+        seconds = float(raw) if raw else DEFAULT_API_LOST_AFTER_SECONDS
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ConfigError(f"{API_LOST_AFTER_SETTING}: expected seconds > 0, got {raw!r}")
+    return seconds
+
+
+def api_answers(url: str, timeout: float) -> bool:
+    """``GET <url>/health``, the route Prefect's client checks (``api_healthcheck``), once and
+    without the client's retries. Any answer below 500 is a live API (a 401 too); no answer, or
+    a proxy's 5xx for a server behind it that is gone, is not."""
+    import httpx
+
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/health", timeout=timeout, verify=_tls())
+    except httpx.HTTPError:
+        return False
+    return response.status_code < 500
+
+
+def _tls() -> ssl.SSLContext:
+    """The TLS checks Prefect's client makes (``SyncPrefectClient.__init__``)."""
+    import certifi
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE, PREFECT_API_TLS_INSECURE_SKIP_VERIFY
+
+    if PREFECT_API_TLS_INSECURE_SKIP_VERIFY.value():
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=PREFECT_API_SSL_CERT_FILE.value() or certifi.where())
+
+
+def api_watch(server: Any) -> ApiWatch | None:
+    """What to watch: the temporary server when the CLI started one, else the configured API."""
+    from prefect.settings import PREFECT_API_URL
+
+    if server is not None:
+        return server_watch(server)
+    url = PREFECT_API_URL.value()
+    return remote_watch(str(url)) if url else None
+
+
 @contextmanager
-def orchestrator_guard(server: Any, report: StopReport) -> Iterator[None]:
-    """While the block runs, a dead ``server`` (Prefect's temporary API) stops the run: SQL
-    cancelled, pool workers stopped, ``OrchestratorLost`` raised in the main thread; if the run
-    has not unwound within :data:`LOST_API_GRACE_SECONDS`, the process exits at once."""
-    if server is None or threading.current_thread() is not threading.main_thread():
+def orchestrator_guard(api: ApiWatch | None, report: StopReport) -> Iterator[None]:
+    """While the block runs, a lost Prefect API stops the run: SQL cancelled, pool workers
+    stopped, ``OrchestratorLost`` raised in the main thread; if the run has not unwound within
+    :data:`LOST_API_GRACE_SECONDS`, the process exits at once. While the API is silent but not
+    yet lost, a commit waits (:func:`_commit_gate`): nothing is committed that the run could
+    not record."""
+    if api is None or threading.current_thread() is not threading.main_thread():
         yield
         return
-    finished = threading.Event()
+    finished, answering = threading.Event(), threading.Event()
+    answering.set()
     main = threading.main_thread().ident
     assert main is not None
+    gate = _commit_gate(answering, report)
 
     def watch() -> None:
-        process = server.server_process
-        while not finished.wait(0.5):
-            if process is None or process.poll() is None:
+        answered = time.monotonic()
+        while not finished.wait(api.interval):
+            if api.alive():
+                answered = time.monotonic()
+                answering.set()
                 continue
-            report.api_lost = server.api_url
-            halt(report)
+            answering.clear()
+            if finished.is_set() or time.monotonic() - answered < api.lost_after:
+                continue
+            report.api_lost, report.api_lost_as = api.url, api.lost_as
+            # The signal first, as for SIGTERM: pending when the cancelled statement returns, it
+            # unwinds the run before the load can record the cancel as its own failure.
             signal.pthread_kill(main, signal.SIGUSR1)
+            halt(report)
             if not finished.wait(LOST_API_GRACE_SECONDS):
                 hard_exit(report)
             return
 
     watcher = threading.Thread(target=watch, name="orchestrator-guard", daemon=True)
     watcher.start()
+    sa.event.listen(sa.engine.Engine, "commit", gate)
     try:
         yield
     finally:
+        sa.event.remove(sa.engine.Engine, "commit", gate)
+        answering.set()  # the run is over: no commit of another thread is left waiting
         finished.set()
         watcher.join(timeout=2)
+
+
+def _commit_gate(answering: threading.Event, report: StopReport) -> Callable[[Any], None]:
+    """A listener of every SQLAlchemy commit: while the API does not answer, the commit waits;
+    it goes on when the API answers again, and is refused (the transaction rolls back) when the
+    API is lost meanwhile. Once the API is lost, commits go on: the run recording its stop (the
+    ledger's ``failed`` row), as where the API was never watched."""
+
+    def hold(_connection: Any) -> None:
+        if report.api_lost is not None:
+            return
+        while not answering.wait(0.2):
+            if report.api_lost is not None:
+                raise OrchestratorLost(f"{report.cause}: a commit was refused")
+
+    return hold
 
 
 def hard_exit(report: StopReport) -> None:
@@ -413,7 +533,8 @@ def stoppable_run(label: str) -> Iterator[StopReport]:
     try:
         with ExitStack() as stack:
             stack.enter_context(graceful_termination(report))
-            stack.enter_context(orchestrator_guard(stack.enter_context(shielded_api()), report))
+            server = stack.enter_context(shielded_api())
+            stack.enter_context(orchestrator_guard(api_watch(server), report))
             yield report
     except BaseException as exc:
         signum = stop_signal(exc)

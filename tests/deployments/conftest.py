@@ -16,6 +16,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,9 +98,12 @@ def prefect_database_url(warehouse_url: str) -> str:
     return str(url.render_as_string(hide_password=False))
 
 
-@pytest.fixture(scope="session")
-def prefect_server(pg_admin_url: str) -> Iterator[PrefectServer]:
-    """``prefect server start`` on a free loopback port, UI included, own PREFECT_HOME.
+@contextmanager
+def running_prefect_server(
+    pg_admin_url: str,
+) -> Iterator[tuple[PrefectServer, subprocess.Popen[bytes]]]:
+    """``prefect server start`` on a free loopback port, UI included, own PREFECT_HOME, in a
+    session of its own (``os.killpg`` of its pid stops the server and its uvicorn child).
 
     Its database is a fresh one on the suite's PostgreSQL, as in production: on SQLite the
     server answers ``503 database is locked`` while it writes events, which the Python client
@@ -125,7 +129,7 @@ def prefect_server(pg_admin_url: str) -> Iterator[PrefectServer]:
         process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
              "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=home,
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=home, start_new_session=True,
         )  # fmt: skip
     server = PrefectServer(url=url, home=home, log=log)
 
@@ -139,11 +143,18 @@ def prefect_server(pg_admin_url: str) -> Iterator[PrefectServer]:
 
     try:
         wait_for(healthy, SERVER_START_SECONDS, "prefect server /api/health", interval=0.5)
-        yield server
+        yield server, process
     finally:
         _stop(process, signal.SIGTERM)
         postgres.drop_database(pg_admin_url, database)
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(pg_admin_url: str) -> Iterator[PrefectServer]:
+    """One ``prefect server start`` for the session (:func:`running_prefect_server`)."""
+    with running_prefect_server(pg_admin_url) as (server, _process):
+        yield server
 
 
 def deployment_by_name(server: PrefectServer, name: str) -> dict[str, Any] | None:

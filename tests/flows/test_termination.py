@@ -15,13 +15,26 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from flows.termination import StopReport, graceful_termination, stop_reason
+from flows.termination import (
+    ApiWatch,
+    OrchestratorLost,
+    StopReport,
+    api_answers,
+    api_lost_after,
+    graceful_termination,
+    orchestrator_guard,
+    stop_reason,
+)
 from sales_etl.demo_api import DemoData, serve_demo_api
+from sales_etl.errors import ConfigError
 from tests.conftest import run_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -223,3 +236,143 @@ def test_the_stop_line_and_the_ledger_message_name_the_cause_and_the_stage() -> 
     assert stop_reason(KeyboardInterrupt()) == "stopped: Ctrl-C (SIGINT) during the run"
     assert stop_reason(SystemExit(143)) == "stopped: SIGTERM during the run"
     assert stop_reason(ValueError("no")) is None
+
+
+URL = "http://127.0.0.1:8123/api"
+
+
+def api_down_between(start: float, end: float) -> ApiWatch:
+    """An API that does not answer from ``start`` to ``end`` seconds from now; lost after 1 s."""
+    began = time.monotonic()
+
+    def alive() -> bool:
+        return not start <= time.monotonic() - began < end
+
+    return ApiWatch(URL, alive, lost_after=1.0, lost_as="stopped answering for 1 s", interval=0.05)
+
+
+def test_a_configured_api_that_blips_shorter_than_its_grace_does_not_stop_the_run() -> None:
+    report = StopReport(stage="load")
+    with graceful_termination(report), orchestrator_guard(api_down_between(0.2, 0.5), report):
+        time.sleep(2.0)
+    assert report.api_lost is None
+
+
+def test_a_configured_api_silent_past_its_grace_stops_the_run_with_its_url() -> None:
+    report = StopReport(stage="load")
+    lost = api_down_between(0, 999)
+    with (  # noqa: PT012
+        pytest.raises(OrchestratorLost),
+        graceful_termination(report),
+        orchestrator_guard(lost, report),
+    ):
+        for _ in range(600):  # the guard interrupts this sleep after ~1 s
+            time.sleep(0.1)
+    assert report.api_lost == URL and report.exit_code() == 1
+    assert report.line("X").startswith(
+        f"X failed: Prefect's API server ({URL}) stopped answering for 1 s during the load; "
+    )
+    assert stop_reason(ValueError()) is None  # outside stoppable_run: only the exception tells
+
+
+@contextmanager
+def answering(status: int) -> Iterator[str]:
+    """A loopback HTTP server answering every GET with ``status``; yields its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            return None
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/api"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_configured_api_answers_when_its_health_route_answers_below_500() -> None:
+    with answering(200) as url:
+        assert api_answers(url, timeout=5)
+    with answering(401) as url:  # a live server that wants a key
+        assert api_answers(url, timeout=5)
+    with answering(503) as url:  # a proxy whose server is gone
+        assert not api_answers(url, timeout=5)
+    assert not api_answers(url, timeout=5)  # nothing listens any more
+
+
+def test_the_grace_of_a_configured_api_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PREFECT_API_LOST_AFTER_SECONDS", raising=False)
+    assert api_lost_after() == 30.0
+    monkeypatch.setenv("PREFECT_API_LOST_AFTER_SECONDS", "7.5")
+    assert api_lost_after() == 7.5
+    for bad in ("0", "-3", "soon", "nan"):
+        monkeypatch.setenv("PREFECT_API_LOST_AFTER_SECONDS", bad)
+        with pytest.raises(ConfigError, match="PREFECT_API_LOST_AFTER_SECONDS"):
+            api_lost_after()
+
+
+def committed(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM gated")).scalar_one())
+
+
+def commit_in_a_thread(engine: sa.Engine) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def commit() -> None:
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text("INSERT INTO gated VALUES (1)"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=commit)
+    thread.start()
+    return thread, errors
+
+
+@pytest.fixture
+def gated(pg_url: str) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS gated; CREATE TABLE gated (x int)"))
+    yield engine
+    engine.dispose()
+
+
+def test_a_commit_waits_while_the_api_is_silent_and_goes_on_when_it_answers(
+    gated: sa.Engine,
+) -> None:
+    report = StopReport(stage="load")
+    silent = ApiWatch(URL, api_down_between(0, 1.5).alive, 30.0, "stopped answering", 0.05)
+    with graceful_termination(report), orchestrator_guard(silent, report):
+        time.sleep(0.5)  # the guard has seen the API silent
+        thread, errors = commit_in_a_thread(gated)
+        time.sleep(0.5)
+        assert committed(gated) == 0  # held while the API does not answer
+        thread.join(timeout=10)
+    assert errors == [] and committed(gated) == 1 and report.api_lost is None
+
+
+def test_a_commit_waiting_for_a_lost_api_is_refused_and_rolled_back(gated: sa.Engine) -> None:
+    report = StopReport(stage="load")
+    silent = ApiWatch(URL, lambda: False, 1.0, "stopped answering for 1 s", 0.05)
+    with graceful_termination(report), orchestrator_guard(silent, report):
+        time.sleep(0.3)
+        thread, errors = commit_in_a_thread(gated)
+        with pytest.raises(OrchestratorLost):  # noqa: PT012
+            for _ in range(600):  # the guard interrupts this sleep after ~1 s
+                time.sleep(0.1)
+        thread.join(timeout=5)
+        assert [type(error) for error in errors] == [OrchestratorLost]
+        assert committed(gated) == 0 and report.api_lost == URL
+        with gated.begin() as conn:  # once lost, the run still records its stop (the ledger)
+            conn.execute(sa.text("INSERT INTO gated VALUES (2)"))
+    assert committed(gated) == 1

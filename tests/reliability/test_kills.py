@@ -33,6 +33,7 @@ from sales_etl.snapshots import list_snapshots, read_parquet
 from sales_etl.warehouse import create_warehouse_engine, ensure_tables, tables_for
 from tests import postgres
 from tests.conftest import run_env
+from tests.deployments.conftest import running_prefect_server
 from tests.flows.test_termination import marked_processes
 from tests.reliability.conftest import (
     DATA,
@@ -458,6 +459,60 @@ def test_losing_the_api_server_mid_load_fails_the_run_at_once(
         assert row_counts(pg_url) == (0, 0)
         assert_nothing_left(run)
         rerun(monkeypatch, env)
+    assert contents(pg_url) == reference
+
+
+API_LOST_AFTER = 10  # PREFECT_API_LOST_AFTER_SECONDS of the run below
+
+
+@STOP_TIMEOUT
+def test_losing_a_configured_api_mid_load_fails_the_run(
+    monkeypatch: pytest.MonkeyPatch,
+    pg_url: str,
+    pg_admin_url: str,
+    tmp_path: Path,
+    reference: WarehouseContents,
+) -> None:
+    """The CLI against a ``prefect server start`` elsewhere (PREFECT_API_URL): the server is
+    killed while the load waits for a table; the run fails once the API has not answered for
+    PREFECT_API_LOST_AFTER_SECONDS, its load rolled back, instead of retrying quietly."""
+    lake = tmp_path / "lake"
+    create_tables(pg_url)
+    admin = admin_engine(pg_admin_url)
+    db = database_name(pg_url)
+    with serve_demo_api(DATA) as api, running_prefect_server(pg_admin_url) as (server, process):
+        env = pipeline_env(
+            api.url,
+            str(lake),
+            pg_url,
+            PREFECT_API_URL=server.api_url,
+            PREFECT_API_LOST_AFTER_SECONDS=str(API_LOST_AFTER),
+        )
+        with holding(pg_url, "LOCK TABLE sales IN EXCLUSIVE MODE"), cli(tmp_path, env) as run:
+            wait_for(
+                lambda: blocked_etl_backends(admin, db, "%INSERT INTO%sales (%"),
+                START_WAIT,
+                "the load to wait for the locked table",
+                run,
+            )
+            killed = time.monotonic()
+            os.killpg(process.pid, signal.SIGKILL)  # the server and its uvicorn child
+            # Without the guard the load would wait for the lock, held until after the CLI.
+            run.proc.wait(timeout=API_LOST_AFTER + 120)
+            print(f"failed {time.monotonic() - killed:.1f} s after the API server was killed")
+            wait_for(lambda: not etl_backends(admin, db), 10, "no backend")
+        admin.dispose()
+        stderr = run.stderr
+        assert run.proc.returncode == 1, stderr[-3000:]
+        cause = f"Prefect's API server ({server.api_url}) stopped answering for {API_LOST_AFTER} s"
+        [line] = [line for line in stderr.splitlines() if " failed: " in line]
+        assert line.startswith(f"Daily Sales ETL {DAY} failed: {cause} during the load; ")
+        assert line.endswith("so a rerun is safe")
+        assert ledger(pg_url) == [("failed", f"stopped: {cause} during the load")]
+        assert row_counts(pg_url) == (0, 0)
+        assert_nothing_left(run)
+    with serve_demo_api(DATA) as api:  # the rerun, on the suite's Prefect API
+        rerun(monkeypatch, pipeline_env(api.url, str(lake), pg_url))
     assert contents(pg_url) == reference
 
 
