@@ -508,7 +508,7 @@ def test_losing_a_configured_api_mid_load_fails_the_run(
         [line] = [line for line in stderr.splitlines() if " failed: " in line]
         assert line.startswith(f"Daily Sales ETL {DAY} failed: {cause} during the load; ")
         assert line.endswith("so a rerun is safe")
-        assert ledger(pg_url) == [("failed", f"stopped: {cause} during the load")]
+        assert_newest_ledger_row_is_the_stop(pg_url, f"stopped: {cause} during the load")
         assert row_counts(pg_url) == (0, 0)
         assert_nothing_left(run)
     with serve_demo_api(DATA) as api:  # the rerun, on the suite's Prefect API
