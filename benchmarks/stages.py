@@ -91,12 +91,20 @@ def job_flow(args: dict[str, Any]) -> None:
     os.environ["DATA_LAKE_URL"] = args["lake"]
     os.environ["SALES_API_PAGE_SIZE"] = str(args["page_size"])
     started = time.perf_counter()
-    from prefect.client.orchestration import get_client
-
     from flows.daily_sales import daily_sales
+    from flows.termination import shielded_api
 
     imported = time.perf_counter()
-    with get_client(sync_client=True) as client:  # starts the ephemeral API server
+    # As the CLI does: one temporary API server, shared with the process pool's workers (a
+    # worker that found no PREFECT_API_URL would start a server of its own, ~10 s each).
+    with shielded_api():
+        _flow_runs(args, daily_sales, started, imported)
+
+
+def _flow_runs(args: dict[str, Any], daily_sales: Any, started: float, imported: float) -> None:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
         client.api_healthcheck()
     server_ready = time.perf_counter()
     day = date.fromisoformat(args["day"])
