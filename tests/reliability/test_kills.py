@@ -169,14 +169,17 @@ def test_sigkill_mid_lake_write_never_reads_a_torn_snapshot(
         read_parquet(store, f"raw/sales/date={DAY}/{torn.name}/part-00000.parquet")
 
     with serve_demo_api(data) as api:
-        set_env(monkeypatch, {**env, "SALES_API_URL": api.url, "SALES_API_TIMEOUT_SECONDS": "30"})
+        # Every ~9 MB record is a record_too_large reject (limit 64 KiB): a 100% reject rate.
+        rerun_env = {"SALES_API_URL": api.url, "SALES_API_TIMEOUT_SECONDS": "30"}
+        set_env(monkeypatch, {**env, **rerun_env, "QUALITY_FAIL_REJECT_RATE": "1.0"})
         state = daily_sales(run_date=DAY, return_state=True)
     assert state.is_completed() and state.name == "Completed", state.message
     summary = state.result()
     [committed] = list_snapshots(store, "raw", DAY)
     assert summary["snapshot_id"] == committed.snapshot_id not in (killed.name, torn.name)
-    assert summary["records_extracted"] == 6 and summary["clean"] == 6
-    assert row_counts(pg_url) == (6, 0)
+    assert summary["records_extracted"] == 6 and summary["clean"] == 0
+    assert summary["rejected_by_reason"] == {"record_too_large": 6}
+    assert row_counts(pg_url) == (0, 6)
 
 
 # --- Ctrl-C, SIGTERM, SIGKILL and a lost API server, on the CLI in Prefect's temporary mode -------
