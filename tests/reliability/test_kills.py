@@ -290,6 +290,16 @@ def assert_newest_ledger_row_is_the_stop(url: str, expected: str) -> None:
     assert len(rows) <= 2 and all(status == "failed" for status, _ in rows), rows
 
 
+def wait_for_the_blocked_load(admin: sa.Engine, url: str, run: Cli) -> None:
+    """Until the CLI's load waits for the table the test holds locked."""
+    wait_for(
+        lambda: blocked_etl_backends(admin, database_name(url), "%INSERT INTO%sales (%"),
+        START_WAIT,
+        "the load to wait for the locked table",
+        run,
+    )
+
+
 def rerun(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Any:
     set_env(monkeypatch, env)
     state = daily_sales(run_date=DAY, return_state=True)
@@ -373,12 +383,7 @@ def test_ctrl_c_during_the_load_rolls_it_back(
     with serve_demo_api(DATA) as api:
         env = pipeline_env(api.url, str(lake), pg_url)
         with holding(pg_url, "LOCK TABLE sales IN EXCLUSIVE MODE"), cli(tmp_path, env) as run:
-            wait_for(
-                lambda: blocked_etl_backends(admin, database_name(pg_url), "%INSERT INTO%sales (%"),
-                START_WAIT,
-                "the load to wait for the locked table",
-                run,
-            )
+            wait_for_the_blocked_load(admin, pg_url, run)
             run.stop(signal.SIGINT)  # SIGTERM at this point: tests/flows/test_termination.py
             # Cancelled, not waiting for the lock (held until after the CLI exited).
             wait_for(lambda: not etl_backends(admin, database_name(pg_url)), 10, "no backend")
@@ -403,12 +408,7 @@ def test_sigkill_of_the_cli_leaves_no_process_it_started(
     with serve_demo_api(DATA) as api:
         env = pipeline_env(api.url, str(lake), pg_url)
         with holding(pg_url, "LOCK TABLE sales IN EXCLUSIVE MODE"), cli(tmp_path, env) as run:
-            wait_for(
-                lambda: blocked_etl_backends(admin, database_name(pg_url), "%INSERT INTO%sales (%"),
-                START_WAIT,
-                "the load to wait for the locked table",
-                run,
-            )
+            wait_for_the_blocked_load(admin, pg_url, run)
             server = [pid for pid in run.started() if pid != run.proc.pid]
             assert server, "Prefect's temporary API server is not running?"
             run.proc.kill()
@@ -436,12 +436,7 @@ def test_losing_the_api_server_mid_load_fails_the_run_at_once(
     with serve_demo_api(DATA) as api:
         env = pipeline_env(api.url, str(lake), pg_url)
         with holding(pg_url, "LOCK TABLE sales IN EXCLUSIVE MODE"), cli(tmp_path, env) as run:
-            wait_for(
-                lambda: blocked_etl_backends(admin, database_name(pg_url), "%INSERT INTO%sales (%"),
-                START_WAIT,
-                "the load to wait for the locked table",
-                run,
-            )
+            wait_for_the_blocked_load(admin, pg_url, run)
             [server] = [pid for pid in run.started() if pid != run.proc.pid]
             os.kill(server, signal.SIGKILL)  # the orchestrator is gone
             run.proc.wait(timeout=60)
