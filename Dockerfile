@@ -23,6 +23,7 @@ COPY tasks ./tasks
 COPY flows ./flows
 COPY blocks ./blocks
 COPY deployments ./deployments
+COPY devharness ./devharness
 # The project itself: nothing more is resolved or downloaded (the lock installed its backend).
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation --no-index .
 
@@ -41,6 +42,9 @@ COPY --chown=root:root tasks ./tasks
 COPY --chown=root:root flows ./flows
 COPY --chown=root:root blocks ./blocks
 COPY --chown=root:root deployments ./deployments
+# The demo API (the source of a run with no SALES_API_URL: the image's demo runs, CI's Docker and
+# Kubernetes groups). Not its embedded PostgreSQL: that wheel (the `local` extra) is not installed.
+COPY --chown=root:root devharness ./devharness
 COPY --chown=root:root prefect.toml ./
 # Everything the process writes goes to /tmp (an emptyDir under a read-only root filesystem);
 # the lake and the warehouse are outside the container (DATA_LAKE_URL, WAREHOUSE_URL).

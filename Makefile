@@ -33,7 +33,7 @@ run: $(STAMP)
 
 ## make psql: psql on the embedded warehouse in ./.data/postgres (ARGS="-c 'SELECT ...'")
 psql: $(STAMP)
-	$(BIN)/python -m sales_etl.embedded_postgres psql $(ARGS)
+	$(BIN)/python -m devharness.embedded_postgres psql $(ARGS)
 
 ## make server: a local Prefect server, API and UI on http://127.0.0.1:$(PORT) (PORT=4200); the
 ## UI is told the same port (PREFECT_UI_API_URL), so any PORT works. Then `make serve PORT=...`.
@@ -96,7 +96,7 @@ test-kubernetes: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy sales_etl tasks flows blocks deployments
+	$(BIN)/mypy sales_etl tasks flows blocks deployments devharness
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -4,7 +4,7 @@ For each scenario (a day of ``--rows`` sales with ``--reject-rate`` rejects spre
 reason, ``--duplicates``, Zipf-skewed stores and products, long ids; by default 1M sales at 0%,
 10% and 30% rejects, plus 5M at 30% with ``--large``):
 
-1. Starts the demo API (``sales_etl.demo_api --admin``) in its own process on a free loopback
+1. Starts the demo API (``devharness.demo_api --admin``) in its own process on a free loopback
    port with the day rendered into memory first, and creates a throwaway PostgreSQL database.
 2. Runs the real ``daily_sales`` flow in one fresh process (ephemeral Prefect, local lake), once
    per step of ``STEPS``: the first run; the rerun of the unchanged day; revision 1 of the day
@@ -77,7 +77,7 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class Scenario:
-    """One benchmark day: its size and mix (see ``sales_etl.demo_days.DayMix``)."""
+    """One benchmark day: its size and mix (see ``devharness.demo_days.DayMix``)."""
 
     rows: int
     reject_rate: float
@@ -169,7 +169,7 @@ def demo_api(scenario: Scenario, day: str, page_size: int) -> Iterator[str]:
     command = [
         sys.executable,
         "-m",
-        "sales_etl.demo_api",
+        "devharness.demo_api",
         "--port",
         str(port),
         *scenario.api_options(),

@@ -26,9 +26,9 @@ from prefect.logging import get_logger
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from blocks import DataLakeBlock, SalesApiBlock, WarehouseBlock
+from devharness.demo_api import DemoData, serve_demo_api
+from devharness.embedded_postgres import embedded_postgres, how_to_look
 from sales_etl.dates import business_date_problem
-from sales_etl.demo_api import DemoData, serve_demo_api
-from sales_etl.embedded_postgres import embedded_postgres, how_to_look
 from sales_etl.errors import ConfigError
 from sales_etl.report import mask_url
 from sales_etl.settings import LakeConfig, Settings, SourceConfig, WarehouseConfig

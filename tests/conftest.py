@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from pydantic import SecretStr
 
-from sales_etl.demo_api import DemoData, DemoSalesApi, Faults, serve_demo_api
+from devharness.demo_api import DemoData, DemoSalesApi, Faults, serve_demo_api
 from sales_etl.settings import LakeConfig, SourceConfig, WarehouseConfig
 from tests import postgres
 

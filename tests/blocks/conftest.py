@@ -8,8 +8,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from devharness.demo_api import generate_record
 from sales_etl import jsontext
-from sales_etl.demo_api import generate_record
 from sales_etl.validate import validate_records
 
 DAY = date(2026, 11, 23)

@@ -15,10 +15,10 @@ from pydantic import SecretStr
 
 from blocks import DataLakeBlock, SalesApiBlock, WarehouseBlock
 from deployments.common import PROJECT_ROOT, default_parameters, deployment_options
+from devharness.demo_api import DemoData, Faults, serve_demo_api
 from flows.cli import main
 from flows.config import load_block, resolve_configs
 from flows.daily_sales import daily_sales
-from sales_etl.demo_api import DemoData, Faults, serve_demo_api
 from sales_etl.errors import ConfigError
 from sales_etl.settings import LakeConfig, load_settings
 from tests.conftest import API_KEY

@@ -10,8 +10,8 @@ import pytest
 from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
 
 from blocks.result_storage import LakeResultStorage, results_in_lake
+from devharness.demo_api import DemoData, serve_demo_api
 from flows.daily_sales import daily_sales
-from sales_etl.demo_api import DemoData, serve_demo_api
 from sales_etl.settings import LakeConfig
 from tasks.extract import extract_sales
 

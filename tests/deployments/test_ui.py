@@ -26,8 +26,8 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from pydantic import SecretStr
 
 from blocks import DataLakeBlock, SalesApiBlock, WarehouseBlock
+from devharness.demo_api import DemoData, Faults, serve_demo_api
 from sales_etl.dates import scheduled_business_date
-from sales_etl.demo_api import DemoData, Faults, serve_demo_api
 from tests.conftest import API_KEY
 from tests.deployments.conftest import Served, flow_run, loaded_rows, wait_for_final_state
 

@@ -9,13 +9,13 @@ import pytest
 import sqlalchemy as sa
 from prefect.states import State
 
+from devharness.demo_api import DemoData, serve_demo_api
+from devharness.embedded_postgres import embedded_postgres
 from flows import backfill as backfill_module
 from flows.backfill import daily_sales_backfill
 from flows.cli import backfill_main as main
 from flows.daily_sales import daily_sales
 from sales_etl import jsontext
-from sales_etl.demo_api import DemoData, serve_demo_api
-from sales_etl.embedded_postgres import embedded_postgres
 from sales_etl.settings import LakeConfig
 from sales_etl.validate import validate_records
 from tests import postgres

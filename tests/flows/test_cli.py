@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from devharness.demo_api import DemoData, Faults, serve_demo_api
 from flows.cli import BACKFILL_MODES, BLOCK_TYPES, parse_args, parse_backfill_args
 from flows.config import BLOCK_PARAMETERS
 from sales_etl import ledger
-from sales_etl.demo_api import DemoData, Faults, serve_demo_api
 from tests.conftest import API_KEY, DB_PASSWORD, run_env
 
 REPO = Path(__file__).resolve().parents[2]

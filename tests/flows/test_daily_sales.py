@@ -17,8 +17,8 @@ from prefect.client.schemas.filters import (
 )
 from prefect.states import State
 
+from devharness.demo_api import DemoData, DemoSalesApi, Faults, serve_demo_api
 from flows.daily_sales import daily_sales
-from sales_etl.demo_api import DemoData, DemoSalesApi, Faults, serve_demo_api
 from sales_etl.settings import LakeConfig
 from tasks.extract import extract_sales
 from tests.utils import DAY, query
@@ -93,7 +93,7 @@ def test_a_hostile_api_loads_every_sale_id_exactly_once(api: DemoSalesApi, confi
 
 
 def _generated_quantity(i: int) -> int:
-    from sales_etl.demo_api import generate_record
+    from devharness.demo_api import generate_record
 
     return int(generate_record(DAY.isoformat(), i)["quantity"])
 

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from devharness.demo_api import generate_record
+from devharness.embedded_postgres import RELOCATED_ROOT, _alive, _postmaster, embedded_postgres
 from flows.config import DEMO_DATA
-from sales_etl.demo_api import generate_record
-from sales_etl.embedded_postgres import RELOCATED_ROOT, _alive, _postmaster, embedded_postgres
 from tests import postgres
 from tests.conftest import run_env
 
@@ -115,7 +115,7 @@ def test_two_runs_load_the_embedded_postgres_then_change_nothing(
     assert not server_running(workdir)
 
     for out in (first, second):
-        assert "query it: " in out and "-m sales_etl.embedded_postgres psql" in out
+        assert "query it: " in out and "-m devharness.embedded_postgres psql" in out
         assert "data in .data/postgres" in out
     assert summary_value(first, "warehouse: 4950").startswith(
         "warehouse: 4950 inserted, 0 updated, 0 unchanged,"

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from devharness.demo_api import DemoData, serve_demo_api
+from devharness.demo_days import REALISTIC, day_records
 from flows.daily_sales import daily_sales
 from sales_etl import jsontext
-from sales_etl.demo_api import DemoData, serve_demo_api
-from sales_etl.demo_days import REALISTIC, day_records
 from sales_etl.settings import LakeConfig
 from sales_etl.validate import NON_POSITIVE_AMOUNT, validate_records
 from tasks.extract import extract_sales

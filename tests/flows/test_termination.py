@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from devharness.demo_api import DemoData, serve_demo_api
 from flows.termination import (
     ApiWatch,
     OrchestratorLost,
@@ -33,7 +34,6 @@ from flows.termination import (
     orchestrator_guard,
     stop_reason,
 )
-from sales_etl.demo_api import DemoData, serve_demo_api
 from sales_etl.errors import ConfigError
 from tests.conftest import run_env
 

@@ -274,8 +274,8 @@ def slow_source() -> Iterator[Any]:
     middle of its extract when it is cancelled, and switch it off for the rerun. It checks the
     API key, which the runs only get from their env file or Secret.
     """
+    from devharness.demo_api import serve_demo_api
     from flows.config import DEMO_DATA
-    from sales_etl.demo_api import serve_demo_api
 
     with serve_demo_api(DEMO_DATA, api_key=API_KEY) as api:
         yield api

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from sales_etl.demo_api import DemoData
+from devharness.demo_api import DemoData
 from sales_etl.validate import FIELDS
 from tests import postgres
 from tests.conftest import run_env
@@ -259,8 +259,8 @@ def reference(
     prefect_harness: None, pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> WarehouseContents:
     """What one clean, fault-free run of :data:`DATA` leaves in the warehouse."""
+    from devharness.demo_api import serve_demo_api
     from flows.daily_sales import daily_sales
-    from sales_etl.demo_api import serve_demo_api
 
     name = f"etl_ref_{uuid.uuid4().hex[:12]}"
     url = postgres.create_database(pg_admin_url, name)

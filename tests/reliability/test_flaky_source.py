@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from devharness.demo_api import Faults, serve_demo_api
 from flows.daily_sales import daily_sales
-from sales_etl.demo_api import Faults, serve_demo_api
 from tests.reliability.conftest import (
     DATA,
     DAY,

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from devharness.demo_api import DemoData, generate_record, serve_demo_api
 from flows.daily_sales import daily_sales
 from sales_etl import jsontext
-from sales_etl.demo_api import DemoData, generate_record, serve_demo_api
 from sales_etl.settings import WarehouseConfig
 from sales_etl.transform import clean_table, rejected_table
 from sales_etl.validate import FIELDS, MAX_ID_CHARS, RAW_HEAD_CHARS, validate_records

@@ -25,8 +25,8 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 
 from benchmarks.transform import write_realistic_day
+from devharness.demo_api import DemoData, Faults, generate_record, serve_demo_api
 from flows.daily_sales import daily_sales
-from sales_etl.demo_api import DemoData, Faults, generate_record, serve_demo_api
 from sales_etl.lake import LocalLake
 from sales_etl.settings import WarehouseConfig
 from sales_etl.snapshots import list_snapshots, read_parquet

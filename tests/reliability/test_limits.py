@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 from pydantic import SecretStr
 
+from devharness.demo_api import DemoData, generate_record, serve_demo_api
 from flows.daily_sales import daily_sales
-from sales_etl.demo_api import DemoData, generate_record, serve_demo_api
 from sales_etl.errors import PermanentSourceError, TransientSourceError
 from sales_etl.lake import S3Lake
 from sales_etl.settings import LakeConfig, SourceConfig, WarehouseConfig

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from devharness.demo_api import DemoData, generate_record, serve_demo_api
 from flows.daily_sales import daily_sales
-from sales_etl.demo_api import DemoData, generate_record, serve_demo_api
 from tests.reliability.conftest import DAY, pipeline_env, set_env
 
 PAGE_SIZE = 200  # pipeline_env's SALES_API_PAGE_SIZE

@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 import flows.daily_sales as flow_module
+from devharness.demo_api import Faults, serve_demo_api
 from flows.daily_sales import daily_sales
-from sales_etl.demo_api import Faults, serve_demo_api
 from sales_etl.settings import load_settings
 from sales_etl.source import SalesApiClient
 from tasks.extract import extract_sales

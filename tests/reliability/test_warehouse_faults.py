@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 import flows.daily_sales as flow_module
+from devharness.demo_api import serve_demo_api
 from flows.daily_sales import daily_sales
-from sales_etl.demo_api import serve_demo_api
 from tasks.load import load_sales
 from tests import postgres
 from tests.reliability.conftest import (

@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.transform import realistic_pages
+from devharness.demo_api import generate_record
+from devharness.demo_days import DayMix, day_records
 from sales_etl import arrow_parse, jsontext, transform
-from sales_etl.demo_api import generate_record
-from sales_etl.demo_days import DayMix, day_records
 from sales_etl.lake import LocalLake
 from sales_etl.snapshots import RawSnapshotWriter, SnapshotRef
 from sales_etl.source import Page

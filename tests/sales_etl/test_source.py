@@ -8,8 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from sales_etl import jsontext
-from sales_etl.demo_api import (
+from devharness.demo_api import (
     UPDATED_SINCE_MODES,
     DemoData,
     DemoSalesApi,
@@ -18,7 +17,8 @@ from sales_etl.demo_api import (
     generate_record,
     serve_demo_api,
 )
-from sales_etl.demo_days import DayMix, day_records, revision_time
+from devharness.demo_days import DayMix, day_records, revision_time
+from sales_etl import jsontext
 from sales_etl.errors import PermanentSourceError, TransientSourceError
 from sales_etl.settings import SourceConfig
 from sales_etl.source import SalesApiClient, SourceStatus, _retry_after

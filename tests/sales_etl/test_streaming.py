@@ -16,8 +16,8 @@ from decimal import Decimal
 import sqlalchemy as sa
 from pydantic import SecretStr
 
+from devharness.demo_api import DemoData, serve_demo_api
 from sales_etl import jsontext
-from sales_etl.demo_api import DemoData, serve_demo_api
 from sales_etl.lake import open_lake
 from sales_etl.settings import LakeConfig, SourceConfig, WarehouseConfig
 from sales_etl.snapshots import RawSnapshotWriter, iter_tables

@@ -15,8 +15,8 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from devharness.demo_api import DemoData
 from sales_etl import jsontext
-from sales_etl.demo_api import DemoData
 from sales_etl.validate import validate_records
 from tests.sales_etl import validate_reference
 from tests.sales_etl.test_validate import hostile_records

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from prefect.logging import disable_run_logger
 
-from sales_etl.demo_api import DemoData, UpdatedSinceMode, serve_demo_api
-from sales_etl.demo_days import DayMix, day_records, revision_time
+from devharness.demo_api import DemoData, UpdatedSinceMode, serve_demo_api
+from devharness.demo_days import DayMix, day_records, revision_time
 from sales_etl.settings import LakeConfig, SourceConfig
 from tasks.extract import extract_sales, find_raw_snapshot
 

@@ -17,8 +17,8 @@ from prefect.events.schemas.events import Event
 from prefect.events.worker import EventsWorker
 from prefect.states import State
 
+from devharness.demo_api import DemoData, serve_demo_api
 from flows.daily_sales import daily_sales
-from sales_etl.demo_api import DemoData, serve_demo_api
 from sales_etl.errors import QualityError
 from sales_etl.settings import LakeConfig
 from tasks.load import load_sales

@@ -10,8 +10,7 @@ import orjson
 import pandas as pd
 import pytest
 
-from sales_etl import jsontext
-from sales_etl.demo_days import (
+from devharness.demo_days import (
     CORRUPTIONS,
     KIND_NAMES,
     STALE,
@@ -20,6 +19,7 @@ from sales_etl.demo_days import (
     day_records,
     revision_time,
 )
+from sales_etl import jsontext
 from sales_etl.validate import REASON_ORDER, ValidationResult, validate_records
 
 DAY = "2026-11-23"

@@ -16,7 +16,7 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from sales_etl.embedded_postgres import (
+from devharness.embedded_postgres import (
     RELOCATED_ROOT,
     EmbeddedPostgresError,
     _postmaster,
@@ -26,11 +26,11 @@ from sales_etl.embedded_postgres import (
 from tests import postgres
 
 REPO = Path(__file__).resolve().parents[2]
-HELPER = [sys.executable, "-m", "sales_etl.embedded_postgres"]
+HELPER = [sys.executable, "-m", "devharness.embedded_postgres"]
 # A process that uses the server: prints its postmaster pid, then holds it until killed or done.
 HOLDER = """
 import sys, time
-from sales_etl.embedded_postgres import embedded_postgres, _postmaster
+from devharness.embedded_postgres import embedded_postgres, _postmaster
 with embedded_postgres(sys.argv[1]) as server:
     print(_postmaster(server.pgdata).pid, server.started_here, flush=True)
     time.sleep(float(sys.argv[2]))

@@ -1,7 +1,7 @@
 """The project's own demo sales API: the contract of ``docs/sales-api.md``, with faults.
 
 It is the embedded default of a local run (started in-process on a free loopback port), the test
-fixture and the benchmark source (``python -m sales_etl.demo_api --port 8765 --rows 1000000``).
+fixture and the benchmark source (``python -m devharness.demo_api --port 8765 --rows 1000000``).
 
 Data is either generated deterministically per day (``rows_per_day``) or given explicitly
 (``records``). Faults are deterministic so tests can assert exact outcomes:
@@ -17,7 +17,7 @@ Data is either generated deterministically per day (``rows_per_day``) or given e
 * ``permanent_status``: every ``/sales`` request answers this status (e.g. 403);
 * ``api_key``: requests without ``Authorization: Bearer <key>`` answer 401.
 
-Realistic days (``DemoData(mix=DayMix(...), revision=r)``, see :mod:`sales_etl.demo_days`):
+Realistic days (``DemoData(mix=DayMix(...), revision=r)``, see :mod:`devharness.demo_days`):
 rejects spread over every reason code, duplicates, skewed stores and products, long ids, and
 later revisions of a day (updates, voids, fixes, new and stale versions, malformed updates).
 
@@ -54,7 +54,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from sales_etl.demo_days import DayMix, day_plan
+from devharness.demo_days import DayMix, day_plan
 
 CURRENCIES = ("EUR", "USD", "GBP", "SEK", "JPY")
 OFFSETS = (timedelta(0), timedelta(hours=1), timedelta(hours=-5), timedelta(hours=5, minutes=30))
@@ -564,7 +564,7 @@ def serve_demo_api(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m sales_etl.demo_api", description="Serve the demo sales API."
+        prog="python -m devharness.demo_api", description="Serve the demo sales API."
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
@@ -581,7 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--warm-page-size", type=int, default=5000)
     realistic = parser.add_argument_group(
-        "realistic days (sales_etl.demo_days; any of these switches them on)"
+        "realistic days (devharness.demo_days; any of these switches them on)"
     )
     realistic.add_argument("--realistic", action="store_true", help="realistic days, clean")
     realistic.add_argument("--reject-rate", type=float, default=None, help="e.g. 0.1")

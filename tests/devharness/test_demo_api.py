@@ -7,8 +7,7 @@ from typing import Any
 import pytest
 import requests
 
-from sales_etl import jsontext
-from sales_etl.demo_api import (
+from devharness.demo_api import (
     CORRUPTIONS,
     DemoData,
     Faults,
@@ -16,7 +15,8 @@ from sales_etl.demo_api import (
     encode_cursor,
     serve_demo_api,
 )
-from sales_etl.demo_days import DayMix, day_records, revision_time
+from devharness.demo_days import DayMix, day_records, revision_time
+from sales_etl import jsontext
 from sales_etl.validate import validate_records
 
 
