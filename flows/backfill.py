@@ -45,6 +45,7 @@ from blocks import WarehouseBlock
 from flows.config import block_reference, resolve_configs, warehouse_endpoint
 from flows.daily_sales import daily_sales
 from sales_etl.ledger import BACKFILL_MODES, DayStatus, day_statuses, days_to_backfill
+from sales_etl.report import RunSummary
 from sales_etl.settings import WarehouseConfig, load_settings
 from sales_etl.warehouse import create_warehouse_engine, tables_for
 
@@ -52,15 +53,6 @@ FLOW_NAME = "Daily Sales Backfill"
 Mode = Literal["missing", "failed", "all"]
 # Unbounded threads: the flow itself keeps at most max_parallel days in flight.
 _THREADS = cast(TaskRunner[PrefectFuture[Any]], ThreadPoolTaskRunner())
-SUMMARY_COLUMNS = (
-    "records_extracted",
-    "clean",
-    "rejected",
-    "inserted",
-    "updated",
-    "unchanged",
-    "rejected_rows",
-)
 
 
 class BackfillError(RuntimeError):
@@ -87,9 +79,8 @@ def summary_row(day: date, state: State[Any], seconds: float) -> dict[str, Any]:
         except Exception as exc:  # a deployment run whose result is not persisted here
             row["message"] = f"result not readable here: {type(exc).__name__}"
     if isinstance(summary, dict):
-        row["status"] = summary.get("status", "completed")
-        row.update({name: summary.get(name, 0) for name in SUMMARY_COLUMNS})
-        row["message"] = summary.get("message", "")
+        typed = RunSummary.from_dict(summary)
+        row.update(status=typed.status, **typed.brief(), message=typed.message)
     elif not state.is_completed():
         lines = (state.message or "").strip().splitlines()
         row["message"] = lines[0][:200] if lines else ""

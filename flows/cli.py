@@ -179,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     code, result = _run_flow(f"{FLOW_NAME} {day}", run, args, BLOCK_TYPES)
     if code:
         return code
-    summary = RunSummary(**{k: v for k, v in result.items() if k != "rejected"})
+    summary = RunSummary.from_dict(result)
     print(summary.headline())
     return 0
 

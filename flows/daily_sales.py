@@ -310,13 +310,8 @@ def _transform_and_load(
 
 def _add_load(summary: RunSummary, loaded: LoadedDay) -> None:
     stats = loaded.stats
-    for name in ("inserted", "updated", "unchanged", "stale", "voided", "quarantined"):
-        setattr(summary, name, getattr(stats, name))
-    summary.superseded = stats.superseded
-    summary.rejected_rows = stats.rejected
+    summary.load = stats.counts
     summary.load_skipped = stats.skipped
-    summary.day_sales = stats.day_sales
-    summary.day_amount = str(stats.day_amount)
     summary.load_steps = dict(stats.step_seconds)
     summary.warehouse = f"{loaded.warehouse} ({loaded.table})"
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from sales_etl.counts import LoadCounts
 
 
 @dataclass
@@ -26,17 +29,8 @@ class RunSummary:
     records_extracted: int = 0
     clean: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
-    superseded: int = 0
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    stale: int = 0
-    voided: int = 0
-    quarantined: int = 0
-    rejected_rows: int = 0
+    load: LoadCounts = field(default_factory=LoadCounts)  # what the load did (sales_etl.counts)
     load_skipped: bool = False
-    day_sales: int = 0
-    day_amount: str = "0"
     clean_amount_total: str = "0"
     timings: dict[str, float] = field(default_factory=dict)
     load_steps: dict[str, float] = field(default_factory=dict)  # seconds per load statement
@@ -47,7 +41,29 @@ class RunSummary:
         return sum(self.rejected_by_reason.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "rejected": self.rejected}
+        """The summary as JSON values, flat: the flow's result, readable in the UI and by
+        :meth:`from_dict` (the load counters sit beside the run's own fields)."""
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "load"}
+        return {**own, **self.load.as_payload(), "rejected": self.rejected}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunSummary:
+        """The summary back from :meth:`as_dict` (the CLI and the backfill read a run's result)."""
+        own = {f.name: data[f.name] for f in fields(cls) if f.name != "load" and f.name in data}
+        return cls(**own, load=LoadCounts.from_row(data))
+
+    def brief(self) -> dict[str, int]:
+        """The run's main counts, one column each (the backfill's table of days)."""
+        load = self.load
+        return {
+            "records_extracted": self.records_extracted,
+            "clean": self.clean,
+            "rejected": self.rejected,
+            "inserted": load.inserted,
+            "updated": load.updated,
+            "unchanged": load.unchanged,
+            "rejects_kept": load.rejects_kept,
+        }
 
     def table_rows(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = [
@@ -56,16 +72,16 @@ class RunSummary:
             {"metric": "pages", "value": self.pages},
             {"metric": "valid", "value": self.clean},
             {"metric": "rejected", "value": self.rejected},
-            {"metric": "superseded duplicates", "value": self.superseded},
-            {"metric": "inserted", "value": self.inserted},
-            {"metric": "updated", "value": self.updated},
-            {"metric": "unchanged", "value": self.unchanged},
-            {"metric": "stale (older than stored)", "value": self.stale},
-            {"metric": "voided sales removed", "value": self.voided},
-            {"metric": "malformed updates quarantined", "value": self.quarantined},
-            {"metric": "rejects kept for the day", "value": self.rejected_rows},
-            {"metric": "sales of the day in the warehouse", "value": self.day_sales},
-            {"metric": "amount of the day in the warehouse", "value": self.day_amount},
+            {"metric": "superseded duplicates", "value": self.load.superseded},
+            {"metric": "inserted", "value": self.load.inserted},
+            {"metric": "updated", "value": self.load.updated},
+            {"metric": "unchanged", "value": self.load.unchanged},
+            {"metric": "stale (older than stored)", "value": self.load.stale},
+            {"metric": "voided sales removed", "value": self.load.voided},
+            {"metric": "malformed updates quarantined", "value": self.load.quarantined},
+            {"metric": "rejects kept for the day", "value": self.load.rejects_kept},
+            {"metric": "sales of the day in the warehouse", "value": self.load.day_sales},
+            {"metric": "amount of the day in the warehouse", "value": str(self.load.day_amount)},
             {"metric": "load skipped (snapshot already loaded)", "value": self.load_skipped},
             {"metric": "amount of valid records", "value": self.clean_amount_total},
             {"metric": "fallback snapshot used", "value": self.fallback_used},
@@ -103,10 +119,9 @@ class RunSummary:
             f"  extracted {self.records_extracted} records in {self.pages} pages"
             + (" (FROM FALLBACK SNAPSHOT)" if self.fallback_used else ""),
             f"  valid {self.clean}, rejected {self.rejected} ({reasons}), "
-            f"superseded duplicates {self.superseded}",
-            f"  warehouse: {self.inserted} inserted, {self.updated} updated, "
-            f"{self.unchanged} unchanged, {self.voided} voided, {self.stale} stale, "
-            f"{self.quarantined} quarantined, {self.rejected_rows} rejects kept"
+            f"superseded duplicates {self.load.superseded}",
+            f"  warehouse: {self.load_text()}, {self.load.stale} stale, "
+            f"{self.load.quarantined} quarantined, {self.load.rejects_kept} rejects kept"
             + (" (snapshot already loaded: load skipped)" if self.load_skipped else ""),
             f"  timings: {timings}",
             f"  raw snapshot: {self.snapshot_id}",
@@ -134,14 +149,18 @@ class RunSummary:
         )
         if self.load_skipped:
             return f"{text}; snapshot already loaded, nothing changed"
+        return f"{text}; {self.load_text()}"
+
+    def load_text(self) -> str:
+        load = self.load
         return (
-            f"{text}; {self.inserted} inserted, {self.updated} updated, "
-            f"{self.unchanged} unchanged, {self.voided} voided"
+            f"{load.inserted} inserted, {load.updated} updated, {load.unchanged} unchanged, "
+            f"{load.voided} voided"
         )
 
     def warehouse_text(self) -> str:
         """The day as it stands in the warehouse after the run (all runs of the day)."""
-        return f"day in the warehouse: {self.day_sales} sales, amount {self.day_amount}"
+        return f"day in the warehouse: {self.load.day_sales} sales, amount {self.load.day_amount}"
 
 
 def mask_url(url: str) -> str:

@@ -52,7 +52,6 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
-    Numeric,
     PrimaryKeyConstraint,
     Table,
     Text,
@@ -65,6 +64,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.schema import CreateSchema
 
 from sales_etl import schema
+from sales_etl.counts import LoadCounts
 from sales_etl.errors import WarehouseError
 from sales_etl.settings import WarehouseConfig
 from sales_etl.validate import NON_POSITIVE_AMOUNT
@@ -95,29 +95,26 @@ class LoadSource:
 
 
 @dataclass(frozen=True)
-class LoadStats:
-    """What one load did (or, when ``skipped``, what the ledger says the earlier load did)."""
+class LoadStats(LoadCounts):
+    """What one load did (or, when ``skipped``, what the ledger says the earlier load did): its
+    :class:`~sales_etl.counts.LoadCounts`, and how it went."""
 
-    staged: int
-    staged_rejected: int
-    winners: int
-    inserted: int
-    updated: int
-    unchanged: int
-    stale: int
-    voided: int
-    quarantined: int
-    rejected: int
-    superseded: int
-    day_sales: int
-    day_amount: Decimal
-    high_water_mark: datetime | None
+    winners: int = 0  # sale ids whose newest version this load applied
     skipped: bool = False
     step_seconds: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> LoadCounts:
+        """The counters alone, as the ledger keeps them."""
+        return LoadCounts(**self.as_row())
 
     def describe_steps(self) -> str:
         """``stage 2.51 s, winners 1.20 s, ...``: where the load's time went, step by step."""
         return ", ".join(f"{step} {seconds:.2f} s" for step, seconds in self.step_seconds.items())
+
+
+# psycopg2 reads the COPY source in 8 KiB calls by default; 1 MiB calls cut the Python overhead.
+_COPY_READ_BYTES = 1 << 20
 
 
 def warehouse_tables(schema_name: str | None, table_name: str = "sales") -> WarehouseTables:
@@ -155,22 +152,8 @@ def warehouse_tables(schema_name: str | None, table_name: str = "sales") -> Ware
         Column("snapshot_id", Text, nullable=False),
         _column(schema.RUN_ID),
         Column("records", BigInteger),
-        Column("staged", BigInteger),
-        Column("staged_rejected", BigInteger),
-        Column("inserted", BigInteger),
-        Column("updated", BigInteger),
-        Column("unchanged", BigInteger),
-        Column("stale", BigInteger),
-        Column("voided", BigInteger),
-        Column("quarantined", BigInteger),
-        Column("superseded", BigInteger),
-        Column("rejects_kept", BigInteger),
+        *LoadCounts.ledger_columns(),
         Column("rejects_by_reason", Text),
-        Column("day_sales", BigInteger),
-        # Unconstrained: a day's total must hold any sum of the contract's numeric(18,4)
-        # amounts (3,000 sales near its maximum already outgrow numeric(20,4)).
-        Column("day_amount", Numeric()),
-        Column("high_water_mark", DateTime(timezone=True)),
         Column("seconds", Double),
         Column("message", Text),
         Column("finished_at", DateTime(timezone=True), nullable=False),
@@ -352,9 +335,8 @@ def _loaded_stats(load: _Load, snapshot_id: str) -> LoadStats | None:
     row = (
         load.run(
             "skip_if_loaded",
+            f"SELECT {', '.join(LoadCounts.names())}"
             """
-            SELECT staged, staged_rejected, inserted, updated, unchanged, stale, voided,
-                   quarantined, rejects_kept, superseded, day_sales, day_amount, high_water_mark
             FROM {ledger}
             WHERE business_date = :day AND snapshot_id = :snapshot AND status = 'loaded'
             ORDER BY finished_at DESC
@@ -368,28 +350,18 @@ def _loaded_stats(load: _Load, snapshot_id: str) -> LoadStats | None:
     )
     if row is None:
         return None
-    staged, staged_rejected = int(row["staged"]), int(row["staged_rejected"])
+    earlier = LoadCounts.from_row(row)
     return LoadStats(
-        staged=staged,
-        staged_rejected=staged_rejected,
-        winners=0,
-        inserted=0,
-        updated=0,
-        unchanged=int(row["inserted"]) + int(row["updated"]) + int(row["unchanged"]),
-        stale=int(row["stale"]),
-        voided=0,
-        quarantined=int(row["quarantined"]),
-        rejected=int(row["rejects_kept"]),
-        superseded=int(row["superseded"]),
-        day_sales=int(row["day_sales"]),
-        day_amount=Decimal(row["day_amount"]),
-        high_water_mark=row["high_water_mark"],
+        **{
+            **earlier.as_row(),
+            # Nothing changes now: what the earlier load applied is unchanged by this one.
+            "inserted": 0,
+            "updated": 0,
+            "unchanged": earlier.inserted + earlier.updated + earlier.unchanged,
+            "voided": 0,
+        },
         skipped=True,
     )
-
-
-# psycopg2 reads the COPY source in 8 KiB calls by default; 1 MiB calls cut the Python overhead.
-_COPY_READ_BYTES = 1 << 20
 
 
 def _stage(
@@ -772,7 +744,7 @@ def _reconcile(
         stale=int(check["stale"]),
         voided=voided,
         quarantined=quarantined,
-        rejected=int(totals[2]),
+        rejects_kept=int(totals[2]),
         superseded=with_id - winners - malformed_kept,
         day_sales=int(totals[0]),
         day_amount=Decimal(totals[1]),
@@ -803,20 +775,8 @@ def _write_ledger(load: _Load, source: LoadSource, stats: LoadStats, seconds: fl
             "snapshot_id": source.snapshot_id,
             "run_id": load.run_id,
             "records": source.records,
-            "staged": stats.staged,
-            "staged_rejected": stats.staged_rejected,
-            "inserted": stats.inserted,
-            "updated": stats.updated,
-            "unchanged": stats.unchanged,
-            "stale": stats.stale,
-            "voided": stats.voided,
-            "quarantined": stats.quarantined,
-            "superseded": stats.superseded,
-            "rejects_kept": stats.rejected,
+            **stats.counts.as_row(),
             "rejects_by_reason": json.dumps(dict(sorted(source.rejects_by_reason.items()))),
-            "day_sales": stats.day_sales,
-            "day_amount": stats.day_amount,
-            "high_water_mark": stats.high_water_mark,
             "seconds": seconds,
             "finished_at": load.loaded_at,
         },

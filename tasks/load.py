@@ -115,7 +115,7 @@ def load_sales(
                 stats.unchanged,
                 stats.voided,
                 stats.stale,
-                stats.rejected,
+                stats.rejects_kept,
                 stats.describe_steps(),
             )
         return LoadedDay(stats=stats, warehouse=target, table=tables.sales.fullname)

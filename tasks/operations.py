@@ -107,18 +107,14 @@ def emit_day_events(
     stats = loaded.stats
     payload: dict[str, Any] = {
         "day": day.isoformat(),
-        "records": stats.staged + stats.staged_rejected,
+        **stats.counts.as_payload(),
+        # The names the days view and the automations use for the staged counts.
+        "records": stats.records,
         "valid": stats.staged,
         "rejected": stats.staged_rejected,
         "reject_rate": verdict.rate,
-        "inserted": stats.inserted,
-        "updated": stats.updated,
-        "unchanged": stats.unchanged,
-        "voided": stats.voided,
-        "day_sales": stats.day_sales,
-        "day_amount": str(stats.day_amount),
         "load_skipped": stats.skipped,
-        "full_day": verdict.rate is not None or stats.staged + stats.staged_rejected == 0,
+        "full_day": verdict.rate is not None or stats.records == 0,
         "table": loaded.table,
     }
     emit_event(DAY_LOADED, resource, payload=payload)

@@ -91,7 +91,7 @@ def test_upsert_keeps_rejects_of_the_day(pg_url: str) -> None:
         counts = warehouse.query(
             "SELECT (SELECT count(*) FROM sales), (SELECT count(*) FROM sales_rejected)"
         )
-    assert (stats.inserted, stats.rejected) == (5, 1)
+    assert (stats.inserted, stats.rejects_kept) == (5, 1)
     assert counts == [(5, 1)]
 
 

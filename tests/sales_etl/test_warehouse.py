@@ -99,7 +99,7 @@ def lake(local_lake: LakeConfig) -> Lake:
 def test_load_types_columns_and_counts(warehouse: WarehouseConfig, lake: Lake, pg_url: str) -> None:
     clean = snapshot(lake, [[sale("a", "19.99"), sale("b", "5"), sale("c", "0"), {"x": 1}]])
     stats = load(warehouse, lake, clean)
-    assert (stats.inserted, stats.updated, stats.unchanged, stats.rejected) == (2, 0, 0, 2)
+    assert (stats.inserted, stats.updated, stats.unchanged, stats.rejects_kept) == (2, 0, 0, 2)
     assert rows(pg_url, "SELECT sale_id, amount, quantity, sale_date FROM sales ORDER BY 1") == [
         ("a", Decimal("19.9900"), 1, datetime(2026, 11, 23, 10, tzinfo=UTC)),
         ("b", Decimal("5.0000"), 1, datetime(2026, 11, 23, 10, tzinfo=UTC)),
@@ -163,7 +163,7 @@ def test_malformed_newest_version_is_quarantined_next_to_the_good_one(
         [[sale("a", "1.00", "2026-11-23T12:00:00Z"), sale("a", "oops", "2026-11-23T13:00:00Z")]],
     )
     stats = load(warehouse, lake, clean)
-    assert (stats.inserted, stats.quarantined, stats.rejected) == (1, 1, 1)
+    assert (stats.inserted, stats.quarantined, stats.rejects_kept) == (1, 1, 1)
     assert rows(pg_url, "SELECT sale_id, amount FROM sales") == [("a", Decimal("1.0000"))]
     assert rows(pg_url, "SELECT sale_id, reason FROM sales_rejected") == [("a", "invalid_amount")]
 
@@ -394,7 +394,7 @@ def test_a_day_of_sales_near_the_contract_maximum_loads_with_exact_totals(
     source = LoadSource(snapshot_id=clean.snapshot_id, records=len(records))
     stats = load(warehouse, lake, clean, source=source)
     total = Decimal(MAX_AMOUNT) * 2_999 + Decimal("12345678901234.5678")
-    assert (stats.inserted, stats.rejected, stats.day_sales) == (3_000, 0, 3_000)
+    assert (stats.inserted, stats.rejects_kept, stats.day_sales) == (3_000, 0, 3_000)
     assert stats.day_amount == total == Decimal("299912345678901234.2679")
     assert rows(pg_url, "SELECT count(*), sum(amount) FROM sales") == [(3_000, total)]
     assert rows(pg_url, "SELECT amount FROM sales WHERE sale_id = 'exact'") == [
