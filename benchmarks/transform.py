@@ -254,8 +254,7 @@ def job_generate(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def job_sequential(args: dict[str, Any]) -> dict[str, Any]:
-    """transform_snapshot in this process (what ``transform-sales`` and TASK_RUNNER=auto with
-    one part do)."""
+    """transform_snapshot in this process (what TASK_RUNNER=auto with one part does)."""
     from sales_etl.transform import transform_snapshot
 
     store, raw = _raw(args["lake"])

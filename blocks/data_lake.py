@@ -6,10 +6,9 @@ or ``S3Lake``) and :mod:`sales_etl.snapshots`, the same code the pipeline's task
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import ClassVar
 
 import pandas as pd
@@ -22,15 +21,13 @@ from sales_etl.lake import Lake, open_lake
 from sales_etl.schema import CLEAN_SCHEMA, REJECTED_SCHEMA
 from sales_etl.settings import DEFAULT_DATA_DIR, LakeConfig
 from sales_etl.snapshots import (
-    MANIFEST,
     RAW_SCHEMA,
+    CleanSnapshotWriter,
     SnapshotRef,
     find_snapshot,
     list_snapshots,
     new_snapshot_id,
     read_parquet,
-    snapshot_prefix,
-    write_parquet,
 )
 from sales_etl.transform import clean_table, rejected_table
 
@@ -151,31 +148,15 @@ class DataLakeBlock(ParameterBlock):
         The layout is the pipeline's clean zone, so the load step can load the snapshot.
         """
         sales_table = _as_table(sales, "sales")
-        rejected_table_ = _as_table(rejected, "rejected") if rejected is not None else None
-        snapshot_id = snapshot_id or new_snapshot_id()
-        prefix = snapshot_prefix("clean", day, snapshot_id)
-        parts: dict[str, list[str]] = {"sales": [], "rejected": []}
+        empty = REJECTED_SCHEMA.empty_table()
+        rejected_table_ = _as_table(rejected, "rejected") if rejected is not None else empty
         with self.open() as store:
-            for name, table in (("sales", sales_table), ("rejected", rejected_table_)):
-                if table is not None and table.num_rows:
-                    key = f"{prefix}{name}-00000.parquet"
-                    write_parquet(store, key, table)
-                    parts[name].append(key)
-            clean = sales_table.num_rows
-            bad = rejected_table_.num_rows if rejected_table_ is not None else 0
-            manifest = {
-                "zone": "clean",
-                "day": day.isoformat(),
-                "snapshot_id": snapshot_id,
-                "sales_parts": parts["sales"],
-                "rejected_parts": parts["rejected"],
-                "records": clean + bad,
-                "clean": clean,
-                "rejected": bad,
-                "committed_at": datetime.now(UTC).isoformat(),
-            }
-            store.put(f"{prefix}{MANIFEST}", json.dumps(manifest, indent=2).encode())
-        return SnapshotRef("clean", day, snapshot_id, manifest)
+            # The pipeline's own writer: the same parts, counts and manifest as a transform.
+            writer = CleanSnapshotWriter(store, day, snapshot_id or new_snapshot_id())
+            writer.add(
+                sales_table.num_rows + rejected_table_.num_rows, sales_table, rejected_table_
+            )
+            return writer.commit()
 
     def read_snapshot(
         self,

@@ -163,10 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run's logs); exit 0 on success, 1 with a one-line reason on failure, 2 on a bad option."""
     args = parse_args(argv)
     from flows.daily_sales import FLOW_NAME, daily_sales  # Prefect: after the options are good
-    from sales_etl.dates import default_business_date
+    from sales_etl.dates import run_business_date
     from sales_etl.report import RunSummary
 
-    day = args.date or default_business_date()
+    day = run_business_date(args.date, scheduled=None)  # a CLI run is never scheduled
     run = partial(
         daily_sales,
         run_date=day,

@@ -39,11 +39,7 @@ from flows.config import (
 )
 from flows.termination import note_stage, stop_reason
 from flows.transform import transform_day
-from sales_etl.dates import (
-    CLOSE_PREVIOUS_DAY_BEFORE,
-    default_business_date,
-    scheduled_business_date,
-)
+from sales_etl.dates import closes_previous_day, run_business_date
 from sales_etl.errors import (
     LakeError,
     PartialExtractError,
@@ -59,6 +55,7 @@ from sales_etl.settings import (
     WarehouseConfig,
     load_settings,
 )
+from sales_etl.snapshots import RawManifest
 from tasks.extract import check_source, extract_sales, find_raw_snapshot, find_replay_snapshots
 from tasks.load import LoadedDay, load_sales, read_high_water_mark
 from tasks.operations import (
@@ -74,30 +71,18 @@ from tasks.report import publish_report
 FLOW_NAME = "Daily Sales ETL"
 
 
+def _deployment_schedule() -> datetime | None:
+    """A deployment run's scheduled start (None for an ad-hoc run outside a deployment)."""
+    if runtime.deployment.id is None:
+        return None
+    return runtime.flow_run.scheduled_start_time
+
+
 def is_closing_run() -> bool:
     """A deployment run scheduled in the first hour after midnight UTC closes the previous day:
     it extracts the whole day (never incrementally) and so reconciles it."""
-    if runtime.deployment.id is None:
-        return False
-    scheduled = runtime.flow_run.scheduled_start_time
-    return scheduled is not None and scheduled.astimezone(UTC).time() < CLOSE_PREVIOUS_DAY_BEFORE
-
-
-def resolve_business_date(run_date: date | None) -> date:
-    """The business day a run processes.
-
-    The explicit ``run_date`` wins. A deployment run without one (a scheduled run, a UI quick
-    run) derives it from its *scheduled* start time, never from ``now()``, so a late run still
-    processes the day it was scheduled for: see :func:`scheduled_business_date`. An ad-hoc run
-    outside a deployment processes yesterday (UTC).
-    """
-    if run_date is not None:
-        return run_date
-    if runtime.deployment.id is not None:
-        scheduled = runtime.flow_run.scheduled_start_time
-        if scheduled is not None:
-            return scheduled_business_date(scheduled)
-    return default_business_date()
+    scheduled = _deployment_schedule()
+    return scheduled is not None and closes_previous_day(scheduled)
 
 
 @dataclass(frozen=True)
@@ -150,8 +135,7 @@ def daily_sales(
         The run summary (a dict). The run ends Completed, "Completed from snapshot" when the API
         failed and the day was reloaded from the lake, or Failed with the reason.
     """
-    logger = get_run_logger()
-    day = resolve_business_date(run_date)
+    day = run_business_date(run_date, _deployment_schedule())
     check_business_date(day, datetime.now(UTC).date(), allow_future)  # before any work
     settings = load_settings()
     source_config, lake, warehouse_config = resolve_configs(
@@ -173,10 +157,10 @@ def daily_sales(
         try:
             check_lake_writable(lake)
             source, identity = stack.enter_context(source_endpoint(source_config))
-            result = _run_day(
-                logger, day, run_id, source, identity, lake, warehouse, options,
-                settings.quality(), look,
-            )  # fmt: skip
+            run = DayRun(
+                day, run_id, source, identity, lake, warehouse, options, settings.quality(), look
+            )
+            result = _run_day(run)
         except BaseException as exc:
             _record_failure(warehouse, day, run_id, exc)
             raise
@@ -197,78 +181,101 @@ def _record_failure(warehouse: WarehouseConfig, day: date, run_id: str, exc: Bas
     refresh_days_view(warehouse, day, datetime.now(UTC))
 
 
-def _run_day(
-    logger: Any,
-    day: date,
-    run_id: str,
-    source: SourceConfig,
-    identity: str,
-    lake: LakeConfig,
-    warehouse: WarehouseConfig,
-    options: RunOptions,
-    quality: QualityConfig,
-    look: str = "",
-) -> Any:
-    summary = RunSummary(
-        day=day.isoformat(),
-        run_id=run_id,
-        source=mask_url(source.base_url or "")
-        if identity != "demo"
-        else f"demo API ({source.base_url})",
-        lake=lake.url,
-        warehouse=mask_url(warehouse.sqlalchemy_url),
-        look=look,
-    )
-    timings = summary.timings
-    logger.info("Daily Sales ETL for %s from %s", day, summary.source)
+@dataclass(frozen=True)
+class DayRun:
+    """Everything one run of a day works with, chosen once by the flow."""
 
-    earlier: list[dict[str, Any]] = []
-    with _timed(timings, "extract"):
-        try:
-            since = (
-                None if options.full_extract else _incremental_since(warehouse, day, options.lag)
-            )
-            raw = _extract(source, identity, lake, day, options.refresh, since)
-        except PartialExtractError:
-            # Part of a fresh extract arrived: an older snapshot must not stand in for it.
-            logger.error("The fresh extract of %s partly succeeded: no replay from the lake", day)
-            raise
-        except TransientSourceError as exc:
-            # The source is down (status or pages) even after retries: replay the lake, from
-            # the newest full snapshot on (the ledger skips those already loaded).
-            replay = find_replay_snapshots(lake, day)
-            if not replay:
-                logger.error("Extraction failed and the lake has no snapshot of %s", day)
-                raise
-            *earlier, raw = replay
-            _announce_replay(summary, day, raw, exc)
-    if raw is None:
-        summary.status = "skipped"
-        summary.message = f"the source says {day} has nothing to process; nothing was touched"
-        logger.info("Skipped: %s", summary.message)
-        publish_report(summary)
-        return summary.as_dict()
-    assert raw is not None
-    summary.snapshot_id = raw["snapshot_id"]
-    summary.pages = raw["pages"]
-    summary.records_extracted = raw["records"]
-    summary.extract_mode = raw.get("mode", "full")
+    day: date
+    run_id: str
+    source: SourceConfig
+    identity: str  # the source's identity in the extract's cache key ("demo" or its URL)
+    lake: LakeConfig
+    warehouse: WarehouseConfig
+    options: RunOptions
+    quality: QualityConfig
+    look: str = ""  # how to look at the loaded data (the embedded warehouse)
 
-    with _timed(timings, "transform"):
-        clean = transform_day(lake, day, raw["snapshot_id"])  # runner: TASK_RUNNER
+    def new_summary(self) -> RunSummary:
+        source = self.source.base_url or ""
+        return RunSummary(
+            day=self.day.isoformat(),
+            run_id=self.run_id,
+            source=f"demo API ({source})" if self.identity == "demo" else mask_url(source),
+            lake=self.lake.url,
+            warehouse=mask_url(self.warehouse.sqlalchemy_url),
+            look=self.look,
+        )
+
+
+def _run_day(run: DayRun) -> Any:
+    """Extract (or replay the lake), transform, load, judge and report one day."""
+    summary = run.new_summary()
+    get_run_logger().info("Daily Sales ETL for %s from %s", run.day, summary.source)
+    with _timed(summary.timings, "extract"):
+        extracted = _extract_or_replay(run, summary)
+    if extracted is None:
+        return _skipped(summary)
+    earlier, raw = extracted
+    summary.snapshot_id = raw.snapshot_id
+    summary.pages = raw.pages
+    summary.records_extracted = raw.records
+    summary.extract_mode = raw.mode
+
+    with _timed(summary.timings, "transform"):
+        clean = transform_day(run.lake, raw)  # runner: TASK_RUNNER
     summary.clean = clean.clean
     summary.rejected_by_reason = dict(clean.by_reason)
     summary.clean_amount_total = clean.clean_amount_total
 
-    with _timed(timings, "load"):
+    with _timed(summary.timings, "load"):
         for replayed in earlier:
-            _transform_and_load(lake, warehouse, day, replayed, run_id)
-        mode = raw.get("mode", "full")
-        loaded = load_sales(warehouse, lake, day, raw["snapshot_id"], run_id, mode, options.reload)
+            _transform_and_load(run, replayed)
+        loaded = load_sales(
+            run.warehouse, run.lake, clean, run.run_id, raw.mode, run.options.reload
+        )
     _add_load(summary, loaded)
-    verdict = judge_day_quality(warehouse, day, loaded, quality, mode)
-    emit_day_events(day, loaded, verdict, datetime.now(UTC))
+    verdict = judge_day_quality(run.warehouse, run.day, loaded, run.quality, raw.mode)
+    emit_day_events(run.day, loaded, verdict, datetime.now(UTC))
+    return _finish(summary, verdict.failure)
 
+
+def _extract_or_replay(
+    run: DayRun, summary: RunSummary
+) -> tuple[list[RawManifest], RawManifest] | None:
+    """The raw snapshot to load (and earlier ones a replay needs first), or None when the source
+    says there is nothing to process."""
+    try:
+        since = None if run.options.full_extract else _incremental_since(run)
+        raw = _extract(run, since)
+    except PartialExtractError:
+        # Part of a fresh extract arrived: an older snapshot must not stand in for it.
+        get_run_logger().error(
+            "The fresh extract of %s partly succeeded: no replay from the lake", run.day
+        )
+        raise
+    except TransientSourceError as exc:
+        # The source is down (status or pages) even after retries: replay the lake, from the
+        # newest full snapshot on (the ledger skips those already loaded).
+        replay = find_replay_snapshots(run.lake, run.day)
+        if not replay:
+            get_run_logger().error("Extraction failed and the lake has no snapshot of %s", run.day)
+            raise
+        *earlier, newest = replay
+        _announce_replay(summary, newest, exc)
+        return earlier, newest
+    return None if raw is None else ([], raw)
+
+
+def _skipped(summary: RunSummary) -> dict[str, Any]:
+    summary.status = "skipped"
+    summary.message = f"the source says {summary.day} has nothing to process; nothing was touched"
+    get_run_logger().info("Skipped: %s", summary.message)
+    publish_report(summary)
+    return summary.as_dict()
+
+
+def _finish(summary: RunSummary, quality_failure: str | None) -> Any:
+    """The run's verdict: reported, then returned (or raised, for a failed quality check)."""
     if summary.fallback_used:
         summary.status = "loaded_from_snapshot"
         summary.message = f"API unavailable; loaded from raw snapshot {summary.snapshot_id}"
@@ -276,8 +283,8 @@ def _run_day(
         summary.status = "loaded"
         summary.message = summary.run_text()
     publish_report(summary)  # prints the summary into the run's logs, once (log_prints)
-    if verdict.failure:
-        raise QualityError(verdict.failure)
+    if quality_failure:
+        raise QualityError(quality_failure)
     if summary.fallback_used:
         return Completed(
             name="Completed from snapshot", message=summary.message, data=summary.as_dict()
@@ -285,27 +292,25 @@ def _run_day(
     return summary.as_dict()
 
 
-def _announce_replay(summary: RunSummary, day: date, raw: dict[str, Any], exc: Exception) -> None:
+def _announce_replay(summary: RunSummary, raw: RawManifest, exc: Exception) -> None:
     """A replay from the lake is loud: the summary, a warning and ``sales.day.replayed``."""
     summary.fallback_used = True
     summary.fallback_reason = str(exc)
     get_run_logger().warning(
         "FALLBACK: extraction of %s failed (%s); reloading raw snapshot %s (committed %s) "
         "from the lake",
-        day,
+        raw.day,
         exc,
-        raw["snapshot_id"],
-        raw.get("committed_at", "by an earlier run"),
+        raw.snapshot_id,
+        raw.committed_at or "by an earlier run",
     )
-    emit_day_replayed(day, raw["snapshot_id"], str(exc))
+    emit_day_replayed(raw.day, raw.snapshot_id, str(exc))
 
 
-def _transform_and_load(
-    lake: LakeConfig, warehouse: WarehouseConfig, day: date, raw: dict[str, Any], run_id: str
-) -> LoadedDay:
+def _transform_and_load(run: DayRun, raw: RawManifest) -> LoadedDay:
     """An earlier snapshot replayed from the lake (a no-op load when the ledger has it)."""
-    transform_day(lake, day, raw["snapshot_id"])
-    return load_sales(warehouse, lake, day, raw["snapshot_id"], run_id, raw.get("mode", "full"))
+    clean = transform_day(run.lake, raw)
+    return load_sales(run.warehouse, run.lake, clean, run.run_id, raw.mode)
 
 
 def _add_load(summary: RunSummary, loaded: LoadedDay) -> None:
@@ -316,43 +321,36 @@ def _add_load(summary: RunSummary, loaded: LoadedDay) -> None:
     summary.warehouse = f"{loaded.warehouse} ({loaded.table})"
 
 
-def _incremental_since(warehouse: WarehouseConfig, day: date, lag: timedelta) -> datetime | None:
+def _incremental_since(run: DayRun) -> datetime | None:
     """The day's high-water mark minus the lag; None (extract the whole day) before any load,
     or when the warehouse cannot be read: the day still lands in the lake, and the load says
     what is wrong with the warehouse."""
     try:
-        mark = read_high_water_mark(warehouse, day)
+        mark = read_high_water_mark(run.warehouse, run.day)
     except WarehouseError as exc:
         get_run_logger().warning("Extracting the whole day: %s", exc)
         return None
-    return None if mark is None else mark - lag
+    return None if mark is None else mark - run.options.lag
 
 
-def _extract(
-    source: SourceConfig,
-    identity: str,
-    lake: LakeConfig,
-    day: date,
-    refresh: bool,
-    since: datetime | None,
-) -> dict[str, Any] | None:
+def _extract(run: DayRun, since: datetime | None) -> RawManifest | None:
     """Land the day (or the records changed since ``since``) in the raw zone, or reuse the
     cached extract; None when there is nothing to process."""
+    day, source, lake = run.day, run.source, run.lake
     status = check_source(source, day, since)
     if not status.should_process:
         return None
     since = status.updated_since  # None when the server does not filter: the whole day
-    source_state = f"{identity}|records={status.record_count}|since={since}"
+    source_state = f"{run.identity}|records={status.record_count}|since={since}"
     # With an S3 lake the cached extract lives in the bucket too, so it outlives the pod.
     extract_task = results_in_lake(extract_sales, lake)
-    extract = extract_task.with_options(refresh_cache=True) if refresh else extract_task
-    raw_info = extract(source, lake, day, source_state, lake.url, since)
-    raw = find_raw_snapshot(lake, day, raw_info["snapshot_id"])
-    if raw is None:  # a cached result whose snapshot was removed from the lake: fetch again
-        raw_info = extract_task.with_options(refresh_cache=True)(
+    extract = extract_task.with_options(refresh_cache=True) if run.options.refresh else extract_task
+    raw = extract(source, lake, day, source_state, lake.url, since)
+    if find_raw_snapshot(lake, day, raw.snapshot_id) is None:
+        # A cached result whose snapshot was removed from the lake: fetch again.
+        raw = extract_task.with_options(refresh_cache=True)(
             source, lake, day, source_state, lake.url, since
         )
-        raw = find_raw_snapshot(lake, day, raw_info["snapshot_id"])
-    if raw is None:
-        raise LakeError(f"raw snapshot {raw_info['snapshot_id']} of {day} vanished after writing")
+        if find_raw_snapshot(lake, day, raw.snapshot_id) is None:
+            raise LakeError(f"raw snapshot {raw.snapshot_id} of {day} vanished after writing")
     return raw

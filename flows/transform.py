@@ -12,7 +12,6 @@ the raw manifest's counts, and the commit lists parts in raw order).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
 
 from prefect import flow
 from prefect.futures import PrefectFuture, as_completed
@@ -21,7 +20,7 @@ from prefect.logging import get_run_logger
 from flows.runners import RunnerChoice, runner_from_settings
 from sales_etl.progress import Progress
 from sales_etl.settings import LakeConfig
-from sales_etl.snapshots import CleanManifest, CleanParts
+from sales_etl.snapshots import CleanManifest, CleanParts, RawManifest
 from sales_etl.transform import DEFAULT_CHUNK_RECORDS, RawPart
 from tasks.progress import ProgressReporter
 from tasks.transform import commit_clean_snapshot, plan_transform, transform_part
@@ -31,17 +30,15 @@ TRANSFORM_PARTS_FLOW = "Transform Sales Parts"
 
 def transform_day(
     lake: LakeConfig,
-    day: date,
-    snapshot_id: str,
+    raw: RawManifest,
     runner: RunnerChoice | None = None,
     chunk_records: int = DEFAULT_CHUNK_RECORDS,
 ) -> CleanManifest:
-    """Build (or reuse) the clean snapshot of raw snapshot ``snapshot_id``; call inside a flow.
+    """Build (or reuse) the clean snapshot of raw snapshot ``raw``; call inside a flow.
 
     Args:
         lake: where the raw snapshot is and the clean one goes.
-        day: the business day of the snapshot.
-        snapshot_id: the raw snapshot to transform.
+        raw: the raw snapshot to transform (as the extract or the lake returned it).
         runner: where the part tasks run; None: ``TASK_RUNNER`` from the environment.
         chunk_records: records validated at once inside a part (bounds memory).
 
@@ -49,7 +46,7 @@ def transform_day(
         The clean snapshot's :class:`~sales_etl.snapshots.CleanManifest`.
     """
     choice = runner or runner_from_settings()
-    plan = plan_transform(lake, day, snapshot_id)
+    plan = plan_transform(lake, raw)
     if plan.reused is not None:
         return plan.reused
     choice = choice.for_parts(len(plan.parts))
@@ -65,7 +62,7 @@ def transform_day(
         parts = transform_parts.with_options(task_runner=choice.task_runner())(
             lake, list(plan.parts), choice.in_flight(), chunk_records
         )
-    return commit_clean_snapshot(lake, day, snapshot_id, parts)
+    return commit_clean_snapshot(lake, raw, parts)
 
 
 @flow(

@@ -25,6 +25,25 @@ def default_business_date(now: datetime | None = None) -> date:
     return moment.date() - timedelta(days=1)
 
 
+def closes_previous_day(scheduled: datetime) -> bool:
+    """True for a run scheduled in the first hour after midnight UTC: it closes the previous
+    day (loads it whole, once more) instead of starting the new one."""
+    return scheduled.astimezone(UTC).time() < CLOSE_PREVIOUS_DAY_BEFORE
+
+
+def run_business_date(
+    run_date: date | None, scheduled: datetime | None, now: datetime | None = None
+) -> date:
+    """The business day a run processes: ``run_date`` when given; else the day of a
+    deployment run's ``scheduled`` start (:func:`scheduled_business_date`: never ``now``, so a
+    late run still loads the day it was scheduled for); else yesterday (UTC)."""
+    if run_date is not None:
+        return run_date
+    if scheduled is not None:
+        return scheduled_business_date(scheduled)
+    return default_business_date(now)
+
+
 def scheduled_business_date(scheduled: datetime) -> date:
     """The business day of a deployment run scheduled at ``scheduled``.
 
@@ -33,7 +52,7 @@ def scheduled_business_date(scheduled: datetime) -> date:
     with its complete data, and so closes it. The next run (01:00) starts on the new day.
     """
     moment = scheduled.astimezone(UTC)
-    if moment.time() < CLOSE_PREVIOUS_DAY_BEFORE:
+    if closes_previous_day(moment):
         return moment.date() - timedelta(days=1)
     return moment.date()
 

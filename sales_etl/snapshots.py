@@ -145,6 +145,55 @@ class RawSnapshotWriter:
         return SnapshotRef("raw", self.day, self.snapshot_id, manifest)
 
 
+@dataclass(frozen=True)
+class RawManifest:
+    """The manifest of a committed raw snapshot, typed (``_manifest.json`` holds the same).
+
+    What the extract returns and the flow passes on: the transform and the replay read the
+    snapshot through :meth:`ref` without looking its manifest up again.
+    """
+
+    day: date
+    snapshot_id: str
+    parts: tuple[str, ...]
+    pages: int
+    records: int
+    mode: str = "full"  # full: the whole day | incremental: the records since updated_since
+    updated_since: str | None = None
+    committed_at: str = ""
+    part_records: tuple[int, ...] | None = None  # absent from manifests written before it
+    source_state: str | None = None
+    source_record_count: int | None = None
+    requests: int = 0
+    retries: int = 0
+    manifest: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_ref(cls, ref: SnapshotRef) -> RawManifest:
+        m = ref.manifest
+        counts = m.get("part_records")
+        return cls(
+            day=ref.day,
+            snapshot_id=ref.snapshot_id,
+            parts=tuple(m["parts"]),
+            pages=int(m.get("pages", 0)),
+            records=int(m["records"]),
+            mode=str(m.get("mode", "full")),
+            updated_since=m.get("updated_since"),
+            committed_at=str(m.get("committed_at", "")),
+            part_records=None if counts is None else tuple(int(c) for c in counts),
+            source_state=m.get("source_state"),
+            source_record_count=m.get("source_record_count"),
+            requests=int(m.get("requests", 0)),
+            retries=int(m.get("retries", 0)),
+            manifest=dict(m),
+        )
+
+    def ref(self) -> SnapshotRef:
+        """The snapshot, as the lake's readers take it (no lookup: the manifest is here)."""
+        return SnapshotRef("raw", self.day, self.snapshot_id, dict(self.manifest))
+
+
 def raw_part_records(lake: Lake, ref: SnapshotRef) -> list[int]:
     """The number of records in each part of raw snapshot ``ref``, in part order.
 

@@ -15,7 +15,7 @@ from sales_etl.errors import PartialExtractError, PermanentSourceError, Transien
 from sales_etl.lake import open_lake
 from sales_etl.progress import Progress
 from sales_etl.settings import LakeConfig, SourceConfig
-from sales_etl.snapshots import RawSnapshotWriter, find_snapshot, list_snapshots
+from sales_etl.snapshots import RawManifest, RawSnapshotWriter, find_snapshot, list_snapshots
 from sales_etl.source import SalesApiClient, SourceStatus, max_pages_for
 from tasks.progress import ProgressReporter
 
@@ -65,8 +65,8 @@ def extract_sales(
     source_state: str,
     lake_url: str,
     updated_since: datetime | None = None,
-) -> dict[str, Any]:
-    """Extract ``day`` into a new raw snapshot; returns its id, counts and extraction mode.
+) -> RawManifest:
+    """Extract ``day`` into a new raw snapshot; returns its manifest (id, counts, mode).
 
     ``source_state`` and ``lake_url`` are part of the cache key: a cached snapshot is reused only
     for the same source, the same record count at the source, and the same lake.
@@ -126,15 +126,7 @@ def extract_sales(
             f" since {used_since}" if used_since else "",
             client.retries,
         )
-        return {
-            "snapshot_id": ref.snapshot_id,
-            "pages": writer.pages,
-            "records": writer.records,
-            "retries": client.retries,
-            "requests": client.requests_made,
-            "mode": mode,
-            "updated_since": used_since,
-        }
+        return RawManifest.from_ref(ref)
     finally:
         store.close()
 
@@ -146,7 +138,7 @@ def extract_sales(
 )
 def find_raw_snapshot(
     lake: LakeConfig, day: date, snapshot_id: str | None = None
-) -> dict[str, Any] | None:
+) -> RawManifest | None:
     """The manifest of the requested (or newest) raw snapshot of ``day``, or None."""
     store = open_lake(lake)
     try:
@@ -155,7 +147,7 @@ def find_raw_snapshot(
         else:
             refs = list_snapshots(store, "raw", day)
             ref = refs[0] if refs else None
-        return None if ref is None else dict(ref.manifest)
+        return None if ref is None else RawManifest.from_ref(ref)
     finally:
         store.close()
 
@@ -165,15 +157,15 @@ def find_raw_snapshot(
     description="The raw snapshots a day needs replayed from the lake: newest full one onward.",
     timeout_seconds=300,
 )
-def find_replay_snapshots(lake: LakeConfig, day: date) -> list[dict[str, Any]]:
+def find_replay_snapshots(lake: LakeConfig, day: date) -> list[RawManifest]:
     """Manifests, oldest first, of the newest full raw snapshot of ``day`` and every
     incremental one after it (all of them when there is no full one); [] when none."""
     store = open_lake(lake)
     try:
-        replay: list[dict[str, Any]] = []
+        replay: list[RawManifest] = []
         for ref in list_snapshots(store, "raw", day):  # newest first
-            replay.append(dict(ref.manifest))
-            if ref.manifest.get("mode", "full") == "full":
+            replay.append(RawManifest.from_ref(ref))
+            if replay[-1].mode == "full":
                 break
         return replay[::-1]
     finally:

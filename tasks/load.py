@@ -11,10 +11,10 @@ from prefect.logging import get_run_logger
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from sales_etl.errors import LakeError, WarehouseError
+from sales_etl.errors import WarehouseError
 from sales_etl.lake import open_lake
 from sales_etl.settings import LakeConfig, WarehouseConfig
-from sales_etl.snapshots import find_snapshot, iter_tables
+from sales_etl.snapshots import CleanManifest, iter_tables
 from sales_etl.warehouse import (
     LoadSource,
     LoadStats,
@@ -48,13 +48,12 @@ class LoadedDay:
 def load_sales(
     warehouse: WarehouseConfig,
     lake: LakeConfig,
-    day: date,
-    snapshot_id: str,
+    clean: CleanManifest,
     run_id: str,
     mode: str = "full",
     reload: bool = False,
 ) -> LoadedDay:
-    """Load clean snapshot ``snapshot_id`` of ``day``.
+    """Load clean snapshot ``clean`` (its parts are read from ``lake``).
 
     A snapshot the load ledger already holds as loaded for the day is skipped (nothing is read
     from the lake) unless ``reload``. A failed load leaves a ``failed`` ledger row.
@@ -63,16 +62,14 @@ def load_sales(
     store = open_lake(lake)
     engine = create_warehouse_engine(warehouse)
     try:
-        clean = find_snapshot(store, "clean", day, snapshot_id)
-        if clean is None:
-            raise LakeError(f"clean snapshot {snapshot_id} of {day} is not in the lake")
+        day, snapshot_id = clean.day, clean.snapshot_id
         tables = tables_for(warehouse)
         target = describe_engine(engine)
         source = LoadSource(
             snapshot_id=snapshot_id,
             mode=mode,
-            records=int(clean.manifest["records"]),
-            rejects_by_reason=dict(clean.manifest["by_reason"]),
+            records=clean.records,
+            rejects_by_reason=dict(clean.by_reason),
         )
         try:
             ensure_tables(engine, tables)
@@ -81,8 +78,8 @@ def load_sales(
                 tables,
                 day,
                 run_id,
-                iter_tables(store, clean.manifest["sales_parts"]),
-                iter_tables(store, clean.manifest["rejected_parts"]),
+                iter_tables(store, list(clean.sales_parts)),
+                iter_tables(store, list(clean.rejected_parts)),
                 loaded_at=datetime.now(UTC),
                 source=source,
                 force=reload,

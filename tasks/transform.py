@@ -11,10 +11,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from sales_etl import transform
-from sales_etl.errors import LakeError
-from sales_etl.lake import Lake, open_lake
+from sales_etl.lake import open_lake
 from sales_etl.settings import LakeConfig
-from sales_etl.snapshots import CleanManifest, CleanParts, SnapshotRef, find_snapshot
+from sales_etl.snapshots import (
+    CleanManifest,
+    CleanParts,
+    RawManifest,
+)
 from sales_etl.transform import DEFAULT_CHUNK_RECORDS, RawPart
 
 
@@ -35,17 +38,17 @@ class TransformPlan:
     retry_delay_seconds=[2, 10],
     cache_policy=NO_CACHE,
 )
-def plan_transform(lake: LakeConfig, day: date, snapshot_id: str) -> TransformPlan:
-    """The parts of raw snapshot ``snapshot_id`` with their record offsets (or the clean
-    snapshot already built from it)."""
+def plan_transform(lake: LakeConfig, raw: RawManifest) -> TransformPlan:
+    """The parts of raw snapshot ``raw`` with their record offsets (or the clean snapshot
+    already built from it)."""
     store = open_lake(lake)
     try:
-        raw = _raw_snapshot(store, day, snapshot_id)
-        existing = transform.reusable_clean_snapshot(store, raw)
+        existing = transform.reusable_clean_snapshot(store, raw.ref())
         if existing is not None:
-            get_run_logger().info("Clean snapshot %s already built: reused", snapshot_id)
-            return TransformPlan(day, snapshot_id, (), CleanManifest.from_ref(existing))
-        return TransformPlan(day, snapshot_id, tuple(transform.plan_parts(store, raw)))
+            get_run_logger().info("Clean snapshot %s already built: reused", raw.snapshot_id)
+            return TransformPlan(raw.day, raw.snapshot_id, (), CleanManifest.from_ref(existing))
+        parts = tuple(transform.plan_parts(store, raw.ref()))
+        return TransformPlan(raw.day, raw.snapshot_id, parts)
     finally:
         store.close()
 
@@ -87,51 +90,17 @@ def transform_part(
     cache_policy=NO_CACHE,
 )
 def commit_clean_snapshot(
-    lake: LakeConfig, day: date, snapshot_id: str, parts: Sequence[CleanParts]
+    lake: LakeConfig, raw: RawManifest, parts: Sequence[CleanParts]
 ) -> CleanManifest:
-    """Commit the clean snapshot of ``snapshot_id`` from its parts, in raw part order."""
+    """Commit the clean snapshot of ``raw`` from its parts, in raw part order."""
     store = open_lake(lake)
     try:
-        raw = _raw_snapshot(store, day, snapshot_id)
-        clean = CleanManifest.from_ref(transform.commit_clean_snapshot(store, raw, parts))
+        committed = transform.commit_clean_snapshot(store, raw.ref(), parts)
+        clean = CleanManifest.from_ref(committed)
     finally:
         store.close()
     _log_counts(clean)
     return clean
-
-
-@task(
-    name="transform-sales",
-    description="Validate and type a raw snapshot in bounded chunks, in one task; keep rejects.",
-    timeout_seconds=3600,
-    # The clean zone itself is the cache: a clean snapshot built from this raw one is reused.
-    cache_policy=NO_CACHE,
-)
-def transform_sales(
-    lake: LakeConfig, day: date, snapshot_id: str, chunk_records: int = DEFAULT_CHUNK_RECORDS
-) -> CleanManifest:
-    """Build (or reuse) the clean snapshot of raw snapshot ``snapshot_id`` in this one task.
-
-    The same snapshot as the flow's mapped ``transform-part`` tasks; for callers without a
-    flow's task runner.
-    """
-    store = open_lake(lake)
-    try:
-        raw = _raw_snapshot(store, day, snapshot_id)
-        clean = CleanManifest.from_ref(
-            transform.transform_snapshot(store, raw, chunk_records=chunk_records)
-        )
-    finally:
-        store.close()
-    _log_counts(clean)
-    return clean
-
-
-def _raw_snapshot(store: Lake, day: date, snapshot_id: str) -> SnapshotRef:
-    raw = find_snapshot(store, "raw", day, snapshot_id)
-    if raw is None:
-        raise LakeError(f"raw snapshot {snapshot_id} of {day} is not in the lake")
-    return raw
 
 
 def _log_counts(clean: CleanManifest) -> None:

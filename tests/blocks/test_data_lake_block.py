@@ -13,9 +13,10 @@ from sales_etl.errors import LakeError
 from sales_etl.lake import LocalLake, S3Lake
 from sales_etl.schema import CLEAN_SCHEMA, REJECTED_SCHEMA
 from sales_etl.settings import LakeConfig
-from sales_etl.snapshots import new_snapshot_id
+from sales_etl.snapshots import CleanManifest, new_snapshot_id
 from sales_etl.transform import clean_table
-from tests.blocks.conftest import DAY, clean_sales
+from sales_etl.validate import validate_records
+from tests.blocks.conftest import DAY, clean_sales, demo_records
 
 
 @pytest.fixture(params=["local", "s3", "s3-default-chain"])
@@ -64,6 +65,18 @@ def test_write_read_and_list_snapshots_newest_first(lake_block: DataLakeBlock) -
     rejected = lake_block.read_snapshot(DAY, older, part="rejected")
     assert (rejected.num_rows, rejected.schema) == (0, REJECTED_SCHEMA)
     assert lake_block.list_snapshots(DAY, zone="raw") == []
+
+
+def test_a_written_snapshot_is_a_clean_snapshot_the_pipeline_reads(
+    lake_block: DataLakeBlock,
+) -> None:
+    records = [*demo_records(3), {"sale_id": "no-fields"}]
+    validated = validate_records(records, DAY)
+    ref = lake_block.write_snapshot(DAY, validated.clean, validated.rejected, snapshot_at(1))
+    manifest = CleanManifest.from_ref(ref)  # every field the load reads, by_reason included
+    assert (manifest.records, manifest.clean, manifest.rejected) == (4, 3, 1)
+    assert sum(manifest.by_reason.values()) == 1
+    assert lake_block.read_snapshot(DAY, part="rejected").num_rows == 1
 
 
 def test_block_opens_the_same_lake_implementation_as_the_pipeline(

@@ -31,6 +31,7 @@ from flows.transform import transform_day
 from sales_etl.lake import open_lake
 from sales_etl.settings import LakeConfig, WarehouseConfig
 from sales_etl.snapshots import CleanManifest
+from tasks.extract import find_raw_snapshot
 from tasks.load import load_sales
 from tests import postgres
 
@@ -116,10 +117,10 @@ def dask_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
 def transform_and_load(
     lake: LakeConfig, warehouse: WarehouseConfig, snapshot_id: str, runner: str
 ) -> CleanManifest:
-    clean = transform_day(
-        lake, DAY, snapshot_id, runner=parse_task_runner(runner), chunk_records=CHUNK_RECORDS
-    )
-    load_sales(warehouse, lake, DAY, snapshot_id, "test-run")
+    raw = find_raw_snapshot(lake, DAY, snapshot_id)
+    assert raw is not None
+    clean = transform_day(lake, raw, runner=parse_task_runner(runner), chunk_records=CHUNK_RECORDS)
+    load_sales(warehouse, lake, clean, "test-run")
     return clean
 
 

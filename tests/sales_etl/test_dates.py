@@ -8,10 +8,12 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import pytest
 
 from sales_etl.dates import (
+    closes_previous_day,
     date_argument,
     day_closes_at,
     days_between,
     default_business_date,
+    run_business_date,
     scheduled_business_date,
 )
 
@@ -45,6 +47,22 @@ def test_a_day_of_hourly_runs_loads_each_day_and_closes_it_once() -> None:
     assert days.count(date(2026, 11, 23)) == 1  # the 00:00 run of the 24th
     assert days.count(date(2026, 11, 24)) == 24  # 01:00..23:00 and the closing 00:00 run
     assert days[0] == date(2026, 11, 23) and days[24] == date(2026, 11, 24)
+
+
+def test_the_closing_run_is_the_one_that_loads_the_previous_day() -> None:
+    start = datetime(2026, 11, 24, tzinfo=UTC)
+    for hour in range(24):
+        scheduled = start + timedelta(hours=hour, minutes=30)
+        closing = scheduled_business_date(scheduled) < scheduled.date()
+        assert closes_previous_day(scheduled) is closing is (hour == 0)
+
+
+def test_a_runs_business_date_explicit_then_scheduled_then_yesterday() -> None:
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    scheduled = datetime(2026, 11, 20, 0, 10, tzinfo=UTC)  # a late closing run
+    assert run_business_date(date(2026, 1, 2), scheduled, now) == date(2026, 1, 2)
+    assert run_business_date(None, scheduled, now) == date(2026, 11, 19)  # never from now
+    assert run_business_date(None, None, now) == date(2026, 11, 24)
 
 
 def test_days_between_includes_both_ends_and_checks_the_range() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
 
 import pytest
 from prefect.logging import disable_run_logger
@@ -11,6 +10,7 @@ from prefect.logging import disable_run_logger
 from devharness.demo_api import DemoData, UpdatedSinceMode, serve_demo_api
 from devharness.demo_days import DayMix, day_records, revision_time
 from sales_etl.settings import LakeConfig, SourceConfig
+from sales_etl.snapshots import RawManifest
 from tasks.extract import extract_sales, find_raw_snapshot
 
 DAY = date(2026, 11, 23)
@@ -20,12 +20,12 @@ SINCE = revision_time(DAY, 1)
 
 def extract(
     lake: LakeConfig, mode: UpdatedSinceMode, updated_since: datetime | None
-) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+) -> tuple[RawManifest, RawManifest, list[str]]:
     with serve_demo_api(DemoData(mix=MIX, revision=1), updated_since=mode) as api:
         source = SourceConfig(base_url=api.url, page_size=20)
         with disable_run_logger():
             info = extract_sales.fn(source, lake, DAY, "demo|x", lake.url, updated_since)
-            manifest = find_raw_snapshot.fn(lake, DAY, info["snapshot_id"])
+            manifest = find_raw_snapshot.fn(lake, DAY, info.snapshot_id)
         assert manifest is not None
         return info, manifest, list(api.sales_requests)
 
@@ -33,10 +33,10 @@ def extract(
 def test_incremental_extract_when_the_server_supports_it(local_lake: LakeConfig) -> None:
     info, manifest, paths = extract(local_lake, "filter", SINCE)
     delta = len(day_records(MIX, DAY.isoformat(), 1, SINCE))
-    assert info["records"] == manifest["records"] == delta
-    assert info["mode"] == manifest["mode"] == "incremental"
-    assert info["updated_since"] == manifest["updated_since"] == SINCE.isoformat()
-    assert manifest["source_record_count"] == len(day_records(MIX, DAY.isoformat(), 1))
+    assert info.records == manifest.records == delta
+    assert info.mode == manifest.mode == "incremental"
+    assert info.updated_since == manifest.updated_since == SINCE.isoformat()
+    assert manifest.source_record_count == len(day_records(MIX, DAY.isoformat(), 1))
     assert len(paths) == -(-delta // 20) and all("updated_since=" in p for p in paths)
 
 
@@ -46,16 +46,16 @@ def test_full_extract_when_the_server_does_not_support_it(
 ) -> None:
     info, manifest, paths = extract(local_lake, mode, SINCE)
     full = len(day_records(MIX, DAY.isoformat(), 1))
-    assert info["records"] == manifest["records"] == full
-    assert manifest["mode"] == "full" and manifest["updated_since"] is None
+    assert info.records == manifest.records == full
+    assert manifest.mode == "full" and manifest.updated_since is None
     assert not any("updated_since=" in p for p in paths)  # sent only when supported
-    assert manifest["requests"] == len(paths) + 1  # the pages and one status
+    assert manifest.requests == len(paths) + 1  # the pages and one status
 
 
 def test_full_extract_without_updated_since(local_lake: LakeConfig) -> None:
     info, manifest, paths = extract(local_lake, "filter", None)
-    assert info["records"] == len(day_records(MIX, DAY.isoformat(), 1))
-    assert manifest["mode"] == "full" and manifest["updated_since"] is None
+    assert info.records == len(day_records(MIX, DAY.isoformat(), 1))
+    assert manifest.mode == "full" and manifest.updated_since is None
     assert not any("updated_since=" in p for p in paths)
 
 

@@ -12,7 +12,6 @@ from prefect.states import Failed
 from sales_etl.errors import PermanentSourceError, TransientSourceError
 from sales_etl.settings import LakeConfig
 from tasks.extract import _retry_unless_permanent, extract_sales, find_raw_snapshot
-from tasks.transform import transform_sales
 
 
 @pytest.mark.parametrize(
@@ -32,16 +31,6 @@ def test_extract_cache_key_ignores_configs_with_secrets() -> None:
     policy = extract_sales.cache_policy
     excluded = {name for p in policy.policies for name in getattr(p, "exclude", [])}
     assert {"source", "lake"} <= excluded
-
-
-def test_transform_of_a_missing_snapshot_names_it(local_lake: LakeConfig) -> None:
-    from sales_etl.errors import LakeError
-
-    with (
-        disable_run_logger(),
-        pytest.raises(LakeError, match="raw snapshot nope of 2026-11-23 is not in the lake"),
-    ):
-        transform_sales.fn(local_lake, date(2026, 11, 23), "nope")
 
 
 def test_find_raw_snapshot_in_an_empty_lake(local_lake: LakeConfig) -> None:
