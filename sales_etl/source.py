@@ -64,6 +64,14 @@ class Page:
     next_cursor: str | None
 
 
+@dataclass(frozen=True)
+class _Failed:
+    """Why one attempt failed, and how long the server asked to wait (429 Retry-After)."""
+
+    problem: str
+    wait: float | None = None
+
+
 class SalesApiClient:
     """A narrow client of the sales API. Open with ``with SalesApiClient(config) as client``."""
 
@@ -177,15 +185,10 @@ class SalesApiClient:
                 self._refused("/sales", exc)
                 self.mode = "full"
                 continue
-            data = body["data"]
-            next_cursor = body.get("next_cursor")
-            if next_cursor is not None and not isinstance(next_cursor, str):
-                raise PermanentSourceError(
-                    f"GET {self._base_url}/sales page {number} has a next_cursor that is not a "
-                    "string or null"
-                )
-            yield Page(number=number, body=raw, records=data, next_cursor=next_cursor)
+            page = self._page(number, raw, body)
+            yield page
             number += 1
+            next_cursor = page.next_cursor
             if next_cursor is None:
                 return
             if max_pages is not None and number >= max_pages:
@@ -194,6 +197,15 @@ class SalesApiClient:
                     "the cursor does not seem to end"
                 )
             cursor = next_cursor
+
+    def _page(self, number: int, raw: bytes, body: Any) -> Page:
+        next_cursor = body.get("next_cursor")
+        if next_cursor is not None and not isinstance(next_cursor, str):
+            raise PermanentSourceError(
+                f"GET {self._base_url}/sales page {number} has a next_cursor that is not a "
+                "string or null"
+            )
+        return Page(number=number, body=raw, records=body["data"], next_cursor=next_cursor)
 
     def _refused(self, path: str, exc: PermanentSourceError) -> None:
         self.updated_since_refused = True
@@ -210,65 +222,74 @@ class SalesApiClient:
         """GET with the retry policy of the contract; returns (raw body, parsed JSON)."""
         endpoint = f"{self._base_url}{path}"
         attempts = self._config.max_retries + 1
-        last_problem = "no attempt made"
+        failed = _Failed("no attempt made")
         for attempt in range(attempts):
             if attempt:
                 self.retries += 1
             self.requests_made += 1
-            wait: float | None = None
-            try:
-                response = self._session.get(
-                    endpoint,
-                    params=params,
-                    timeout=(min(10.0, self._config.timeout_seconds), self._config.timeout_seconds),
-                    stream=True,
-                )
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                last_problem = f"{type(exc).__name__}"
-            else:
-                with response:
-                    status = response.status_code
-                    if status == 200:
-                        try:
-                            raw = self._read_body(response, endpoint)
-                            body = jsontext.loads_page(raw) if lossless else _fast_loads(raw)
-                            if page and not _is_page(body):
-                                raise ValueError("body lacks a 'data' list")
-                            return raw, body
-                        except ValueError as exc:  # not JSON at all: perhaps cut short
-                            last_problem = f"broken page ({str(exc)[:80]})"
-                        except (requests.ConnectionError, requests.Timeout) as exc:
-                            last_problem = f"{type(exc).__name__} while reading the body"
-                    elif status == RATE_LIMITED:
-                        wait = _retry_after(response.headers.get("Retry-After"))
-                        last_problem = "429 Too Many Requests"
-                    elif status in TRANSIENT_STATUSES:
-                        last_problem = f"{status} {response.reason}"
-                    else:
-                        raise PermanentSourceError(
-                            f"GET {endpoint} answered {status} {response.reason}: "
-                            f"{self._redact(_error_text(response))}",
-                            status=status,
-                        )
-            if attempt == attempts - 1:
-                break
-            delay = (
-                self._backoff(attempt)
-                if wait is None
-                else min(wait, self._config.backoff_cap_seconds)
-            )
-            log.warning(
-                "GET %s failed (%s); retry %d/%d in %.2fs",
-                endpoint,
-                last_problem,
-                attempt + 1,
-                attempts - 1,
-                delay,
-            )
-            self._sleep(delay)
+            outcome = self._attempt(endpoint, params, page=page, lossless=lossless)
+            if not isinstance(outcome, _Failed):
+                return outcome
+            failed = outcome
+            if attempt < attempts - 1:
+                self._pause(endpoint, failed, attempt, attempts)
         raise TransientSourceError(
-            f"GET {endpoint} still failing after {attempts} attempts: {last_problem}"
+            f"GET {endpoint} still failing after {attempts} attempts: {failed.problem}"
         )
+
+    def _attempt(
+        self, endpoint: str, params: dict[str, Any], *, page: bool, lossless: bool
+    ) -> tuple[bytes, Any] | _Failed:
+        """One GET: (raw body, parsed JSON), or why it failed and may be retried. A status no
+        retry can fix raises :class:`PermanentSourceError`."""
+        timeout = (min(10.0, self._config.timeout_seconds), self._config.timeout_seconds)
+        try:
+            response = self._session.get(endpoint, params=params, timeout=timeout, stream=True)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            return _Failed(type(exc).__name__)
+        with response:
+            status = response.status_code
+            if status == 200:
+                return self._read_page(response, endpoint, page=page, lossless=lossless)
+            if status == RATE_LIMITED:
+                wait = _retry_after(response.headers.get("Retry-After"))
+                return _Failed("429 Too Many Requests", wait)
+            if status in TRANSIENT_STATUSES:
+                return _Failed(f"{status} {response.reason}")
+            raise PermanentSourceError(
+                f"GET {endpoint} answered {status} {response.reason}: "
+                f"{self._redact(_error_text(response))}",
+                status=status,
+            )
+
+    def _read_page(
+        self, response: requests.Response, endpoint: str, *, page: bool, lossless: bool
+    ) -> tuple[bytes, Any] | _Failed:
+        """The body of a 200 answer, parsed; a body cut short or not JSON may be retried."""
+        try:
+            raw = self._read_body(response, endpoint)
+            body = jsontext.loads_page(raw) if lossless else _fast_loads(raw)
+            if page and not _is_page(body):
+                raise ValueError("body lacks a 'data' list")
+            return raw, body
+        except ValueError as exc:  # not JSON at all: perhaps cut short
+            return _Failed(f"broken page ({str(exc)[:80]})")
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            return _Failed(f"{type(exc).__name__} while reading the body")
+
+    def _pause(self, endpoint: str, failed: _Failed, attempt: int, attempts: int) -> None:
+        """Wait before the next attempt: the server's Retry-After (capped), else the backoff."""
+        cap = self._config.backoff_cap_seconds
+        delay = self._backoff(attempt) if failed.wait is None else min(failed.wait, cap)
+        log.warning(
+            "GET %s failed (%s); retry %d/%d in %.2fs",
+            endpoint,
+            failed.problem,
+            attempt + 1,
+            attempts - 1,
+            delay,
+        )
+        self._sleep(delay)
 
     def _redact(self, text: str) -> str:
         """Remove the API key from server-provided text (a hostile server may echo it)."""
