@@ -17,7 +17,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 UNCHECKED = ("tests", "benchmarks")
-PROJECT_PACKAGES = {"sales_etl", "flows", "tasks", "blocks", "deployments", "tests", "benchmarks"}
+PROJECT_PACKAGES = {
+    "sales_etl",
+    "flows",
+    "tasks",
+    "blocks",
+    "deployments",
+    "devharness",
+    "tests",
+    "benchmarks",
+}
 
 
 def project_imports(path: Path) -> list[tuple[int, str, str]]:

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from prefect import flow
 from pydantic import SecretStr
 
-from benchmarks.transform import write_realistic_day
+from devharness.raw_days import write_realistic_day
 from flows.runners import parse_task_runner
 from flows.transform import transform_day
 from sales_etl.lake import open_lake

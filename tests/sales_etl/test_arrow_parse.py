@@ -20,7 +20,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmarks.transform import realistic_pages
+from devharness.raw_days import realistic_pages
 from devharness.demo_api import generate_record
 from devharness.demo_days import DayMix, day_records
 from sales_etl import arrow_parse, jsontext, transform

@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from benchmarks.transform import write_realistic_day
+from devharness.raw_days import write_realistic_day
 from sales_etl import jsontext
 from sales_etl.errors import LakeError
 from sales_etl.lake import LocalLake

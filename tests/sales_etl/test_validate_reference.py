@@ -78,7 +78,7 @@ def test_unicode_digits_and_odd_spacing_match_the_reference() -> None:
 
 
 def test_a_realistic_day_matches_the_reference() -> None:
-    from benchmarks.transform import realistic_pages
+    from devharness.raw_days import realistic_pages
 
     records: list[Any] = []
     for _, body in realistic_pages(DAY, 4000, page_size=500, nan_every_pages=3):
