@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, HttpUrl, SecretStr
+from pydantic import HttpUrl, SecretStr
 
 from blocks.parameters import ParameterBlock
-from sales_etl.settings import SourceConfig
+from sales_etl.settings import SourceConfig, field_of
 from sales_etl.source import SalesApiClient
 
 
@@ -34,24 +34,28 @@ class SalesApiBlock(ParameterBlock):
             status = client.status(date(2026, 11, 23))
         """
 
-    base_url: str | None = Field(
-        default=None,
+    base_url: str | None = field_of(
+        SourceConfig,
+        "base_url",
         title="Base URL",
         description="Base URL of the sales API, e.g. https://sales.example.com; empty: demo API.",
     )
-    api_key: SecretStr | None = Field(
-        default=None,
+    api_key: SecretStr | None = field_of(
+        SourceConfig,
+        "api_key",
         title="API key",
         description="Bearer token sent as Authorization header; empty: no authentication.",
     )
-    page_size: int = Field(
-        default=5000, ge=1, le=10_000, description="Records requested per page (1 to 10000)."
+    page_size: int = field_of(
+        SourceConfig, "page_size", description="Records requested per page (1 to 10000)."
     )
-    timeout_seconds: float = Field(
-        default=30.0, gt=0, description="Timeout of one HTTP request, in seconds."
+    timeout_seconds: float = field_of(
+        SourceConfig, "timeout_seconds", description="Timeout of one HTTP request, in seconds."
     )
-    max_retries: int = Field(
-        default=5, ge=0, le=20, description="Retries of a failed request (5xx, 429, timeouts)."
+    max_retries: int = field_of(
+        SourceConfig,
+        "max_retries",
+        description="Retries of a failed request (5xx, 429, timeouts).",
     )
 
     @classmethod

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, text
 
 from blocks.parameters import ParameterBlock
 from sales_etl.schema import CLEAN_SCHEMA
-from sales_etl.settings import WarehouseConfig
+from sales_etl.settings import WarehouseConfig, field_of
 from sales_etl.transform import clean_table
 from sales_etl.warehouse import (
     LoadStats,
@@ -30,8 +30,6 @@ from sales_etl.warehouse import (
     load_day,
     tables_for,
 )
-
-IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 
 
 class WarehouseBlock(ParameterBlock):
@@ -78,22 +76,31 @@ class WarehouseBlock(ParameterBlock):
             "PostgreSQL in ./.data/postgres of the process that runs the flow."
         ),
     )
-    db_schema: str = Field(
-        default="public",
+    db_schema: str = field_of(
+        WarehouseConfig,
+        "db_schema",
         title="Schema",
-        pattern=IDENTIFIER,
         description="Database schema of the sales tables; created when missing.",
     )
-    table_name: str = Field(
-        default="sales",
-        pattern=IDENTIFIER,
+    table_name: str = field_of(
+        WarehouseConfig,
+        "table_name",
         description="Name of the sales table; rejects go to <table_name>_rejected.",
     )
-    pool_size: int = Field(
-        default=5, ge=1, description="Number of connections kept in the engine's pool."
+    pool_size: int = field_of(
+        WarehouseConfig, "pool_size", description="Number of connections kept in the engine's pool."
     )
-    pool_timeout_seconds: float = Field(
-        default=30.0, gt=0, description="Seconds to wait for a free pooled connection."
+    pool_timeout_seconds: float = field_of(
+        WarehouseConfig,
+        "pool_timeout_seconds",
+        description="Seconds to wait for a free pooled connection.",
+    )
+    work_mem: str | None = field_of(
+        WarehouseConfig,
+        "work_mem",
+        title="Work memory of a load",
+        description="PostgreSQL work_mem set for each load's transaction, e.g. 128MB; empty: "
+        "the server's setting.",
     )
 
     _engine: Engine | None = PrivateAttr(default=None)
@@ -107,6 +114,7 @@ class WarehouseBlock(ParameterBlock):
             table_name=config.table_name,
             pool_size=config.pool_size,
             pool_timeout_seconds=config.pool_timeout_seconds,
+            work_mem=config.work_mem,
         )
 
     def to_config(self) -> WarehouseConfig:
@@ -117,6 +125,7 @@ class WarehouseBlock(ParameterBlock):
             table_name=self.table_name,
             pool_size=self.pool_size,
             pool_timeout_seconds=self.pool_timeout_seconds,
+            work_mem=self.work_mem,
         )
 
     def get_engine(self) -> Engine:

@@ -1,20 +1,32 @@
-"""The one place configuration is chosen.
+"""The configuration models: one per outside system, each field's default and limits stated once.
 
-``Settings`` reads the environment (and an optional ``.env`` file); the blocks in ``blocks/``
-override it by name. Both produce the same three plain config objects that the tasks receive as
-arguments: :class:`SourceConfig`, :class:`LakeConfig` and :class:`WarehouseConfig`.
+:class:`SourceConfig`, :class:`LakeConfig` and :class:`WarehouseConfig` are what the tasks
+receive. ``Settings`` reads the environment (and an optional ``.env`` file) into them; the blocks
+in ``blocks/`` hold the same fields (:func:`field_of`: the block's field *is* the model's, with
+its default and limits) for Prefect's UI. Which of the two a run uses is chosen in
+``flows/config.py``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sales_etl.errors import ConfigError
 
 DEFAULT_DATA_DIR = Path(".data")
+# A PostgreSQL identifier the load may quote: the schema and the table names.
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+
+
+def field_of(model: type[BaseModel], name: str, **overrides: Any) -> Any:
+    """Field ``name`` of ``model`` (its default and limits) for another model: an environment
+    setting or a block field, with its own title and description (``overrides``)."""
+    return FieldInfo.merge_field_infos(model.model_fields[name], **overrides)
 
 
 class SourceConfig(BaseModel):
@@ -69,8 +81,8 @@ class WarehouseConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     url: SecretStr | None = None
-    db_schema: str = Field(default="public", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-    table_name: str = Field(default="sales", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    db_schema: str = Field(default="public", pattern=IDENTIFIER)
+    table_name: str = Field(default="sales", pattern=IDENTIFIER)
     pool_size: int = Field(default=5, ge=1)
     pool_timeout_seconds: float = Field(default=30.0, gt=0)
     # SET LOCAL work_mem of a load: its sorts and hashes stay in memory (None: the server's).
@@ -122,14 +134,14 @@ class Settings(BaseSettings):
 
     sales_api_url: str | None = None
     sales_api_key: SecretStr | None = None
-    sales_api_page_size: int = 5000
-    sales_api_timeout_seconds: float = 30.0
-    sales_api_max_retries: int = 5
-    data_lake_url: str = str(DEFAULT_DATA_DIR / "lake")
+    sales_api_page_size: int = field_of(SourceConfig, "page_size")
+    sales_api_timeout_seconds: float = field_of(SourceConfig, "timeout_seconds")
+    sales_api_max_retries: int = field_of(SourceConfig, "max_retries")
+    data_lake_url: str = field_of(LakeConfig, "url")
     aws_endpoint_url: str | None = None
     aws_default_region: str | None = None
     warehouse_url: SecretStr | None = None
-    warehouse_schema: str = "public"
+    warehouse_schema: str = field_of(WarehouseConfig, "db_schema")
     # Hourly runs extract the records changed since the day's high-water mark minus this lag
     # (records committed late at the source); the day's closing run extracts the whole day.
     incremental_lag_minutes: int = Field(default=10, ge=0)
@@ -137,9 +149,9 @@ class Settings(BaseSettings):
     # processes[:N] | tcp://scheduler:8786 (Dask); and how many may be unfinished at once.
     task_runner: str = "auto"
     transform_max_in_flight: int | None = Field(default=None, ge=1)
-    quality_max_reject_rate: float = 0.05
-    quality_relative_factor: float = 3.0
-    quality_fail_reject_rate: float = 0.5
+    quality_max_reject_rate: float = field_of(QualityConfig, "max_reject_rate")
+    quality_relative_factor: float = field_of(QualityConfig, "relative_factor")
+    quality_fail_reject_rate: float = field_of(QualityConfig, "fail_rate")
 
     def source(self) -> SourceConfig:
         return SourceConfig(
