@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Any
 
 import orjson
@@ -154,7 +153,8 @@ def loads_page(text: str | bytes) -> Any:
 
 def _loads_with_deep_records(text: str) -> Any:
     """Parse ``text`` with each too-deep item of the top-level ``data`` array set aside."""
-    deep = _deep_data_items(text)
+    arrays = _data_arrays(text)
+    deep = [item for items in arrays for item in items if item.depth > MAX_PARSE_DEPTH]
     if not deep:
         raise ValueError("page is nested too deeply outside its data items")
     pieces: list[str] = []
@@ -170,53 +170,69 @@ def _loads_with_deep_records(text: str) -> Any:
     items = page.get("data") if isinstance(page, dict) else None
     if not isinstance(items, list):
         raise ValueError("page lacks a 'data' list")
-    for item in deep:
-        items[item.index] = DeepRecord(text[item.start : item.stop], item.depth)
+    for item in arrays[-1]:  # the parser keeps the last "data" when the key repeats
+        if item.depth > MAX_PARSE_DEPTH:
+            items[item.index] = DeepRecord(text[item.start : item.stop], item.depth)
     return page
 
 
 @dataclass(frozen=True)
-class _Span:
+class _Item:
+    """One item of a page's ``data`` array, as sent: ``text[start:stop]`` (no whitespace around),
+    and how deeply it nests (0: a scalar, 1: a flat object or array)."""
+
     index: int  # position in the data array
     start: int
     stop: int
     depth: int
 
 
-def _deep_data_items(text: str) -> list[_Span]:
-    """The items of the top-level ``data`` array nested deeper than :data:`MAX_PARSE_DEPTH`.
+def _data_arrays(text: str) -> list[list[_Item]]:
+    """The items of each top-level ``data`` array of the page, in order (a repeated key gives
+    more than one; the parser keeps the last).
 
     A scan of the tokens (strings, brackets, commas, colons) with a depth counter: no recursion,
-    so any depth is fine. Only runs for a page the parser gave up on.
+    so any depth is fine; items are cut at the array's commas, so scalars count too.
     """
-    found: list[_Span] = []
-    depth = 0
+    arrays: list[list[_Item]] = []
+    items: list[_Item] = []
+    depth = deepest = start = 0
     in_data = False
-    index = start = deepest = 0
     previous = key = ""
     for match in _TOKEN.finditer(text):
         lexeme = match.group()
         if lexeme[0] == '"':
             if depth == 1 and previous in ("{", ","):
                 key = lexeme
-        elif lexeme == ",":
-            index += in_data and depth == 2
+        elif lexeme == "," and in_data and depth == 2:
+            items.append(_item(text, len(items), start, match.start(), deepest))
+            start, deepest = match.end(), 0
         elif lexeme in "[{":
             depth += 1
             if depth == 2 and lexeme == "[" and key == '"data"' and previous == ":":
-                in_data, index = True, 0
-            elif in_data and depth == 3:
-                start, deepest = match.start(), 1
+                in_data, items, start, deepest = True, [], match.end(), 0
             elif in_data:
                 deepest = max(deepest, depth - 2)
         elif lexeme in "]}":
-            if in_data and depth == 3 and deepest > MAX_PARSE_DEPTH:
-                found.append(_Span(index, start, match.end(), deepest))
-            depth -= 1
-            if depth < 2:
+            if in_data and depth == 2:
+                if items or text[start : match.start()].strip(_WHITESPACE):
+                    items.append(_item(text, len(items), start, match.start(), deepest))
                 in_data = False
+                arrays.append(items)
+            depth -= 1
         previous = lexeme
-    return found
+    return arrays
+
+
+_WHITESPACE = " \t\r\n"
+
+
+def _item(text: str, index: int, start: int, stop: int, depth: int) -> _Item:
+    while start < stop and text[start] in _WHITESPACE:
+        start += 1
+    while stop > start and text[stop - 1] in _WHITESPACE:
+        stop -= 1
+    return _Item(index, start, stop, depth)
 
 
 def data_item_sizes(text: str | bytes, over: int) -> dict[int, int]:
@@ -224,37 +240,15 @@ def data_item_sizes(text: str | bytes, over: int) -> dict[int, int]:
 
     By item position; for any layout (``data`` anywhere in the page object, the last one when
     the key repeats, as the parser takes it), by the same scan of the tokens as for deep
-    records. Items are cut at the array's commas, so scalars count too.
+    records (:func:`_data_arrays`).
     """
     if isinstance(text, bytes | bytearray):
         text = text.decode("utf-8")
-    bounds: list[int] = []
-    last: list[int] = []
-    depth = 0
-    in_data = False
-    previous = key = ""
-    for match in _TOKEN.finditer(text):
-        lexeme = match.group()
-        if lexeme[0] == '"':
-            if depth == 1 and previous in ("{", ","):
-                key = lexeme
-        elif lexeme == ",":
-            if in_data and depth == 2:
-                bounds.append(match.start())
-        elif lexeme in "[{":
-            depth += 1
-            if depth == 2 and lexeme == "[" and key == '"data"' and previous == ":":
-                in_data, bounds = True, [match.start()]
-        elif lexeme in "]}":
-            if in_data and depth == 2:
-                bounds.append(match.start())
-                in_data, last = False, bounds
-            depth -= 1
-        previous = lexeme
+    arrays = _data_arrays(text)
     sizes = {}
-    for index, (start, stop) in enumerate(pairwise(last)):
-        if 4 * (stop - start - 1) > over:  # a character is at most 4 bytes
-            size = len(text[start + 1 : stop].strip(" \t\r\n").encode("utf-8", "surrogatepass"))
+    for item in arrays[-1] if arrays else []:
+        if 4 * (item.stop - item.start) > over:  # a character is at most 4 bytes
+            size = len(text[item.start : item.stop].encode("utf-8", "surrogatepass"))
             if size > over:
-                sizes[index] = size
+                sizes[item.index] = size
     return sizes

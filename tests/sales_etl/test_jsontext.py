@@ -75,3 +75,12 @@ def test_dumps_of_text_orjson_would_write_differently() -> None:
     for _ in range(600):
         deep = [deep]
     assert jsontext.dumps(deep) == _slow_dumps(deep)
+
+
+def test_a_deep_item_of_a_repeated_data_key_never_replaces_the_kept_data() -> None:
+    """The parser keeps the last "data": a deep item of an earlier one is not a record."""
+    deep = "[" * 5000 + "]" * 5000  # beyond what the recursive parser takes
+    page = jsontext.loads_page(f'{{"data": [{deep}], "data": [{{"ok": 1}}, {deep}]}}')
+    assert isinstance(page["data"][0], dict) and list(page["data"][0]) == ["ok"]
+    assert isinstance(page["data"][1], jsontext.DeepRecord)
+    assert page["data"][1].text == deep
