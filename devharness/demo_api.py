@@ -15,6 +15,11 @@ Data is either generated deterministically per day (``rows_per_day``) or given e
 * ``malformed_every=N``: every Nth generated record is corrupted (one of several ways);
 * ``update_every=N``: every Nth generated sale is sent again at the end with a newer version;
 * ``permanent_status``: every ``/sales`` request answers this status (e.g. 403);
+* ``new_field_from=N``: generated records from position N on carry a field outside the
+  contract, ``channel`` (:data:`NEW_FIELD`): a source that starts sending it halfway through a day;
+* ``dropped_field="customer_id"``: generated records no longer carry that field;
+* ``retyped_field="amount"``: that field is sent as the other JSON type (a number as a string,
+  a numeric string as a number);
 * ``api_key``: requests without ``Authorization: Bearer <key>`` answer 401.
 
 Realistic days (``DemoData(mix=DayMix(...), revision=r)``, see :mod:`devharness.demo_days`):
@@ -58,6 +63,7 @@ from devharness.demo_days import DayMix, day_plan
 
 CURRENCIES = ("EUR", "USD", "GBP", "SEK", "JPY")
 OFFSETS = (timedelta(0), timedelta(hours=1), timedelta(hours=-5), timedelta(hours=5, minutes=30))
+NEW_FIELD = "channel"  # the field new_field_from adds
 CORRUPTIONS = (
     "missing_sale_id",
     "bad_sale_date",
@@ -106,6 +112,10 @@ class DemoData:
     skip_days: frozenset[str] = frozenset()
     mix: DayMix | None = None
     revision: int = 0
+    # Changes of the records' shape (the schema contract's tests): see the module docstring.
+    new_field_from: int | None = None
+    dropped_field: str | None = None
+    retyped_field: str | None = None
 
     def count(self, day: str, since: datetime | None = None) -> int:
         if since is not None:
@@ -153,6 +163,7 @@ class DemoData:
             record = generate_record(day, (position - n) * self.update_every, version=2)
         else:
             record = generate_record(day, position)
+        record = self._reshaped(record, position)
         if (
             self.malformed_every
             and position < n
@@ -160,6 +171,16 @@ class DemoData:
         ):
             kind = CORRUPTIONS[(position // self.malformed_every) % len(CORRUPTIONS)]
             return corrupt(record, kind)
+        return record
+
+    def _reshaped(self, record: dict[str, Any], position: int) -> dict[str, Any]:
+        """``record`` with the shape switches applied (new, dropped, retyped field)."""
+        if self.new_field_from is not None and position >= self.new_field_from:
+            record[NEW_FIELD] = "web" if position % 2 else "store"
+        if self.dropped_field is not None:
+            record.pop(self.dropped_field, None)
+        if self.retyped_field is not None and self.retyped_field in record:
+            record[self.retyped_field] = _other_type(record[self.retyped_field])
         return record
 
 
@@ -217,6 +238,16 @@ def corrupt(record: dict[str, Any], kind: str) -> Any:
     else:
         raise ValueError(f"unknown corruption {kind!r}")
     return bad
+
+
+def _other_type(value: Any) -> Any:
+    """A number as its text, a numeric string as a number (exact: an int, or a float whose
+    shortest text is the string's decimal value); anything else as it is."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and re.fullmatch(r"-?\d+(\.\d+)?", value):
+        return int(value) if value.lstrip("-").isdigit() else float(value)
+    return value
 
 
 def _changed_since(record: Any, since: datetime) -> bool:
@@ -571,6 +602,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rows", type=int, default=1000, help="generated sales per day")
     parser.add_argument("--malformed-every", type=int, default=0)
     parser.add_argument("--update-every", type=int, default=0)
+    shape = parser.add_argument_group("a change of the records' shape (the schema contract)")
+    shape.add_argument(
+        "--new-field-from", type=int, default=None, help=f"records from here on carry {NEW_FIELD}"
+    )
+    shape.add_argument("--dropped-field", default=None, help="e.g. customer_id")
+    shape.add_argument("--retyped-field", default=None, help="e.g. amount or quantity")
     parser.add_argument("--error-5xx-every", type=int, default=0)
     parser.add_argument("--rate-limit-every", type=int, default=0)
     parser.add_argument("--api-key", default=None, help="require this bearer key")
@@ -634,6 +671,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         update_every=args.update_every,
         mix=mix_from_args(args),
         revision=args.revision or 0,
+        new_field_from=args.new_field_from,
+        dropped_field=args.dropped_field,
+        retyped_field=args.retyped_field,
     )
     faults = Faults(error_5xx_every=args.error_5xx_every, rate_limit_every=args.rate_limit_every)
     with serve_demo_api(

@@ -56,7 +56,13 @@ from sales_etl.settings import (
     load_settings,
 )
 from sales_etl.snapshots import RawManifest
-from tasks.extract import check_source, extract_sales, find_raw_snapshot, find_replay_snapshots
+from tasks.extract import (
+    check_schema_contract,
+    check_source,
+    extract_sales,
+    find_raw_snapshot,
+    find_replay_snapshots,
+)
 from tasks.load import LoadedDay, load_sales, read_high_water_mark
 from tasks.operations import (
     emit_day_events,
@@ -93,6 +99,12 @@ class RunOptions:
     reload: bool = False  # load even a snapshot the ledger holds as loaded
     full_extract: bool = False  # the whole day, not the records since the high-water mark
     lag: timedelta = timedelta(minutes=10)  # subtracted from the high-water mark
+    schema_contract: str = "evolve"  # what a change of the records' shape does (SCHEMA_CONTRACT)
+
+    @property
+    def keep_extra(self) -> bool:
+        """Whether the load keeps the fields outside the contract (all modes but discard)."""
+        return self.schema_contract != "discard"
 
 
 @contextmanager
@@ -150,6 +162,7 @@ def daily_sales(
         reload=reload,
         full_extract=full_extract or refresh or is_closing_run(),
         lag=timedelta(minutes=settings.incremental_lag_minutes),
+        schema_contract=settings.schema_contract,
     )
     with ExitStack() as stack:
         # The embedded warehouse (WAREHOUSE_URL unset) runs for the whole run, failures included.
@@ -204,6 +217,7 @@ class DayRun:
             lake=self.lake.url,
             warehouse=mask_url(self.warehouse.sqlalchemy_url),
             look=self.look,
+            schema_contract=self.options.schema_contract,
         )
 
 
@@ -220,6 +234,7 @@ def _run_day(run: DayRun) -> Any:
     summary.pages = raw.pages
     summary.records_extracted = raw.records
     summary.extract_mode = raw.mode
+    summary.schema_change = _check_contract(run, earlier, raw)
 
     with _timed(summary.timings, "transform"):
         clean = transform_day(run.lake, raw)  # runner: TASK_RUNNER
@@ -231,12 +246,23 @@ def _run_day(run: DayRun) -> Any:
         for replayed in earlier:
             _transform_and_load(run, replayed)
         loaded = load_sales(
-            run.warehouse, run.lake, clean, run.run_id, raw.mode, run.options.reload
-        )
+            run.warehouse, run.lake, clean, run.run_id, raw.mode, run.options.reload,
+            keep_extra=run.options.keep_extra, schema_change=summary.schema_change,
+        )  # fmt: skip
     _add_load(summary, loaded)
     verdict = judge_day_quality(run.warehouse, run.day, loaded, run.quality, raw.mode)
     emit_day_events(run.day, loaded, verdict, datetime.now(UTC))
     return _finish(summary, verdict.failure)
+
+
+def _check_contract(run: DayRun, earlier: list[RawManifest], raw: RawManifest) -> str | None:
+    """The shape change of ``raw`` (a replay's earlier snapshots are held to the contract too);
+    under ``freeze`` a change fails the day here, before anything is transformed or loaded."""
+    mode = run.options.schema_contract
+    for replayed in earlier:
+        check_schema_contract(run.lake, replayed, mode)
+    change = check_schema_contract(run.lake, raw, mode)
+    return change.describe() if change else None
 
 
 def _extract_or_replay(
@@ -310,7 +336,9 @@ def _announce_replay(summary: RunSummary, raw: RawManifest, exc: Exception) -> N
 def _transform_and_load(run: DayRun, raw: RawManifest) -> LoadedDay:
     """An earlier snapshot replayed from the lake (a no-op load when the ledger has it)."""
     clean = transform_day(run.lake, raw)
-    return load_sales(run.warehouse, run.lake, clean, run.run_id, raw.mode)
+    return load_sales(
+        run.warehouse, run.lake, clean, run.run_id, raw.mode, keep_extra=run.options.keep_extra
+    )
 
 
 def _add_load(summary: RunSummary, loaded: LoadedDay) -> None:

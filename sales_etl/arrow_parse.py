@@ -13,6 +13,10 @@ rules refuse (``1e2``, ``+5``, ``.5``): those go the per-record way too, so both
 For a page it accepts, it also finds each record's text, for the rows a rule rejects (their
 reason, detail and raw text come from the per-record rules), and refuses a page with a record
 nested deeper than the limit (the per-record rules reject it).
+
+Fields outside the contract are inferred as extra columns (a field of two JSON types across a
+page makes the reader refuse it); their null counts say which records carry a non-null one, so
+only those records' text is read again for the ``extra`` column (:mod:`sales_etl.contract`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import pyarrow as pa
 import pyarrow.json as pj
 
 from sales_etl import jsontext
-from sales_etl.schema import MONEY_ARROW, SALE_FIELDS
+from sales_etl.schema import FIELD_NAMES, MONEY_ARROW, SALE_FIELDS
 from sales_etl.validate import MAX_RECORD_BYTES, MAX_RECORD_DEPTH
 
 MONEY_FIELDS = tuple(c.name for c in SALE_FIELDS if c.arrow == MONEY_ARROW)
@@ -43,7 +47,7 @@ def _strict_type(column: pa.DataType) -> pa.DataType:
 
 RECORD_TYPE = pa.struct([pa.field(c.name, _strict_type(c.arrow)) for c in SALE_FIELDS])
 PAGE_SCHEMA = pa.schema([pa.field("data", pa.list_(RECORD_TYPE))])
-_PARSE = pj.ParseOptions(explicit_schema=PAGE_SCHEMA, unexpected_field_behavior="ignore")
+_PARSE = pj.ParseOptions(explicit_schema=PAGE_SCHEMA, unexpected_field_behavior="infer")
 
 # A money value the rules accept as it is written: a JSON number or a string of the contract's
 # decimal form (no exponent, sign or whitespace the reader would accept and the rules refuse).
@@ -64,10 +68,16 @@ class StrictPage:
     records: pa.Table  # RECORD_TYPE's fields, one row per record
     starts: np.ndarray  # byte offset of each record's text in the body
     stops: np.ndarray
+    extra: np.ndarray | None = None  # which records carry a non-null field outside the contract
 
 
 def read_strict(body: bytes) -> StrictPage | None:
     """The records of a page as typed columns, or None when the strict parse refuses the page."""
+    # The layout and depth first: the reader infers extra fields' types by recursion, which a
+    # hostile record nested 100,000 deep would crash; such a page goes the per-record way.
+    spans = _record_spans(body)
+    if spans is None:
+        return None
     line = body.replace(b"\n", b" ").replace(b"\r", b" ")  # whitespace only, in valid JSON
     try:
         page = pj.read_json(
@@ -80,18 +90,26 @@ def read_strict(body: bytes) -> StrictPage | None:
     if page.num_rows != 1 or page.column("data").null_count:
         return None
     records = page.column("data").chunk(0).values
-    if records.null_count:
-        return None
-    spans = _record_spans(body, len(records))
-    if spans is None:
+    if records.null_count or len(spans[0]) != len(records):
         return None
     table = pa.Table.from_struct_array(records)
     if not _plain_money(body, table):
         return None
-    return StrictPage(table, *spans)
+    return StrictPage(table.select(list(FIELD_NAMES)), *spans, extra=_extra_rows(table))
 
 
-def _record_spans(body: bytes, records: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _extra_rows(table: pa.Table) -> np.ndarray | None:
+    """Which rows have a non-null value in a column outside the contract; None when none do."""
+    extra = [n for n in table.column_names if n not in FIELD_NAMES]
+    if not extra:
+        return None
+    carried = np.zeros(table.num_rows, dtype=bool)
+    for name in extra:
+        carried |= table.column(name).is_valid().to_numpy(zero_copy_only=False)
+    return carried if carried.any() else None
+
+
+def _record_spans(body: bytes) -> tuple[np.ndarray, np.ndarray] | None:
     """(start, stop) of each record of the page's ``data`` array; None if the layout is not
     the plain one (``data`` the first array, each record an object no deeper than the limit).
 
@@ -121,7 +139,7 @@ def _record_spans(body: bytes, records: int) -> tuple[np.ndarray, np.ndarray] | 
     inside = slice(2, after[0] + 1)
     starts = position[inside][(step[inside] == 1) & (depth[inside] == 3)]
     stops = position[inside][(step[inside] == -1) & (depth[inside] == 2)] + 1
-    if len(starts) != records or len(stops) != records:
+    if len(starts) != len(stops):
         return None
     return starts, stops
 

@@ -44,11 +44,16 @@ class WarehouseError(EtlError):
     """The warehouse load failed."""
 
 
+class SchemaContractError(EtlError):
+    """The source changed the shape of its records (a field added, missing or retyped) and
+    ``SCHEMA_CONTRACT=freeze`` forbids it: permanent, the day fails before anything is loaded."""
+
+
 class QualityError(EtlError):
     """A loaded day's reject rate is above the hard limit: the run fails after the load."""
 
 
 def is_permanent(exc: BaseException) -> bool:
     """True for the errors no retry can fix: configuration, a 4xx or broken contract of the
-    source, a day over the quality limit (see docs/errors.md)."""
-    return isinstance(exc, ConfigError | PermanentSourceError | QualityError)
+    source, a frozen schema contract broken, a day over the quality limit (see docs/errors.md)."""
+    return isinstance(exc, ConfigError | PermanentSourceError | SchemaContractError | QualityError)

@@ -40,6 +40,7 @@ class DayStatus:
     last_loaded_at: datetime | None = None
     last_run_id: str | None = None
     message: str | None = None
+    schema_change: str | None = None  # of the newest load: how the source's shape changed
 
     @property
     def reject_rate(self) -> float | None:
@@ -61,6 +62,7 @@ class DayStatus:
             "last attempt (UTC)": _utc_text(self.last_attempt_at),
             "attempts": self.attempts,
             "message": (self.message or "")[:200],
+            "schema change": (self.schema_change or "")[:200],
         }
 
 
@@ -81,12 +83,15 @@ def day_statuses(
     """Every day from ``start`` to ``end`` (oldest first), loaded, failed or missing (all of
     them when the warehouse has no ledger yet)."""
     days = days_between(start, end)
-    if not inspect(engine).has_table(tables.ledger.name, schema=tables.ledger.schema):
-        return [DayStatus(day=day, status=MISSING) for day in days]
     ledger = tables.ledger
+    inspector = inspect(engine)
+    if not inspector.has_table(ledger.name, schema=ledger.schema):
+        return [DayStatus(day=day, status=MISSING) for day in days]
+    # A ledger of an older version lacks the newer columns until its next load adds them.
+    present = {c["name"] for c in inspector.get_columns(ledger.name, schema=ledger.schema)}
     in_range = ledger.c.business_date.between(start, end)
     newest = (
-        select(ledger)
+        select(*(column for column in ledger.c if column.name in present))
         .where(in_range)
         .order_by(ledger.c.business_date, ledger.c.finished_at.desc(), ledger.c.load_id.desc())
         .ext(distinct_on(ledger.c.business_date))
@@ -122,6 +127,7 @@ def _day_status(day: date, last: Any, loaded: Any, full: Any, attempts: int) -> 
             "day_sales": loaded.day_sales,
             "day_amount": loaded.day_amount,
             "last_loaded_at": loaded.finished_at,
+            "schema_change": getattr(loaded, "schema_change", None),
         }
     return DayStatus(
         day=day,

@@ -35,6 +35,8 @@ class RunSummary:
     timings: dict[str, float] = field(default_factory=dict)
     load_steps: dict[str, float] = field(default_factory=dict)  # seconds per load statement
     look: str = ""  # how to look at the loaded data (the embedded warehouse), if anything to say
+    schema_contract: str = "evolve"  # SCHEMA_CONTRACT: evolve | freeze | discard
+    schema_change: str | None = None  # how the source's record shape changed, if it did
 
     @property
     def rejected(self) -> int:
@@ -85,6 +87,7 @@ class RunSummary:
             {"metric": "load skipped (snapshot already loaded)", "value": self.load_skipped},
             {"metric": "amount of valid records", "value": self.clean_amount_total},
             {"metric": "fallback snapshot used", "value": self.fallback_used},
+            {"metric": f"schema change ({self.schema_contract})", "value": self.schema_text()},
         ]
         rows += [
             {"metric": f"rejected: {k}", "value": v} for k, v in self.rejected_by_reason.items()
@@ -123,6 +126,7 @@ class RunSummary:
             f"  warehouse: {self.load_text()}, {self.load.stale} stale, "
             f"{self.load.quarantined} quarantined, {self.load.rejects_kept} rejects kept"
             + (" (snapshot already loaded: load skipped)" if self.load_skipped else ""),
+            f"  schema ({self.schema_contract}): {self.schema_text()}",
             f"  timings: {timings}",
             f"  raw snapshot: {self.snapshot_id}",
             f"  lake: {self.lake}",
@@ -137,7 +141,13 @@ class RunSummary:
         line = f"Daily Sales ETL {self.day}: {self.status.upper()} — {self.message}"
         if self.status in ("loaded", "loaded_from_snapshot"):
             line += f" | {self.warehouse_text()}"
+        if self.schema_change:
+            line += f" | SCHEMA CHANGED ({self.schema_contract}): {self.schema_change}"
         return line
+
+    def schema_text(self) -> str:
+        """The shape of the records against the contract: unchanged, or what changed."""
+        return self.schema_change or "as the contract and the previous snapshot"
 
     def run_text(self) -> str:
         """What this run did, named as such: the records it extracted (the whole day or the

@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 from sqlalchemy import BigInteger, Date, DateTime, Integer, Numeric, Text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeEngine
 
 MONEY_ARROW = pa.decimal128(18, 4)
@@ -20,12 +21,14 @@ TIMESTAMP_ARROW = pa.timestamp("us", tz="UTC")
 
 @dataclass(frozen=True)
 class Column:
-    """One column: its name, its Arrow type and its SQL type."""
+    """One column: its name, its Arrow type and its SQL type (and, for a field of the sale
+    record contract, the JSON types the source may send it as)."""
 
     name: str
     arrow: pa.DataType
     sql: TypeEngine[Any]
     nullable: bool = True
+    json: tuple[str, ...] = ()
 
 
 def _money() -> TypeEngine[Any]:
@@ -40,21 +43,25 @@ RECORD_INDEX = Column("record_index", pa.int64(), BigInteger(), nullable=False)
 
 # The contract's fields (docs/sales-api.md), in contract order: the business columns.
 SALE_FIELDS: tuple[Column, ...] = (
-    Column("sale_id", pa.string(), Text(), nullable=False),
-    Column("sale_date", TIMESTAMP_ARROW, _timestamp(), nullable=False),
-    Column("store_id", pa.string(), Text(), nullable=False),
-    Column("product_id", pa.string(), Text(), nullable=False),
-    Column("customer_id", pa.string(), Text(), nullable=True),
-    Column("quantity", pa.int32(), Integer(), nullable=False),
-    Column("unit_price", MONEY_ARROW, _money(), nullable=False),
-    Column("amount", MONEY_ARROW, _money(), nullable=False),
-    Column("currency", pa.string(), Text(), nullable=False),
-    Column("updated_at", TIMESTAMP_ARROW, _timestamp(), nullable=False),
+    Column("sale_id", pa.string(), Text(), nullable=False, json=("string",)),
+    Column("sale_date", TIMESTAMP_ARROW, _timestamp(), nullable=False, json=("string",)),
+    Column("store_id", pa.string(), Text(), nullable=False, json=("string",)),
+    Column("product_id", pa.string(), Text(), nullable=False, json=("string",)),
+    Column("customer_id", pa.string(), Text(), nullable=True, json=("string", "null")),
+    Column("quantity", pa.int32(), Integer(), nullable=False, json=("number",)),
+    Column("unit_price", MONEY_ARROW, _money(), nullable=False, json=("number", "string")),
+    Column("amount", MONEY_ARROW, _money(), nullable=False, json=("number", "string")),
+    Column("currency", pa.string(), Text(), nullable=False, json=("string",)),
+    Column("updated_at", TIMESTAMP_ARROW, _timestamp(), nullable=False, json=("string",)),
 )
 FIELD_NAMES: tuple[str, ...] = tuple(c.name for c in SALE_FIELDS)
 
-# A validated record: its position in the day's raw stream, then the typed fields.
-CLEAN_COLUMNS: tuple[Column, ...] = (RECORD_INDEX, *SALE_FIELDS)
+# The record's fields outside the contract (non-null values), as one JSON object text; null
+# when it has none (sales_etl.contract). The warehouse keeps it as jsonb (SCHEMA_CONTRACT=evolve).
+EXTRA = Column("extra", pa.string(), JSONB(), nullable=True)
+
+# A validated record: its position in the day's raw stream, the typed fields, the extra fields.
+CLEAN_COLUMNS: tuple[Column, ...] = (RECORD_INDEX, *SALE_FIELDS, EXTRA)
 
 # A rejected record: what could be read of its key and version, why, and the record itself.
 REJECTED_COLUMNS: tuple[Column, ...] = (

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sales_etl.contract import DEFAULT_MODE, ContractMode
 from sales_etl.errors import ConfigError
 
 DEFAULT_DATA_DIR = Path(".data")
@@ -152,6 +153,9 @@ class Settings(BaseSettings):
     quality_max_reject_rate: float = field_of(QualityConfig, "max_reject_rate")
     quality_relative_factor: float = field_of(QualityConfig, "relative_factor")
     quality_fail_reject_rate: float = field_of(QualityConfig, "fail_rate")
+    # What a change of the source's record shape does (sales_etl.contract): evolve (keep unknown
+    # fields in sales.extra), freeze (fail the day before loading) or discard (load without them).
+    schema_contract: ContractMode = DEFAULT_MODE
 
     def source(self) -> SourceConfig:
         return SourceConfig(

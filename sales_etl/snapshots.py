@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from sales_etl.contract import ShapeCounter
 from sales_etl.errors import LakeError
 from sales_etl.lake import Lake
 from sales_etl.source import Page
@@ -101,6 +102,7 @@ class RawSnapshotWriter:
         self.records = 0
         self._buffer: list[tuple[int, int, datetime, bytes]] = []
         self._buffered_bytes = 0
+        self._shape = ShapeCounter()  # the shape of what the source sent (sales_etl.contract)
 
     @property
     def prefix(self) -> str:
@@ -111,6 +113,7 @@ class RawSnapshotWriter:
         self._buffered_bytes += len(page.body)
         self.pages += 1
         self.records += len(page.records)
+        self._shape.add(page.records)
         if self._buffered_bytes >= self.part_bytes:
             self._flush()
 
@@ -139,6 +142,7 @@ class RawSnapshotWriter:
             "pages": self.pages,
             "records": self.records,
             "committed_at": datetime.now(UTC).isoformat(),
+            "shape": self._shape.shape().as_manifest(),
             **meta,
         }
         self.lake.put(f"{self.prefix}{MANIFEST}", json.dumps(manifest, indent=2).encode())

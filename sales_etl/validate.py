@@ -15,10 +15,10 @@ from __future__ import annotations
 import hashlib
 import operator
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from itertools import repeat
+from itertools import compress, repeat
 from typing import Any, Final
 
 import numpy as np
@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sales_etl import jsontext, schema
+from sales_etl.contract import CONTRACT_FIELDS, extra_fields
 from sales_etl.currencies import ISO_4217
 from sales_etl.jsontext import DeepRecord, JsonNumber
 
@@ -220,6 +221,7 @@ def validate_chunk(
             "amount": amount.filter(keep),
             "currency": currency.filter(keep),
             "updated_at": updated_arr.filter(keep),
+            "extra": _extras(compress(records, good.tolist())),
         }
     )
     take = pa.array(bad_positions, type=pa.int64())
@@ -252,6 +254,8 @@ def strict_clean(
     """The rows of a strictly parsed page (:mod:`sales_etl.arrow_parse`) that pass every rule.
 
     ``too_large`` marks the rows whose text is over :data:`MAX_RECORD_BYTES`: never clean.
+    Their ``extra`` column is null: the caller fills it from the records' text
+    (:func:`sales_etl.transform.judge_page`) for the rows that carry fields outside the contract.
 
     Returns them as :func:`validate_chunk` types its clean rows, and a mask of the other rows:
     those are judged by :func:`validate_chunk` from their text, which gives their reasons. The
@@ -304,9 +308,21 @@ def strict_clean(
             "amount": amount.filter(keep).cast(pa.string()),
             "currency": currency.filter(keep),
             "updated_at": _timestamp_array(updated_at).filter(keep),
+            "extra": pa.nulls(int(good.sum()), pa.string()),
         }
     )
     return clean, ~good
+
+
+def _extras(objects: Iterable[dict[str, Any]]) -> pa.Array:
+    """:func:`sales_etl.contract.extra_fields` of valid records (objects); a record with only
+    contract fields is found by a C-level superset test, without a Python frame."""
+    kept = list(objects)
+    plain = list(map(CONTRACT_FIELDS.issuperset, kept))
+    if all(plain):
+        return pa.nulls(len(kept), pa.string())
+    texts = [None if ok else extra_fields(r) for r, ok in zip(kept, plain, strict=True)]
+    return pa.array(texts, type=pa.string())
 
 
 def _array(values: pa.Array | pa.ChunkedArray) -> pa.Array:

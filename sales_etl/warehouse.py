@@ -69,7 +69,8 @@ from sales_etl.errors import WarehouseError
 from sales_etl.settings import WarehouseConfig
 from sales_etl.validate import NON_POSITIVE_AMOUNT
 
-BUSINESS_COLUMNS: tuple[str, ...] = schema.FIELD_NAMES
+# What a load writes of a sale: the contract's fields and the fields outside it (jsonb).
+BUSINESS_COLUMNS: tuple[str, ...] = (*schema.FIELD_NAMES, schema.EXTRA.name)
 STAGE_SALES_COLUMNS: tuple[str, ...] = tuple(c.name for c in schema.CLEAN_COLUMNS)
 STAGE_REJECTED_COLUMNS: tuple[str, ...] = tuple(c.name for c in schema.REJECTED_COLUMNS)
 
@@ -92,6 +93,7 @@ class LoadSource:
     mode: str = "full"  # "full": the whole day; "incremental": records changed since a mark
     records: int | None = None
     rejects_by_reason: Mapping[str, int] = field(default_factory=dict)
+    schema_change: str | None = None  # how the source's shape changed (sales_etl.contract)
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ def warehouse_tables(schema_name: str | None, table_name: str = "sales") -> Ware
         table_name,
         metadata,
         *_columns(schema.SALE_FIELDS),
+        _column(schema.EXTRA),
         _column(schema.RUN_ID),
         _column(schema.LOADED_AT),
         PrimaryKeyConstraint("sale_id"),
@@ -157,6 +160,7 @@ def warehouse_tables(schema_name: str | None, table_name: str = "sales") -> Ware
         Column("seconds", Double),
         Column("message", Text),
         Column("finished_at", DateTime(timezone=True), nullable=False),
+        Column("schema_change", Text),  # added in place to older ledgers (ADDED_COLUMNS)
         Index(f"ix_{table_name}_load_ledger_day", "business_date", "finished_at"),
     )
     return WarehouseTables(metadata, sales, rejected, ledger)
@@ -208,6 +212,7 @@ def ensure_tables(engine: Engine, tables: WarehouseTables) -> None:
             conn.execute(CreateSchema(schema_name, if_not_exists=True))
         tables.metadata.create_all(conn, checkfirst=True)
         _widen_ledger_totals(conn, tables)
+        _add_new_columns(conn, tables)
 
 
 # Ledger columns created with a bounded numeric type by older versions, widened in place.
@@ -234,6 +239,35 @@ def _widen_ledger_totals(conn: Connection, tables: WarehouseTables) -> None:
                 f"ALTER COLUMN {quote.quote(column)} TYPE numeric"
             )
         )
+
+
+# Columns later versions added to existing tables: (table attribute, column), added in place.
+ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("sales", "extra"), ("ledger", "schema_change"))
+
+
+def _add_new_columns(conn: Connection, tables: WarehouseTables) -> None:
+    """ALTER a table created by an older version: ``ADD COLUMN`` of each column it lacks (a
+    nullable column without a default: PostgreSQL changes only the catalog, no row is
+    rewritten, nothing is recreated or reloaded)."""
+    quote = conn.dialect.identifier_preparer
+    for attribute, name in ADDED_COLUMNS:
+        table: Table = getattr(tables, attribute)
+        present = conn.execute(
+            text(
+                "SELECT count(*) FROM information_schema.columns "
+                "WHERE table_schema = coalesce(:schema, current_schema()) "
+                "AND table_name = :table AND column_name = :column"
+            ),
+            {"schema": table.schema, "table": table.name, "column": name},
+        ).scalar_one()
+        if not present:
+            column = table.c[name]
+            conn.execute(
+                text(
+                    f"ALTER TABLE {quote.format_table(table)} ADD COLUMN IF NOT EXISTS "
+                    f"{quote.quote(name)} {column.type.compile(dialect=conn.dialect)}"
+                )
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,11 +323,14 @@ def load_day(
     force: bool = False,
     work_mem: str | None = "128MB",
     plans: list[tuple[str, Any]] | None = None,
+    keep_extra: bool = True,
 ) -> LoadStats:
     """Load one day idempotently; see the module docstring for the steps.
 
     Args:
         sales_batches / rejected_batches: Arrow tables of the clean zone's two schemas.
+        keep_extra: write each sale's fields outside the contract (``extra``, jsonb); False
+            (``SCHEMA_CONTRACT=discard``) writes null there.
         source: what is loaded, for the ledger; a snapshot already in the ledger as loaded for
             this day is skipped unless ``force``.
         work_mem: ``SET LOCAL work_mem`` for the load's sorts and hashes (None: the server's).
@@ -309,6 +346,7 @@ def load_day(
             if earlier is not None:
                 return earlier
         staging_started = time.perf_counter()
+        sales_batches = (_with_extra(batch, keep_extra) for batch in sales_batches)
         _stage(load, sales_batches, rejected_batches)
         load.seconds["stage"] = time.perf_counter() - staging_started
         _pick_winners(load)
@@ -362,6 +400,18 @@ def _loaded_stats(load: _Load, snapshot_id: str) -> LoadStats | None:
         },
         skipped=True,
     )
+
+
+def _with_extra(batch: pa.Table, keep: bool) -> pa.Table:
+    """A clean batch with its ``extra`` column, or null there when not ``keep`` (or when the
+    batch comes from a clean snapshot written before the column existed)."""
+    name = schema.EXTRA.name
+    if keep and name in batch.column_names:
+        return batch
+    nulls = pa.nulls(batch.num_rows, schema.EXTRA.arrow)
+    if name in batch.column_names:
+        return batch.set_column(batch.schema.get_field_index(name), name, nulls)
+    return batch.append_column(name, nulls)
 
 
 def _stage(
@@ -777,6 +827,7 @@ def _write_ledger(load: _Load, source: LoadSource, stats: LoadStats, seconds: fl
             "records": source.records,
             **stats.counts.as_row(),
             "rejects_by_reason": json.dumps(dict(sorted(source.rejects_by_reason.items()))),
+            "schema_change": source.schema_change,
             "seconds": seconds,
             "finished_at": load.loaded_at,
         },
@@ -804,6 +855,7 @@ def record_failure(
                 "run_id": run_id,
                 "records": source.records,
                 "rejects_by_reason": json.dumps(dict(sorted(source.rejects_by_reason.items()))),
+                "schema_change": source.schema_change,
                 "message": message[:2000],
                 "finished_at": finished_at,
             },

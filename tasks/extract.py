@@ -6,17 +6,25 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from prefect import task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from prefect.client.schemas.objects import TaskRun
 from prefect.logging import get_run_logger
 from prefect.states import State
 
+from sales_etl.contract import SchemaChange, Shape, compare, enforce
 from sales_etl.errors import PartialExtractError, PermanentSourceError, TransientSourceError
 from sales_etl.lake import open_lake
 from sales_etl.progress import Progress
 from sales_etl.settings import LakeConfig, SourceConfig
-from sales_etl.snapshots import RawManifest, RawSnapshotWriter, find_snapshot, list_snapshots
+from sales_etl.snapshots import (
+    RawManifest,
+    RawSnapshotWriter,
+    SnapshotRef,
+    find_snapshot,
+    list_snapshots,
+)
 from sales_etl.source import SalesApiClient, SourceStatus, max_pages_for
+from tasks.operations import emit_schema_changed
 from tasks.progress import ProgressReporter
 
 
@@ -170,3 +178,41 @@ def find_replay_snapshots(lake: LakeConfig, day: date) -> list[RawManifest]:
         return replay[::-1]
     finally:
         store.close()
+
+
+@task(
+    name="check-schema-contract",
+    description="Compare the shape of a raw snapshot with the contract and the day's previous one.",
+    timeout_seconds=300,
+    cache_policy=NO_CACHE,
+)
+def check_schema_contract(lake: LakeConfig, raw: RawManifest, mode: str) -> SchemaChange | None:
+    """How raw snapshot ``raw`` (its manifest) differs from the contract and from the snapshot
+    of its day before it; None for a snapshot written before shapes were observed. A change is
+    logged and emitted as ``sales.schema.changed``; under ``freeze`` it fails the task (a
+    permanent ``SchemaContractError``, not retried) before anything is transformed or loaded."""
+    day = raw.day
+    shape = Shape.from_manifest(raw.manifest)
+    if shape is None:
+        return None
+    store = open_lake(lake)
+    try:
+        previous = _previous_snapshot(list_snapshots(store, "raw", day), raw.snapshot_id)
+    finally:
+        store.close()
+    before, before_id = (
+        (None, None)
+        if previous is None
+        else (Shape.from_manifest(previous.manifest), previous.snapshot_id)
+    )
+    change = compare(shape, raw.snapshot_id, before, before_id)
+    if change:
+        get_run_logger().warning("The shape of %s changed (%s): %s", day, mode, change.describe())
+        emit_schema_changed(day, change, mode)
+    enforce(change, mode, day.isoformat())
+    return change
+
+
+def _previous_snapshot(newest_first: list[SnapshotRef], snapshot_id: str) -> SnapshotRef | None:
+    """The committed snapshot just before ``snapshot_id`` (ids sort by time), if any."""
+    return next((ref for ref in newest_first if ref.snapshot_id < snapshot_id), None)

@@ -52,11 +52,15 @@ def load_sales(
     run_id: str,
     mode: str = "full",
     reload: bool = False,
+    keep_extra: bool = True,
+    schema_change: str | None = None,
 ) -> LoadedDay:
     """Load clean snapshot ``clean`` (its parts are read from ``lake``).
 
     A snapshot the load ledger already holds as loaded for the day is skipped (nothing is read
     from the lake) unless ``reload``. A failed load leaves a ``failed`` ledger row.
+    ``keep_extra``: write the sales' fields outside the contract (``SCHEMA_CONTRACT`` evolve);
+    ``schema_change``: how the source's shape changed, for the ledger.
     """
     logger = get_run_logger()
     store = open_lake(lake)
@@ -70,6 +74,7 @@ def load_sales(
             mode=mode,
             records=clean.records,
             rejects_by_reason=dict(clean.by_reason),
+            schema_change=schema_change,
         )
         try:
             ensure_tables(engine, tables)
@@ -84,6 +89,7 @@ def load_sales(
                 source=source,
                 force=reload,
                 work_mem=warehouse.work_mem,
+                keep_extra=keep_extra,
             )
         except DBAPIError as exc:
             # The driver's text names host and database, never the password (hide_parameters).

@@ -9,7 +9,9 @@ can follow each day (``for_each: prefect.resource.id``):
 - ``sales.day.quality-degraded``: the reject rate is above the configured thresholds;
 - ``sales.day.failed``: the day's run failed (or was stopped), with the reason;
 - ``sales.day.replayed``: the source was down and the day was loaded from a raw snapshot
-  already in the lake.
+  already in the lake;
+- ``sales.schema.changed``: the shape of the day's records differs from the contract or from
+  the previous snapshot of the day (fields added, missing, retyped, with their record counts).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
 
+from sales_etl.contract import SchemaChange
 from sales_etl.dates import day_closes_at
 from sales_etl.ledger import (
     DayStatus,
@@ -50,6 +53,7 @@ DAY_FAILED = "sales.day.failed"
 DAY_DEGRADED = "sales.day.quality-degraded"
 DAY_DUE = "sales.day.due"
 DAY_REPLAYED = "sales.day.replayed"
+SCHEMA_CHANGED = "sales.schema.changed"
 
 
 def day_resource(day: date) -> dict[str, str]:
@@ -140,6 +144,15 @@ def emit_day_replayed(day: date, snapshot_id: str, reason: str) -> None:
         DAY_REPLAYED,
         day_resource(day),
         payload={"day": day.isoformat(), "snapshot_id": snapshot_id, "reason": first_line(reason)},
+    )
+
+
+def emit_schema_changed(day: date, change: SchemaChange, mode: str) -> None:
+    """Emit ``sales.schema.changed``: the added, missing and retyped fields and their counts."""
+    emit_event(
+        SCHEMA_CHANGED,
+        day_resource(day),
+        payload={"day": day.isoformat(), "mode": mode, **change.as_payload()},
     )
 
 

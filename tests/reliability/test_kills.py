@@ -24,8 +24,8 @@ import pytest
 import sqlalchemy as sa
 from pydantic import SecretStr
 
-from devharness.raw_days import write_realistic_day
 from devharness.demo_api import DemoData, Faults, generate_record, serve_demo_api
+from devharness.raw_days import write_realistic_day
 from flows.daily_sales import daily_sales
 from sales_etl.lake import LocalLake
 from sales_etl.settings import WarehouseConfig

@@ -20,9 +20,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devharness.raw_days import realistic_pages
 from devharness.demo_api import generate_record
 from devharness.demo_days import DayMix, day_records
+from devharness.raw_days import realistic_pages
 from sales_etl import arrow_parse, jsontext, transform
 from sales_etl.lake import LocalLake
 from sales_etl.snapshots import RawSnapshotWriter, SnapshotRef
@@ -127,6 +127,69 @@ def test_hostile_pages_give_the_same_lake_either_way(
     mixed = good + records
     random.Random(len(mixed)).shuffle(mixed)
     assert_same_lake(tmp_path, pages_of(mixed, sizes, money))
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**20), 10**20)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    extras=st.lists(
+        st.dictionaries(st.sampled_from(["channel", "meta", "sale_ID", "z"]), JSON_VALUES),
+        min_size=1,
+        max_size=20,
+    ),
+    sizes=st.lists(st.integers(1, 15), min_size=1, max_size=6),
+    hostile=st.lists(hostile_records(), max_size=4),
+)
+def test_extra_fields_give_the_same_lake_either_way(
+    tmp_path: Path, extras: list[dict[str, Any]], sizes: list[int], hostile: list[Any]
+) -> None:
+    """Fields outside the contract, of any JSON type (null, nested, one field of several types
+    across a page), on valid and hostile records: the same ``extra`` texts either way."""
+    records: list[Any] = [
+        {**generate_record(DAY.isoformat(), i), **extra} for i, extra in enumerate(extras)
+    ]
+    assert_same_lake(tmp_path, pages_of(records + hostile, sizes, []))
+
+
+def test_extra_fields_of_one_type_per_page_go_the_strict_way(tmp_path: Path) -> None:
+    records = [generate_record(DAY.isoformat(), i) for i in range(6)]
+    records[1]["channel"] = {"kind": "web", "score": jsontext.JsonNumber("1.50")}
+    records[2]["channel"] = None
+    records[4]["channel"] = {"kind": "store", "tags": ["a"]}
+    body = ('{"data": [' + ", ".join(jsontext.dumps(r) for r in records) + "]}").encode()
+    page = arrow_parse.read_strict(body)
+    assert page is not None and page.extra is not None
+    assert page.extra.tolist() == [False, True, False, False, True, False]
+    judged = transform.judge_page(body, DAY, 0)
+    assert judged.strict
+    assert judged.chunk.clean.column("extra").to_pylist() == [
+        None,
+        '{"channel":{"kind":"web","score":1.50}}',
+        None,
+        None,
+        '{"channel":{"kind":"store","tags":["a"]}}',
+        None,
+    ]
+    per_record = transform.judge_page(body, DAY, 0, strict=False)
+    assert transform.clean_table(per_record.chunk.clean) == transform.clean_table(
+        judged.chunk.clean
+    )
 
 
 def test_realistic_days_give_the_same_lake_either_way(tmp_path: Path) -> None:

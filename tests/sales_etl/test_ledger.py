@@ -115,6 +115,7 @@ def test_each_day_is_loaded_failed_or_missing(ledger: tuple[Engine, WarehouseTab
         "last attempt (UTC)": "2026-11-04 06:00:00",
         "attempts": 3,
         "message": "",
+        "schema change": "",
     }
 
     assert days_to_backfill(statuses, "missing") == [D[5]]

@@ -17,6 +17,7 @@ from sales_etl.snapshots import RawSnapshotWriter, SnapshotRef, iter_tables
 from sales_etl.source import Page
 from sales_etl.transform import transform_snapshot
 from sales_etl.warehouse import (
+    ADDED_COLUMNS,
     LoadSource,
     LoadStats,
     create_warehouse_engine,
@@ -24,6 +25,7 @@ from sales_etl.warehouse import (
     ensure_tables,
     load_day,
     tables_for,
+    warehouse_tables,
 )
 
 DAY = date(2026, 11, 23)
@@ -63,6 +65,7 @@ def load(
     run_id: str = "r1",
     source: LoadSource | None = None,
     force: bool = False,
+    keep_extra: bool = True,
 ) -> LoadStats:
     engine = create_warehouse_engine(warehouse)
     tables = tables_for(warehouse)
@@ -78,6 +81,7 @@ def load(
             datetime.now(UTC),
             source,
             force=force,
+            keep_extra=keep_extra,
         )
     finally:
         engine.dispose()
@@ -446,3 +450,92 @@ def test_a_ledger_created_with_the_old_total_type_is_widened_in_place_on_the_nex
     ]
     assert stats.day_amount == Decimal("299999999999999999.7000")
     admin.dispose()
+
+
+def previous_version_tables(schema_name: str | None = None) -> sa.MetaData:
+    """The tables as the version before the schema contract created them: the current DDL
+    without the columns that version lacked (``ADDED_COLUMNS``)."""
+    current = warehouse_tables(schema_name)
+    metadata = sa.MetaData(schema=schema_name)
+    for attribute in ("sales", "rejected", "ledger"):
+        table: sa.Table = getattr(current, attribute)
+        added = {name for owner, name in ADDED_COLUMNS if owner == attribute}
+        sa.Table(table.name, metadata, *(c._copy() for c in table.columns if c.name not in added))
+    return metadata
+
+
+def test_unknown_fields_land_in_the_extra_jsonb_and_a_rerun_changes_nothing(
+    warehouse: WarehouseConfig, lake: Lake, pg_url: str
+) -> None:
+    records = [sale("a"), sale("b", channel="web", meta={"tags": [1, "x"]}), sale("c", gone=None)]
+    first = load(warehouse, lake, snapshot(lake, [records]))
+    assert first.inserted == 3
+    assert rows(pg_url, "SELECT sale_id, extra FROM sales ORDER BY sale_id") == [
+        ("a", None),
+        ("b", {"channel": "web", "meta": {"tags": [1, "x"]}}),
+        ("c", None),
+    ]
+    # The same records again (a new snapshot): nothing changes, the jsonb compared as values.
+    again = load(warehouse, lake, snapshot(lake, [records]), run_id="r2")
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, 3)
+    # A newer version with another extra value updates it; discard writes null there.
+    newer = [sale("b", updated="2026-11-23T13:00:00Z", channel="store")]
+    assert load(warehouse, lake, snapshot(lake, [newer]), run_id="r3").updated == 1
+    assert rows(pg_url, "SELECT extra FROM sales WHERE sale_id = 'b'") == [({"channel": "store"},)]
+    discarded = load(warehouse, lake, snapshot(lake, [newer]), run_id="r4", keep_extra=False)
+    assert discarded.updated == 1
+    assert rows(pg_url, "SELECT count(*) FROM sales WHERE extra IS NOT NULL") == [(0,)]
+
+
+def test_a_warehouse_of_the_previous_version_gets_the_new_columns_in_place_on_its_next_load(
+    warehouse: WarehouseConfig, lake: Lake, pg_url: str
+) -> None:
+    admin = sa.create_engine(pg_url)
+    previous_version_tables().create_all(admin)
+    with admin.begin() as conn:  # a day the previous version loaded
+        conn.execute(
+            sa.text(
+                "INSERT INTO sales (sale_id, sale_date, store_id, product_id, quantity,"
+                " unit_price, amount, currency, updated_at, run_id, loaded_at) VALUES ('old',"
+                " '2026-11-22T10:00:00Z', 'S1', 'P1', 1, 5, 5, 'EUR', '2026-11-22T10:00:00Z',"
+                " 'old-run', now())"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO sales_load_ledger (business_date, status, mode, snapshot_id, run_id,"
+                " day_sales, day_amount, finished_at) VALUES ('2026-11-22', 'loaded', 'full',"
+                " 'old', 'old-run', 1, 5, now())"
+            )
+        )
+    admin.dispose()
+    files = (
+        "SELECT relname, oid, relfilenode FROM pg_class"
+        " WHERE relname IN ('sales', 'sales_load_ledger') ORDER BY relname"
+    )
+    columns = (
+        "SELECT table_name, column_name, data_type FROM information_schema.columns"
+        " WHERE column_name IN ('extra', 'schema_change') ORDER BY table_name"
+    )
+    before = rows(pg_url, files)
+    assert rows(pg_url, columns) == []
+
+    records = [sale("new", channel="web")]
+    source = LoadSource(snapshot_id="s1", schema_change="added channel (1 records)")
+    stats = load(warehouse, lake, snapshot(lake, [records]), source=source)
+
+    # Added, not recreated or rewritten: same tables, same files, the old rows kept.
+    assert rows(pg_url, files) == before
+    assert rows(pg_url, columns) == [
+        ("sales", "extra", "jsonb"),
+        ("sales_load_ledger", "schema_change", "text"),
+    ]
+    assert stats.inserted == 1
+    assert rows(pg_url, "SELECT sale_id, run_id, extra FROM sales ORDER BY sale_id") == [
+        ("new", "r1", {"channel": "web"}),
+        ("old", "old-run", None),
+    ]
+    assert rows(pg_url, "SELECT run_id, schema_change FROM sales_load_ledger ORDER BY load_id") == [
+        ("old-run", None),
+        ("r1", "added channel (1 records)"),
+    ]

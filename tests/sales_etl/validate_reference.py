@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from sales_etl import jsontext
+from sales_etl.contract import extra_fields
 from sales_etl.currencies import ISO_4217
 from sales_etl.jsontext import JsonNumber
 
@@ -69,7 +70,7 @@ _CONTROL = re.compile("[\\x00-\\x1f\\x7f-\\x9f\u061c\u200e\u200f\u202a-\u202e\u2
 _UPDATED_MIN = pd.Timestamp("1970-01-01", tz="UTC")
 _UPDATED_MAX = pd.Timestamp("2100-01-01", tz="UTC")
 
-CLEAN_COLUMNS: tuple[str, ...] = ("record_index", *FIELDS)
+CLEAN_COLUMNS: tuple[str, ...] = ("record_index", *FIELDS, "extra")
 REJECTED_COLUMNS: tuple[str, ...] = (
     "record_index",
     "sale_id",
@@ -161,6 +162,10 @@ def validate_records(records: Sequence[Any], day: date, first_index: int = 0) ->
             "amount": amount[good],
             "currency": currency[good],
             "updated_at": updated_at[good],
+            # The fields outside the contract, one record at a time (the reference way).
+            "extra": pd.Series(
+                [extra_fields(r) for r in objects], index=index, dtype=sale_id.dtype
+            )[good],
         }
     ).reset_index(drop=True)
 
