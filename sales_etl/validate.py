@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import operator
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from itertools import compress, repeat
@@ -144,108 +144,30 @@ def validate_chunk(
     by position in ``records``, for the records that may be over :data:`MAX_RECORD_BYTES` (a
     record not listed is within it); without it, no size limit applies.
     """
-    n = len(records)
-    originals = records
     sizes: Mapping[int, int] = record_sizes or {}
-    too_large = np.zeros(n, dtype=bool)
-    too_large[[p for p, size in sizes.items() if size > MAX_RECORD_BYTES]] = True
     too_deep = _too_deep(records)
-    if too_deep.any():
-        records = [None if deep else r for r, deep in zip(records, too_deep.tolist(), strict=True)]
-    columns, is_obj = _columns(records)
-
-    sale_id, sale_id_ok = _text(columns["sale_id"], MAX_ID_CHARS["sale_id"], nullable=False)
-    store_id, store_ok = _text(columns["store_id"], MAX_ID_CHARS["store_id"], nullable=False)
-    product_id, product_ok = _text(
-        columns["product_id"], MAX_ID_CHARS["product_id"], nullable=False
+    shallow = (
+        [None if deep else r for r, deep in zip(records, too_deep.tolist(), strict=True)]
+        if too_deep.any()
+        else records
     )
-    customer_id, customer_ok = _text(
-        columns["customer_id"], MAX_ID_CHARS["customer_id"], nullable=True
-    )
-    sale_date, sale_date_ok = _timestamps(columns["sale_date"])
-    updated_at, updated_ok = _timestamps(columns["updated_at"])
-    updated_ok &= _flag((updated_at >= _UPDATED_MIN) & (updated_at < _UPDATED_MAX))
-    day_start = pd.Timestamp(day, tz="UTC")
-    in_day = _flag((sale_date >= day_start) & (sale_date < day_start + pd.Timedelta(days=1)))
-    quantity_text, quantity_ok = _numbers(columns["quantity"], _INTEGER, allow_strings=False)
-    quantity = _to_integer(quantity_text)
-    quantity_ok &= _mask(
-        pc.and_(pc.greater_equal(quantity, 1), pc.less_equal(quantity, MAX_QUANTITY))
-    )
-    unit_price, unit_price_ok = _numbers(columns["unit_price"], _DECIMAL, allow_strings=True)
-    unit_price_ok &= ~_mask(pc.starts_with(unit_price, pattern="-"))
-    amount, amount_ok = _numbers(columns["amount"], _DECIMAL, allow_strings=True)
-    amount_positive = _mask(pc.greater(_to_float(amount), 0))
-    currency = pc.utf8_upper(_strings(columns["currency"]))
-    currency_ok = _mask(pc.is_in(currency, value_set=_CURRENCIES))
-
-    failed: dict[str, np.ndarray] = {
-        RECORD_TOO_DEEP: too_deep,
-        RECORD_TOO_LARGE: too_large,
-        NOT_AN_OBJECT: ~is_obj,
-        INVALID["sale_id"]: ~sale_id_ok,
-        INVALID["sale_date"]: ~sale_date_ok,
-        SALE_DATE_NOT_IN_DAY: sale_date_ok & ~in_day,
-        INVALID["updated_at"]: ~updated_ok,
-        INVALID["store_id"]: ~store_ok,
-        INVALID["product_id"]: ~product_ok,
-        INVALID["customer_id"]: ~customer_ok,
-        INVALID["quantity"]: ~quantity_ok,
-        INVALID["unit_price"]: ~unit_price_ok,
-        INVALID["amount"]: ~amount_ok,
-        INVALID["currency"]: ~currency_ok,
-        NON_POSITIVE_AMOUNT: amount_ok & ~amount_positive,
+    columns, is_obj = _columns(shallow)
+    typed = _typed_json(columns, day)
+    passed = {
+        RECORD_TOO_DEEP: ~too_deep,
+        RECORD_TOO_LARGE: ~_over_size(len(records), sizes),
+        NOT_AN_OBJECT: is_obj,
+        **typed.passed,
     }
-    # The earliest check wins: assign codes from the last check to the first.
-    codes = np.zeros(n, dtype=np.int8)
-    for position in range(len(_CHECKS), 0, -1):
-        codes[failed[_CHECKS[position - 1]]] = position
+    codes = _first_failure(passed)
     good = codes == 0
-    bad_positions = np.flatnonzero(~good)
     if record_index is None:
-        record_index = np.arange(first_index, first_index + n, dtype=np.int64)
-    sale_date_arr = _timestamp_array(sale_date)
-    updated_arr = _timestamp_array(updated_at)
-    keep = pa.array(good)
-
-    clean = pa.table(
-        {
-            "record_index": pa.array(record_index[good]),
-            "sale_id": sale_id.filter(keep),
-            "sale_date": sale_date_arr.filter(keep),
-            "store_id": store_id.filter(keep),
-            "product_id": product_id.filter(keep),
-            "customer_id": customer_id.filter(keep),
-            "quantity": quantity.filter(keep).cast(pa.int32()),
-            "unit_price": unit_price.filter(keep),
-            "amount": amount.filter(keep),
-            "currency": currency.filter(keep),
-            "updated_at": updated_arr.filter(keep),
-            "extra": _extras(compress(records, good.tolist())),
-        }
+        record_index = np.arange(first_index, first_index + len(records), dtype=np.int64)
+    extra = _extras(compress(shallow, good.tolist()))
+    return ValidatedChunk(
+        clean=typed.clean_rows(good, record_index, extra),
+        rejected=typed.rejected_rows(codes, record_index, records, sizes),
     )
-    take = pa.array(bad_positions, type=pa.int64())
-    labels = _REASON_LABELS[codes[bad_positions]]
-    rejected = pa.table(
-        {
-            "record_index": pa.array(record_index[bad_positions]),
-            "sale_id": sale_id.take(take),
-            "updated_at": pc.if_else(pa.array(updated_ok), updated_arr, None).take(take),
-            "reason": pa.array(labels.tolist(), type=pa.string()),
-            "detail": pa.array(
-                [
-                    describe_problem(originals[p], reason, sizes.get(p))
-                    for p, reason in zip(bad_positions.tolist(), labels.tolist(), strict=True)
-                ],
-                type=pa.string(),
-            ),
-            "raw_record": pa.array(
-                [raw_json(originals[p], sizes.get(p)) for p in bad_positions.tolist()],
-                type=pa.string(),
-            ),
-        }
-    )
-    return ValidatedChunk(clean=clean, rejected=rejected)
 
 
 def strict_clean(
@@ -262,56 +184,160 @@ def strict_clean(
     test is conservative (a zero price goes the per-record way), never looser than the rules.
     """
     column = table.column
-    sale_id, sale_id_ok = _text(_array(column("sale_id")), MAX_ID_CHARS["sale_id"], nullable=False)
-    store_id, store_ok = _text(_array(column("store_id")), MAX_ID_CHARS["store_id"], nullable=False)
-    product_id, product_ok = _text(
-        _array(column("product_id")), MAX_ID_CHARS["product_id"], nullable=False
-    )
-    customer_id, customer_ok = _text(
-        _array(column("customer_id")), MAX_ID_CHARS["customer_id"], nullable=True
-    )
-    sale_date, sale_date_ok = _timestamps(_array(column("sale_date")))
-    updated_at, updated_ok = _timestamps(_array(column("updated_at")))
-    day_start = pd.Timestamp(day, tz="UTC")
-    in_day = _flag((sale_date >= day_start) & (sale_date < day_start + pd.Timedelta(days=1)))
-    in_range = _flag((updated_at >= _UPDATED_MIN) & (updated_at < _UPDATED_MAX))
+    ids, times, passed = _ids_and_times(lambda name: _array(column(name)), day)
     quantity = _array(column("quantity"))
     unit_price, amount = _array(column("unit_price")), _array(column("amount"))
     currency = pc.utf8_upper(_array(column("currency")))
-    good = (
-        sale_id_ok
-        & store_ok
-        & product_ok
-        & customer_ok
-        & sale_date_ok
-        & in_day
-        & updated_ok
-        & in_range
-        & _mask(pc.and_(pc.greater_equal(quantity, 1), pc.less_equal(quantity, MAX_QUANTITY)))
-        & _mask(pc.greater(unit_price, 0))
-        & _mask(pc.greater(amount, 0))
-        & _mask(pc.is_in(currency, value_set=_CURRENCIES))
+    passed[INVALID["quantity"]] = _mask(
+        pc.and_(pc.greater_equal(quantity, 1), pc.less_equal(quantity, MAX_QUANTITY))
     )
+    passed[INVALID["unit_price"]] = _mask(pc.greater(unit_price, 0))
+    passed[NON_POSITIVE_AMOUNT] = _mask(pc.greater(amount, 0))
+    passed[INVALID["currency"]] = _mask(pc.is_in(currency, value_set=_CURRENCIES))
+    good = np.logical_and.reduce(list(passed.values()))
     if too_large is not None:
         good &= ~too_large
-    keep = pa.array(good)
-    clean = pa.table(
-        {
-            "record_index": pa.array(record_index[good]),
-            "sale_id": sale_id.filter(keep),
-            "sale_date": _timestamp_array(sale_date).filter(keep),
-            "store_id": store_id.filter(keep),
-            "product_id": product_id.filter(keep),
-            "customer_id": customer_id.filter(keep),
-            "quantity": quantity.filter(keep).cast(pa.int32()),
-            "unit_price": unit_price.filter(keep).cast(pa.string()),
-            "amount": amount.filter(keep).cast(pa.string()),
-            "currency": currency.filter(keep),
-            "updated_at": _timestamp_array(updated_at).filter(keep),
-            "extra": pa.nulls(int(good.sum()), pa.string()),
-        }
+    typed = _Typed(
+        values={
+            **ids,
+            **times,
+            "quantity": quantity,
+            "unit_price": unit_price,
+            "amount": amount,
+            "currency": currency,
+        },
+        passed=passed,
     )
-    return clean, ~good
+    extra = pa.nulls(int(good.sum()), pa.string())
+    return typed.clean_rows(good, record_index, extra), ~good
+
+
+@dataclass(frozen=True)
+class _Typed:
+    """A chunk's fields as the rules type them, and which rows passed each check.
+
+    ``values`` holds an Arrow array per field (timestamps as pandas UTC series), null where the
+    field's own check failed; ``passed`` a mask per check, keyed by its reason code.
+    """
+
+    values: dict[str, Any]
+    passed: dict[str, np.ndarray]
+
+    def clean_rows(self, good: np.ndarray, record_index: np.ndarray, extra: pa.Array) -> pa.Table:
+        """The rows in ``good``, with :data:`CLEAN_COLUMNS` (money as its exact decimal text)."""
+        keep = pa.array(good)
+        v = self.values
+        return pa.table(
+            {
+                "record_index": pa.array(record_index[good]),
+                "sale_id": v["sale_id"].filter(keep),
+                "sale_date": _timestamp_array(v["sale_date"]).filter(keep),
+                "store_id": v["store_id"].filter(keep),
+                "product_id": v["product_id"].filter(keep),
+                "customer_id": v["customer_id"].filter(keep),
+                "quantity": v["quantity"].filter(keep).cast(pa.int32()),
+                "unit_price": v["unit_price"].filter(keep).cast(pa.string()),
+                "amount": v["amount"].filter(keep).cast(pa.string()),
+                "currency": v["currency"].filter(keep),
+                "updated_at": _timestamp_array(v["updated_at"]).filter(keep),
+                "extra": extra,
+            }
+        )
+
+    def rejected_rows(
+        self,
+        codes: np.ndarray,
+        record_index: np.ndarray,
+        originals: Sequence[Any],
+        sizes: Mapping[int, int],
+    ) -> pa.Table:
+        """The rows with a failure code, with :data:`REJECTED_COLUMNS`: reason, detail, raw text."""
+        bad = np.flatnonzero(codes)
+        take = pa.array(bad, type=pa.int64())
+        labels = _REASON_LABELS[codes[bad]].tolist()
+        updated_ok = pa.array(self.passed[INVALID["updated_at"]])
+        updated = pc.if_else(updated_ok, _timestamp_array(self.values["updated_at"]), None)
+        positions = bad.tolist()
+        return pa.table(
+            {
+                "record_index": pa.array(record_index[bad]),
+                "sale_id": self.values["sale_id"].take(take),
+                "updated_at": updated.take(take),
+                "reason": pa.array(labels, type=pa.string()),
+                "detail": pa.array(
+                    [
+                        describe_problem(originals[p], reason, sizes.get(p))
+                        for p, reason in zip(positions, labels, strict=True)
+                    ],
+                    type=pa.string(),
+                ),
+                "raw_record": pa.array(
+                    [raw_json(originals[p], sizes.get(p)) for p in positions], type=pa.string()
+                ),
+            }
+        )
+
+
+def _ids_and_times(
+    column: Callable[[str], Any], day: date
+) -> tuple[dict[str, pa.Array], dict[str, pd.Series], dict[str, np.ndarray]]:
+    """The id and timestamp fields, typed, and which rows passed their checks (by reason code).
+
+    ``column(name)`` gives a field's JSON values (per-record path) or its Arrow array (strict
+    parse). ``updated_at`` passes only within [1970, 2100); ``sale_date`` must fall in ``day``.
+    """
+    ids: dict[str, pa.Array] = {}
+    passed: dict[str, np.ndarray] = {}
+    for field, max_chars in MAX_ID_CHARS.items():
+        nullable = field == "customer_id"
+        ids[field], passed[INVALID[field]] = _text(column(field), max_chars, nullable=nullable)
+    sale_date, passed[INVALID["sale_date"]] = _timestamps(column("sale_date"))
+    updated_at, updated_ok = _timestamps(column("updated_at"))
+    passed[INVALID["updated_at"]] = updated_ok & _flag(
+        (updated_at >= _UPDATED_MIN) & (updated_at < _UPDATED_MAX)
+    )
+    day_start = pd.Timestamp(day, tz="UTC")
+    passed[SALE_DATE_NOT_IN_DAY] = _flag(
+        (sale_date >= day_start) & (sale_date < day_start + pd.Timedelta(days=1))
+    )
+    return ids, {"sale_date": sale_date, "updated_at": updated_at}, passed
+
+
+def _typed_json(columns: Mapping[str, Sequence[Any]], day: date) -> _Typed:
+    """The per-record path's fields from JSON values: every rule of :data:`REASON_ORDER`."""
+    ids, times, passed = _ids_and_times(columns.__getitem__, day)
+    quantity_text, quantity_ok = _numbers(columns["quantity"], _INTEGER, allow_strings=False)
+    quantity = _to_integer(quantity_text)
+    passed[INVALID["quantity"]] = quantity_ok & _mask(
+        pc.and_(pc.greater_equal(quantity, 1), pc.less_equal(quantity, MAX_QUANTITY))
+    )
+    unit_price, unit_price_ok = _numbers(columns["unit_price"], _DECIMAL, allow_strings=True)
+    passed[INVALID["unit_price"]] = unit_price_ok & ~_mask(pc.starts_with(unit_price, pattern="-"))
+    amount, passed[INVALID["amount"]] = _numbers(columns["amount"], _DECIMAL, allow_strings=True)
+    passed[NON_POSITIVE_AMOUNT] = _mask(pc.greater(_to_float(amount), 0))
+    currency = pc.utf8_upper(_strings(columns["currency"]))
+    passed[INVALID["currency"]] = _mask(pc.is_in(currency, value_set=_CURRENCIES))
+    values = {**ids, **times, "quantity": quantity, "unit_price": unit_price, "amount": amount}
+    return _Typed(values={**values, "currency": currency}, passed=passed)
+
+
+def _over_size(n: int, sizes: Mapping[int, int]) -> np.ndarray:
+    """Which of ``n`` records are over :data:`MAX_RECORD_BYTES` (``sizes`` by position)."""
+    over = np.zeros(n, dtype=bool)
+    over[[p for p, size in sizes.items() if size > MAX_RECORD_BYTES]] = True
+    return over
+
+
+def _first_failure(passed: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Per row, 1 + the position in :data:`_CHECKS` of the first check it failed; 0 if none.
+
+    A row that fails several checks gets the earliest: a sale date that is not a timestamp is
+    ``invalid_sale_date``, never also ``sale_date_not_in_day``.
+    """
+    codes = np.zeros(len(next(iter(passed.values()))), dtype=np.int8)
+    for position in range(len(_CHECKS), 0, -1):
+        codes[~passed[_CHECKS[position - 1]]] = position
+    return codes
 
 
 def _extras(objects: Iterable[dict[str, Any]]) -> pa.Array:
