@@ -384,155 +384,172 @@ class DemoSalesApi:
 
 
 def _handler_for(api: DemoSalesApi) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    """The request handler class of one demo API (the HTTP server makes one per request)."""
+    return type("Handler", (_DemoHandler,), {"api": api})
 
-        def log_message(self, format: str, *args: Any) -> None:  # quiet by default
+
+class _DemoHandler(BaseHTTPRequestHandler):
+    """The demo API's endpoints (docs/sales-api.md): health, status, pages, and admin controls."""
+
+    protocol_version = "HTTP/1.1"
+    api: DemoSalesApi
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet by default
+        return
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        if parts.path == "/health":
+            self._json(200, {"status": "ok"})
             return
+        if not self._authorised():
+            return
+        if parts.path == "/sales/status":
+            self._status(query)
+        elif parts.path == "/sales":
+            self._sales(query)
+        elif parts.path == "/_demo/stats" and self.api.admin:
+            self._json(200, self.api.stats())
+        else:
+            self._json(404, {"error": f"no such endpoint {parts.path}"})
 
-        def do_GET(self) -> None:
-            parts = urlsplit(self.path)
-            query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-            if parts.path == "/health":
-                self._json(200, {"status": "ok"})
-                return
-            if not self._authorised():
-                return
-            if parts.path == "/sales/status":
-                self._status(query)
-            elif parts.path == "/sales":
-                self._sales(query)
-            elif parts.path == "/_demo/stats" and api.admin:
-                self._json(200, api.stats())
-            else:
-                self._json(404, {"error": f"no such endpoint {parts.path}"})
+    def do_POST(self) -> None:
+        parts = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        if not self._authorised():
+            return
+        if parts.path != "/_demo/revision" or not self.api.admin:
+            self._json(404, {"error": f"no such endpoint {parts.path}"})
+            return
+        try:
+            revision = int(query["revision"])
+        except (KeyError, ValueError):
+            self._json(400, {"error": "revision must be an integer"})
+            return
+        started = time.perf_counter()
+        self.api.set_data(revision=revision)
+        seconds = round(time.perf_counter() - started, 3)
+        self._json(200, {"revision": revision, "render_seconds": seconds})
 
-        def do_POST(self) -> None:
-            parts = urlsplit(self.path)
-            query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-            if not self._authorised():
-                return
-            if parts.path != "/_demo/revision" or not api.admin:
-                self._json(404, {"error": f"no such endpoint {parts.path}"})
-                return
-            try:
-                revision = int(query["revision"])
-            except (KeyError, ValueError):
-                self._json(400, {"error": "revision must be an integer"})
-                return
-            started = time.perf_counter()
-            api.set_data(revision=revision)
-            seconds = round(time.perf_counter() - started, 3)
-            self._json(200, {"revision": revision, "render_seconds": seconds})
+    def _authorised(self) -> bool:
+        if self.api.api_key is not None and self.headers.get("Authorization") != (
+            f"Bearer {self.api.api_key}"
+        ):
+            self._json(401, {"error": "missing or wrong API key"})
+            return False
+        return True
 
-        def _authorised(self) -> bool:
-            if api.api_key is not None and self.headers.get("Authorization") != (
-                f"Bearer {api.api_key}"
-            ):
-                self._json(401, {"error": "missing or wrong API key"})
-                return False
-            return True
+    def _since(self, query: dict[str, str]) -> tuple[bool, datetime | None]:
+        """(acceptable, the updated_since to filter on); answers 400 when not acceptable."""
+        if "updated_since" not in query:
+            return True, None
+        if self.api.updated_since == "reject":
+            self._json(400, {"error": "unknown query parameter: updated_since"})
+            return False, None
+        if self.api.updated_since != "filter":
+            return True, None
+        try:
+            return True, parse_updated_since(query["updated_since"])
+        except ValueError:
+            self._json(400, {"error": "updated_since must be ISO-8601 with an offset"})
+            return False, None
 
-        def _since(self, query: dict[str, str]) -> tuple[bool, datetime | None]:
-            """(acceptable, the updated_since to filter on); answers 400 when not acceptable."""
-            if "updated_since" not in query:
-                return True, None
-            if api.updated_since == "reject":
-                self._json(400, {"error": "unknown query parameter: updated_since"})
-                return False, None
-            if api.updated_since != "filter":
-                return True, None
-            try:
-                return True, parse_updated_since(query["updated_since"])
-            except ValueError:
-                self._json(400, {"error": "updated_since must be ISO-8601 with an offset"})
-                return False, None
+    def _status(self, query: dict[str, str]) -> None:
+        api = self.api
+        api.count_status_request()
+        day = _parse_day(query.get("date"))
+        if day is None:
+            self._json(400, {"error": "date must be YYYY-MM-DD"})
+            return
+        ok, since = self._since(query)
+        if not ok:
+            return
+        count = api.data.count(day, since)
+        should = day not in api.data.skip_days and count > 0
+        body: dict[str, Any] = {"date": day, "should_process": should, "record_count": count}
+        if api.updated_since in ("filter", "ignore"):
+            body["updated_since"] = api.updated_since == "filter"
+        self._json(200, body)
 
-        def _status(self, query: dict[str, str]) -> None:
-            api.count_status_request()
-            day = _parse_day(query.get("date"))
-            if day is None:
-                self._json(400, {"error": "date must be YYYY-MM-DD"})
-                return
-            ok, since = self._since(query)
-            if not ok:
-                return
-            count = api.data.count(day, since)
-            should = day not in api.data.skip_days and count > 0
-            body: dict[str, Any] = {"date": day, "should_process": should, "record_count": count}
-            if api.updated_since in ("filter", "ignore"):
-                body["updated_since"] = api.updated_since == "filter"
-            self._json(200, body)
+    def _sales(self, query: dict[str, str]) -> None:
+        n = self.api.next_request_number(self.path)
+        if self._fault(n):
+            return
+        request = self._page_request(query)
+        if request is None:
+            return
+        day, offset, limit, since = request
+        if _every(self.api.faults.broken_page_every, n):
+            self._send(200, b"<html>502 Bad Gateway</html>", "application/json")
+            return
+        if self._duplicate_page() and offset > 0:
+            # Serve the previous page again: the client sees the same records twice.
+            records = self.api.data.page(day, max(0, offset - limit), limit, since)
+            more = offset < self.api.data.count(day, since)
+            next_cursor = encode_cursor(offset) if more else None
+            self._json(200, {"data": records, "next_cursor": next_cursor})
+            return
+        self._send(200, self.api.page_body(day, offset, limit, since), "application/json")
 
-        def _sales(self, query: dict[str, str]) -> None:
-            faults = api.faults
-            n = api.next_request_number(self.path)
-            if faults.permanent_status is not None:
-                self._json(faults.permanent_status, {"error": "permanent failure (demo fault)"})
-                return
-            if _every(faults.reset_every, n):
-                self.close_connection = True
-                self.connection.close()
-                return
-            if _every(faults.rate_limit_every, n):
-                self._json(
-                    429,
-                    {"error": "slow down"},
-                    headers={"Retry-After": str(faults.retry_after_seconds)},
-                )
-                return
-            if _every(faults.error_5xx_every, n):
-                self._json(503, {"error": "temporarily unavailable (demo fault)"})
-                return
+    def _fault(self, n: int) -> bool:
+        """Answer the ``n``-th page request with the fault the switches give it, if any."""
+        faults = self.api.faults
+        if faults.permanent_status is not None:
+            self._json(faults.permanent_status, {"error": "permanent failure (demo fault)"})
+        elif _every(faults.reset_every, n):
+            self.close_connection = True
+            self.connection.close()
+        elif _every(faults.rate_limit_every, n):
+            retry_after = {"Retry-After": str(faults.retry_after_seconds)}
+            self._json(429, {"error": "slow down"}, headers=retry_after)
+        elif _every(faults.error_5xx_every, n):
+            self._json(503, {"error": "temporarily unavailable (demo fault)"})
+        else:
             if _every(faults.slow_every, n):
                 time.sleep(faults.slow_seconds)
-            day = _parse_day(query.get("date"))
-            try:
-                limit = int(query.get("limit", "1000"))
-                offset = decode_cursor(query["cursor"]) if "cursor" in query else 0
-            except (ValueError, UnicodeDecodeError):
-                self._json(400, {"error": "bad limit or cursor"})
-                return
-            if day is None or not 1 <= limit <= 10_000:
-                self._json(422, {"error": "date must be YYYY-MM-DD and 1 <= limit <= 10000"})
-                return
-            ok, since = self._since(query)
-            if not ok:
-                return
-            if _every(faults.broken_page_every, n):
-                self._send(200, b"<html>502 Bad Gateway</html>", "application/json")
-                return
-            with api._lock:
-                api.pages_served += 1
-                page_number = api.pages_served
-            if _every(faults.duplicate_page_every, page_number) and offset > 0:
-                # Serve the previous page again: the client sees the same records twice.
-                records = api.data.page(day, max(0, offset - limit), limit, since)
-                more = offset < api.data.count(day, since)
-                next_cursor = encode_cursor(offset) if more else None
-                self._json(200, {"data": records, "next_cursor": next_cursor})
-                return
-            self._send(200, api.page_body(day, offset, limit, since), "application/json")
+            return False
+        return True
 
-        def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-            self._send(status, json.dumps(body).encode(), "application/json", headers)
+    def _page_request(self, query: dict[str, str]) -> tuple[str, int, int, datetime | None] | None:
+        """(day, offset, limit, updated_since) of a page request, or None once answered 4xx."""
+        day = _parse_day(query.get("date"))
+        try:
+            limit = int(query.get("limit", "1000"))
+            offset = decode_cursor(query["cursor"]) if "cursor" in query else 0
+        except (ValueError, UnicodeDecodeError):
+            self._json(400, {"error": "bad limit or cursor"})
+            return None
+        if day is None or not 1 <= limit <= 10_000:
+            self._json(422, {"error": "date must be YYYY-MM-DD and 1 <= limit <= 10000"})
+            return None
+        ok, since = self._since(query)
+        return (day, offset, limit, since) if ok else None
 
-        def _send(
-            self,
-            status: int,
-            payload: bytes,
-            content_type: str,
-            headers: dict[str, str] | None = None,
-        ) -> None:
-            self.send_response(status, HTTPStatus(status).phrase if status in _PHRASES else "")
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(payload)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(payload)
+    def _duplicate_page(self) -> bool:
+        """Whether this page is one the duplicate-page fault serves twice."""
+        with self.api._lock:
+            self.api.pages_served += 1
+            page_number = self.api.pages_served
+        return _every(self.api.faults.duplicate_page_every, page_number)
 
-    return Handler
+    def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(body).encode(), "application/json", headers)
+
+    def _send(
+        self,
+        status: int,
+        payload: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status, HTTPStatus(status).phrase if status in _PHRASES else "")
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(payload)
 
 
 _PHRASES = {s.value for s in HTTPStatus}

@@ -146,7 +146,7 @@ def validate_chunk(
     """
     sizes: Mapping[int, int] = record_sizes or {}
     too_deep = _too_deep(records)
-    shallow = (
+    shallow: Sequence[Any] = (
         [None if deep else r for r, deep in zip(records, too_deep.tolist(), strict=True)]
         if too_deep.any()
         else records

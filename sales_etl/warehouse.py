@@ -745,6 +745,31 @@ def _reconcile(
     load: _Load, inserted: int, updated: int, voided: int, malformed_kept: int, quarantined: int
 ) -> LoadStats:
     """dbt-style checks inside the transaction (a failure rolls the day back), and the counts."""
+    check = _check_winners(load)
+    day_sales, day_amount, rejects_kept = _day_totals(load)
+    with_id = load.staged + load.rejected_with_id  # counted while staging
+    winners, applied = int(check["winners"]), int(check["sales_applied"])
+    return LoadStats(
+        staged=load.staged,
+        staged_rejected=load.staged_rejected,
+        winners=winners,
+        inserted=inserted,
+        updated=updated,
+        unchanged=applied - inserted - updated,
+        stale=int(check["stale"]),
+        voided=voided,
+        quarantined=quarantined,
+        rejects_kept=rejects_kept,
+        superseded=with_id - winners - malformed_kept,
+        day_sales=day_sales,
+        day_amount=day_amount,
+        high_water_mark=_high_water_mark(load),
+        step_seconds=load.seconds,
+    )
+
+
+def _check_winners(load: _Load) -> Mapping[str, Any]:
+    """Every winning sale is in the table at its version and every void is gone, or raise."""
     check = (
         load.run(
             "reconcile",
@@ -769,8 +794,13 @@ def _reconcile(
             f"or older in {load.tables.sales.fullname}, {check['not_voided']} voided sales "
             "still there; the load was rolled back"
         )
+    return check
+
+
+def _day_totals(load: _Load) -> tuple[int, Decimal, int]:
+    """The day's sales and their amount in the table after the load, and its kept rejects."""
     start = datetime(load.day.year, load.day.month, load.day.day, tzinfo=UTC)
-    totals = load.run(
+    sales, amount, rejects = load.run(
         "day_totals",
         """
         SELECT (SELECT count(*) FROM {sales} WHERE sale_date >= :start AND sale_date < :end),
@@ -782,25 +812,7 @@ def _reconcile(
         end=start + timedelta(days=1),
         day=load.day,
     ).one()
-    with_id = load.staged + load.rejected_with_id  # counted while staging
-    winners, applied = int(check["winners"]), int(check["sales_applied"])
-    return LoadStats(
-        staged=load.staged,
-        staged_rejected=load.staged_rejected,
-        winners=winners,
-        inserted=inserted,
-        updated=updated,
-        unchanged=applied - inserted - updated,
-        stale=int(check["stale"]),
-        voided=voided,
-        quarantined=quarantined,
-        rejects_kept=int(totals[2]),
-        superseded=with_id - winners - malformed_kept,
-        day_sales=int(totals[0]),
-        day_amount=Decimal(totals[1]),
-        high_water_mark=_high_water_mark(load),
-        step_seconds=load.seconds,
-    )
+    return int(sales), Decimal(amount), int(rejects)
 
 
 def _high_water_mark(load: _Load) -> datetime | None:
