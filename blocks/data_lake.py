@@ -125,11 +125,8 @@ class DataLakeBlock(ParameterBlock):
     @contextmanager
     def open(self) -> Iterator[Lake]:
         """The lake (``LocalLake`` or ``S3Lake``), closed on exit."""
-        store = open_lake(self.to_config())
-        try:
+        with open_lake(self.to_config()) as store:
             yield store
-        finally:
-            store.close()
 
     def list_snapshots(self, day: date, zone: str = "clean") -> list[SnapshotRef]:
         """Committed snapshots of ``day`` in ``zone`` (``raw`` or ``clean``), newest first."""

@@ -67,20 +67,14 @@ class LakeResultStorage(WritableFileSystem):
     # Prefect calls read_path/write_path with _sync=True from sync code and the a* variants
     # from async code (prefect._internal.compatibility.blocks).
     def read_path(self, path: str, _sync: bool | None = None) -> bytes:  # type: ignore[override]
-        lake = open_lake(self._config())
-        try:
+        with open_lake(self._config()) as lake:
             return lake.get(path)
-        finally:
-            lake.close()
 
     def write_path(  # type: ignore[override]
         self, path: str, content: bytes, _sync: bool | None = None
     ) -> None:
-        lake = open_lake(self._config())
-        try:
+        with open_lake(self._config()) as lake:
             lake.put(path, content)
-        finally:
-            lake.close()
 
     async def aread_path(self, path: str) -> bytes:
         return await asyncio.to_thread(self.read_path, path)

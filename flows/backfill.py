@@ -47,7 +47,7 @@ from flows.daily_sales import daily_sales
 from sales_etl.ledger import BACKFILL_MODES, DayStatus, day_statuses, days_to_backfill
 from sales_etl.report import RunSummary
 from sales_etl.settings import WarehouseConfig, load_settings
-from sales_etl.warehouse import create_warehouse_engine, tables_for
+from sales_etl.warehouse import tables_for, warehouse_engine
 
 FLOW_NAME = "Daily Sales Backfill"
 Mode = Literal["missing", "failed", "all"]
@@ -135,11 +135,8 @@ def run_day(
 
 
 def read_ledger(warehouse: WarehouseConfig, start: date, end: date) -> list[DayStatus]:
-    engine = create_warehouse_engine(warehouse)
-    try:
+    with warehouse_engine(warehouse) as engine:
         return day_statuses(engine, tables_for(warehouse), start, end)
-    finally:
-        engine.dispose()
 
 
 @flow(

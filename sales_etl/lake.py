@@ -11,7 +11,7 @@ import functools
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from sales_etl.errors import LakeError
 from sales_etl.settings import LakeConfig
@@ -35,8 +35,25 @@ class Lake(Protocol):
 
     def close(self) -> None: ...
 
+    def __enter__(self) -> Self: ...
 
-class LocalLake:
+    def __exit__(self, *exc_info: object) -> None: ...
+
+
+class _ClosedOnExit:
+    """``with open_lake(config) as lake:`` closes the lake at the end of the block."""
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class LocalLake(_ClosedOnExit):
     """A lake in a local folder (the default: ``./.data/lake``)."""
 
     def __init__(self, root: str | Path) -> None:
@@ -87,9 +104,6 @@ class LocalLake:
     def uri(self, key: str) -> str:
         return str(self.root / key)
 
-    def close(self) -> None:
-        return None
-
 
 # What boto3 reads from the environment when it creates a client: a change makes a new client.
 _BOTO_ENVIRONMENT = (
@@ -123,7 +137,7 @@ def _s3_client(
     return boto3.session.Session().client("s3", **dict(options))
 
 
-class S3Lake:
+class S3Lake(_ClosedOnExit):
     """A lake in ``s3://bucket/prefix`` through boto3 (``endpoint_url`` for MinIO, moto, ...)."""
 
     def __init__(self, config: LakeConfig) -> None:
@@ -202,7 +216,8 @@ class S3Lake:
 
 
 def open_lake(config: LakeConfig) -> Lake:
-    """The lake implementation for ``config.url`` (folder path or ``s3://``)."""
+    """The lake implementation for ``config.url`` (folder path or ``s3://``), to use as
+    ``with open_lake(config) as lake:``."""
     if config.is_s3:
         return S3Lake(config)
     if "://" in config.url and not config.url.startswith("file://"):

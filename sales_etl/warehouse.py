@@ -178,6 +178,16 @@ def tables_for(config: WarehouseConfig) -> WarehouseTables:
     return warehouse_tables(config.db_schema, config.table_name)
 
 
+@contextlib.contextmanager
+def warehouse_engine(config: WarehouseConfig) -> Iterator[Engine]:
+    """``with warehouse_engine(config) as engine:``: an engine disposed at the end of the block."""
+    engine = create_warehouse_engine(config)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def create_warehouse_engine(config: WarehouseConfig) -> Engine:
     """A new engine for ``config``; the caller disposes it. Parameters never appear in errors."""
     if config.dialect != "postgresql":

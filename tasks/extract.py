@@ -83,8 +83,7 @@ def extract_sales(
     whole day. The manifest records ``mode`` ("full" | "incremental") and ``updated_since``.
     """
     logger = get_run_logger()
-    store = open_lake(lake)
-    try:
+    with open_lake(lake) as store:
         writer = RawSnapshotWriter(store, day)
         with SalesApiClient(source) as client:
             status = client.status(day)
@@ -135,8 +134,6 @@ def extract_sales(
             client.retries,
         )
         return RawManifest.from_ref(ref)
-    finally:
-        store.close()
 
 
 @task(
@@ -148,16 +145,13 @@ def find_raw_snapshot(
     lake: LakeConfig, day: date, snapshot_id: str | None = None
 ) -> RawManifest | None:
     """The manifest of the requested (or newest) raw snapshot of ``day``, or None."""
-    store = open_lake(lake)
-    try:
+    with open_lake(lake) as store:
         if snapshot_id is not None:
             ref = find_snapshot(store, "raw", day, snapshot_id)
         else:
             refs = list_snapshots(store, "raw", day)
             ref = refs[0] if refs else None
         return None if ref is None else RawManifest.from_ref(ref)
-    finally:
-        store.close()
 
 
 @task(
@@ -168,16 +162,13 @@ def find_raw_snapshot(
 def find_replay_snapshots(lake: LakeConfig, day: date) -> list[RawManifest]:
     """Manifests, oldest first, of the newest full raw snapshot of ``day`` and every
     incremental one after it (all of them when there is no full one); [] when none."""
-    store = open_lake(lake)
-    try:
+    with open_lake(lake) as store:
         replay: list[RawManifest] = []
         for ref in list_snapshots(store, "raw", day):  # newest first
             replay.append(RawManifest.from_ref(ref))
             if replay[-1].mode == "full":
                 break
         return replay[::-1]
-    finally:
-        store.close()
 
 
 @task(
@@ -195,11 +186,8 @@ def check_schema_contract(lake: LakeConfig, raw: RawManifest, mode: str) -> Sche
     shape = Shape.from_manifest(raw.manifest)
     if shape is None:
         return None
-    store = open_lake(lake)
-    try:
+    with open_lake(lake) as store:
         previous = _previous_snapshot(list_snapshots(store, "raw", day), raw.snapshot_id)
-    finally:
-        store.close()
     before, before_id = (
         (None, None)
         if previous is None

@@ -18,13 +18,13 @@ from sales_etl.snapshots import CleanManifest, iter_tables
 from sales_etl.warehouse import (
     LoadSource,
     LoadStats,
-    create_warehouse_engine,
     day_high_water_mark,
     describe_engine,
     ensure_tables,
     load_day,
     record_failure,
     tables_for,
+    warehouse_engine,
 )
 
 
@@ -63,9 +63,7 @@ def load_sales(
     ``schema_change``: how the source's shape changed, for the ledger.
     """
     logger = get_run_logger()
-    store = open_lake(lake)
-    engine = create_warehouse_engine(warehouse)
-    try:
+    with open_lake(lake) as store, warehouse_engine(warehouse) as engine:
         day, snapshot_id = clean.day, clean.snapshot_id
         tables = tables_for(warehouse)
         target = describe_engine(engine)
@@ -122,9 +120,6 @@ def load_sales(
                 stats.describe_steps(),
             )
         return LoadedDay(stats=stats, warehouse=target, table=tables.sales.fullname)
-    finally:
-        engine.dispose()
-        store.close()
 
 
 @task(
@@ -135,16 +130,15 @@ def load_sales(
 )
 def read_high_water_mark(warehouse: WarehouseConfig, day: date) -> datetime | None:
     """None when no load of ``day`` succeeded yet (or the warehouse has no tables yet)."""
-    engine = create_warehouse_engine(warehouse)
-    try:
-        return day_high_water_mark(engine, tables_for(warehouse), day)
-    except DBAPIError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        raise WarehouseError(
-            f"reading the high-water mark of {day} from {describe_engine(engine)} failed: {reason}"
-        ) from None
-    finally:
-        engine.dispose()
+    with warehouse_engine(warehouse) as engine:
+        try:
+            return day_high_water_mark(engine, tables_for(warehouse), day)
+        except DBAPIError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            target = describe_engine(engine)
+            raise WarehouseError(
+                f"reading the high-water mark of {day} from {target} failed: {reason}"
+            ) from None
 
 
 def _record_failure(

@@ -39,10 +39,10 @@ from sales_etl.quality import QualityVerdict, judge_reject_rate
 from sales_etl.settings import QualityConfig, WarehouseConfig
 from sales_etl.warehouse import (
     LoadSource,
-    create_warehouse_engine,
     ensure_tables,
     record_failure,
     tables_for,
+    warehouse_engine,
 )
 from tasks.load import LoadedDay
 
@@ -80,11 +80,8 @@ def judge_day_quality(
     rate: an incremental one holds just the records changed since the last load."""
     if mode != "full":
         return QualityVerdict(day, None, None)
-    engine = create_warehouse_engine(warehouse)
-    try:
+    with warehouse_engine(warehouse) as engine:
         baseline = baseline_reject_rate(engine, tables_for(warehouse), day, config.baseline_days)
-    finally:
-        engine.dispose()
     rate = reject_rate(loaded.stats.staged, loaded.stats.staged_rejected)
     verdict = judge_reject_rate(day, rate, baseline, config)
     if verdict.degraded:
@@ -188,13 +185,10 @@ def _record_failed_day(
     reason = first_line(message)
     emit_event(DAY_FAILED, day_resource(day), payload={"day": day.isoformat(), "reason": reason})
     tables = tables_for(warehouse)
-    engine = create_warehouse_engine(warehouse)
-    try:
+    with warehouse_engine(warehouse) as engine:
         ensure_tables(engine, tables)
         if not (keep_earlier and failure_recorded(engine, tables, day, run_id)):
             record_failure(engine, tables, day, run_id, LoadSource(), reason, now)
-    finally:
-        engine.dispose()
 
 
 def report_failed_day(
@@ -230,11 +224,8 @@ def publish_days(warehouse: WarehouseConfig, through: date) -> list[DayStatus]:
     """Update the ``daily-sales-days`` table artifact: the 30 days up to ``through``."""
     start = through - timedelta(days=DAYS_SHOWN - 1)
     tables = tables_for(warehouse)
-    engine = create_warehouse_engine(warehouse)
-    try:
+    with warehouse_engine(warehouse) as engine:
         statuses = day_statuses(engine, tables, start, through)
-    finally:
-        engine.dispose()
     counts = {kind: sum(s.status == kind for s in statuses) for kind in ("loaded", "failed")}
     missing = len(statuses) - counts["loaded"] - counts["failed"]
     create_table_artifact(

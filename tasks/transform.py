@@ -41,16 +41,13 @@ class TransformPlan:
 def plan_transform(lake: LakeConfig, raw: RawManifest) -> TransformPlan:
     """The parts of raw snapshot ``raw`` with their record offsets (or the clean snapshot
     already built from it)."""
-    store = open_lake(lake)
-    try:
+    with open_lake(lake) as store:
         existing = transform.reusable_clean_snapshot(store, raw.ref())
         if existing is not None:
             get_run_logger().info("Clean snapshot %s already built: reused", raw.snapshot_id)
             return TransformPlan(raw.day, raw.snapshot_id, (), CleanManifest.from_ref(existing))
         parts = tuple(transform.plan_parts(store, raw.ref()))
         return TransformPlan(raw.day, raw.snapshot_id, parts)
-    finally:
-        store.close()
 
 
 @task(
@@ -66,11 +63,8 @@ def transform_part(
     lake: LakeConfig, part: RawPart, chunk_records: int = DEFAULT_CHUNK_RECORDS
 ) -> CleanParts:
     """Transform raw part ``part``; returns the clean parts it wrote and their counts."""
-    store = open_lake(lake)
-    try:
+    with open_lake(lake) as store:
         written = transform.transform_part(store, part, chunk_records)
-    finally:
-        store.close()
     get_run_logger().info(
         "Raw part %d (records %d..%d): %d clean, %d rejected",
         part.number,
@@ -93,12 +87,9 @@ def commit_clean_snapshot(
     lake: LakeConfig, raw: RawManifest, parts: Sequence[CleanParts]
 ) -> CleanManifest:
     """Commit the clean snapshot of ``raw`` from its parts, in raw part order."""
-    store = open_lake(lake)
-    try:
+    with open_lake(lake) as store:
         committed = transform.commit_clean_snapshot(store, raw.ref(), parts)
         clean = CleanManifest.from_ref(committed)
-    finally:
-        store.close()
     _log_counts(clean)
     return clean
 
