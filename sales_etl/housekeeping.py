@@ -99,6 +99,19 @@ class DayHousekeeping:
     bytes_freed: int
     dry_run: bool = False
 
+    def as_row(self) -> dict[str, Any]:
+        """The day as a row of the ``lake-housekeeping`` table artifact."""
+        return {
+            "day": self.day.isoformat(),
+            "compacted": self.compacted or "",
+            "kept": len(self.kept),
+            "removed": len(self.removed),
+            "files": self.files,
+            "bytes freed": self.bytes_freed,
+            "removed folders": list(self.removed),
+            "dry run": self.dry_run,
+        }
+
     def describe(self) -> str:
         verb = "would remove" if self.dry_run else "removed"
         compacted = f"; compacted into {self.compacted}" if self.compacted else ""
