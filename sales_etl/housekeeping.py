@@ -2,7 +2,8 @@
 
 A day's *replay chain* is its newest full raw snapshot and every incremental one after it
 (:func:`sales_etl.snapshots.replay_chain`): what a replay from the lake loads when the source is
-down. :func:`compact_day` writes the chain as one raw snapshot ``<newest id>-c`` (the parts
+down. When the chain is longer than ``keep`` (retention keeps a shorter one whole among the
+newest anyway), :func:`compact_day` writes it as one raw snapshot ``<newest id>-c`` (the parts
 copied byte for byte, mode ``full``) whose manifest lists each member as a *segment*, and builds
 its clean snapshot; loading it loads each segment on its own, in order, under its own id and
 mode (:meth:`~sales_etl.snapshots.CleanManifest.loads`): exactly the loads it replaces, so a
@@ -208,20 +209,23 @@ def remove(lake: Lake, folders: Iterable[SnapshotFiles]) -> None:
     lake.delete([key for f in folders for key in f.keys if not key.endswith("/" + MANIFEST)])
 
 
-def compaction_target(newest_first: list[SnapshotRef]) -> str | None:
-    """The id of the snapshot compacting the day's replay chain; None when the chain is one
-    snapshot already."""
+def compaction_target(newest_first: list[SnapshotRef], keep: int) -> str | None:
+    """The id of the snapshot compacting the day's replay chain; None when the chain is no
+    longer than ``keep`` (retention keeps it whole among the newest anyway: compacting it would
+    only copy the day again) or is one snapshot already."""
     chain = replay_chain(newest_first)
-    if len(chain) < 2:
+    if len(chain) < 2 or len(chain) <= keep:
         return None
     return chain[-1].snapshot_id + COMPACTED_SUFFIX
 
 
-def compact_day(lake: Lake, day: date, now: datetime | None = None) -> SnapshotRef | None:
+def compact_day(
+    lake: Lake, day: date, keep: int = 1, now: datetime | None = None
+) -> SnapshotRef | None:
     """Write the day's replay chain as one raw snapshot and build its clean snapshot; None when
-    there is nothing to compact."""
+    there is nothing to compact (a chain of at most ``keep`` snapshots is left as it is)."""
     newest_first = list_snapshots(lake, "raw", day)
-    target = compaction_target(newest_first)
+    target = compaction_target(newest_first, keep)
     if target is None:
         return None
     chain = replay_chain(newest_first)
@@ -328,9 +332,9 @@ def tidy_day(
     """
     now = now or datetime.now(UTC)
     newest_first = list_snapshots(lake, "raw", day)
-    compacted = compaction_target(newest_first)
+    compacted = compaction_target(newest_first, keep)
     if compacted is not None and not dry_run:
-        compact_day(lake, day, now)
+        compact_day(lake, day, keep, now)
         files = None  # the compaction added folders
     if compacted is not None:
         virtual = SnapshotRef("raw", day, compacted, {"mode": "full"})

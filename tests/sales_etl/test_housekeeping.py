@@ -135,12 +135,13 @@ def test_the_ledgers_newest_snapshot_is_never_removed(lake: Lake) -> None:
 def test_compaction_keeps_every_load_of_the_chain_as_a_segment(lake: Lake) -> None:
     full = land(lake, snapshot_id(9, "f"), 0, 20)
     inc1 = land(lake, snapshot_id(8, "a"), 10, 6, mode="incremental", version=2)
-    compacted = compact_day(lake, DAY, NOW)
+    assert compact_day(lake, DAY, 2, NOW) is None  # a chain retention keeps whole anyway
+    compacted = compact_day(lake, DAY, 1, NOW)
     assert compacted is not None and compacted.snapshot_id == inc1.snapshot_id + "-c"
     inc2 = land(lake, snapshot_id(7, "b"), 30, 4, mode="incremental")
-    again = compact_day(lake, DAY, NOW)  # a compacted snapshot's segments carry over
+    again = compact_day(lake, DAY, 1, NOW)  # a compacted snapshot's segments carry over
     assert again is not None and again.snapshot_id == inc2.snapshot_id + "-c"
-    assert compact_day(lake, DAY, NOW) is None  # one full snapshot now: nothing to compact
+    assert compact_day(lake, DAY, 1, NOW) is None  # one full snapshot now: nothing to compact
     assert again.manifest["mode"] == "full"
     assert again.manifest["records"] == 30
     clean_ref = find_snapshot(lake, "clean", DAY, again.snapshot_id)
