@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
-from prefect.schedules import Interval, Schedule
+from prefect.schedules import Cron, Interval, Schedule
 
 from blocks.setup import saved_name
 from deployments.pools import ensure_work_pool
@@ -35,6 +35,8 @@ SCHEDULE_INTERVAL = timedelta(hours=1)
 # Runs fall on the full hour UTC, so "the run just after midnight" is the 00:00 run.
 SCHEDULE_ANCHOR = datetime(2026, 1, 1, tzinfo=UTC)
 SCHEDULE_SLUG = "hourly"
+HOUSEKEEPING_CRON = "30 3 * * *"
+HOUSEKEEPING_SLUG = "daily-housekeeping"
 # Non-secret runtime settings a worker-launched run gets in its environment.
 RUNTIME_ENV_VARS = ("DATA_LAKE_URL", "WAREHOUSE_SCHEMA", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
 
@@ -44,6 +46,12 @@ def hourly_schedule() -> Schedule:
     return Interval(
         SCHEDULE_INTERVAL, anchor_date=SCHEDULE_ANCHOR, timezone="UTC", slug=SCHEDULE_SLUG
     )
+
+
+def housekeeping_schedule() -> Schedule:
+    """Lake housekeeping of the whole lake once a day, at 03:30 UTC (the daily runs tidy their
+    own day after each load; this catches the days no run touches any more)."""
+    return Cron(HOUSEKEEPING_CRON, timezone="UTC", slug=HOUSEKEEPING_SLUG)
 
 
 def concurrency_limit() -> ConcurrencyLimitConfig:

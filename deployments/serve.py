@@ -6,7 +6,8 @@ With ``prefect server start`` running (and ``PREFECT_API_URL`` pointing at it)::
     python -m deployments.serve --blocks prod
 
 It also serves ``Daily Sales Backfill/backfill`` (no schedule; its run form backfills a range,
-see ``flows/backfill.py``). The process creates (or updates) the deployment
+see ``flows/backfill.py``) and ``Lake Housekeeping/housekeeping`` (daily at 03:30 UTC; see
+``flows/housekeeping.py``). The process creates (or updates) the deployment
 ``Daily Sales ETL/hourly``: an hourly schedule
 on the full hour UTC, tag ``etl``, a deployment concurrency limit of 1 and the default
 parameters, then polls for its runs (scheduled, UI-triggered, backfill) and executes each one in
@@ -37,12 +38,15 @@ from deployments.common import (
     add_common_arguments,
     deployment_options,
     enter_project_root,
+    housekeeping_schedule,
 )
 from flows.backfill import daily_sales_backfill
 from flows.daily_sales import daily_sales
+from flows.housekeeping import lake_housekeeping
 
 DEFAULT_NAME = "hourly"
 BACKFILL_NAME = "backfill"
+HOUSEKEEPING_NAME = "housekeeping"
 # After Ctrl-C or SIGTERM: how long the served runs' cancellation and the pausing of the
 # schedules may take before the process exits anyway.
 STOP_SECONDS = 10.0
@@ -104,6 +108,25 @@ def backfill_deployment(target: str) -> RunnerDeployment:
     )
 
 
+def housekeeping_deployment() -> RunnerDeployment:
+    """``Lake Housekeeping/housekeeping``: the whole lake, daily; its run form offers
+    ``keep`` and ``dry_run``."""
+    return cast(
+        RunnerDeployment,
+        lake_housekeeping.to_deployment(
+            HOUSEKEEPING_NAME,
+            schedules=[housekeeping_schedule()],
+            concurrency_limit=1,
+            tags=["etl", "housekeeping"],
+            description=(
+                "Compact each day's lake snapshots and remove those older than the newest "
+                "LAKE_KEEP_SNAPSHOTS per day (never one a replay, the ledger or a running load "
+                "needs). dry_run lists what it would remove."
+            ),
+        ),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m deployments.serve",
@@ -130,7 +153,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     deployment = cast(
         RunnerDeployment, daily_sales.to_deployment(args.name, **deployment_options(args.blocks))
     )
-    serve_bounded(deployment, backfill_deployment(f"{FLOW_NAME}/{args.name}"), limit=args.limit)
+    serve_bounded(
+        deployment,
+        backfill_deployment(f"{FLOW_NAME}/{args.name}"),
+        housekeeping_deployment(),
+        limit=args.limit,
+    )
     return 0
 
 

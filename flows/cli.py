@@ -1,7 +1,8 @@
-"""The command lines of the two flows, run in this process on an ephemeral or configured Prefect.
+"""The command lines of the flows, run in this process on an ephemeral or configured Prefect.
 
     python -m flows.daily_sales --date 2026-11-23 [--warehouse-block NAME ...]
     python -m flows.backfill --start 2026-11-01 --end 2026-11-07 [--mode failed --dry-run ...]
+    python -m flows.housekeeping [--dry-run] [--keep N]
 
 Each parses and checks its options before importing Prefect (a bad date is refused at once, exit
 2), loads the blocks named by ``--*-block NAME`` (a missing one is a one-line error saying how to
@@ -41,6 +42,7 @@ BLOCK_TYPES = {
     "sales_api_block": "Sales API",
 }
 BACKFILL_BLOCK_PARAMETERS = ("warehouse_block",)
+HOUSEKEEPING_BLOCK_PARAMETERS = ("warehouse_block", "data_lake_block")
 # sales_etl.ledger.BACKFILL_MODES (a test keeps them equal): that module imports pandas.
 BACKFILL_MODES = ("missing", "failed", "all")
 EXIT_FAILED = 1  # argparse exits 2 for a bad option
@@ -120,6 +122,31 @@ def build_backfill_parser() -> argparse.ArgumentParser:
         "--rerun", metavar="TAG", default=None, help="new idempotency keys: run days again"
     )
     _add_block_options(parser, BACKFILL_BLOCK_PARAMETERS)
+    return parser
+
+
+def build_housekeeping_parser() -> argparse.ArgumentParser:
+    """``python -m flows.housekeeping``: compact and prune every day of the lake."""
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.housekeeping",
+        description=(
+            "Compact each day's raw and clean snapshots and remove those older than the newest "
+            "LAKE_KEEP_SNAPSHOTS per day (never one that replay, the ledger's newest load or a "
+            "running load needs). Exit codes: 0 done, 1 failed, 2 a bad option."
+        ),
+    )
+    parser.add_argument(
+        "--keep",
+        type=int,
+        default=None,
+        help="raw snapshots kept per day (default: LAKE_KEEP_SNAPSHOTS, or 3)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="change nothing: list what would be removed and the bytes it would free",
+    )
+    _add_block_options(parser, HOUSEKEEPING_BLOCK_PARAMETERS)
     return parser
 
 
@@ -208,6 +235,30 @@ def backfill_main(argv: Sequence[str] | None = None) -> int:
     for row in rows:
         print(f"{row['day']}  {row['status']:<22} {row.get('message', '')}".rstrip())
     print(f"{len(rows)} days {'would run' if args.dry_run else 'completed'}")
+    return 0
+
+
+def housekeeping_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m flows.housekeeping``: one line per day that had something to remove (all of
+    them with ``--dry-run``), then the total; exit 1 when the run failed."""
+    parser = build_housekeeping_parser()
+    args = parser.parse_args(argv)
+    if args.keep is not None and args.keep < 1:
+        parser.error("--keep must be at least 1")
+    from flows.housekeeping import FLOW_NAME as HOUSEKEEPING_FLOW_NAME
+    from flows.housekeeping import lake_housekeeping
+
+    run = partial(lake_housekeeping, keep=args.keep, dry_run=args.dry_run, return_state=True)
+    code, rows = _run_flow(HOUSEKEEPING_FLOW_NAME, run, args, HOUSEKEEPING_BLOCK_PARAMETERS)
+    if code:
+        return code
+    verb = "would remove" if args.dry_run else "removed"
+    for row in rows:
+        for folder in row["removed folders"]:
+            print(f"{row['day']}  {verb} {folder}")
+    folders = sum(row["removed"] for row in rows)
+    freed = sum(row["bytes freed"] for row in rows)
+    print(f"{len(rows)} days: {verb} {folders} snapshot folders, {freed} bytes")
     return 0
 
 

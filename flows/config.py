@@ -110,7 +110,9 @@ def resolve_configs(
         else warehouse_block.to_config()
     )
     if data_lake_block is not None:
-        lake = lake.model_copy(update={"setting": _block_setting(data_lake_block)})
+        # The block says where the lake is; how many snapshots it keeps is LAKE_KEEP_SNAPSHOTS.
+        update = {"setting": _block_setting(data_lake_block)}
+        lake = lake.model_copy(update={**update, "keep_snapshots": settings.lake_keep_snapshots})
     if warehouse_block is not None:
         setting = _block_setting(warehouse_block, "connection_string")
         warehouse = warehouse.model_copy(update={"setting": setting})

@@ -55,7 +55,7 @@ from sales_etl.settings import (
     WarehouseConfig,
     load_settings,
 )
-from sales_etl.snapshots import RawManifest
+from sales_etl.snapshots import CleanManifest, RawManifest
 from tasks.extract import (
     check_schema_contract,
     check_source,
@@ -63,6 +63,7 @@ from tasks.extract import (
     find_raw_snapshot,
     find_replay_snapshots,
 )
+from tasks.housekeeping import read_newest_loads, tidy_lake_day
 from tasks.load import LoadedDay, load_sales, read_high_water_mark
 from tasks.operations import (
     emit_day_events,
@@ -245,11 +246,10 @@ def _run_day(run: DayRun) -> Any:
     with _timed(summary.timings, "load"):
         for replayed in earlier:
             _transform_and_load(run, replayed)
-        loaded = load_sales(
-            run.warehouse, run.lake, clean, run.run_id, raw.mode, run.options.reload,
-            keep_extra=run.options.keep_extra, schema_change=summary.schema_change,
-        )  # fmt: skip
+        loaded = _load(run, clean, raw.mode, run.options.reload, summary.schema_change)
     _add_load(summary, loaded)
+    with _timed(summary.timings, "housekeeping"):
+        _tidy_lake(run)
     verdict = judge_day_quality(run.warehouse, run.day, loaded, run.quality, raw.mode)
     emit_day_events(run.day, loaded, verdict, datetime.now(UTC))
     return _finish(summary, verdict.failure)
@@ -335,10 +335,39 @@ def _announce_replay(summary: RunSummary, raw: RawManifest, exc: Exception) -> N
 
 def _transform_and_load(run: DayRun, raw: RawManifest) -> LoadedDay:
     """An earlier snapshot replayed from the lake (a no-op load when the ledger has it)."""
-    clean = transform_day(run.lake, raw)
+    return _load(run, transform_day(run.lake, raw), raw.mode)
+
+
+def _load(
+    run: DayRun,
+    clean: CleanManifest,
+    mode: str,
+    reload: bool = False,
+    schema_change: str | None = None,
+) -> LoadedDay:
+    """Load a clean snapshot: one load, or one per segment of a compacted snapshot (the loads
+    it stands for, in order); the result of the last."""
+    *before, (last, last_mode) = clean.loads(mode)
+    for segment, segment_mode in before:
+        load_sales(
+            run.warehouse, run.lake, segment, run.run_id, segment_mode, reload,
+            keep_extra=run.options.keep_extra,
+        )  # fmt: skip
     return load_sales(
-        run.warehouse, run.lake, clean, run.run_id, raw.mode, keep_extra=run.options.keep_extra
-    )
+        run.warehouse, run.lake, last, run.run_id, last_mode, reload,
+        keep_extra=run.options.keep_extra, schema_change=schema_change,
+    )  # fmt: skip
+
+
+def _tidy_lake(run: DayRun) -> None:
+    """After a successful load: compact the day's lake and remove the snapshots it no longer
+    needs (LAKE_KEEP_SNAPSHOTS). A lake that refuses is a warning: the day is loaded, and the
+    next run or the housekeeping flow tidies it."""
+    try:
+        newest = read_newest_loads(run.warehouse, [run.day]).get(run.day)
+        tidy_lake_day(run.lake, run.day, newest)
+    except LakeError as exc:
+        get_run_logger().warning("Lake housekeeping of %s failed: %s", run.day, exc)
 
 
 def _add_load(summary: RunSummary, loaded: LoadedDay) -> None:

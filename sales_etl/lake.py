@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
@@ -30,6 +31,10 @@ class Lake(Protocol):
     def exists(self, key: str) -> bool: ...
 
     def list(self, prefix: str) -> list[str]: ...
+
+    def sizes(self, prefix: str) -> dict[str, int]: ...
+
+    def delete(self, keys: Sequence[str]) -> None: ...
 
     def uri(self, key: str) -> str: ...
 
@@ -101,6 +106,29 @@ class LocalLake(_ClosedOnExit):
             if p.is_file() and not p.name.startswith(".tmp-")
         )
 
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """Every object under ``prefix`` (in-flight ``.tmp-`` files included) and its bytes."""
+        base = self._path(prefix) if prefix else self.root
+        if not base.is_dir():
+            return {}
+        return {
+            p.relative_to(self.root).as_posix(): p.stat().st_size
+            for p in sorted(base.rglob("*"))
+            if p.is_file()
+        }
+
+    def delete(self, keys: Sequence[str]) -> None:
+        """Remove ``keys`` (a missing one is no error), then the folders they leave empty."""
+        folders = set()
+        for key in keys:
+            path = self._path(key)
+            path.unlink(missing_ok=True)
+            folders.add(path.parent)
+        for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+            while folder != self.root and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+                folder = folder.parent
+
     def uri(self, key: str) -> str:
         return str(self.root / key)
 
@@ -116,6 +144,10 @@ _BOTO_ENVIRONMENT = (
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_S3",
 )
+
+
+# DeleteObjects takes at most 1000 keys a request.
+_S3_DELETE_BATCH = 1000
 
 
 @functools.lru_cache(maxsize=16)
@@ -199,6 +231,37 @@ class S3Lake(_ClosedOnExit):
         except Exception as exc:
             raise LakeError(f"cannot list {self.uri(prefix)}: {exc}") from None
         return sorted(keys)
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """Every object under ``prefix`` and its bytes."""
+        full = self._key(prefix)
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        sizes: dict[str, int] = {}
+        paginator = self._client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                sizes.update((o["Key"][strip:], int(o["Size"])) for o in page.get("Contents", []))
+        except Exception as exc:
+            raise LakeError(f"cannot list {self.uri(prefix)}: {exc}") from None
+        return dict(sorted(sizes.items()))
+
+    def delete(self, keys: Sequence[str]) -> None:
+        """Remove ``keys`` in batches of 1000 (``DeleteObjects``); a missing key is no error."""
+        for start in range(0, len(keys), _S3_DELETE_BATCH):
+            batch = keys[start : start + _S3_DELETE_BATCH]
+            request: Any = {"Objects": [{"Key": self._key(key)} for key in batch], "Quiet": True}
+            response = self._call(
+                "delete",
+                batch[0],
+                functools.partial(self._client.delete_objects, Bucket=self.bucket, Delete=request),
+            )
+            errors = response.get("Errors", [])
+            if errors:
+                first = errors[0]
+                raise LakeError(
+                    f"cannot delete {len(errors)} objects of s3://{self.bucket}, e.g. "
+                    f"{first.get('Key')}: {first.get('Code')} {first.get('Message')}"
+                )
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"

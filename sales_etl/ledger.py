@@ -184,3 +184,23 @@ def days_to_backfill(statuses: Sequence[DayStatus], mode: str) -> list[date]:
         return [status.day for status in statuses]
     wanted = MISSING if mode == "missing" else FAILED
     return [status.day for status in statuses if status.status == wanted]
+
+
+def newest_loaded_snapshots(
+    engine: Engine, tables: WarehouseTables, days: Sequence[date] | None = None
+) -> dict[date, str]:
+    """Per business day (of ``days``; None: every day), the snapshot of its newest successful
+    load: what lake housekeeping must keep. {} when the warehouse has no ledger yet."""
+    ledger = tables.ledger
+    if not inspect(engine).has_table(ledger.name, schema=ledger.schema):
+        return {}
+    newest = (
+        select(ledger.c.business_date, ledger.c.snapshot_id)
+        .where(ledger.c.status == LOADED, ledger.c.snapshot_id != "")
+        .order_by(ledger.c.business_date, ledger.c.finished_at.desc(), ledger.c.load_id.desc())
+        .ext(distinct_on(ledger.c.business_date))
+    )
+    if days is not None:
+        newest = newest.where(ledger.c.business_date.in_(list(days)))
+    with engine.connect() as conn:
+        return {row.business_date: row.snapshot_id for row in conn.execute(newest)}

@@ -64,6 +64,9 @@ class LakeConfig(BaseModel):
     region: str | None = None
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
+    # Housekeeping keeps this many newest raw snapshots per day (and what replay and the
+    # ledger still need: sales_etl/housekeeping.py).
+    keep_snapshots: int = Field(default=3, ge=1, le=1000)
     # Where ``url`` was set, for error messages: the variable, or the block that holds it.
     setting: str = Field(default="DATA_LAKE_URL", exclude=True)
 
@@ -139,6 +142,7 @@ class Settings(BaseSettings):
     sales_api_timeout_seconds: float = field_of(SourceConfig, "timeout_seconds")
     sales_api_max_retries: int = field_of(SourceConfig, "max_retries")
     data_lake_url: str = field_of(LakeConfig, "url")
+    lake_keep_snapshots: int = field_of(LakeConfig, "keep_snapshots")
     aws_endpoint_url: str | None = None
     aws_default_region: str | None = None
     warehouse_url: SecretStr | None = None
@@ -174,6 +178,7 @@ class Settings(BaseSettings):
             url=self.data_lake_url,
             endpoint_url=self.aws_endpoint_url,
             region=self.aws_default_region,
+            keep_snapshots=self.lake_keep_snapshots,
         )
 
     def warehouse(self) -> WarehouseConfig:

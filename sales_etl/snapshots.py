@@ -241,8 +241,21 @@ class CleanParts:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """One snapshot inside a compacted one (:mod:`sales_etl.housekeeping`): loaded on its own,
+    in order, under its own id and mode, as it was loaded before it was compacted."""
+
+    snapshot_id: str
+    mode: str
+    clean: CleanManifest
+
+
+@dataclass(frozen=True)
 class CleanManifest:
-    """The manifest of a committed clean snapshot, typed (``_manifest.json`` holds the same)."""
+    """The manifest of a committed clean snapshot, typed (``_manifest.json`` holds the same).
+
+    A compacted snapshot lists its ``segments``: the loads that replay it (see :meth:`loads`).
+    """
 
     day: date
     snapshot_id: str
@@ -255,10 +268,19 @@ class CleanManifest:
     by_reason: Mapping[str, int]
     clean_amount_total: str
     committed_at: str
+    segments: tuple[Segment, ...] = ()
 
     @classmethod
     def from_ref(cls, ref: SnapshotRef) -> CleanManifest:
         m = ref.manifest
+        segments = tuple(
+            Segment(
+                str(seg["snapshot_id"]),
+                str(seg["mode"]),
+                cls.from_ref(SnapshotRef(ref.zone, ref.day, str(seg["snapshot_id"]), seg)),
+            )
+            for seg in m.get("segments", ())
+        )
         return cls(
             day=ref.day,
             snapshot_id=ref.snapshot_id,
@@ -271,7 +293,16 @@ class CleanManifest:
             by_reason=dict(m["by_reason"]),
             clean_amount_total=str(m["clean_amount_total"]),
             committed_at=str(m.get("committed_at", "")),
+            segments=segments,
         )
+
+    def loads(self, mode: str) -> list[tuple[CleanManifest, str]]:
+        """What loading this snapshot (extracted in ``mode``) takes: itself, or for a compacted
+        one each segment under its own id and mode, oldest first (so a replay repeats the
+        loads it replaces, and the ledger skips those already loaded)."""
+        if not self.segments:
+            return [(self, mode)]
+        return [(segment.clean, segment.mode) for segment in self.segments]
 
 
 class CleanSnapshotWriter:
@@ -357,6 +388,17 @@ def list_snapshots(lake: Lake, zone: str, day: date) -> list[SnapshotRef]:
         snapshot_id = key.rsplit("/", 2)[-2].removeprefix("snapshot=")
         refs.append(SnapshotRef(zone, day, snapshot_id, load_manifest(lake, key)))
     return sorted(refs, key=lambda r: r.snapshot_id, reverse=True)
+
+
+def replay_chain(newest_first: list[SnapshotRef]) -> list[SnapshotRef]:
+    """The snapshots a replay of the day loads, oldest first: the newest full snapshot and every
+    incremental one after it (all of them when there is no full one)."""
+    chain: list[SnapshotRef] = []
+    for ref in newest_first:
+        chain.append(ref)
+        if ref.manifest.get("mode", "full") == "full":
+            break
+    return chain[::-1]
 
 
 def find_snapshot(lake: Lake, zone: str, day: date, snapshot_id: str) -> SnapshotRef | None:

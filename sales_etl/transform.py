@@ -269,7 +269,32 @@ def commit_clean_snapshot(lake: Lake, raw: SnapshotRef, parts: Sequence[CleanPar
             f"clean snapshot {raw.snapshot_id} would hold {written} records, "
             f"the raw one has {raw.manifest['records']}"
         )
-    return writer.commit(*parts, transform_version=TRANSFORM_VERSION)
+    segments = _clean_segments(raw, parts)
+    meta = {"segments": segments} if segments else {}
+    return writer.commit(*parts, transform_version=TRANSFORM_VERSION, **meta)
+
+
+def _clean_segments(raw: SnapshotRef, parts: Sequence[CleanParts]) -> list[dict[str, Any]]:
+    """The clean side of a compacted raw snapshot's segments (one ``CleanParts`` per raw part):
+    per segment its id, mode, parts and counts, as a clean manifest states them."""
+    segments = []
+    for seg in raw.manifest.get("segments", ()):
+        first = int(seg["first_part"])
+        total = sum(parts[first : first + int(seg["parts"])], CleanParts())
+        segments.append(
+            {
+                "snapshot_id": seg["snapshot_id"],
+                "mode": seg["mode"],
+                "sales_parts": list(total.sales_parts),
+                "rejected_parts": list(total.rejected_parts),
+                "records": total.records,
+                "clean": total.clean,
+                "rejected": total.rejected,
+                "by_reason": dict(sorted(total.by_reason.items())),
+                "clean_amount_total": str(total.clean_amount_total),
+            }
+        )
+    return segments
 
 
 def transform_snapshot(

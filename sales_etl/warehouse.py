@@ -61,6 +61,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateSchema
 
 from sales_etl import schema
@@ -203,6 +204,13 @@ def create_warehouse_engine(config: WarehouseConfig) -> Engine:
         pool_timeout=config.pool_timeout_seconds,
         connect_args={"connect_timeout": 10, "application_name": "daily-sales-etl"},
     )
+
+
+def read_failed(what: str, engine: Engine, exc: DBAPIError) -> WarehouseError:
+    """The error to raise when reading ``what`` from the warehouse failed: the driver's first
+    line and the engine's masked URL, never the statement's parameters."""
+    reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+    return WarehouseError(f"reading {what} from {describe_engine(engine)} failed: {reason}")
 
 
 def describe_engine(engine: Engine) -> str:

@@ -22,6 +22,7 @@ from sales_etl.snapshots import (
     SnapshotRef,
     find_snapshot,
     list_snapshots,
+    replay_chain,
 )
 from sales_etl.source import SalesApiClient, SourceStatus, max_pages_for
 from tasks.operations import emit_schema_changed
@@ -163,12 +164,8 @@ def find_replay_snapshots(lake: LakeConfig, day: date) -> list[RawManifest]:
     """Manifests, oldest first, of the newest full raw snapshot of ``day`` and every
     incremental one after it (all of them when there is no full one); [] when none."""
     with open_lake(lake) as store:
-        replay: list[RawManifest] = []
-        for ref in list_snapshots(store, "raw", day):  # newest first
-            replay.append(RawManifest.from_ref(ref))
-            if replay[-1].mode == "full":
-                break
-        return replay[::-1]
+        chain = replay_chain(list_snapshots(store, "raw", day))
+    return [RawManifest.from_ref(ref) for ref in chain]
 
 
 @task(

@@ -22,6 +22,7 @@ from sales_etl.warehouse import (
     describe_engine,
     ensure_tables,
     load_day,
+    read_failed,
     record_failure,
     tables_for,
     warehouse_engine,
@@ -134,11 +135,7 @@ def read_high_water_mark(warehouse: WarehouseConfig, day: date) -> datetime | No
         try:
             return day_high_water_mark(engine, tables_for(warehouse), day)
         except DBAPIError as exc:
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-            target = describe_engine(engine)
-            raise WarehouseError(
-                f"reading the high-water mark of {day} from {target} failed: {reason}"
-            ) from None
+            raise read_failed(f"the high-water mark of {day}", engine, exc) from None
 
 
 def _record_failure(

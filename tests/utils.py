@@ -35,3 +35,16 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+def tables(url: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """What a warehouse holds of its sales and rejects, without who loaded them when (run ids,
+    load times): two warehouses loaded from the same records compare equal."""
+    columns = "sale_id, sale_date, store_id, product_id, customer_id, quantity, unit_price, "
+    columns += "amount, currency, updated_at, extra"
+    rejected = "business_date, record_hash, sale_id, updated_at, reason, detail, raw_record, "
+    rejected += "occurrences"
+    return (
+        query(url, f"SELECT {columns} FROM sales ORDER BY sale_id"),
+        query(url, f"SELECT {rejected} FROM sales_rejected ORDER BY record_hash"),
+    )

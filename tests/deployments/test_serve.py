@@ -157,6 +157,21 @@ def test_the_backfill_deployment_has_a_form(served: Served) -> None:
     assert properties["dry_run"]["type"] == "boolean"
 
 
+def test_the_housekeeping_deployment_runs_daily_with_a_form(served: Served) -> None:
+    with served.server.client() as client:
+        response = client.get("/deployments/name/Lake Housekeeping/housekeeping")
+    response.raise_for_status()
+    deployment = response.json()
+    assert deployment["entrypoint"] == "flows/housekeeping.py:lake_housekeeping"
+    assert deployment["tags"] == ["etl", "housekeeping"]
+    [schedule] = deployment["schedules"]
+    assert schedule["slug"] == "daily-housekeeping"
+    assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"]) == ("30 3 * * *", "UTC")
+    properties = deployment["parameter_openapi_schema"]["properties"]
+    assert properties["dry_run"]["type"] == "boolean"
+    assert {"type": "integer"} in properties["keep"]["anyOf"]
+
+
 def test_a_missing_backfill_from_the_form_loads_exactly_the_missing_days(served: Served) -> None:
     days = [date(2026, 11, 10), date(2026, 11, 11), date(2026, 11, 12)]
     loaded = create_flow_run(served, {"parameters": {"run_date": days[1].isoformat()}})

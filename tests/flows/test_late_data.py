@@ -26,6 +26,7 @@ from sales_etl import jsontext
 from sales_etl.settings import LakeConfig
 from sales_etl.validate import NON_POSITIVE_AMOUNT, validate_records
 from tasks.extract import extract_sales
+from tests.utils import tables
 
 DAY = date(2026, 11, 23)
 MIX = dataclasses.replace(REALISTIC, rows=3000).with_change_rate(0.05)
@@ -43,15 +44,6 @@ def query(url: str, sql: str) -> list[tuple[Any, ...]]:
         result = [tuple(r) for r in conn.execute(sa.text(sql))]
     engine.dispose()
     return result
-
-
-def tables(url: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    columns = "sale_id, sale_date, store_id, product_id, customer_id, quantity, unit_price, "
-    columns += "amount, currency, updated_at"
-    return (
-        query(url, f"SELECT {columns} FROM sales ORDER BY sale_id"),
-        query(url, "SELECT sale_id, reason, raw_record FROM sales_rejected ORDER BY record_hash"),
-    )
 
 
 def expected_sales() -> dict[str, Decimal]:
