@@ -13,9 +13,9 @@ from typing import ClassVar
 
 import pandas as pd
 import pyarrow as pa
-from pydantic import Field, HttpUrl, SecretStr, model_validator
+from pydantic import BaseModel, Field, HttpUrl, SecretStr, model_validator
 
-from blocks.parameters import ParameterBlock
+from blocks.parameters import ConfigBlock
 from sales_etl.errors import LakeError
 from sales_etl.lake import Lake, open_lake
 from sales_etl.schema import CLEAN_SCHEMA, REJECTED_SCHEMA
@@ -34,7 +34,7 @@ from sales_etl.transform import clean_table, rejected_table
 PART_SCHEMAS = {"sales": CLEAN_SCHEMA, "rejected": REJECTED_SCHEMA}
 
 
-class DataLakeBlock(ParameterBlock):
+class DataLakeBlock(ConfigBlock):
     """The data lake of the Daily Sales ETL: ``s3://bucket/prefix`` or a local folder.
 
     Set ``bucket`` (with ``prefix``, ``region``, ``endpoint_url`` and optionally credentials) for
@@ -42,6 +42,11 @@ class DataLakeBlock(ParameterBlock):
     credentials mean boto3's default chain (environment, profile, instance or pod role).
     """
 
+    _config_model: ClassVar[type[LakeConfig]] = LakeConfig
+    _config_names: ClassVar[dict[str, str]] = {
+        "aws_access_key_id": "access_key_id",
+        "aws_secret_access_key": "secret_access_key",
+    }
     _block_type_name: ClassVar[str] = "Sales Data Lake"
     _block_type_slug: ClassVar[str] = "sales-data-lake"
     _description: ClassVar[str] = (
@@ -95,32 +100,22 @@ class DataLakeBlock(ParameterBlock):
         return self
 
     @classmethod
-    def from_config(cls, config: LakeConfig) -> DataLakeBlock:
-        """A block holding the same settings as ``config``."""
+    def from_config(cls, config: BaseModel) -> DataLakeBlock:
+        """A block holding the same settings as ``config`` (a :class:`LakeConfig`)."""
+        if not isinstance(config, LakeConfig):
+            raise TypeError(f"a DataLakeBlock holds a LakeConfig, not {type(config).__name__}")
         if not config.is_s3:
             return cls(path=config.url.removeprefix("file://"))
         bucket, _, prefix = config.url.removeprefix("s3://").partition("/")
-        return cls(
-            bucket=bucket,
-            prefix=prefix.strip("/"),
-            region=config.region,
-            endpoint_url=config.endpoint_url,
-            aws_access_key_id=config.access_key_id,
-            aws_secret_access_key=config.secret_access_key,
-        )
+        return cls(bucket=bucket, prefix=prefix.strip("/"), **cls.block_values(config))
 
     def to_config(self) -> LakeConfig:
-        """The plain configuration the tasks receive."""
-        if self.bucket:
-            prefix = self.prefix.strip("/")
-            return LakeConfig(
-                url=f"s3://{self.bucket}/{prefix}" if prefix else f"s3://{self.bucket}",
-                endpoint_url=self.endpoint_url or None,
-                region=self.region or None,
-                access_key_id=self.aws_access_key_id,
-                secret_access_key=self.aws_secret_access_key,
-            )
-        return LakeConfig(url=self.path or str(DEFAULT_DATA_DIR / "lake"))
+        """The plain configuration the tasks receive: the block's folder or bucket as a URL."""
+        if not self.bucket:
+            return LakeConfig(url=self.path or str(DEFAULT_DATA_DIR / "lake"))
+        prefix = self.prefix.strip("/")
+        url = f"s3://{self.bucket}/{prefix}" if prefix else f"s3://{self.bucket}"
+        return LakeConfig(url=url, **self.config_values())
 
     @contextmanager
     def open(self) -> Iterator[Lake]:

@@ -17,10 +17,10 @@ checksum) and the loading and validation of blocks at run time are Prefect's as 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from prefect.blocks.core import Block, schema_extra
-from pydantic import ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 
 def block_parameter_schema(schema: dict[str, Any], model: type[Block]) -> None:
@@ -40,3 +40,44 @@ class ParameterBlock(Block):
         schema = super().model_json_schema(*args, **kwargs)
         schema.pop("required", None)
         return schema
+
+
+class ConfigBlock(ParameterBlock):
+    """A configuration model of :mod:`sales_etl.settings` saved in Prefect (an abstract base).
+
+    The block's fields are the model's own (:func:`sales_etl.settings.field_of`: same defaults,
+    same limits), under the model's names unless ``_config_names`` renames one for the block form
+    (``connection_string`` for ``url``). :meth:`config_values` and :meth:`from_config` map every
+    such field, so no block writes the mapping by hand; an empty text or secret is None.
+    """
+
+    _config_model: ClassVar[type[BaseModel]]
+    _config_names: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def _shared_fields(cls) -> dict[str, str]:
+        """Block field -> model field, for each block field the model has."""
+        names = {field: cls._config_names.get(field, field) for field in cls.model_fields}
+        return {
+            field: name for field, name in names.items() if name in cls._config_model.model_fields
+        }
+
+    @classmethod
+    def from_config(cls, config: BaseModel) -> Self:
+        """A block holding the same settings as ``config``."""
+        return cls(**cls.block_values(config))
+
+    @classmethod
+    def block_values(cls, config: BaseModel) -> dict[str, Any]:
+        """``config``'s settings as the block's keyword arguments."""
+        return {field: getattr(config, name) for field, name in cls._shared_fields().items()}
+
+    def config_values(self) -> dict[str, Any]:
+        """The block's settings as the model's keyword arguments (an empty one as None)."""
+        values = {name: getattr(self, field) for field, name in self._shared_fields().items()}
+        return {name: None if _empty(value) else value for name, value in values.items()}
+
+
+def _empty(value: Any) -> bool:
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    return text is None or (isinstance(text, str) and not text.strip())

@@ -6,17 +6,18 @@ from typing import ClassVar
 
 from pydantic import HttpUrl, SecretStr
 
-from blocks.parameters import ParameterBlock
+from blocks.parameters import ConfigBlock
 from sales_etl.settings import SourceConfig, field_of
 from sales_etl.source import SalesApiClient
 
 
-class SalesApiBlock(ParameterBlock):
+class SalesApiBlock(ConfigBlock):
     """The sales API the Daily Sales ETL extracts from: URL, API key, paging and retries.
 
     An empty ``base_url`` runs the flow against the embedded demo API.
     """
 
+    _config_model: ClassVar[type[SourceConfig]] = SourceConfig
     _block_type_name: ClassVar[str] = "Sales API"
     _block_type_slug: ClassVar[str] = "sales-api"
     _description: ClassVar[str] = (
@@ -58,26 +59,9 @@ class SalesApiBlock(ParameterBlock):
         description="Retries of a failed request (5xx, 429, timeouts).",
     )
 
-    @classmethod
-    def from_config(cls, config: SourceConfig) -> SalesApiBlock:
-        """A block holding the same settings as ``config``."""
-        return cls(
-            base_url=config.base_url,
-            api_key=config.api_key,
-            page_size=config.page_size,
-            timeout_seconds=config.timeout_seconds,
-            max_retries=config.max_retries,
-        )
-
     def to_config(self) -> SourceConfig:
         """The plain configuration the tasks receive (validates the URL)."""
-        return SourceConfig(
-            base_url=self.base_url,
-            api_key=self.api_key if self.api_key and self.api_key.get_secret_value() else None,
-            page_size=self.page_size,
-            timeout_seconds=self.timeout_seconds,
-            max_retries=self.max_retries,
-        )
+        return SourceConfig(**self.config_values())
 
     def client(self) -> SalesApiClient:
         """A client of the API; use it as ``with block.client() as client``."""

@@ -18,7 +18,7 @@ import pyarrow as pa
 from pydantic import Field, HttpUrl, PrivateAttr, SecretStr
 from sqlalchemy import Engine, text
 
-from blocks.parameters import ParameterBlock
+from blocks.parameters import ConfigBlock
 from sales_etl.schema import CLEAN_SCHEMA
 from sales_etl.settings import WarehouseConfig, field_of
 from sales_etl.transform import clean_table
@@ -32,7 +32,7 @@ from sales_etl.warehouse import (
 )
 
 
-class WarehouseBlock(ParameterBlock):
+class WarehouseBlock(ConfigBlock):
     """The warehouse the Daily Sales ETL loads: connection string, schema and target table.
 
     Attributes:
@@ -52,6 +52,8 @@ class WarehouseBlock(ParameterBlock):
         ```
     """
 
+    _config_model: ClassVar[type[WarehouseConfig]] = WarehouseConfig
+    _config_names: ClassVar[dict[str, str]] = {"connection_string": "url"}
     _block_type_name: ClassVar[str] = "Sales Warehouse"
     _block_type_slug: ClassVar[str] = "sales-warehouse"
     _description: ClassVar[str] = (
@@ -105,28 +107,9 @@ class WarehouseBlock(ParameterBlock):
 
     _engine: Engine | None = PrivateAttr(default=None)
 
-    @classmethod
-    def from_config(cls, config: WarehouseConfig) -> WarehouseBlock:
-        """A block holding the same settings as ``config``."""
-        return cls(
-            connection_string=config.url,
-            db_schema=config.db_schema,
-            table_name=config.table_name,
-            pool_size=config.pool_size,
-            pool_timeout_seconds=config.pool_timeout_seconds,
-            work_mem=config.work_mem,
-        )
-
     def to_config(self) -> WarehouseConfig:
         """The plain configuration the tasks receive."""
-        return WarehouseConfig(
-            url=self.connection_string,
-            db_schema=self.db_schema,
-            table_name=self.table_name,
-            pool_size=self.pool_size,
-            pool_timeout_seconds=self.pool_timeout_seconds,
-            work_mem=self.work_mem,
-        )
+        return WarehouseConfig(**self.config_values())
 
     def get_engine(self) -> Engine:
         """The block's engine, created on first use (``create_warehouse_engine``)."""
