@@ -380,66 +380,46 @@ class DayPlan:
         return self._render(slots)
 
     def _render(self, slots: I64) -> list[Any]:
+        """The records of stream ``slots``: each drawn from hashes of its slot (the same slot
+        always renders the same record), then voided, revised or corrupted as its kind says."""
+        prefix = f"{self._date:%Y%m%d}-"
+        columns = self._draws(slots)
+        return [_record(prefix, *row) for row in zip(slots.tolist(), *columns, strict=True)]
+
+    def _draws(self, slots: I64) -> list[list[Any]]:
+        """Per field, the values of ``slots`` in the order :func:`_record` takes them."""
         mix, day = self.mix, self.day
         h = _hash(slots, _key(mix, day, "sale"))
         sec = (h % np.uint64(DAY_SECONDS)).astype(np.int64)
         tz_codes = ((h >> np.uint64(17)) % np.uint64(len(OFFSETS))).astype(np.int64)
-        tz = tz_codes.tolist()
-        q0 = (1 + (h >> np.uint64(20)) % np.uint64(5)).astype(np.int64).tolist()
-        cents = (100 + (h >> np.uint64(24)) % np.uint64(99_900)).astype(np.int64).tolist()
-        customer = ((h >> np.uint64(40)) % np.uint64(1_000_000)).astype(np.int64).tolist()
-        currency = ((h >> np.uint64(60)) % np.uint64(len(CURRENCIES))).astype(np.int64).tolist()
-        flags = (h & np.uint64(0xFF)).astype(np.int64).tolist()
+        suffixes = [OFFSETS[t][1] for t in tz_codes.tolist()]
         stores = np.searchsorted(
             _zipf_cdf(mix.stores, mix.skew), _uniform(_hash(slots, _key(mix, day, "store")))
         )
         products = np.searchsorted(
             _zipf_cdf(mix.products, mix.skew), _uniform(_hash(slots, _key(mix, day, "product")))
         )
-        long_ids = (_uniform(_hash(slots, _key(mix, day, "long-id"))) < mix.long_id_rate).tolist()
-        store_list = np.minimum(stores, mix.stores - 1).tolist()
-        product_list = np.minimum(products, mix.products - 1).tolist()
-        kinds = self.kind[slots].tolist()
-        revs = self.rev[slots].tolist()
-        ways = self.corruption[slots].tolist()
-        sale_dates = self._local_texts(sec, tz_codes)
-        updated = self._local_texts(self.changed_at[slots], tz_codes)
-        prefix = f"{self._date:%Y%m%d}-"
-        out: list[Any] = []
-        append = out.append
-        suffix = [text for _, text in OFFSETS]
-        for i, slot in enumerate(slots.tolist()):
-            kind, t = kinds[i], tz[i]
-            quantity = q0[i] + (revs[i] if kind in (UPDATED, BAD_UPDATE) else 0)
-            if kind == STALE:
-                quantity += 100
-            c = cents[i]
-            flag = flags[i]
-            total = c * quantity
-            amount = f"{total // 100}.{total % 100:02d}"
-            sale_id = f"{prefix}{slot:09d}"
-            if long_ids[i]:
-                sale_id = (sale_id + "-" + f"{slot * 0x9E3779B1 & 0xFFFFFFFFFFFF:012x}" * 5)[:64]
-            record: Record = {
-                "sale_id": sale_id,
-                "sale_date": sale_dates[i] + suffix[t],
-                "store_id": f"S{store_list[i]:04d}",
-                "product_id": f"P{product_list[i]:06d}",
-                "customer_id": None if flag % 10 == 0 else f"C{customer[i]:07d}",
-                "quantity": quantity,
-                # Half the prices arrive as JSON numbers, half as decimal strings.
-                "unit_price": c / 100 if flag & 1 else f"{c // 100}.{c % 100:02d}",
-                "amount": amount,
-                "currency": CURRENCIES[currency[i]],
-                "updated_at": updated[i] + suffix[t],
-            }
-            if flag % 16 == 3:  # unknown extra fields appear and must be ignored
-                record["channel"] = "web"
-            if kind == VOID:
-                record["amount"] = "0.00" if flag & 2 else "-" + amount
-            way = ways[i]
-            append(record if way < 0 else CORRUPTIONS[way].apply(record))
-        return out
+        long_ids = _uniform(_hash(slots, _key(mix, day, "long-id"))) < mix.long_id_rate
+        return [
+            self.kind[slots].tolist(),
+            self.rev[slots].tolist(),
+            self.corruption[slots].tolist(),
+            (1 + (h >> np.uint64(20)) % np.uint64(5)).astype(np.int64).tolist(),
+            (100 + (h >> np.uint64(24)) % np.uint64(99_900)).astype(np.int64).tolist(),
+            ((h >> np.uint64(40)) % np.uint64(1_000_000)).astype(np.int64).tolist(),
+            ((h >> np.uint64(60)) % np.uint64(len(CURRENCIES))).astype(np.int64).tolist(),
+            (h & np.uint64(0xFF)).astype(np.int64).tolist(),
+            np.minimum(stores, mix.stores - 1).tolist(),
+            np.minimum(products, mix.products - 1).tolist(),
+            long_ids.tolist(),
+            [t + z for t, z in zip(self._local_texts(sec, tz_codes), suffixes, strict=True)],
+            [
+                t + z
+                for t, z in zip(
+                    self._local_texts(self.changed_at[slots], tz_codes), suffixes, strict=True
+                )
+            ],
+        ]
 
     def _local_texts(self, seconds: I64, tz_codes: I64) -> list[str]:
         """``seconds`` after the day's start (UTC) as local ISO text, without the offset."""
@@ -471,3 +451,49 @@ def day_records(
     """
     plan = day_plan(mix, day, revision)
     return plan.records(plan.positions(updated_since))
+
+
+def _record(
+    prefix: str,
+    slot: int,
+    kind: int,
+    rev: int,
+    way: int,
+    base_quantity: int,
+    cents: int,
+    customer: int,
+    currency: int,
+    flag: int,
+    store: int,
+    product: int,
+    long_id: bool,
+    sale_date: str,
+    updated_at: str,
+) -> Any:
+    """One record of the stream from its slot's draws (:meth:`DayPlan._draws`)."""
+    quantity = base_quantity + (rev if kind in (UPDATED, BAD_UPDATE) else 0)
+    if kind == STALE:
+        quantity += 100
+    total = cents * quantity
+    amount = f"{total // 100}.{total % 100:02d}"
+    sale_id = f"{prefix}{slot:09d}"
+    if long_id:
+        sale_id = (sale_id + "-" + f"{slot * 0x9E3779B1 & 0xFFFFFFFFFFFF:012x}" * 5)[:64]
+    record: Record = {
+        "sale_id": sale_id,
+        "sale_date": sale_date,
+        "store_id": f"S{store:04d}",
+        "product_id": f"P{product:06d}",
+        "customer_id": None if flag % 10 == 0 else f"C{customer:07d}",
+        "quantity": quantity,
+        # Half the prices arrive as JSON numbers, half as decimal strings.
+        "unit_price": cents / 100 if flag & 1 else f"{cents // 100}.{cents % 100:02d}",
+        "amount": amount,
+        "currency": CURRENCIES[currency],
+        "updated_at": updated_at,
+    }
+    if flag % 16 == 3:  # unknown extra fields appear and must be ignored
+        record["channel"] = "web"
+    if kind == VOID:
+        record["amount"] = "0.00" if flag & 2 else "-" + amount
+    return record if way < 0 else CORRUPTIONS[way].apply(record)
