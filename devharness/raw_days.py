@@ -104,52 +104,47 @@ def _record_text(
     return "{" + ", ".join(f'"{key}": {value}' for key, value in fields.items()) + "}"
 
 
+# How each breakage sets one field's JSON text (None: the field is left out); the two that are
+# no object at all, and the two that depend on the day, are in _break.
+_FIELD_BREAKAGES: dict[str, tuple[str, str | None]] = {
+    "missing_sale_id": ("sale_id", None),
+    "long_sale_id": ("sale_id", '"' + "L" * 80 + '"'),
+    "bad_sale_date": ("sale_date", '"23/11/2026 10:00"'),
+    "missing_updated_at": ("updated_at", None),
+    "missing_store_id": ("store_id", None),
+    "control_char_store_id": ("store_id", '"store\\u0000-1"'),
+    "long_product_id": ("product_id", '"' + "P" * 300 + '"'),
+    "numeric_customer_id": ("customer_id", "12345"),
+    "quantity_zero": ("quantity", "0"),
+    "quantity_fraction": ("quantity", "1.50"),
+    "negative_unit_price": ("unit_price", "-3.10"),
+    "unit_price_five_decimals": ("unit_price", "1.23450"),
+    "amount_with_text": ("amount", '"12,50 EUR"'),
+    "amount_exponent": ("amount", "1.25E2"),
+    "unknown_currency": ("currency", '"XXY"'),
+    "zero_amount": ("amount", "0.00"),
+    "negative_amount": ("amount", '"-19.90"'),
+}
+
+
 def _break(fields: dict[str, str], breakage: str, day: date) -> str | None:
     """Break ``fields`` in place; returns a whole replacement text for non-objects."""
     if breakage == "not_an_object_list":
         return f"[{fields['sale_id']}, {fields['amount']}]"
     if breakage == "not_an_object_string":
         return '"sale, but as text"'
-    if breakage == "missing_sale_id":
-        del fields["sale_id"]
-    elif breakage == "long_sale_id":
-        fields["sale_id"] = '"' + "L" * 80 + '"'
-    elif breakage == "bad_sale_date":
-        fields["sale_date"] = '"23/11/2026 10:00"'
-    elif breakage == "sale_date_without_offset":
+    if breakage == "sale_date_without_offset":
         fields["sale_date"] = f'"{day.isoformat()}T10:00:00"'
     elif breakage == "sale_date_other_day":
         fields["sale_date"] = f'"{(day - timedelta(days=1)).isoformat()}T23:00:00Z"'
-    elif breakage == "missing_updated_at":
-        del fields["updated_at"]
-    elif breakage == "missing_store_id":
-        del fields["store_id"]
-    elif breakage == "control_char_store_id":
-        fields["store_id"] = '"store\\u0000-1"'
-    elif breakage == "long_product_id":
-        fields["product_id"] = '"' + "P" * 300 + '"'
-    elif breakage == "numeric_customer_id":
-        fields["customer_id"] = "12345"
     elif breakage == "quantity_string":
         fields["quantity"] = f'"{fields["quantity"]}"'
-    elif breakage == "quantity_zero":
-        fields["quantity"] = "0"
-    elif breakage == "quantity_fraction":
-        fields["quantity"] = "1.50"
-    elif breakage == "negative_unit_price":
-        fields["unit_price"] = "-3.10"
-    elif breakage == "unit_price_five_decimals":
-        fields["unit_price"] = "1.23450"
-    elif breakage == "amount_with_text":
-        fields["amount"] = '"12,50 EUR"'
-    elif breakage == "amount_exponent":
-        fields["amount"] = "1.25E2"
-    elif breakage == "unknown_currency":
-        fields["currency"] = '"XXY"'
-    elif breakage == "zero_amount":
-        fields["amount"] = "0.00"
-    elif breakage == "negative_amount":
-        fields["amount"] = '"-19.90"'
+    else:
+        name, text = _FIELD_BREAKAGES[breakage]
+        if text is None:
+            del fields[name]
+        else:
+            fields[name] = text
     return None
 
 

@@ -239,6 +239,18 @@ class CleanParts:
             clean_amount_total=self.clean_amount_total + other.clean_amount_total,
         )
 
+    def manifest_fields(self) -> dict[str, Any]:
+        """The parts and counts as a clean manifest (or one of its segments) records them."""
+        return {
+            "sales_parts": list(self.sales_parts),
+            "rejected_parts": list(self.rejected_parts),
+            "records": self.records,
+            "clean": self.clean,
+            "rejected": self.rejected,
+            "by_reason": dict(sorted(self.by_reason.items())),
+            "clean_amount_total": str(self.clean_amount_total),
+        }
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -366,13 +378,7 @@ class CleanSnapshotWriter:
             "day": self.day.isoformat(),
             "snapshot_id": self.snapshot_id,
             **meta,
-            "sales_parts": list(total.sales_parts),
-            "rejected_parts": list(total.rejected_parts),
-            "records": total.records,
-            "clean": total.clean,
-            "rejected": total.rejected,
-            "by_reason": dict(sorted(total.by_reason.items())),
-            "clean_amount_total": str(total.clean_amount_total),
+            **total.manifest_fields(),
             "committed_at": datetime.now(UTC).isoformat(),
         }
         self.lake.put(f"{self.prefix}{MANIFEST}", json.dumps(manifest, indent=2).encode())

@@ -282,17 +282,7 @@ def _clean_segments(raw: SnapshotRef, parts: Sequence[CleanParts]) -> list[dict[
         first = int(seg["first_part"])
         total = sum(parts[first : first + int(seg["parts"])], CleanParts())
         segments.append(
-            {
-                "snapshot_id": seg["snapshot_id"],
-                "mode": seg["mode"],
-                "sales_parts": list(total.sales_parts),
-                "rejected_parts": list(total.rejected_parts),
-                "records": total.records,
-                "clean": total.clean,
-                "rejected": total.rejected,
-                "by_reason": dict(sorted(total.by_reason.items())),
-                "clean_amount_total": str(total.clean_amount_total),
-            }
+            {"snapshot_id": seg["snapshot_id"], "mode": seg["mode"], **total.manifest_fields()}
         )
     return segments
 
