@@ -235,25 +235,15 @@ def graceful_termination(report: StopReport | None = None) -> Iterator[StopRepor
     writer.setblocking(False)
     previous_wakeup = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
     handler = _signal_handler(current)
-    previous_term = signal.signal(signal.SIGTERM, handler)
-    previous_int = signal.signal(signal.SIGINT, handler)
-    previous_usr1 = signal.signal(signal.SIGUSR1, _raise_lost)
+    handlers = {signal.SIGTERM: handler, signal.SIGINT: handler, signal.SIGUSR1: _raise_lost}
+    previous = {signum: signal.signal(signum, new) for signum, new in handlers.items()}
     stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            try:
-                data = reader.recv(64)
-            except OSError:
-                return
-            if not data or stop.is_set():
-                return
-            watched = [signum for signum in data if signum in _WATCHED]
-            if watched:
-                current.signum = current.signum or watched[0]
-                halt(current, connections)
-
-    watcher = threading.Thread(target=watch, name="termination-watcher", daemon=True)
+    watcher = threading.Thread(
+        target=_watch_wakeups,
+        args=(reader, stop, current, connections),
+        name="termination-watcher",
+        daemon=True,
+    )
     watcher.start()
     current.connections = connections
     try:
@@ -261,15 +251,32 @@ def graceful_termination(report: StopReport | None = None) -> Iterator[StopRepor
     finally:
         stop.set()
         current.connections = None
-        signal.signal(signal.SIGTERM, previous_term)
-        signal.signal(signal.SIGINT, previous_int)
-        signal.signal(signal.SIGUSR1, previous_usr1)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
         signal.set_wakeup_fd(previous_wakeup)
         sa.event.remove(sa.pool.Pool, "connect", connections.add)
         writer.close()
         reader.shutdown(socket.SHUT_RDWR)
         reader.close()
         watcher.join(timeout=5)
+
+
+def _watch_wakeups(
+    reader: socket.socket, stop: threading.Event, report: StopReport, connections: _OpenConnections
+) -> None:
+    """The watcher thread: a watched signal's number on the wakeup socket halts the run at once
+    (cancels its SQL, stops the pool's workers), even while the main thread is blocked in C."""
+    while not stop.is_set():
+        try:
+            data = reader.recv(64)
+        except OSError:
+            return
+        if not data or stop.is_set():
+            return
+        watched = [signum for signum in data if signum in _WATCHED]
+        if watched:
+            report.signum = report.signum or watched[0]
+            halt(report, connections)
 
 
 def halt(report: StopReport, connections: _OpenConnections | None = None) -> None:
