@@ -9,6 +9,7 @@ when a worker is SIGKILLed in the middle of the transform.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,14 +120,22 @@ def transform_and_load(
     return clean
 
 
-def raw_day(tmp_path: Path, name: str) -> tuple[LakeConfig, str]:
-    """A lake of its own holding the same realistic raw day (every reason code, duplicates)."""
-    config = LakeConfig(url=str(tmp_path / name))
-    store = open_lake(config)
+@pytest.fixture(scope="module")
+def written_day(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A lake holding a realistic raw day (every reason code, duplicates), written once."""
+    root = tmp_path_factory.mktemp("written-day") / "lake"
+    store = open_lake(LakeConfig(url=str(root)))
     raw = write_realistic_day(store, DAY, RECORDS, page_size=500, part_bytes=PART_BYTES)
     store.close()
     assert len(raw.manifest["parts"]) >= 6
-    return config, raw.snapshot_id
+    return root, raw.snapshot_id
+
+
+def raw_day(written: tuple[Path, str], tmp_path: Path, name: str) -> tuple[LakeConfig, str]:
+    """A lake of its own holding a copy of the written day."""
+    root, snapshot_id = written
+    shutil.copytree(root, tmp_path / name)
+    return LakeConfig(url=str(tmp_path / name)), snapshot_id
 
 
 def warehouse(url: str, table: str) -> WarehouseConfig:
@@ -134,10 +143,10 @@ def warehouse(url: str, table: str) -> WarehouseConfig:
 
 
 def test_dask_cluster_loads_the_tables_of_the_default_runner(
-    dask_cluster: DaskCluster, tmp_path: Path, pg_url: str
+    dask_cluster: DaskCluster, written_day: tuple[Path, str], tmp_path: Path, pg_url: str
 ) -> None:
-    default_lake, default_snapshot = raw_day(tmp_path, "default")
-    dask_lake, dask_snapshot = raw_day(tmp_path, "dask")
+    default_lake, default_snapshot = raw_day(written_day, tmp_path, "default")
+    dask_lake, dask_snapshot = raw_day(written_day, tmp_path, "dask")
 
     expected = transform_and_load(
         default_lake, warehouse(pg_url, "sales"), default_snapshot, "auto"
@@ -155,10 +164,10 @@ def test_dask_cluster_loads_the_tables_of_the_default_runner(
 
 
 def test_a_worker_killed_mid_transform_is_survived(
-    dask_cluster: DaskCluster, tmp_path: Path, pg_url: str
+    dask_cluster: DaskCluster, written_day: tuple[Path, str], tmp_path: Path, pg_url: str
 ) -> None:
-    clean_lake, clean_snapshot = raw_day(tmp_path, "clean-run")
-    killed_lake, killed_snapshot = raw_day(tmp_path, "killed-run")
+    clean_lake, clean_snapshot = raw_day(written_day, tmp_path, "clean-run")
+    killed_lake, killed_snapshot = raw_day(written_day, tmp_path, "killed-run")
     transform_and_load(clean_lake, warehouse(pg_url, "sales"), clean_snapshot, "auto")
 
     clean_zone = Path(killed_lake.url) / "clean"

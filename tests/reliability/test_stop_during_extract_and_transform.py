@@ -5,6 +5,7 @@ snapshot behind, and a rerun ends exactly as one clean run."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,8 @@ def test_stop_during_the_transform_stops_the_pool_workers(
     write_realistic_day(
         store, DAY, TRANSFORM_RECORDS, page_size=500, part_bytes=TRANSFORM_PART_BYTES
     )
+    clean_lake = tmp_path / "clean-lake"
+    shutil.copytree(lake, clean_lake)  # the same raw day, for a run nothing stops
     # The source is down: the run replays the raw snapshot from the lake, on a pool of two.
     env = pipeline_env(
         closed_port_url(), str(lake), pg_url, SALES_API_MAX_RETRIES="0", TASK_RUNNER="processes:2"
@@ -83,13 +86,5 @@ def test_stop_during_the_transform_stops_the_pool_workers(
     threads = {"TASK_RUNNER": "threads:2"}  # the reruns in this process: no worker start-up
     rerun(monkeypatch, {**env, **threads})
     clean_url = new_database()
-    clean_lake = tmp_path / "clean-lake"
-    write_realistic_day(
-        LocalLake(clean_lake),
-        DAY,
-        TRANSFORM_RECORDS,
-        page_size=500,
-        part_bytes=TRANSFORM_PART_BYTES,
-    )
     rerun(monkeypatch, pipeline_env(closed_port_url(), str(clean_lake), clean_url, **threads))
     assert contents(pg_url) == contents(clean_url)
