@@ -1,5 +1,6 @@
-"""Ctrl-C and SIGKILL of the CLI while its load waits for a table (Prefect's temporary mode,
-:func:`tests.utils.cli`): the load is rolled back, no process the CLI started is left, and a
+"""Ctrl-C during the extract, Ctrl-C and SIGKILL of the CLI while its load waits for a table
+(Prefect's temporary mode, :func:`tests.utils.terminal_cli`): nothing is committed for the
+stopped stage (no raw snapshot, the load rolled back), no process the CLI started is left, and a
 rerun ends exactly as one clean run."""
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from devharness.demo_api import serve_demo_api
+from devharness.demo_api import Faults, serve_demo_api
 from tests.utils import (
     REFERENCE_DATA,
+    START_WAIT,
     STOP_TIMEOUT,
     WarehouseContents,
     admin_engine,
@@ -22,6 +24,7 @@ from tests.utils import (
     database_name,
     etl_backends,
     holding,
+    manifests,
     pipeline_env,
     rerun,
     row_counts,
@@ -31,6 +34,28 @@ from tests.utils import (
 )
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@STOP_TIMEOUT
+def test_ctrl_c_during_the_extract(
+    monkeypatch: pytest.MonkeyPatch,
+    pg_url: str,
+    tmp_path: Path,
+    reference: WarehouseContents,
+) -> None:
+    lake = tmp_path / "lake"
+    # The 4th request (the 3rd page) answers only after a minute.
+    with serve_demo_api(REFERENCE_DATA, Faults(slow_every=4, slow_seconds=60)) as api:
+        env = pipeline_env(api.url, str(lake), pg_url, SALES_API_TIMEOUT_SECONDS="120")
+        with terminal_cli(tmp_path, env) as run:
+            wait_for(lambda: len(api.sales_requests) >= 3, START_WAIT, "the third page", run)
+            run.stop(signal.SIGINT)
+            assert_stopped(run, signal.SIGINT, "extract", pg_url)
+            assert_nothing_left(run)
+    assert manifests(lake) == []  # no raw snapshot was committed
+    with serve_demo_api(REFERENCE_DATA) as api:
+        rerun(monkeypatch, {**env, "SALES_API_URL": api.url})
+    assert contents(pg_url) == reference
 
 
 @STOP_TIMEOUT

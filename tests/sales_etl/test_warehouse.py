@@ -27,7 +27,7 @@ from sales_etl.warehouse import (
     tables_for,
     warehouse_tables,
 )
-from tests.utils import DAY, query
+from tests.utils import DAY, query, table_rows
 
 
 def sale(
@@ -230,9 +230,9 @@ T = "2026-11-23T{:02d}:00:00Z".format
 
 
 def state(url: str) -> tuple[dict[str, Decimal], set[tuple[str | None, str]]]:
-    sales = {r[0]: r[1] for r in query(url, "SELECT sale_id, amount FROM sales")}
-    rejects = {(r[0], r[1]) for r in query(url, "SELECT sale_id, reason FROM sales_rejected")}
-    return sales, rejects
+    """The amount of every sale and the reason of every reject, by sale_id."""
+    sales = dict(table_rows(url, "sales", ["sale_id", "amount"]))
+    return sales, set(table_rows(url, "sales_rejected", ["sale_id", "reason"]))
 
 
 def assert_invariant(url: str) -> None:
