@@ -2,8 +2,9 @@
 
 Fixtures live in the ``conftest.py`` files; everything a test module imports lives here (no test
 module imports another test module, a conftest or the benchmarks). Sections: constants; reading
-the warehouse; polling; subprocess runs of the pipeline; records; a real Prefect server;
-Docker and Kubernetes.
+the warehouse (``query`` for SQL, ``table_rows`` the one reader of a table's rows); polling;
+subprocess runs of the pipeline; stopping the CLI; records and hypothesis strategies; a real
+Prefect server; Docker and Kubernetes.
 """
 
 from __future__ import annotations
@@ -416,7 +417,7 @@ def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-# --- stopping the CLI (tests/reliability) ----------------------------------------
+# --- stopping the CLI (tests/reliability) -----------------------------------------------------
 #
 # The CLI runs as a terminal would run it: in a process group of its own (the terminal's
 # foreground group), without PREFECT_API_URL (Prefect starts its temporary API server). Ctrl-C is
