@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import os
-import secrets
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
-import sqlalchemy as sa
 from pydantic import SecretStr
 
 from devharness.demo_api import DemoData, DemoSalesApi, Faults, serve_demo_api
 from sales_etl.settings import LakeConfig, SourceConfig, WarehouseConfig
 from tests import postgres
-
-# Recognisable secrets: tests assert they never leak.
-API_KEY = "sk-live-SECRET-api-key-7f3a9c"
-DB_PASSWORD = "pw-SECRET-db-9d2e1b"
-ENV_VARS = (
-    "SALES_API_URL",
-    "SALES_API_KEY",
-    "DATA_LAKE_URL",
-    "WAREHOUSE_URL",
-    "WAREHOUSE_SCHEMA",
-    "AWS_ENDPOINT_URL",
-    "LAKE_KEEP_SNAPSHOTS",
-)
+from tests.utils import ENV_VARS, PrefectServer, password_database, running_prefect_server
 
 
 @pytest.fixture(autouse=True)
@@ -46,33 +32,6 @@ def pg_admin_url() -> Iterator[str]:
         yield url
 
 
-@contextmanager
-def password_database(admin_url: str) -> Iterator[str]:
-    """A fresh database and a role with a (recognisable) password; dropped on exit."""
-    role = f"etl_{secrets.token_hex(4)}"
-    name = f"etl_pw_{secrets.token_hex(4)}"
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN PASSWORD '{DB_PASSWORD}'"))
-    engine.dispose()
-    postgres.create_database(admin_url, name)
-    engine = sa.create_engine(
-        sa.make_url(admin_url).set(database=name), isolation_level="AUTOCOMMIT"
-    )
-    with engine.connect() as conn:
-        conn.execute(sa.text(f"GRANT ALL ON SCHEMA public TO {role}"))
-    engine.dispose()
-    url = sa.make_url(admin_url).set(database=name, username=role, password=DB_PASSWORD)
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        postgres.drop_database(admin_url, name)
-        engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.execute(sa.text(f"DROP ROLE IF EXISTS {role}"))
-        engine.dispose()
-
-
 @pytest.fixture
 def pg_password_url(pg_admin_url: str) -> Iterator[str]:
     """A fresh database and a role with a (recognisable) password, for secret-leak tests."""
@@ -87,6 +46,21 @@ def pg_url(pg_admin_url: str) -> Iterator[str]:
     url = postgres.create_database(pg_admin_url, name)
     yield url
     postgres.drop_database(pg_admin_url, name)
+
+
+@pytest.fixture
+def new_database(pg_admin_url: str) -> Iterator[Callable[[], str]]:
+    """A factory of extra fresh databases (dropped after the test)."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"etl_extra_{uuid.uuid4().hex[:12]}"
+        made.append(name)
+        return postgres.create_database(pg_admin_url, name)
+
+    yield make
+    for name in made:
+        postgres.drop_database(pg_admin_url, name)
 
 
 @pytest.fixture
@@ -158,9 +132,46 @@ def prefect_harness() -> Iterator[None]:
         yield
 
 
-def run_env(**overrides: str) -> dict[str, str]:
-    """Environment for running the pipeline in a subprocess, with pipeline settings replaced."""
-    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS and k != "PREFECT_API_URL"}
-    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
-    env.update(overrides)
-    return env
+@pytest.fixture(scope="session")
+def prefect_api_url(prefect_harness: None) -> str:
+    """The harness API, so subprocess runs do not each start their own Prefect server."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    assert url, "the Prefect test harness has no API URL"
+    return str(url)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(pg_admin_url: str) -> Iterator[PrefectServer]:
+    """One ``prefect server start`` for the session (:func:`tests.utils.running_prefect_server`)."""
+    with running_prefect_server(pg_admin_url) as (server, _process):
+        yield server
+
+
+@pytest.fixture
+def no_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep Prefect's retries of the extract, without their minutes of waiting (production
+    outages); the client's own retries stay on."""
+    from tasks.extract import extract_sales
+
+    monkeypatch.setattr(extract_sales, "retry_delay_seconds", 0)
+
+
+@pytest.fixture
+def emitted_events(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], list[Any]]]:
+    """The events the flow emits, captured by Prefect's asserting client: call it with an event
+    name prefix once, at the end of a test (a drain starts a new client)."""
+    from prefect.events.clients import AssertingEventsClient
+    from prefect.events.worker import EventsWorker
+
+    worker = EventsWorker.instance(AssertingEventsClient)
+    monkeypatch.setattr(EventsWorker, "instance", lambda *_: worker)
+
+    def emitted(prefix: str) -> list[Any]:
+        worker.drain()
+        assert AssertingEventsClient.last is not None
+        return [e for e in AssertingEventsClient.last.events if e.event.startswith(prefix)]
+
+    yield emitted
+    worker.drain()

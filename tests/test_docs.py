@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.utils import REPO
 
 # Paths the docs name that a run creates (not in the repository).
 RUNTIME_PATHS = frozenset({"benchmarks/.work/"})
@@ -72,19 +72,19 @@ HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*$", re.M)
 
 
 def doc_files() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 
 
 @functools.cache
 def tracked_top_level() -> frozenset[str]:
     out = subprocess.run(
-        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
     return frozenset(line.split("/", 1)[0] for line in out.splitlines() if line)
 
 
 def makefile_targets() -> set[str]:
-    text = (ROOT / "Makefile").read_text()
+    text = (REPO / "Makefile").read_text()
     return set(re.findall(r"^([A-Za-z][\w-]*)\s*:(?!=)", text, re.M))
 
 
@@ -156,7 +156,7 @@ def help_texts() -> dict[str, str]:
     )
     done = subprocess.run(
         [sys.executable, "-c", script, *modules],
-        cwd=ROOT,
+        cwd=REPO,
         check=True,
         capture_output=True,
         text=True,
@@ -178,7 +178,7 @@ def python_problems(args: list[str]) -> list[str]:
         return [f"no module {module}"]
     if module == "pytest":
         paths = [a.split("::")[0] for a in rest if not a.startswith("-") and "/" in a]
-        return [f"no path {p} (pytest)" for p in paths if not (ROOT / p).exists()]
+        return [f"no path {p} (pytest)" for p in paths if not (REPO / p).exists()]
     if not project_module(module):
         return []
     if module in PASSTHROUGH and PASSTHROUGH[module] in rest:
@@ -217,13 +217,13 @@ def command_problems(command: list[str]) -> list[str]:
     if program in KNOWN_PROGRAMS:
         problems = []
         for flag, value in itertools.pairwise(args):
-            if program == "kubectl" and flag in ("-f", "-k") and not (ROOT / value).exists():
+            if program == "kubectl" and flag in ("-f", "-k") and not (REPO / value).exists():
                 problems.append(f"no path {value} ({program} {flag})")
-        if program == "bash" and args and not (ROOT / args[0]).exists():
+        if program == "bash" and args and not (REPO / args[0]).exists():
             problems.append(f"no script {args[0]}")
         return problems
     if "/" in program:
-        return [] if (ROOT / program).exists() else [f"no script {program}"]
+        return [] if (REPO / program).exists() else [f"no script {program}"]
     return [f"unknown command {program}: add it to KNOWN_PROGRAMS if it is meant"]
 
 
@@ -242,7 +242,7 @@ def path_problems(text: str) -> list[str]:
             continue  # a bare word that happens to name a folder
         if candidate in RUNTIME_PATHS:
             continue
-        if not (list(ROOT.glob(candidate)) if "*" in candidate else (ROOT / candidate).exists()):
+        if not (list(REPO.glob(candidate)) if "*" in candidate else (REPO / candidate).exists()):
             problems.append(f"no path {candidate}")
     return problems
 
@@ -254,7 +254,7 @@ def link_problems(text: str, doc: Path) -> list[str]:
             continue  # https:, mailto:
         path_part, _, anchor = target.partition("#")
         resolved = (doc.parent / path_part).resolve() if path_part else doc
-        relative = resolved.relative_to(ROOT).as_posix() if resolved.is_relative_to(ROOT) else ""
+        relative = resolved.relative_to(REPO).as_posix() if resolved.is_relative_to(REPO) else ""
         if not relative:
             problems.append(f"link {target} points outside the repository")
         elif not resolved.exists():
@@ -298,7 +298,7 @@ def problems_in(text: str, doc: Path) -> list[str]:
 # --- the tests ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("doc", doc_files(), ids=lambda p: p.relative_to(ROOT).as_posix())
+@pytest.mark.parametrize("doc", doc_files(), ids=lambda p: p.relative_to(REPO).as_posix())
 def test_commands_paths_and_links_exist(doc: Path) -> None:
     assert problems_in(doc.read_text(), doc) == []
 
@@ -323,7 +323,7 @@ frobnicate --all
 from blocks import WarehouseBlock, NoSuchBlock
 ```
 """
-    assert problems_in(broken, ROOT / "docs" / "broken.md") == [
+    assert problems_in(broken, REPO / "docs" / "broken.md") == [
         "no make target no-such-target",
         "flows.daily_sales has no option --no-such-option",
         "no module no_such_module",
@@ -340,12 +340,12 @@ from blocks import WarehouseBlock, NoSuchBlock
 
 def test_nothing_points_outside_the_repository() -> None:
     out = subprocess.run(
-        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
     outside = re.compile(r"\.\./shared|/work/|shared/[A-Z_]+\.md")
     hits = []
     for name in out.splitlines():
-        path = ROOT / name
+        path = REPO / name
         if name == "tests/test_docs.py" or not path.is_file():
             continue
         try:
@@ -357,7 +357,7 @@ def test_nothing_points_outside_the_repository() -> None:
 
 
 def test_readme_is_a_front_door() -> None:
-    text = (ROOT / "README.md").read_text()
+    text = (REPO / "README.md").read_text()
     assert len(text.encode()) < 16 * 1024
     assert 150 <= len(text.splitlines()) <= 250
     stale = re.compile(
@@ -373,7 +373,7 @@ def test_readme_folder_table_lists_every_module() -> None:
     """The README's table: a row per folder, then rows whose second cell names its modules."""
     listed: set[str] = set()
     folder = ""
-    for line in (ROOT / "README.md").read_text().splitlines():
+    for line in (REPO / "README.md").read_text().splitlines():
         if not line.startswith("|"):
             continue
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -383,7 +383,7 @@ def test_readme_folder_table_lists_every_module() -> None:
             folder = cells[0].split(",")[0].strip("` ")
         listed |= {f"{folder}{m}" for m in re.findall(r"`([\w]+\.py)`", cells[1])}
     out = subprocess.run(
-        ["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True, check=True
+        ["git", "ls-files", "*.py"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
     packages = (
         "sales_etl/",

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.utils import REPO
+
 UNCHECKED = ("tests", "benchmarks")
 PROJECT_PACKAGES = {
     "sales_etl",
@@ -52,7 +53,7 @@ def resolves(module: str, name: str) -> bool:
 
 
 def sources() -> list[Path]:
-    return sorted(p for folder in UNCHECKED for p in (ROOT / folder).rglob("*.py"))
+    return sorted(p for folder in UNCHECKED for p in (REPO / folder).rglob("*.py"))
 
 
 def test_a_stale_import_inside_a_fixture_body_is_found(tmp_path: Path) -> None:
@@ -72,10 +73,10 @@ def test_a_stale_import_inside_a_fixture_body_is_found(tmp_path: Path) -> None:
     assert [resolves(m, n) for _, m, n in found] == [False, True]
 
 
-@pytest.mark.parametrize("path", sources(), ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("path", sources(), ids=lambda p: str(p.relative_to(REPO)))
 def test_every_project_import_resolves(path: Path) -> None:
     stale = [
-        f"{path.relative_to(ROOT)}:{line}: from {module} import {name}"
+        f"{path.relative_to(REPO)}:{line}: from {module} import {name}"
         for line, module, name in project_imports(path)
         if not resolves(module, name)
     ]

@@ -8,16 +8,13 @@ from prefect.client.orchestration import get_client
 from pydantic import SecretStr
 
 from blocks import DataLakeBlock, SalesApiBlock, WarehouseBlock
-from tests.conftest import API_KEY, DB_PASSWORD
+from tests.utils import API_KEY, DB_PASSWORD
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 AWS_SECRET = "aws-SECRET-key-5c8e0f"
 MASK = "**********"  # pydantic's SecretStr mask
 API_MASK = "********"  # how the Prefect API returns a secret field without secrets
-
-
-@pytest.fixture(autouse=True)
-def _harness(prefect_harness: None) -> None:
-    return None
 
 
 def full_blocks() -> list[tuple[Block, list[str], str]]:

@@ -16,7 +16,7 @@ from sales_etl.settings import LakeConfig
 from sales_etl.snapshots import CleanManifest, new_snapshot_id
 from sales_etl.transform import clean_table
 from sales_etl.validate import validate_records
-from tests.blocks.conftest import DAY, clean_sales, demo_records
+from tests.utils import DAY, clean_sales, demo_records
 
 
 @pytest.fixture(params=["local", "s3", "s3-default-chain"])

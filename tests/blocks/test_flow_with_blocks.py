@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.logging.handlers import APILogHandler
@@ -21,26 +19,13 @@ from flows.config import load_block, resolve_configs
 from flows.daily_sales import daily_sales
 from sales_etl.errors import ConfigError
 from sales_etl.settings import LakeConfig, load_settings
-from tests.conftest import API_KEY
+from tests.utils import API_KEY, DAY, row_counts
 
-DAY = date(2026, 11, 23)
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
 # 230 sales, every 23rd one corrupted in a different way: 220 valid, 10 rejected, no updates.
 DATA = DemoData(rows_per_day=230, malformed_every=23)
 AWS_SECRET = "aws-SECRET-moto-3b7d21"
-
-
-@pytest.fixture(autouse=True)
-def _harness(prefect_harness: None) -> None:
-    return None
-
-
-def table_counts(url: str) -> tuple[int, int]:
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        sales = conn.execute(sa.text("SELECT count(*) FROM sales")).scalar_one()
-        rejected = conn.execute(sa.text("SELECT count(*) FROM sales_rejected")).scalar_one()
-    engine.dispose()
-    return int(sales), int(rejected)
 
 
 def save_blocks(
@@ -101,7 +86,7 @@ def test_flow_runs_on_saved_blocks_with_the_environment_unset(
     summary = state.result()
     assert (summary["records_extracted"], summary["clean"], summary["inserted"]) == (230, 220, 220)
     assert summary["lake"] == s3_lake.url
-    assert table_counts(pg_url) == (220, 10)
+    assert row_counts(pg_url) == (220, 10)
     assert not (tmp_path / ".data").exists()  # nothing fell back to the local defaults
 
     logs = flow_run_logs(state.state_details.flow_run_id)
@@ -136,7 +121,7 @@ def test_cli_block_options_rerun_the_day_idempotently(
         assert main(["--date", DAY.isoformat(), "--refresh", *options]) == 0
     out = capsys.readouterr().out
     assert API_KEY not in out
-    assert table_counts(pg_url) == (220, 10)
+    assert row_counts(pg_url) == (220, 10)
 
 
 def test_a_missing_block_is_a_config_error_saying_how_to_create_it(block_name: str) -> None:

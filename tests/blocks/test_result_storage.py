@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 
 import boto3
@@ -14,8 +13,7 @@ from devharness.demo_api import DemoData, serve_demo_api
 from flows.daily_sales import daily_sales
 from sales_etl.settings import LakeConfig
 from tasks.extract import extract_sales
-
-DAY = date(2026, 11, 23)
+from tests.utils import DAY
 
 
 def result_keys(lake: LakeConfig) -> list[str]:

@@ -13,19 +13,15 @@ from prefect.settings import PREFECT_API_URL
 from blocks import DataLakeBlock, SalesApiBlock, WarehouseBlock
 from blocks.setup import main
 from sales_etl.settings import load_settings
-from tests.conftest import API_KEY, DB_PASSWORD, run_env
+from tests.utils import API_KEY, DB_PASSWORD, REPO, run_env
 
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
 WAREHOUSE_URL = f"postgresql://etl:{DB_PASSWORD}@db.internal:5432/analytics"
 
 
-@pytest.fixture(autouse=True)
-def _harness(prefect_harness: None) -> None:
-    return None
-
-
 @pytest.fixture
-def pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def production_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SALES_API_URL", "https://sales.example.com/v1/")
     monkeypatch.setenv("SALES_API_KEY", API_KEY)
     monkeypatch.setenv("SALES_API_PAGE_SIZE", "750")
@@ -37,7 +33,7 @@ def pipeline_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_setup_saves_the_environment_as_three_blocks(
-    pipeline_env: None, block_name: str, capsys: pytest.CaptureFixture[str]
+    production_env: None, block_name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["--prefix", block_name]) == 0
     settings = load_settings()
@@ -55,7 +51,7 @@ def test_setup_saves_the_environment_as_three_blocks(
 
 
 def test_setup_updates_existing_blocks(
-    pipeline_env: None,
+    production_env: None,
     monkeypatch: pytest.MonkeyPatch,
     block_name: str,
 ) -> None:

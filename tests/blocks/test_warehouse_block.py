@@ -13,8 +13,7 @@ from blocks import WarehouseBlock
 from sales_etl.settings import WarehouseConfig
 from sales_etl.transform import clean_table, rejected_table
 from sales_etl.validate import validate_records
-from tests.blocks.conftest import DAY, clean_sales, demo_records
-from tests.conftest import DB_PASSWORD
+from tests.utils import DAY, DB_PASSWORD, clean_sales, demo_records
 
 
 def block_for(url: str, **fields: object) -> WarehouseBlock:

@@ -18,9 +18,7 @@ from typing import Any
 import pytest
 
 from deployments.common import PROJECT_ROOT
-from tests.conftest import run_env
-from tests.deployments.conftest import PrefectServer
-from tests.utils import wait_for
+from tests.utils import PrefectServer, run_env, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -24,12 +24,10 @@ from prefect_kubernetes.worker import KubernetesWorker, KubernetesWorkerJobConfi
 
 from deployments import docker, kubernetes
 from deployments.common import PROJECT_ROOT
-from tests.conftest import run_env
-from tests.deployments.conftest import PrefectServer, deployment_by_name
+from tests.utils import KUBERNETES_VERSION, PrefectServer, deployment_by_name, run_env
 
 pytestmark = pytest.mark.e2e
 
-KUBERNETES_VERSION = "1.31.0"
 # Recognisable secrets in the deploying shell: none may reach a deployment or a job.
 SECRETS = {
     "WAREHOUSE_URL": "postgresql://etl:pw-SECRET-deploy-4b1c@db.internal:5432/sales",
@@ -39,7 +37,7 @@ SECRETS = {
 ENV_FILE = "/srv/daily-sales-etl/etl.env"
 
 
-def deploy(server: PrefectServer, module: str, *args: str) -> str:
+def deploy_with_secrets(server: PrefectServer, module: str, *args: str) -> str:
     env = run_env(
         PREFECT_API_URL=server.api_url,
         PREFECT_HOME=str(server.home / f"client-{module}"),
@@ -63,8 +61,8 @@ def pool_line(output: str, pool: str) -> str:
 def deployed(prefect_server: PrefectServer) -> dict[str, dict[str, Any]]:
     """Both scripts run twice: the second run must find everything as the first left it."""
     first = {
-        "docker": deploy(prefect_server, "docker", "--env-file", ENV_FILE),
-        "kubernetes": deploy(prefect_server, "kubernetes"),
+        "docker": deploy_with_secrets(prefect_server, "docker", "--env-file", ENV_FILE),
+        "kubernetes": deploy_with_secrets(prefect_server, "kubernetes"),
     }
     assert pool_line(first["docker"], "daily-sales-docker").endswith(": created")
     assert pool_line(first["kubernetes"], "daily-sales-k8s").endswith(": created")
@@ -73,8 +71,8 @@ def deployed(prefect_server: PrefectServer) -> dict[str, dict[str, Any]]:
         "kubernetes": deployment_by_name(prefect_server, "hourly-kubernetes"),
     }
     second = {
-        "docker": deploy(prefect_server, "docker", "--env-file", ENV_FILE),
-        "kubernetes": deploy(prefect_server, "kubernetes"),
+        "docker": deploy_with_secrets(prefect_server, "docker", "--env-file", ENV_FILE),
+        "kubernetes": deploy_with_secrets(prefect_server, "kubernetes"),
     }
     assert pool_line(second["docker"], "daily-sales-docker").endswith(": unchanged")
     assert pool_line(second["kubernetes"], "daily-sales-k8s").endswith(": unchanged")

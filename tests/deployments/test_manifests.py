@@ -20,9 +20,9 @@ from packaging.utils import canonicalize_name
 
 from deployments import kubernetes
 from deployments.common import PROJECT_ROOT
+from tests.utils import KUBERNETES_VERSION
 
 K8S = PROJECT_ROOT / "k8s"
-KUBERNETES_VERSION = "1.31.0"
 MANIFESTS = ("namespace.yaml", "rbac.yaml", "worker.yaml", "network-policy.yaml")
 LOCK = PROJECT_ROOT / "requirements-image.txt"
 

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import itertools
-import shutil
+import os
 import signal
 import subprocess
 import sys
-import tempfile
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,32 +17,23 @@ import pytest
 from deployments.common import PROJECT_ROOT
 from deployments.serve import STOP_SECONDS
 from sales_etl.dates import scheduled_business_date
-from tests import postgres
-from tests.conftest import run_env
-from tests.deployments.conftest import (
+from tests.utils import (
     SERVER_START_SECONDS,
     Served,
+    create_flow_run,
     loaded_rows,
-    prefect_database_url,
+    run_env,
+    running_prefect_server,
     summary_metrics,
+    wait_for,
     wait_for_final_state,
 )
-from tests.utils import wait_for
 
 pytestmark = pytest.mark.e2e
 
 
 def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-
-
-def create_flow_run(served: Served, body: dict[str, Any]) -> dict[str, Any]:
-    """POST /deployments/{id}/create_flow_run: what the UI's Run button sends."""
-    with served.server.client() as client:
-        response = client.post(f"/deployments/{served.deployment_id}/create_flow_run", json=body)
-    response.raise_for_status()
-    result: dict[str, Any] = response.json()
-    return result
 
 
 def assert_loaded(served: Served, run: dict[str, Any], day: date) -> None:
@@ -95,7 +82,7 @@ def test_the_scheduler_creates_the_upcoming_hourly_runs(served: Served) -> None:
         runs = [r for r in response.json() if "auto-scheduled" in r["tags"]]
         return runs if len(runs) >= 3 else []
 
-    runs = wait_for(upcoming, 60, "three auto-scheduled runs of 'hourly'")
+    runs = wait_for(upcoming, 60, "three auto-scheduled runs of 'hourly'", interval=0.5)
     starts = [parse_time(r["expected_start_time"]) for r in runs]
     now = datetime.now(UTC)
     assert all(start > now - timedelta(minutes=1) for start in starts)
@@ -108,7 +95,9 @@ def test_the_scheduler_creates_the_upcoming_hourly_runs(served: Served) -> None:
 
 def test_a_run_created_through_the_api_loads_the_day_into_postgres(served: Served) -> None:
     day = date(2026, 11, 20)
-    created = create_flow_run(served, {"parameters": {"run_date": day.isoformat()}})
+    created = create_flow_run(
+        served.server, served.deployment_id, {"parameters": {"run_date": day.isoformat()}}
+    )
     assert created["parameters"] == {"run_date": day.isoformat(), "refresh": False}
     run = wait_for_final_state(served.server, created["id"])
     assert_loaded(served, run, day)
@@ -118,7 +107,7 @@ def test_a_run_scheduled_just_after_midnight_closes_the_previous_day(served: Ser
     # No run_date: the day comes from the scheduled start, 00:00 UTC -> the day before.
     scheduled = datetime(2026, 11, 22, 0, 0, tzinfo=UTC)
     state = {"type": "SCHEDULED", "state_details": {"scheduled_time": scheduled.isoformat()}}
-    created = create_flow_run(served, {"state": state})
+    created = create_flow_run(served.server, served.deployment_id, {"state": state})
     assert created["parameters"] == {"run_date": None, "refresh": False}
     run = wait_for_final_state(served.server, created["id"])
     assert scheduled_business_date(scheduled) == date(2026, 11, 21)
@@ -174,7 +163,9 @@ def test_the_housekeeping_deployment_runs_daily_with_a_form(served: Served) -> N
 
 def test_a_missing_backfill_from_the_form_loads_exactly_the_missing_days(served: Served) -> None:
     days = [date(2026, 11, 10), date(2026, 11, 11), date(2026, 11, 12)]
-    loaded = create_flow_run(served, {"parameters": {"run_date": days[1].isoformat()}})
+    loaded = create_flow_run(
+        served.server, served.deployment_id, {"parameters": {"run_date": days[1].isoformat()}}
+    )
     assert_loaded(served, wait_for_final_state(served.server, loaded["id"]), days[1])
     form = {"start": days[0].isoformat(), "end": days[-1].isoformat(), "mode": "missing",
             "max_parallel": 2}  # fmt: skip
@@ -203,52 +194,16 @@ def test_a_missing_backfill_from_the_form_loads_exactly_the_missing_days(served:
     assert backfill_children(served, days).keys() == children.keys()
 
 
-@contextmanager
-def throwaway_prefect_server(pg_admin_url: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """A ``prefect server start`` of its own (the test kills it), and its API URL."""
-    home = Path(tempfile.mkdtemp(prefix="etl-doomed-server-"))
-    database = f"etl_prefect_{uuid.uuid4().hex[:12]}"
-    port = postgres.free_port()
-    env = run_env(
-        PREFECT_HOME=str(home),
-        PREFECT_API_DATABASE_CONNECTION_URL=prefect_database_url(
-            postgres.create_database(pg_admin_url, database)
-        ),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_UI_ENABLED="false",
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-         "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=home,
-    )  # fmt: skip
-    api = f"http://127.0.0.1:{port}/api"
-
-    def healthy() -> bool:
-        assert process.poll() is None, "prefect server exited"
-        try:
-            return httpx.get(f"{api}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        # A fresh database: the server migrates it first (minutes on a busy machine).
-        wait_for(healthy, 3 * SERVER_START_SECONDS, "prefect server /api/health", interval=0.5)
-        yield process, api
-    finally:
-        process.kill()
-        process.wait()
-        postgres.drop_database(pg_admin_url, database)
-        shutil.rmtree(home, ignore_errors=True)
-
-
 @pytest.mark.timeout(900)  # a server of its own: its first start migrates a fresh database
 def test_serve_stops_on_sigterm_after_the_server_went_away(
     pg_admin_url: str, tmp_path: Path
 ) -> None:
     """The Prefect server is gone: SIGTERM still ends ``make serve`` (its pausing of the
     schedules would retry the dead API for about a minute), by the bounded stop: exit 143."""
-    with throwaway_prefect_server(pg_admin_url) as (server, api):
+    # A fresh database: the server migrates it first (minutes on a busy machine).
+    starting = running_prefect_server(pg_admin_url, start_timeout=3 * SERVER_START_SECONDS)
+    with starting as (server, process):
+        api = server.api_url
         log = tmp_path / "serve.log"
         env = run_env(PREFECT_API_URL=api, PREFECT_HOME=str(tmp_path / "home"))
         with log.open("wb") as out:
@@ -263,9 +218,9 @@ def test_serve_stops_on_sigterm_after_the_server_went_away(
                 found = httpx.get(f"{api}/deployments/name/Daily Sales ETL/hourly", timeout=5)
                 return found.status_code == 200 and found.json()["status"] == "READY"
 
-            wait_for(ready, SERVER_START_SECONDS, "the served deployment to be READY")
-            server.kill()
-            server.wait()
+            wait_for(ready, SERVER_START_SECONDS, "the served deployment to be READY", interval=0.5)
+            os.killpg(process.pid, signal.SIGKILL)  # the server and its uvicorn child
+            process.wait()
             serving.send_signal(signal.SIGTERM)
             code = serving.wait(timeout=STOP_SECONDS + 60)  # a hang fails here
         finally:

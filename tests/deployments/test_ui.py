@@ -28,8 +28,7 @@ from pydantic import SecretStr
 from blocks import DataLakeBlock, SalesApiBlock, WarehouseBlock
 from devharness.demo_api import DemoData, Faults, serve_demo_api
 from sales_etl.dates import scheduled_business_date
-from tests.conftest import API_KEY
-from tests.deployments.conftest import Served, flow_run, loaded_rows, wait_for_final_state
+from tests.utils import API_KEY, Served, flow_run, loaded_rows, wait_for_final_state
 
 pytestmark = pytest.mark.e2e
 

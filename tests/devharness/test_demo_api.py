@@ -18,6 +18,7 @@ from devharness.demo_api import (
 from devharness.demo_days import DayMix, day_records, revision_time
 from sales_etl import jsontext
 from sales_etl.validate import validate_records
+from tests.utils import DAY_TEXT
 
 
 def test_cursor_round_trip() -> None:
@@ -80,18 +81,22 @@ def test_warmed_page_cache_serves_the_same_bodies() -> None:
     assert json.loads(cold[-1])["next_cursor"] is None
 
 
-DAY = "2026-11-23"
 MIX = DayMix(rows=400, reject_rate=0.1, duplicate_rate=0.05, skew=1.1, long_id_rate=0.1)
 CHANGES = MIX.with_change_rate(0.05)
 
 
 def fetch_day(url: str, limit: int, **params: Any) -> tuple[list[Any], int]:
-    """Every record of DAY through the cursor, and the number of pages it took."""
+    """Every record of DAY_TEXT through the cursor, and the number of pages it took."""
     records: list[Any] = []
     cursor: str | None = None
     pages = 0
     while True:
-        query = {"date": DAY, "limit": limit, **params, **({"cursor": cursor} if cursor else {})}
+        query = {
+            "date": DAY_TEXT,
+            "limit": limit,
+            **params,
+            **({"cursor": cursor} if cursor else {}),
+        }
         response = requests.get(f"{url}/sales", params=query, timeout=5)
         response.raise_for_status()
         body = response.json()
@@ -104,21 +109,21 @@ def fetch_day(url: str, limit: int, **params: Any) -> tuple[list[Any], int]:
 
 def test_serves_a_realistic_day_and_its_revisions() -> None:
     with serve_demo_api(DemoData(mix=CHANGES)) as api:
-        assert fetch_day(api.url, 100)[0] == json.loads(json.dumps(day_records(CHANGES, DAY)))
+        assert fetch_day(api.url, 100)[0] == json.loads(json.dumps(day_records(CHANGES, DAY_TEXT)))
         api.set_data(revision=2)
         served, _ = fetch_day(api.url, 100)
-    assert served == json.loads(json.dumps(day_records(CHANGES, DAY, 2)))
+    assert served == json.loads(json.dumps(day_records(CHANGES, DAY_TEXT, 2)))
 
 
 def test_updated_since_filters_exactly_and_pages() -> None:
-    since = revision_time(DAY, 2)
-    expected = json.loads(json.dumps(day_records(CHANGES, DAY, 2, since)))
+    since = revision_time(DAY_TEXT, 2)
+    expected = json.loads(json.dumps(day_records(CHANGES, DAY_TEXT, 2, since)))
     assert len(expected) > 15
     with serve_demo_api(DemoData(mix=CHANGES, revision=2)) as api:
         served, pages = fetch_day(api.url, 4, updated_since=since.isoformat())
         status = requests.get(
             f"{api.url}/sales/status",
-            params={"date": DAY, "updated_since": since.isoformat()},
+            params={"date": DAY_TEXT, "updated_since": since.isoformat()},
             timeout=5,
         ).json()
         # a later moment in another offset: the same instant is the same filter
@@ -128,7 +133,7 @@ def test_updated_since_filters_exactly_and_pages() -> None:
     assert served == expected
     assert pages == -(-len(expected) // 4)
     assert status == {
-        "date": DAY,
+        "date": DAY_TEXT,
         "should_process": True,
         "record_count": len(expected),
         "updated_since": True,
@@ -139,7 +144,7 @@ def test_updated_since_filters_exactly_and_pages() -> None:
 
 def test_updated_since_filters_simple_and_explicit_days_by_their_updated_at() -> None:
     data = DemoData(rows_per_day=60, update_every=10, malformed_every=7)
-    everything = [data.generated(DAY, i) for i in range(data.count(DAY))]
+    everything = [data.generated(DAY_TEXT, i) for i in range(data.count(DAY_TEXT))]
     since = datetime.fromisoformat("2026-11-23T12:00:00+00:00")
 
     def kept(record: Any) -> bool:
@@ -156,41 +161,45 @@ def test_updated_since_filters_simple_and_explicit_days_by_their_updated_at() ->
 
 @pytest.mark.parametrize(("mode", "status_says"), [("ignore", False), ("ignore_unreported", None)])
 def test_a_server_that_ignores_updated_since(mode: str, status_says: bool | None) -> None:
-    since = revision_time(DAY, 1).isoformat()
+    since = revision_time(DAY_TEXT, 1).isoformat()
     with serve_demo_api(DemoData(mix=CHANGES, revision=1), updated_since=mode) as api:  # type: ignore[arg-type]
         served, _ = fetch_day(api.url, 100, updated_since=since)
         status = requests.get(
-            f"{api.url}/sales/status", params={"date": DAY, "updated_since": since}, timeout=5
+            f"{api.url}/sales/status", params={"date": DAY_TEXT, "updated_since": since}, timeout=5
         ).json()
-    assert served == json.loads(json.dumps(day_records(CHANGES, DAY, 1)))
+    assert served == json.loads(json.dumps(day_records(CHANGES, DAY_TEXT, 1)))
     assert status["record_count"] == len(served)
     assert status.get("updated_since") is status_says
     assert ("updated_since" in status) is (status_says is not None)
 
 
 def test_a_server_that_answers_400_to_updated_since() -> None:
-    since = revision_time(DAY, 1).isoformat()
+    since = revision_time(DAY_TEXT, 1).isoformat()
     with serve_demo_api(DemoData(mix=CHANGES, revision=1), updated_since="reject") as api:
         url = api.url
         refused = requests.get(
-            f"{url}/sales", params={"date": DAY, "limit": 10, "updated_since": since}, timeout=5
+            f"{url}/sales",
+            params={"date": DAY_TEXT, "limit": 10, "updated_since": since},
+            timeout=5,
         )
         status_refused = requests.get(
-            f"{url}/sales/status", params={"date": DAY, "updated_since": since}, timeout=5
+            f"{url}/sales/status", params={"date": DAY_TEXT, "updated_since": since}, timeout=5
         )
-        status = requests.get(f"{url}/sales/status", params={"date": DAY}, timeout=5).json()
+        status = requests.get(f"{url}/sales/status", params={"date": DAY_TEXT}, timeout=5).json()
         served, _ = fetch_day(url, 100)
     assert refused.status_code == 400 and "updated_since" in refused.json()["error"]
     assert status_refused.status_code == 400
     assert "updated_since" not in status
-    assert served == json.loads(json.dumps(day_records(CHANGES, DAY, 1)))
+    assert served == json.loads(json.dumps(day_records(CHANGES, DAY_TEXT, 1)))
 
 
 @pytest.mark.parametrize("value", ["2026-11-24T01:00:00", "yesterday"])
 def test_updated_since_without_an_offset_is_a_bad_request(value: str) -> None:
     with serve_demo_api(DemoData(mix=MIX)) as api:
         answer = requests.get(
-            f"{api.url}/sales", params={"date": DAY, "limit": 10, "updated_since": value}, timeout=5
+            f"{api.url}/sales",
+            params={"date": DAY_TEXT, "limit": 10, "updated_since": value},
+            timeout=5,
         )
     assert answer.status_code == 400
 
@@ -199,9 +208,9 @@ def test_admin_counts_requests_and_switches_revision_of_warmed_pages() -> None:
     with serve_demo_api(DemoData(mix=CHANGES)) as plain:
         assert requests.get(f"{plain.url}/_demo/stats", timeout=5).status_code == 404
     with serve_demo_api(DemoData(mix=CHANGES), admin=True) as api:
-        assert api.warm(DAY, 100) == 5
+        assert api.warm(DAY_TEXT, 100) == 5
         fetch_day(api.url, 100)
-        requests.get(f"{api.url}/sales/status", params={"date": DAY}, timeout=5)
+        requests.get(f"{api.url}/sales/status", params={"date": DAY_TEXT}, timeout=5)
         stats = requests.get(f"{api.url}/_demo/stats", timeout=5).json()
         switched = requests.post(f"{api.url}/_demo/revision", params={"revision": 1}, timeout=30)
         served, pages = fetch_day(api.url, 100)
@@ -209,5 +218,5 @@ def test_admin_counts_requests_and_switches_revision_of_warmed_pages() -> None:
     assert stats["sales_requests"] == 5 and stats["status_requests"] == 1
     assert stats["requests"] == 6 and stats["revision"] == 0
     assert switched.json()["revision"] == 1
-    assert served == json.loads(json.dumps(day_records(CHANGES, DAY, 1)))
+    assert served == json.loads(json.dumps(day_records(CHANGES, DAY_TEXT, 1)))
     assert cached == pages  # the new revision's pages were rendered ahead of time

@@ -21,13 +21,13 @@ from devharness.demo_days import (
 )
 from sales_etl import jsontext
 from sales_etl.validate import REASON_ORDER, ValidationResult, validate_records
+from tests.utils import DAY_TEXT
 
-DAY = "2026-11-23"
 MIX = DayMix(rows=3000, reject_rate=0.3, duplicate_rate=0.05, skew=1.1, long_id_rate=0.1, seed=7)
 
 
 def validated(records: list[Any]) -> ValidationResult:
-    return validate_records(jsontext.loads(orjson.dumps(records)), date.fromisoformat(DAY))
+    return validate_records(jsontext.loads(orjson.dumps(records)), date.fromisoformat(DAY_TEXT))
 
 
 def reasons_by_position(result: ValidationResult, n: int) -> list[str | None]:
@@ -40,15 +40,17 @@ def reasons_by_position(result: ValidationResult, n: int) -> list[str | None]:
 
 
 def test_deterministic_per_day_and_seed() -> None:
-    assert day_records(MIX, DAY) == day_records(DayMix(**{**MIX.__dict__}), DAY)
-    assert day_records(MIX, DAY) != day_records(DayMix(**{**MIX.__dict__, "seed": 8}), DAY)
-    assert day_records(MIX, DAY) != day_records(MIX, "2026-11-24")
+    assert day_records(MIX, DAY_TEXT) == day_records(DayMix(**{**MIX.__dict__}), DAY_TEXT)
+    assert day_records(MIX, DAY_TEXT) != day_records(
+        DayMix(**{**MIX.__dict__, "seed": 8}), DAY_TEXT
+    )
+    assert day_records(MIX, DAY_TEXT) != day_records(MIX, "2026-11-24")
 
 
 def test_rejects_cover_every_reason_exactly_as_planned() -> None:
-    records = day_records(MIX, DAY)
+    records = day_records(MIX, DAY_TEXT)
     result = validated(records)
-    plan = day_plan(MIX, DAY)
+    plan = day_plan(MIX, DAY_TEXT)
     planned = [
         None if plan.corruption[s] < 0 else CORRUPTIONS[plan.corruption[s]].reason
         for s in plan.stream.tolist()
@@ -66,7 +68,7 @@ def test_rejects_cover_every_reason_exactly_as_planned() -> None:
 @pytest.mark.parametrize("rate", [0.0, 0.1])
 def test_reject_rate(rate: float) -> None:
     mix = DayMix(rows=5000, reject_rate=rate)
-    result = validated(day_records(mix, DAY))
+    result = validated(day_records(mix, DAY_TEXT))
     assert len(result.clean) + len(result.rejected) == 5000
     assert abs(len(result.rejected) - rate * 5000) <= 0.02 * 5000
     if rate == 0:
@@ -74,10 +76,10 @@ def test_reject_rate(rate: float) -> None:
 
 
 def test_duplicates_are_the_same_record_again_later() -> None:
-    records = day_records(MIX, DAY)
+    records = day_records(MIX, DAY_TEXT)
     first_seen: dict[int, int] = {}
     repeats = 0
-    for position, slot in enumerate(day_plan(MIX, DAY).stream.tolist()):
+    for position, slot in enumerate(day_plan(MIX, DAY_TEXT).stream.tolist()):
         if slot in first_seen:
             repeats += 1
             assert records[first_seen[slot]] == records[position]
@@ -91,7 +93,7 @@ def test_duplicates_are_the_same_record_again_later() -> None:
 
 def test_long_ids_and_skew() -> None:
     mix = DayMix(rows=4000, long_id_rate=0.2, skew=1.1)
-    records = day_records(mix, DAY)
+    records = day_records(mix, DAY_TEXT)
     lengths = Counter(len(r["sale_id"]) for r in records)
     assert max(lengths) == 64 and 0.15 * 4000 < lengths[64] < 0.25 * 4000
     assert len({r["sale_id"] for r in records}) == 4000
@@ -99,7 +101,7 @@ def test_long_ids_and_skew() -> None:
     stores = Counter(r["store_id"] for r in records)
     top = stores.most_common(1)[0][1]
     assert top > 10 * 4000 / mix.stores  # uniform would give ~20 per store
-    uniform = Counter(r["store_id"] for r in day_records(DayMix(rows=4000), DAY))
+    uniform = Counter(r["store_id"] for r in day_records(DayMix(rows=4000), DAY_TEXT))
     assert uniform.most_common(1)[0][1] < 3 * 4000 / mix.stores
 
 
@@ -124,13 +126,13 @@ def test_revision_changes_each_kind_of_sale() -> None:
         stale_rate=0.01,
         malformed_update_rate=0.01,
     )
-    before, after = day_records(mix, DAY, 0), day_records(mix, DAY, 1)
-    plan = day_plan(mix, DAY, 1)
+    before, after = day_records(mix, DAY_TEXT, 0), day_records(mix, DAY_TEXT, 1)
+    plan = day_plan(mix, DAY_TEXT, 1)
     clean0, clean1 = clean_by_id(before), clean_by_id(after)
     rejected0, rejected1 = rejected_by_id(before), rejected_by_id(after)
     served = plan.kinds_served()
     assert all(served[k] > 0 for k in KIND_NAMES), served
-    start = pd.Timestamp(revision_time(DAY, 1))
+    start = pd.Timestamp(revision_time(DAY_TEXT, 1))
     for slot in range(len(plan.kind)):
         kind = KIND_NAMES[plan.kind[slot]]
         sale_id = f"20261123-{slot:09d}"
@@ -158,13 +160,13 @@ def test_revision_changes_each_kind_of_sale() -> None:
 
 def test_updated_since_selects_exactly_the_changes_of_a_revision() -> None:
     for revision in (1, 2, 3):
-        plan = day_plan(MIX, DAY, revision)
-        since = revision_time(DAY, revision)
-        delta = day_records(MIX, DAY, revision, since)
+        plan = day_plan(MIX, DAY_TEXT, revision)
+        since = revision_time(DAY_TEXT, revision)
+        delta = day_records(MIX, DAY_TEXT, revision, since)
         # stale versions change in this revision too, but to an older updated_at
         changed = (plan.rev[plan.stream] == revision) & (plan.kind[plan.stream] != STALE)
         assert len(delta) == int(changed.sum()) > 0
-        full = day_records(MIX, DAY, revision)
+        full = day_records(MIX, DAY_TEXT, revision)
         assert delta == [r for r, c in zip(full, changed.tolist(), strict=True) if c]
         stamps = [datetime.fromisoformat(r["updated_at"]) for r in delta]
         assert min(stamps) >= since and max(stamps) < since + timedelta(hours=1)
@@ -173,12 +175,12 @@ def test_updated_since_selects_exactly_the_changes_of_a_revision() -> None:
         older = previous[~previous["sale_id"].isin([r["sale_id"] for r in delta])]
         assert (older["updated_at"] < pd.Timestamp(since)).all()
     # a revision keeps the records of the one before (plus the new sales at the end)
-    assert day_plan(MIX, DAY, 2).count == day_plan(MIX, DAY, 1).count + round(
+    assert day_plan(MIX, DAY_TEXT, 2).count == day_plan(MIX, DAY_TEXT, 1).count + round(
         MIX.rows * MIX.new_rate
     )
 
 
 def test_change_rate_scales_the_revision() -> None:
     mix = DayMix(rows=20_000).with_change_rate(0.01)
-    delta = day_records(mix, DAY, 1, revision_time(DAY, 1))
+    delta = day_records(mix, DAY_TEXT, 1, revision_time(DAY_TEXT, 1))
     assert 0.009 * 20_000 <= len(delta) <= 0.011 * 20_000

@@ -24,8 +24,8 @@ from devharness.embedded_postgres import (
     embedded_postgres,
 )
 from tests import postgres
+from tests.utils import REPO, query
 
-REPO = Path(__file__).resolve().parents[2]
 HELPER = [sys.executable, "-m", "devharness.embedded_postgres"]
 # A process that uses the server: prints its postmaster pid, then holds it until killed or done.
 HOLDER = """
@@ -41,15 +41,6 @@ with embedded_postgres(sys.argv[1]) as server:
 def data_dir() -> Iterator[Path]:
     with postgres.reachable_tmp_dir() as root:
         yield root / "postgres"
-
-
-def scalar(url: str, sql: str) -> object:
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sa.text(sql)).scalar_one()
-    finally:
-        engine.dispose()
 
 
 def server_pid(data_dir: Path) -> int | None:
@@ -82,8 +73,11 @@ def test_first_use_creates_and_starts_a_socket_only_server_then_stops_it(data_di
         assert server.url == (
             f"postgresql+psycopg2://postgres@/postgres?host={data_dir.absolute() / 'pgdata'}"
         )
-        assert scalar(server.url, "SELECT current_setting('server_version_num')::int / 10000") == 18
-        assert scalar(server.url, "SHOW listen_addresses") == ""  # no TCP at all
+        assert (
+            query(server.url, "SELECT current_setting('server_version_num')::int / 10000")[0][0]
+            == 18
+        )
+        assert query(server.url, "SHOW listen_addresses")[0][0] == ""  # no TCP at all
         pid = server_pid(data_dir)
         assert pid is not None
     assert server_pid(data_dir) is None
@@ -93,7 +87,7 @@ def test_first_use_creates_and_starts_a_socket_only_server_then_stops_it(data_di
         conn.execute(sa.text("CREATE TABLE kept (n numeric(18,4))"))
         conn.execute(sa.text("INSERT INTO kept VALUES (0.1), (0.2)"))
     with embedded_postgres(data_dir) as server:
-        assert str(scalar(server.url, "SELECT sum(n) FROM kept")) == "0.3000"
+        assert str(query(server.url, "SELECT sum(n) FROM kept")[0][0]) == "0.3000"
 
 
 def test_second_user_attaches_and_the_last_one_out_stops_it(data_dir: Path) -> None:
@@ -103,7 +97,7 @@ def test_second_user_attaches_and_the_last_one_out_stops_it(data_dir: Path) -> N
         with embedded_postgres(data_dir) as server:
             assert not server.started_here
             assert server_pid(data_dir) == pid
-            assert scalar(server.url, "SELECT 1") == 1
+            assert query(server.url, "SELECT 1")[0][0] == 1
         assert server_pid(data_dir) == pid, "stopped while the holder still used it"
     finally:
         proc.kill()
@@ -137,7 +131,7 @@ def test_sigkilled_user_leaves_the_server_running_and_the_next_run_adopts_it(
     started = time.monotonic()
     with embedded_postgres(data_dir, timeout=30) as server:
         assert not server.started_here
-        assert scalar(server.url, "SELECT 1") == 1
+        assert query(server.url, "SELECT 1")[0][0] == 1
     assert time.monotonic() - started < 15  # no lock left behind to wait for
     assert server_pid(data_dir) is None
 
@@ -152,7 +146,7 @@ def test_sigkilled_user_and_server_leave_a_stale_pid_file_that_is_recovered(
     assert (data_dir / "pgdata" / "postmaster.pid").exists()
     with embedded_postgres(data_dir) as server:
         assert server.started_here
-        assert scalar(server.url, "SELECT 1") == 1
+        assert query(server.url, "SELECT 1")[0][0] == 1
     assert server_pid(data_dir) is None
 
 
@@ -164,7 +158,7 @@ def test_pid_file_naming_another_live_process_is_stale(data_dir: Path) -> None:
     pid_file.write_text(f"{os.getpid()}\n{data_dir}\n0\n5432\n{data_dir}\n\n0 0\nready\n")
     with embedded_postgres(data_dir, timeout=30) as server:
         assert server.started_here
-        assert scalar(server.url, "SELECT 1") == 1
+        assert query(server.url, "SELECT 1")[0][0] == 1
 
 
 def test_psql_helper_queries_the_warehouse(data_dir: Path) -> None:
@@ -183,7 +177,7 @@ def test_psql_helper_queries_the_warehouse(data_dir: Path) -> None:
 def test_tcp_port_and_long_paths() -> None:
     with postgres.throwaway_server() as server:
         assert server.url == f"postgresql+psycopg2://postgres@127.0.0.1:{server.port}/postgres"
-        assert scalar(server.url, "SHOW listen_addresses") == "127.0.0.1"
+        assert query(server.url, "SHOW listen_addresses")[0][0] == "127.0.0.1"
     long = Path("/tmp") / ("x" * 120) / "pgdata"
     assert _socket_dir(long, 5432).parent == Path("/tmp")
     assert _socket_dir(Path("/srv/pg"), 5432) == Path("/srv/pg")
@@ -202,7 +196,7 @@ def test_as_root_an_unreachable_folder_keeps_the_cluster_where_the_server_user_c
             assert server.started_here
             assert server.pgdata == home / "pgdata"
             assert server.bin_dir.is_relative_to(RELOCATED_ROOT)
-            assert scalar(server.url, "SELECT current_setting('data_directory')") == str(
+            assert query(server.url, "SELECT current_setting('data_directory')")[0][0] == str(
                 home / "pgdata"
             )
             with sa.create_engine(server.url).begin() as conn:
@@ -210,7 +204,7 @@ def test_as_root_an_unreachable_folder_keeps_the_cluster_where_the_server_user_c
         assert server_pid(data_dir) is None  # stopped when the last user left
         assert (data_dir / "pgdata").resolve() == home / "pgdata"
         with embedded_postgres(data_dir) as server:  # the data is kept between uses
-            assert scalar(server.url, "SELECT count(*) FROM kept") == 0
+            assert query(server.url, "SELECT count(*) FROM kept")[0][0] == 0
         assert oct(private.stat().st_mode & 0o777) == "0o700"  # never chmodded behind our back
     finally:
         shutil.rmtree(home, ignore_errors=True)

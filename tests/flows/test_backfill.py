@@ -6,7 +6,6 @@ from collections import Counter
 from datetime import date
 
 import pytest
-import sqlalchemy as sa
 from prefect.states import State
 
 from devharness.demo_api import DemoData, serve_demo_api
@@ -19,14 +18,18 @@ from sales_etl import jsontext
 from sales_etl.settings import LakeConfig
 from sales_etl.validate import validate_records
 from tests import postgres
+from tests.utils import query
 
 DAYS = [date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3), date(2026, 11, 4)]
 DATA = DemoData(rows_per_day=120, malformed_every=9, update_every=15)
 
 
-@pytest.fixture(autouse=True)
-def _harness(prefect_harness: None) -> None:
-    return None
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+# Sales rows per UTC business day.
+SALES_PER_DAY = (
+    "SELECT to_char(sale_date AT TIME ZONE 'UTC', 'YYYY-MM-DD'), count(*) "
+    "FROM sales GROUP BY 1 ORDER BY 1"
+)
 
 
 def expected_sales(day: date) -> int:
@@ -34,19 +37,6 @@ def expected_sales(day: date) -> int:
     text = day.isoformat()
     records = jsontext.loads(json.dumps(DATA.page(text, 0, DATA.count(text))))
     return validate_records(records, day).clean["sale_id"].nunique()
-
-
-def sales_per_day(url: str) -> dict[str, int]:
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT to_char(sale_date AT TIME ZONE 'UTC', 'YYYY-MM-DD'), count(*) "
-                "FROM sales GROUP BY 1 ORDER BY 1"
-            )
-        ).all()
-    engine.dispose()
-    return {day: int(n) for day, n in rows}
 
 
 def test_backfill_fans_out_one_idempotent_run_per_day(
@@ -85,7 +75,7 @@ def test_backfill_fans_out_one_idempotent_run_per_day(
         assert rerun.is_completed(), rerun.message
 
     expected = {day.isoformat(): expected_sales(day) for day in DAYS}
-    assert sales_per_day(pg_url) == expected
+    assert dict(query(pg_url, SALES_PER_DAY)) == expected
     assert 1 <= peak[0] <= 3
 
     rows = first.result()
@@ -145,7 +135,7 @@ def test_missing_and_failed_modes_and_dry_run_follow_the_ledger(
             "2026-11-03  would run",
             "1 days would run",
         ]
-        assert sales_per_day(pg_url) == {"2026-11-01": expected_sales(DAYS[0])}
+        assert dict(query(pg_url, SALES_PER_DAY)) == {"2026-11-01": expected_sales(DAYS[0])}
         # The missing backfill loads exactly the missing days; then the failed one.
         missing: State = daily_sales_backfill(start=DAYS[0], end=DAYS[-1], return_state=True)
         assert [row["day"] for row in missing.result()] == ["2026-11-02", "2026-11-04"]
@@ -153,7 +143,9 @@ def test_missing_and_failed_modes_and_dry_run_follow_the_ledger(
             start=DAYS[0], end=DAYS[-1], mode="failed", return_state=True
         )
         assert [row["day"] for row in failed.result()] == ["2026-11-03"]
-    assert sales_per_day(pg_url) == {day.isoformat(): expected_sales(day) for day in DAYS}
+    assert dict(query(pg_url, SALES_PER_DAY)) == {
+        day.isoformat(): expected_sales(day) for day in DAYS
+    }
 
 
 def test_backfill_on_the_defaults_uses_the_embedded_warehouse(
@@ -186,4 +178,7 @@ def test_backfill_on_the_defaults_uses_the_embedded_warehouse(
         )
         assert [row["day"] for row in state.result()] == ["2026-11-20"]
         with embedded_postgres(workdir / ".data" / "postgres") as server:
-            assert sales_per_day(server.url) == {"2026-11-21": 4950, "2026-11-22": 4950}
+            assert dict(query(server.url, SALES_PER_DAY)) == {
+                "2026-11-21": 4950,
+                "2026-11-22": 4950,
+            }

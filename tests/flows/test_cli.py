@@ -4,7 +4,6 @@ errors no retry can fix refused at once with one line that names the setting."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -16,32 +15,18 @@ from devharness.demo_api import DemoData, Faults, serve_demo_api
 from flows.cli import BACKFILL_MODES, BLOCK_TYPES, parse_args, parse_backfill_args
 from flows.config import BLOCK_PARAMETERS
 from sales_etl import ledger
-from tests.conftest import API_KEY, DB_PASSWORD, run_env
+from tests.utils import (
+    API_KEY,
+    DAY_TEXT,
+    DB_PASSWORD,
+    REPO,
+    row_counts,
+    run_cli,
+    run_env,
+    table_rows,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-DAY = "2026-11-23"
 DATA = DemoData(rows_per_day=120, malformed_every=10)
-
-
-@pytest.fixture(scope="module")
-def prefect_api_url(prefect_harness: None) -> str:
-    """The harness API, so each CLI run does not start its own Prefect server."""
-    from prefect.settings import PREFECT_API_URL
-
-    return str(PREFECT_API_URL.value())
-
-
-def cli(
-    *args: str, env: dict[str, str], cwd: Path, module: str = "flows.daily_sales"
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        env={"PYTHONPATH": str(REPO), **env},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
 
 
 def failure_line(result: subprocess.CompletedProcess[str], label: str) -> str:
@@ -54,7 +39,7 @@ def failure_line(result: subprocess.CompletedProcess[str], label: str) -> str:
 
 
 def test_help_explains_every_option(tmp_path: Path) -> None:
-    result = cli("--help", env=run_env(), cwd=tmp_path)
+    result = run_cli("--help", env=run_env(), cwd=tmp_path)
     assert result.returncode == 0
     for option in (
         "--date",
@@ -88,7 +73,7 @@ def test_bad_dates_are_usage_errors_before_prefect_is_imported(
     (tmp_path / "prefect").mkdir()
     (tmp_path / "prefect" / "__init__.py").write_text("raise ImportError('imported Prefect')\n")
     env = run_env(PYTHONPATH=f"{tmp_path}:{REPO}")
-    result = cli(*args, env=env, cwd=tmp_path)
+    result = run_cli(*args, env=env, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines()[-1].startswith(f"python -m flows.daily_sales: error: {says}")
     assert "imported Prefect" not in result.stderr
@@ -107,7 +92,7 @@ def test_a_future_day_is_refused_unless_allowed() -> None:
 
 def test_a_future_day_says_how_to_allow_it(tmp_path: Path) -> None:
     tomorrow = (datetime.now(UTC).date() + timedelta(days=1)).isoformat()
-    result = cli("--date", tomorrow, env=run_env(), cwd=tmp_path)
+    result = run_cli("--date", tomorrow, env=run_env(), cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1].endswith(
         "the source has no complete data for it yet; --allow-future loads it anyway"
@@ -138,7 +123,7 @@ def test_backfill_options_are_checked_before_any_run(
 
 
 def test_backfill_start_after_end_is_refused_before_prefect_starts(tmp_path: Path) -> None:
-    result = cli(
+    result = run_cli(
         "--start", "2026-11-22", "--end", "2026-11-20", env=run_env(), cwd=tmp_path,
         module="flows.backfill",
     )  # fmt: skip
@@ -160,8 +145,8 @@ def test_run_with_secrets_succeeds_then_a_refused_port_fails_at_once_without_lea
     )
     refused = pg_password_url.replace(str(sa.make_url(pg_password_url).port), "1")
     with serve_demo_api(DATA, Faults(), api_key=API_KEY) as api:
-        ok = cli("--date", DAY, env={**env, "SALES_API_URL": api.url}, cwd=tmp_path)
-        down = cli(
+        ok = run_cli("--date", DAY_TEXT, env={**env, "SALES_API_URL": api.url}, cwd=tmp_path)
+        down = run_cli(
             "--date", "2026-11-24", env={**env, "SALES_API_URL": api.url, "WAREHOUSE_URL": refused},
             cwd=tmp_path,
         )  # fmt: skip
@@ -169,7 +154,7 @@ def test_run_with_secrets_succeeds_then_a_refused_port_fails_at_once_without_lea
     assert ok.returncode == 0, ok.stderr[-2000:]
     (verdict,) = ok.stdout.splitlines()
     assert verdict == (
-        f"Daily Sales ETL {DAY}: LOADED — this run (whole day): 120 records, 108 valid, "
+        f"Daily Sales ETL {DAY_TEXT}: LOADED — this run (whole day): 120 records, 108 valid, "
         "12 rejected; 108 inserted, 0 updated, 0 unchanged, 0 voided | day in the warehouse: "
         f"108 sales, amount {verdict.rsplit('amount ', 1)[1]}"
     )
@@ -189,10 +174,7 @@ def test_run_with_secrets_succeeds_then_a_refused_port_fails_at_once_without_lea
         content = path.read_bytes()
         assert API_KEY.encode() not in content, path
         assert DB_PASSWORD.encode() not in content, path
-    engine = sa.create_engine(pg_password_url)
-    with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM sales")).scalar_one() == 108
-    engine.dispose()
+    assert row_counts(pg_password_url)[0] == 108
 
 
 def wrong_urls(pg_url: str) -> list[tuple[str, str]]:
@@ -221,8 +203,8 @@ def test_a_wrong_warehouse_url_fails_at_once_naming_it(
                 WAREHOUSE_URL=url,
                 DATA_LAKE_URL=str(tmp_path / "lake"),
             )
-            result = cli("--date", DAY, env=env, cwd=tmp_path)
-            reason = failure_line(result, f"Daily Sales ETL {DAY}")
+            result = run_cli("--date", DAY_TEXT, env=env, cwd=tmp_path)
+            reason = failure_line(result, f"Daily Sales ETL {DAY_TEXT}")
             assert reason.startswith("ConfigError: WAREHOUSE_URL"), reason
             assert says in reason, reason
         assert api.sales_requests == []  # nothing was extracted
@@ -233,19 +215,14 @@ def test_a_lake_that_cannot_be_written_fails_at_once_and_the_ledger_says_so(
     tmp_path: Path, pg_url: str, prefect_api_url: str
 ) -> None:
     env = run_env(PREFECT_API_URL=prefect_api_url, WAREHOUSE_URL=pg_url, DATA_LAKE_URL="/proc/x")
-    result = cli("--date", DAY, env=env, cwd=tmp_path)
-    reason = failure_line(result, f"Daily Sales ETL {DAY}")
+    result = run_cli("--date", DAY_TEXT, env=env, cwd=tmp_path)
+    reason = failure_line(result, f"Daily Sales ETL {DAY_TEXT}")
     assert reason == (
         "ConfigError: DATA_LAKE_URL=/proc/x: the lake cannot be written there (No such file or "
         "directory): set it to a writable folder or to s3://BUCKET/PREFIX"
     )
-    engine = sa.create_engine(pg_url)
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.text("SELECT business_date, status, message FROM sales_load_ledger")
-        ).all()
-    engine.dispose()
-    assert [(str(d), s) for d, s, _ in rows] == [(DAY, "failed")]
+    rows = table_rows(pg_url, "sales_load_ledger", ["business_date", "status", "message"])
+    assert [(str(d), s) for d, s, _ in rows] == [(DAY_TEXT, "failed")]
     assert rows[0][2].startswith("DATA_LAKE_URL=/proc/x: the lake cannot be written there")
 
 
@@ -275,11 +252,11 @@ def test_blocks_named_on_the_command_line_are_stored_as_references(
     with serve_demo_api(DATA) as api:
         monkeypatch.setenv("SALES_API_URL", api.url)
         code = main(
-            ["--date", DAY, "--warehouse-block", f"{name}-warehouse",
+            ["--date", DAY_TEXT, "--warehouse-block", f"{name}-warehouse",
              "--data-lake-block", f"{name}-lake"]
         )  # fmt: skip
     assert code == 0, capsys.readouterr().err[-3000:]
-    assert capsys.readouterr().out.startswith(f"Daily Sales ETL {DAY}: LOADED — ")
+    assert capsys.readouterr().out.startswith(f"Daily Sales ETL {DAY_TEXT}: LOADED — ")
     with get_client(sync_client=True) as client:
         (run,) = client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=["Daily Sales ETL"])),
@@ -295,7 +272,4 @@ def test_blocks_named_on_the_command_line_are_stored_as_references(
     assert run.parameters["sales_api_block"] is None
     assert str(tmp_path) not in str(run.parameters)  # the lake's path is not copied in
     assert (tmp_path / "block-lake" / "raw").exists()  # the run used the referenced block
-    engine = sa.create_engine(pg_url)
-    with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM sales")).scalar_one() == 108
-    engine.dispose()
+    assert row_counts(pg_url)[0] == 108

@@ -9,6 +9,7 @@ when a worker is SIGKILLed in the middle of the transform.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,12 +17,9 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
-from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from prefect import flow
 from pydantic import SecretStr
 
@@ -34,18 +32,16 @@ from sales_etl.snapshots import CleanManifest
 from tasks.extract import find_raw_snapshot
 from tasks.load import load_sales
 from tests import postgres
+from tests.utils import DAY, REPO, contents
 
-DAY = date(2026, 11, 23)
-REPO = Path(__file__).resolve().parents[2]
 # 30k records in ~10 raw parts of ~1 MB: enough parts for both workers to be busy at once.
 RECORDS = 30_000
 PART_BYTES = 1 << 20
 CHUNK_RECORDS = 1_000
 
 
-@pytest.fixture(autouse=True)
-def _harness(prefect_harness: None) -> None:
-    """Part tasks report to the session's Prefect test API (the workers get it via context)."""
+# Part tasks report to the session's Prefect test API (the workers get it via context).
+pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 @dataclass
@@ -124,32 +120,22 @@ def transform_and_load(
     return clean
 
 
-def raw_day(tmp_path: Path, name: str) -> tuple[LakeConfig, str]:
-    """A lake of its own holding the same realistic raw day (every reason code, duplicates)."""
-    config = LakeConfig(url=str(tmp_path / name))
-    store = open_lake(config)
+@pytest.fixture(scope="module")
+def written_day(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A lake holding a realistic raw day (every reason code, duplicates), written once."""
+    root = tmp_path_factory.mktemp("written-day") / "lake"
+    store = open_lake(LakeConfig(url=str(root)))
     raw = write_realistic_day(store, DAY, RECORDS, page_size=500, part_bytes=PART_BYTES)
     store.close()
     assert len(raw.manifest["parts"]) >= 6
-    return config, raw.snapshot_id
+    return root, raw.snapshot_id
 
 
-def tables(url: str, table: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    sales_columns = (
-        "sale_id, sale_date, store_id, product_id, customer_id, quantity, unit_price, "
-        "amount, currency, updated_at"
-    )
-    rejected_columns = (
-        "business_date, record_hash, sale_id, reason, detail, raw_record, occurrences"
-    )
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        sales = conn.execute(sa.text(f"SELECT {sales_columns} FROM {table} ORDER BY sale_id")).all()
-        rejected = conn.execute(
-            sa.text(f"SELECT {rejected_columns} FROM {table}_rejected ORDER BY record_hash")
-        ).all()
-    engine.dispose()
-    return [tuple(r) for r in sales], [tuple(r) for r in rejected]
+def raw_day(written: tuple[Path, str], tmp_path: Path, name: str) -> tuple[LakeConfig, str]:
+    """A lake of its own holding a copy of the written day."""
+    root, snapshot_id = written
+    shutil.copytree(root, tmp_path / name)
+    return LakeConfig(url=str(tmp_path / name)), snapshot_id
 
 
 def warehouse(url: str, table: str) -> WarehouseConfig:
@@ -157,10 +143,10 @@ def warehouse(url: str, table: str) -> WarehouseConfig:
 
 
 def test_dask_cluster_loads_the_tables_of_the_default_runner(
-    dask_cluster: DaskCluster, tmp_path: Path, pg_url: str
+    dask_cluster: DaskCluster, written_day: tuple[Path, str], tmp_path: Path, pg_url: str
 ) -> None:
-    default_lake, default_snapshot = raw_day(tmp_path, "default")
-    dask_lake, dask_snapshot = raw_day(tmp_path, "dask")
+    default_lake, default_snapshot = raw_day(written_day, tmp_path, "default")
+    dask_lake, dask_snapshot = raw_day(written_day, tmp_path, "dask")
 
     expected = transform_and_load(
         default_lake, warehouse(pg_url, "sales"), default_snapshot, "auto"
@@ -172,16 +158,16 @@ def test_dask_cluster_loads_the_tables_of_the_default_runner(
     assert (got.records, got.clean, got.rejected) == (RECORDS, expected.clean, expected.rejected)
     assert got.by_reason == expected.by_reason and len(got.by_reason) == 13
     assert got.clean_amount_total == expected.clean_amount_total
-    sales, rejected = tables(pg_url, "sales")
-    assert len(sales) > 20_000 and len(rejected) > 2_000
-    assert tables(pg_url, "sales_dask") == (sales, rejected)
+    loaded = contents(pg_url)
+    assert len(loaded.sales) > 20_000 and len(loaded.rejected) > 2_000
+    assert contents(pg_url, "sales_dask") == loaded
 
 
 def test_a_worker_killed_mid_transform_is_survived(
-    dask_cluster: DaskCluster, tmp_path: Path, pg_url: str
+    dask_cluster: DaskCluster, written_day: tuple[Path, str], tmp_path: Path, pg_url: str
 ) -> None:
-    clean_lake, clean_snapshot = raw_day(tmp_path, "clean-run")
-    killed_lake, killed_snapshot = raw_day(tmp_path, "killed-run")
+    clean_lake, clean_snapshot = raw_day(written_day, tmp_path, "clean-run")
+    killed_lake, killed_snapshot = raw_day(written_day, tmp_path, "killed-run")
     transform_and_load(clean_lake, warehouse(pg_url, "sales"), clean_snapshot, "auto")
 
     clean_zone = Path(killed_lake.url) / "clean"
@@ -209,4 +195,4 @@ def test_a_worker_killed_mid_transform_is_survived(
     assert victim.wait(timeout=10) == -signal.SIGKILL
     assert killed_at["manifests"] == 0  # killed before the transform had finished
     assert got.records == RECORDS
-    assert tables(pg_url, "sales_killed") == tables(pg_url, "sales")
+    assert contents(pg_url, "sales_killed") == contents(pg_url)

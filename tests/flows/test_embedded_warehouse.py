@@ -19,27 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from devharness.demo_api import generate_record
 from devharness.embedded_postgres import RELOCATED_ROOT, _alive, _postmaster, embedded_postgres
 from flows.config import DEMO_DATA
 from tests import postgres
-from tests.conftest import run_env
+from tests.utils import REPO, query, row_counts, run_env, table_rows
 
-DAY = date(2026, 11, 24)
-REPO = Path(__file__).resolve().parents[2]
+# The flow's own demo day (flows.config.DEMO_DATA), not tests.utils.DAY.
+DEMO_DAY = date(2026, 11, 24)
 # The flow's demo day: 5000 sales + 100 later updates, every 97th record malformed: 5049 valid
 # records, 51 rejected, 100 superseded versions -> 4950 rows in sales, 50 in sales_rejected.
 SALES, REJECTS = 4950, 50
-
-
-@pytest.fixture(scope="module")
-def prefect_api_url(prefect_harness: None) -> str:
-    """The harness API, so each CLI run does not start its own Prefect server."""
-    from prefect.settings import PREFECT_API_URL
-
-    return str(PREFECT_API_URL.value())
 
 
 @pytest.fixture
@@ -49,7 +40,7 @@ def workdir() -> Iterator[Path]:
         yield root
 
 
-def cli(workdir: Path, api: str, day: date = DAY) -> subprocess.Popen[str]:
+def cli(workdir: Path, api: str, day: date = DEMO_DAY) -> subprocess.Popen[str]:
     env = run_env(PREFECT_API_URL=api, PYTHONPATH=str(REPO))
     return subprocess.Popen(
         [sys.executable, "-m", "flows.daily_sales", "--date", day.isoformat()],
@@ -79,17 +70,13 @@ def server_running(workdir: Path) -> bool:
 
 def warehouse(workdir: Path) -> dict[str, Any]:
     with embedded_postgres(workdir / ".data" / "postgres") as server:
-        engine = sa.create_engine(server.url, poolclass=sa.pool.NullPool)
-        with engine.connect() as conn:
-            amounts = dict(conn.execute(sa.text("SELECT sale_id, amount FROM sales")).all())
-            rejects = conn.execute(sa.text("SELECT count(*) FROM sales_rejected")).scalar_one()
-            money_type = conn.execute(
-                sa.text(
-                    "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-                    "WHERE attrelid = 'sales'::regclass AND attname = 'amount'"
-                )
-            ).scalar_one()
-        engine.dispose()
+        amounts = dict(table_rows(server.url, "sales", ["sale_id", "amount"]))
+        rejects = row_counts(server.url)[1]
+        [(money_type,)] = query(
+            server.url,
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = 'sales'::regclass AND attname = 'amount'",
+        )
     return {"amounts": amounts, "rejects": rejects, "money_type": money_type}
 
 
@@ -142,7 +129,7 @@ def test_a_run_after_a_sigkilled_run_succeeds(workdir: Path, prefect_api_url: st
     assert server_running(workdir), "the server should outlive the killed run"
 
     out = finished(cli(workdir, prefect_api_url))
-    assert f"Daily Sales ETL {DAY}: LOADED" in out
+    assert f"Daily Sales ETL {DEMO_DAY}: LOADED" in out
     assert not server_running(workdir), "the adopted server was not stopped"
     loaded = warehouse(workdir)
     assert (len(loaded["amounts"]), loaded["rejects"]) == (SALES, REJECTS)
@@ -150,9 +137,9 @@ def test_a_run_after_a_sigkilled_run_succeeds(workdir: Path, prefect_api_url: st
 
 def test_two_concurrent_runs_share_the_server(workdir: Path, prefect_api_url: str) -> None:
     other_day = date(2026, 11, 23)
-    runs = [cli(workdir, prefect_api_url, DAY), cli(workdir, prefect_api_url, other_day)]
+    runs = [cli(workdir, prefect_api_url, DEMO_DAY), cli(workdir, prefect_api_url, other_day)]
     outs = [finished(run) for run in runs]
-    for out, day in zip(outs, (DAY, other_day), strict=True):
+    for out, day in zip(outs, (DEMO_DAY, other_day), strict=True):
         line = summary_value(out, "warehouse: 4950")
         assert line.startswith("warehouse: 4950 inserted, 0 updated, 0 unchanged,"), day
         assert line.endswith(", 50 rejects kept"), day

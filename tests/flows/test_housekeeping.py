@@ -6,9 +6,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -20,27 +18,18 @@ from sales_etl.settings import LakeConfig
 from sales_etl.snapshots import list_snapshots
 from tasks.extract import extract_sales
 from tests import postgres
-from tests.conftest import run_env
-from tests.utils import DAY, query, tables
+from tests.utils import DAY, REPO, contents, query, run_env
 
-REPO = Path(__file__).resolve().parents[2]
 MIX = dataclasses.replace(REALISTIC, rows=600).with_change_rate(0.05)
 
 
-@pytest.fixture(autouse=True)
-def _harness(prefect_harness: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(extract_sales, "retry_delay_seconds", [0, 0])
+pytestmark = pytest.mark.usefixtures("prefect_harness", "no_retry_delay")
 
 
 @pytest.fixture
-def warehouses(pg_admin_url: str) -> Iterator[tuple[str, str]]:
+def warehouses(new_database: Callable[[], str]) -> tuple[str, str]:
     """The warehouse the runs load, and an empty one the lake alone must rebuild."""
-    tag = uuid.uuid4().hex[:8]  # tests on parallel workers use databases of their own
-    names = (f"housekeeping_loaded_{tag}", f"housekeeping_rebuilt_{tag}")
-    urls = [postgres.create_database(pg_admin_url, name) for name in names]
-    yield urls[0], urls[1]
-    for name in names:
-        postgres.drop_database(pg_admin_url, name)
+    return new_database(), new_database()
 
 
 @pytest.fixture
@@ -82,7 +71,7 @@ def test_four_refreshes_keep_two_snapshots_and_the_lake_rebuilds_the_warehouse(
     assert len(set(snapshots)) == 4
     assert raw_ids(configured) == raw_ids(configured, "clean") == snapshots[:1:-1]
     rebuild_from_the_lake(monkeypatch, rebuilt)
-    assert tables(rebuilt) == tables(loaded)
+    assert contents(rebuilt) == contents(loaded)
     assert raw_ids(configured) == snapshots[:1:-1]
 
     # The CLI's dry run with --keep 1: the older of the two would go, nothing does.
@@ -131,7 +120,7 @@ def test_hourly_increments_are_compacted_and_the_lake_rebuilds_the_warehouse(
     (_, compacted) = list_snapshots(store, "raw", DAY)
     assert [s["snapshot_id"] for s in compacted.manifest["segments"]] == snapshots[:3]
     rebuild_from_the_lake(monkeypatch, rebuilt)
-    assert tables(rebuilt) == tables(loaded)
+    assert contents(rebuilt) == contents(loaded)
     # The replay loaded each segment under its own id and mode, as the hourly runs had.
     ledger = "SELECT snapshot_id, mode FROM sales_load_ledger ORDER BY load_id"
     assert query(rebuilt, ledger) == query(loaded, ledger)

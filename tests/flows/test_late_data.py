@@ -11,39 +11,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
-from datetime import date
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from devharness.demo_api import DemoData, serve_demo_api
 from devharness.demo_days import REALISTIC, day_records
 from flows.daily_sales import daily_sales
 from sales_etl import jsontext
 from sales_etl.settings import LakeConfig
-from sales_etl.validate import NON_POSITIVE_AMOUNT, validate_records
+from sales_etl.validate import FIELDS, NON_POSITIVE_AMOUNT, validate_records
 from tasks.extract import extract_sales
-from tests.utils import tables
+from tests.utils import DAY, DAY_TEXT, closed_port_url, contents, query, table_rows
 
-DAY = date(2026, 11, 23)
 MIX = dataclasses.replace(REALISTIC, rows=3000).with_change_rate(0.05)
 REVISIONS = (0, 1, 2, 3)
 
 
-@pytest.fixture(autouse=True)
-def _harness(prefect_harness: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(extract_sales, "retry_delay_seconds", [0, 0])
-
-
-def query(url: str, sql: str) -> list[tuple[Any, ...]]:
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        result = [tuple(r) for r in conn.execute(sa.text(sql))]
-    engine.dispose()
-    return result
+pytestmark = pytest.mark.usefixtures("prefect_harness", "no_retry_delay")
 
 
 def expected_sales() -> dict[str, Decimal]:
@@ -52,7 +39,7 @@ def expected_sales() -> dict[str, Decimal]:
     newest: dict[str, tuple[Any, int, Decimal | None]] = {}
     order = 0
     for revision in REVISIONS:
-        served = jsontext.loads(json.dumps(day_records(MIX, DAY.isoformat(), revision)))
+        served = jsontext.loads(json.dumps(day_records(MIX, DAY_TEXT, revision)))
         result = validate_records(served, DAY)
         for row in result.clean.itertuples():
             order += 1
@@ -96,7 +83,8 @@ def test_loads_of_a_changing_day_end_in_the_newest_truth(
     monkeypatch: pytest.MonkeyPatch, pg_url: str, capability: str
 ) -> None:
     summaries = list(load_every_revision(monkeypatch, pg_url, capability))
-    sales, rejects = tables(pg_url)
+    sales = table_rows(pg_url, "sales", FIELDS, order_by=["sale_id"])
+    rejects = table_rows(pg_url, "sales_rejected", ["sale_id", "reason", "raw_record"])
     assert {r[0]: r[7] for r in sales} == expected_sales()
     # No sale sits next to a reject that is not newer than it (voids and superseded rejects).
     assert query(
@@ -118,26 +106,19 @@ def test_loads_of_a_changing_day_end_in_the_newest_truth(
 
 @pytest.mark.usefixtures("lake_env")
 def test_source_down_replays_the_full_snapshot_and_every_delta_after_it(
-    monkeypatch: pytest.MonkeyPatch, pg_admin_url: str
+    monkeypatch: pytest.MonkeyPatch, new_database: Callable[[], str]
 ) -> None:
-    from tests import postgres
-
-    first_db = postgres.create_database(pg_admin_url, "replay_first")
-    replayed_db = postgres.create_database(pg_admin_url, "replay_again")
-    try:
-        summaries = list(load_every_revision(monkeypatch, first_db, "filter"))
-        assert [s["status"] for s in summaries] == ["loaded"] * len(REVISIONS)
-        # The same lake, a new warehouse, and the API gone: the lake alone rebuilds the day.
-        monkeypatch.setenv("WAREHOUSE_URL", replayed_db)
-        monkeypatch.setenv("SALES_API_URL", f"http://127.0.0.1:{postgres.free_port()}")
-        monkeypatch.setenv("SALES_API_MAX_RETRIES", "0")
-        monkeypatch.setattr(extract_sales, "retries", 0)
-        state = daily_sales(run_date=DAY, return_state=True)
-        assert state.is_completed() and state.name == "Completed from snapshot", state.message
-        assert tables(replayed_db) == tables(first_db)
-        assert query(
-            replayed_db, "SELECT mode, count(*) FROM sales_load_ledger GROUP BY 1 ORDER BY 1"
-        ) == [("full", 1), ("incremental", len(REVISIONS) - 1)]
-    finally:
-        postgres.drop_database(pg_admin_url, "replay_first")
-        postgres.drop_database(pg_admin_url, "replay_again")
+    first_db, replayed_db = new_database(), new_database()
+    summaries = list(load_every_revision(monkeypatch, first_db, "filter"))
+    assert [s["status"] for s in summaries] == ["loaded"] * len(REVISIONS)
+    # The same lake, a new warehouse, and the API gone: the lake alone rebuilds the day.
+    monkeypatch.setenv("WAREHOUSE_URL", replayed_db)
+    monkeypatch.setenv("SALES_API_URL", closed_port_url())
+    monkeypatch.setenv("SALES_API_MAX_RETRIES", "0")
+    monkeypatch.setattr(extract_sales, "retries", 0)
+    state = daily_sales(run_date=DAY, return_state=True)
+    assert state.is_completed() and state.name == "Completed from snapshot", state.message
+    assert contents(replayed_db) == contents(first_db)
+    assert query(
+        replayed_db, "SELECT mode, count(*) FROM sales_load_ledger GROUP BY 1 ORDER BY 1"
+    ) == [("full", 1), ("incremental", len(REVISIONS) - 1)]

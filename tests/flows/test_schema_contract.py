@@ -7,9 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from prefect.events.clients import AssertingEventsClient
 from prefect.events.schemas.events import Event
-from prefect.events.worker import EventsWorker
 from prefect.states import State
 
 from devharness.demo_api import NEW_FIELD, DemoData, DemoSalesApi, serve_demo_api
@@ -19,31 +17,12 @@ from sales_etl.lake import open_lake
 from sales_etl.settings import LakeConfig
 from sales_etl.snapshots import list_snapshots
 from tasks.extract import extract_sales
-from tests.utils import DAY, query
+from tests.utils import DAY, query, table_rows
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 ROWS = 200
 HALFWAY = 120  # records from this position on carry the new field
-
-
-@pytest.fixture(autouse=True)
-def _harness(prefect_harness: None) -> None:
-    return None
-
-
-@pytest.fixture
-def schema_events(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], list[Event]]]:
-    """The ``sales.schema.changed`` events the flow emitted (Prefect's asserting client); call
-    it once, at the end of a test (a drain starts a new client)."""
-    worker = EventsWorker.instance(AssertingEventsClient)
-    monkeypatch.setattr(EventsWorker, "instance", lambda *_: worker)
-
-    def emitted() -> list[Event]:
-        worker.drain()
-        assert AssertingEventsClient.last is not None
-        return [e for e in AssertingEventsClient.last.events if e.event == "sales.schema.changed"]
-
-    yield emitted
-    worker.drain()
 
 
 @pytest.fixture
@@ -66,15 +45,11 @@ def run(**params: Any) -> State:
     return daily_sales(run_date=DAY, return_state=True, **params)
 
 
-def sales(url: str) -> list[tuple[Any, ...]]:
-    return query(url, "SELECT * FROM sales ORDER BY sale_id")
-
-
 def test_a_field_added_halfway_through_the_day_is_kept_under_evolve(
     api: DemoSalesApi,
     configured: str,
     local_lake: LakeConfig,
-    schema_events: Callable[[], list[Event]],
+    emitted_events: Callable[[str], list[Event]],
 ) -> None:
     api.set_data(new_field_from=HALFWAY)
     state = run()
@@ -82,7 +57,7 @@ def test_a_field_added_halfway_through_the_day_is_kept_under_evolve(
     summary = state.result()
     assert summary["schema_contract"] == "evolve"
     assert summary["schema_change"] == f"added {NEW_FIELD} ({ROWS - HALFWAY} records)"
-    [event] = schema_events()
+    [event] = emitted_events("sales.schema.changed")
     assert event.resource.id == f"sales.day.{DAY}"
     assert event.payload["mode"] == "evolve"
     assert (event.payload["added"], event.payload["missing"], event.payload["retyped"]) == (
@@ -102,10 +77,10 @@ def test_a_field_added_halfway_through_the_day_is_kept_under_evolve(
     [(change,)] = query(configured, "SELECT schema_change FROM sales_load_ledger")
     assert change == summary["schema_change"]
     # A rerun that reloads the snapshot changes nothing: the jsonb values compare equal.
-    before = sales(configured)
+    before = table_rows(configured, "sales", order_by=["sale_id"])
     again = run(reload=True, full_extract=True).result()
     assert (again["inserted"], again["updated"], again["unchanged"]) == (0, 0, ROWS)
-    assert sales(configured) == before
+    assert table_rows(configured, "sales", order_by=["sale_id"]) == before
 
 
 def test_a_replay_from_the_lake_reproduces_the_extra_fields(
@@ -129,11 +104,11 @@ def test_freeze_fails_the_day_before_anything_is_loaded_naming_the_fields(
     api: DemoSalesApi,
     configured: str,
     monkeypatch: pytest.MonkeyPatch,
-    schema_events: Callable[[], list[Event]],
+    emitted_events: Callable[[str], list[Event]],
 ) -> None:
     monkeypatch.setenv("SCHEMA_CONTRACT", "freeze")
     assert run().is_completed()  # the contract's shape: nothing to refuse
-    before = sales(configured)
+    before = table_rows(configured, "sales", order_by=["sale_id"])
     api.set_data(new_field_from=HALFWAY)
     state = run(refresh=True)
     assert state.is_failed()
@@ -142,12 +117,14 @@ def test_freeze_fails_the_day_before_anything_is_loaded_naming_the_fields(
     message = str(failed.value)
     assert f"added {NEW_FIELD} ({ROWS - HALFWAY} records)" in message
     assert "SCHEMA_CONTRACT=freeze" in message and "nothing was loaded" in message
-    assert sales(configured) == before
+    assert table_rows(configured, "sales", order_by=["sale_id"]) == before
     [(status, ledger_message)] = query(
         configured, "SELECT status, message FROM sales_load_ledger ORDER BY load_id DESC LIMIT 1"
     )
     assert status == "failed" and ledger_message == message
-    [event] = schema_events()  # the first run's shape was the contract's: no event
+    [event] = emitted_events(
+        "sales.schema.changed"
+    )  # the first run's shape was the contract's: no event
     assert event.payload["mode"] == "freeze"
 
 
@@ -155,7 +132,7 @@ def test_discard_loads_as_before_and_reports_the_change(
     api: DemoSalesApi,
     configured: str,
     monkeypatch: pytest.MonkeyPatch,
-    schema_events: Callable[[], list[Event]],
+    emitted_events: Callable[[str], list[Event]],
 ) -> None:
     monkeypatch.setenv("SCHEMA_CONTRACT", "discard")
     api.set_data(new_field_from=HALFWAY)
@@ -165,18 +142,18 @@ def test_discard_loads_as_before_and_reports_the_change(
     assert summary["inserted"] == ROWS
     assert summary["schema_change"] == f"added {NEW_FIELD} ({ROWS - HALFWAY} records)"
     assert query(configured, "SELECT count(*), count(extra) FROM sales") == [(ROWS, 0)]
-    assert [e.payload["mode"] for e in schema_events()] == ["discard"]
+    assert [e.payload["mode"] for e in emitted_events("sales.schema.changed")] == ["discard"]
 
 
 def test_a_dropped_field_is_missing_against_the_previous_snapshot(
-    api: DemoSalesApi, configured: str, schema_events: Callable[[], list[Event]]
+    api: DemoSalesApi, configured: str, emitted_events: Callable[[str], list[Event]]
 ) -> None:
     assert run().is_completed()
     api.set_data(dropped_field="customer_id")
     state = run(refresh=True)
     assert state.is_completed(), state.message
     summary = state.result()
-    [event] = schema_events()
+    [event] = emitted_events("sales.schema.changed")
     assert event.payload["missing"] == {"customer_id": ROWS}
     assert event.payload["previous_snapshot_id"] is not None
     assert summary["schema_change"] == "missing customer_id"
@@ -185,7 +162,7 @@ def test_a_dropped_field_is_missing_against_the_previous_snapshot(
 
 
 def test_a_retyped_field_is_reported_against_the_previous_snapshot(
-    api: DemoSalesApi, configured: str, schema_events: Callable[[], list[Event]]
+    api: DemoSalesApi, configured: str, emitted_events: Callable[[str], list[Event]]
 ) -> None:
     assert run().is_completed()
     # amount: decimal strings until now, JSON numbers from here on (both valid).
@@ -194,7 +171,7 @@ def test_a_retyped_field_is_reported_against_the_previous_snapshot(
     assert state.is_completed(), state.message
     summary = state.result()
     assert (summary["updated"], summary["unchanged"]) == (0, ROWS)  # the same values
-    [event] = schema_events()
+    [event] = emitted_events("sales.schema.changed")
     assert event.payload["retyped"] == {"amount": {"from": ["string"], "to": {"number": ROWS}}}
     assert summary["schema_change"] == f"retyped amount string -> number ({ROWS} records)"
 
@@ -203,13 +180,13 @@ def test_a_field_retyped_against_the_contract_leaves_its_records_rejects_with_th
     api: DemoSalesApi,
     configured: str,
     monkeypatch: pytest.MonkeyPatch,
-    schema_events: Callable[[], list[Event]],
+    emitted_events: Callable[[str], list[Event]],
 ) -> None:
     monkeypatch.setenv("QUALITY_FAIL_REJECT_RATE", "1")
     api.set_data(retyped_field="quantity")  # a string now, which the contract does not allow
     state = run()
     assert state.is_completed(), state.message
-    [event] = schema_events()
+    [event] = emitted_events("sales.schema.changed")
     assert event.payload["retyped"] == {"quantity": {"from": ["number"], "to": {"string": ROWS}}}
     assert query(configured, "SELECT count(*) FROM sales") == [(0,)]
     assert query(configured, "SELECT reason, count(*) FROM sales_rejected GROUP BY reason") == [

@@ -1,6 +1,6 @@
 """SIGTERM to ``python -m flows.daily_sales``: prompt exit, SQL cancelled, no process left behind;
 the pieces of :mod:`flows.termination` on their own (the stage-by-stage signals, SIGKILL and the
-lost API server: ``tests/reliability/test_kills.py``).
+lost API server: ``tests/reliability/test_stop_during_*.py`` and ``test_api_lost.py``).
 
 Before ``flows.termination``, a SIGTERM left Prefect's ephemeral API server running as an orphan
 and was not even noticed while a statement was running in PostgreSQL.
@@ -35,30 +35,9 @@ from flows.termination import (
     stop_reason,
 )
 from sales_etl.errors import ConfigError
-from tests.conftest import run_env
-
-REPO = Path(__file__).resolve().parents[2]
-DAY = "2026-11-23"
+from tests.utils import DAY_TEXT, REPO, create_tables, marked_processes, run_env, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def marked_processes(marker: str) -> list[int]:
-    """Live processes whose environment holds ``marker`` (a run and all it started, orphaned or
-    not, whatever their session)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker.encode() not in (entry / "environ").read_bytes():
-                continue
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            found.append(int(entry.name))
-    return found
 
 
 def session_members(session_id: int) -> list[int]:
@@ -93,14 +72,6 @@ def blocked_statements(admin_url: str, database: str) -> list[str]:
     return [row[0] for row in rows]
 
 
-def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 def test_sigterm_cancels_the_statement_in_flight_and_leaves_no_process(
     tmp_path: Path, pg_url: str, pg_admin_url: str
@@ -117,10 +88,8 @@ def test_sigterm_cancels_the_statement_in_flight_and_leaves_no_process(
     assert database
     with serve_demo_api(DemoData(rows_per_day=200)) as api:
         env["SALES_API_URL"] = api.url
-        command = [sys.executable, "-m", "flows.daily_sales", "--date", DAY]
-        # A first run creates the tables, so the second can be made to wait on one.
-        first = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, timeout=240)
-        assert first.returncode == 0, first.stderr.decode()[-2000:]
+        command = [sys.executable, "-m", "flows.daily_sales", "--date", DAY_TEXT]
+        create_tables(pg_url)  # so that the run can be made to wait on one
 
         blocker = sa.create_engine(pg_url).connect()
         try:
@@ -130,7 +99,7 @@ def test_sigterm_cancels_the_statement_in_flight_and_leaves_no_process(
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             )  # fmt: skip
             try:
-                wait_until(
+                wait_for(
                     lambda: (
                         blocked_statements(pg_admin_url, database) or process.poll() is not None
                     ),
@@ -152,12 +121,12 @@ def test_sigterm_cancels_the_statement_in_flight_and_leaves_no_process(
 
     assert process.returncode == 143, stderr.decode()[-2000:]
     [line] = [line for line in stderr.decode().splitlines() if " stopped: " in line]
-    assert line.startswith(f"Daily Sales ETL {DAY} stopped: SIGTERM during the load; 1 SQL")
+    assert line.startswith(f"Daily Sales ETL {DAY_TEXT} stopped: SIGTERM during the load; 1 SQL")
     # It stopped without waiting for the lock, which was held until after it exited.
     assert stopped_after < 10, stopped_after
     assert blocked_statements(pg_admin_url, database) == []
     # Prefect's ephemeral API server (a child process, in a session of its own) went with it.
-    wait_until(lambda: not marked_processes(marker), 10, "no process of the run left")
+    wait_for(lambda: not marked_processes(marker), 10, "no process of the run left")
 
 
 def test_graceful_termination_cancels_a_statement_in_the_main_thread(pg_url: str) -> None:
@@ -215,7 +184,7 @@ def test_the_shielded_child_misses_ctrl_c_and_dies_with_its_parent() -> None:
     finally:
         if parent.poll() is None:
             parent.kill()
-    wait_until(lambda: not marked_processes(marker), 10, "the child to die with its parent")
+    wait_for(lambda: not marked_processes(marker), 10, "the child to die with its parent")
 
 
 def test_the_stop_line_and_the_ledger_message_name_the_cause_and_the_stage() -> None:

@@ -23,27 +23,27 @@ from typing import Any
 import docker.errors
 import pytest
 
-from tests.conftest import API_KEY, DB_PASSWORD, password_database
-from tests.deployments.conftest import (
-    PrefectServer,
-    loaded_rows,
-    summary_metrics,
-    wait_for_final_state,
-)
-from tests.infra.conftest import (
-    DAY,
+from tests.utils import (
+    API_KEY,
+    DB_PASSWORD,
     IMAGE,
+    INFRA_DAY,
     SLOW_SECONDS,
+    PrefectServer,
     Worker,
-    _tail,
     cancel_flow_run,
     create_flow_run,
     deploy,
     flow_run_state,
+    loaded_rows,
+    log_tail,
+    password_database,
     start_worker,
     stop_worker,
+    summary_metrics,
     table_contents,
     wait_for,
+    wait_for_final_state,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
@@ -116,14 +116,14 @@ def find_container(engine: Any, flow_run_id: str) -> Any | None:
 
 def run_and_watch(setup: DockerSetup, deployment: dict[str, Any]) -> tuple[dict, dict]:
     """Create a run of ``deployment``, inspect its container while it runs, wait for the end."""
-    created = create_flow_run(setup.server, deployment["id"], run_date=DAY)
+    created = create_flow_run(setup.server, deployment["id"], run_date=INFRA_DAY)
 
     def container_attrs() -> dict[str, Any] | None:
         container = find_container(setup.engine, created["id"])
         if container is not None:
             return dict(container.attrs)
         if flow_run_state(setup.server, created["id"]) in {"COMPLETED", "FAILED", "CRASHED"}:
-            pytest.fail(f"run ended before its container was seen:\n{_tail(setup.worker.log)}")
+            pytest.fail(f"run ended before its container was seen:\n{log_tail(setup.worker.log)}")
         return None
 
     attrs = wait_for(container_attrs, RUN_TIMEOUT, "the run's container", interval=0.5)
@@ -177,12 +177,12 @@ def test_a_run_through_the_docker_worker_loads_postgres(
     clean_run: DockerRun, docker_setup: DockerSetup
 ) -> None:
     run = clean_run.run
-    assert run["state"]["type"] == "COMPLETED", (run["state"], _tail(docker_setup.worker.log))
+    assert run["state"]["type"] == "COMPLETED", (run["state"], log_tail(docker_setup.worker.log))
     metrics = summary_metrics(docker_setup.server, run["id"])
-    assert metrics["description"] == f"Daily Sales ETL {DAY}: loaded"
+    assert metrics["description"] == f"Daily Sales ETL {INFRA_DAY}: loaded"
     assert metrics["inserted"] > 0
     rows = loaded_rows(clean_run.warehouse_url, run["id"])
-    assert rows == [(date.fromisoformat(DAY), metrics["inserted"] + metrics["updated"])]
+    assert rows == [(date.fromisoformat(INFRA_DAY), metrics["inserted"] + metrics["updated"])]
 
 
 def test_the_container_runs_non_root_read_only_on_the_host_network(clean_run: DockerRun) -> None:
@@ -205,8 +205,8 @@ def test_the_lake_and_prefect_results_are_on_the_named_volume(
     clean_run: DockerRun, docker_setup: DockerSetup
 ) -> None:
     files = volume_listing(docker_setup.engine, clean_run.volume)
-    raw = [f for f in files if f.startswith(f"/data/lake/raw/sales/date={DAY}/")]
-    clean = [f for f in files if f.startswith(f"/data/lake/clean/sales/date={DAY}/")]
+    raw = [f for f in files if f.startswith(f"/data/lake/raw/sales/date={INFRA_DAY}/")]
+    clean = [f for f in files if f.startswith(f"/data/lake/clean/sales/date={INFRA_DAY}/")]
     assert any(f.endswith("/_manifest.json") for f in raw), files
     assert any(f.endswith(".parquet") for f in raw), files
     assert any(f.endswith(".parquet") for f in clean), files
@@ -234,20 +234,22 @@ def test_cancelling_a_run_stops_its_container_and_a_rerun_matches_a_clean_run(
         )
         try:
             slow_source.set_faults(slow_every=1, slow_seconds=SLOW_SECONDS)
-            created = create_flow_run(docker_setup.server, deployment["id"], run_date=DAY)
+            created = create_flow_run(docker_setup.server, deployment["id"], run_date=INFRA_DAY)
 
             def running_container() -> Any | None:
                 container = find_container(docker_setup.engine, created["id"])
                 state = flow_run_state(docker_setup.server, created["id"])
                 return container if container is not None and state == "RUNNING" else None
 
-            container = wait_for(running_container, RUN_TIMEOUT, "a RUNNING run in a container")
+            container = wait_for(
+                running_container, RUN_TIMEOUT, "a RUNNING run in a container", interval=1
+            )
             cancelled_at = time.monotonic()
             cancel_flow_run(docker_setup.server, created["id"])
             run = wait_for_final_state(docker_setup.server, created["id"], timeout=120)
             assert run["state"]["type"] == "CANCELLED", (
                 run["state"],
-                _tail(docker_setup.worker.log),
+                log_tail(docker_setup.worker.log),
             )
 
             def container_stopped() -> bool:
@@ -258,7 +260,7 @@ def test_cancelling_a_run_stops_its_container_and_a_rerun_matches_a_clean_run(
                 return bool(container.status in {"exited", "dead"})
 
             # Stopped, not left to finish its minute-long requests.
-            wait_for(container_stopped, 60, "the cancelled run's container to stop")
+            wait_for(container_stopped, 60, "the cancelled run's container to stop", interval=1)
             assert time.monotonic() - cancelled_at < SLOW_SECONDS - 10
 
             slow_source.set_faults(slow_every=0)

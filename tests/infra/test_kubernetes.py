@@ -36,25 +36,25 @@ import pytest
 
 from deployments.common import PROJECT_ROOT
 from tests import postgres
-from tests.conftest import API_KEY, DB_PASSWORD, password_database
-from tests.deployments.conftest import (
-    PrefectServer,
-    loaded_rows,
-    summary_metrics,
-    wait_for_final_state,
-)
-from tests.infra.conftest import (
-    DAY,
+from tests.utils import (
+    API_KEY,
+    DB_PASSWORD,
     IMAGE,
+    INFRA_DAY,
     SLOW_SECONDS,
+    PrefectServer,
     cancel_flow_run,
     create_flow_run,
     deploy,
     flow_run_state,
     kubectl,
     kubernetes_api_port,
+    loaded_rows,
+    password_database,
+    summary_metrics,
     table_contents,
     wait_for,
+    wait_for_final_state,
 )
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.e2e]
@@ -248,7 +248,7 @@ class KubernetesRun:
 
 def run_day(cluster_: Cluster) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """A run created through the API, its Job and pod (seen while it ran), once it ended."""
-    created = create_flow_run(cluster_.server, cluster_.deployment["id"], run_date=DAY)
+    created = create_flow_run(cluster_.server, cluster_.deployment["id"], run_date=INFRA_DAY)
 
     def job() -> dict[str, Any] | None:
         jobs = jobs_of(cluster_, created["id"])
@@ -256,7 +256,7 @@ def run_day(cluster_: Cluster) -> tuple[dict[str, Any], dict[str, Any], dict[str
 
     job_ = wait_for(job, RUN_TIMEOUT, "the run's Job", interval=1)
     name = job_["metadata"]["name"]
-    pod = wait_for(lambda: pods_of(cluster_, name), 120, f"a pod of Job {name}")[0]
+    pod = wait_for(lambda: pods_of(cluster_, name), 120, f"a pod of Job {name}", interval=1)[0]
     run = wait_for_final_state(cluster_.server, created["id"], timeout=RUN_TIMEOUT)
     return run, job_, pod
 
@@ -299,17 +299,17 @@ def test_a_run_through_the_kubernetes_worker_loads_postgres(
     run = clean_run.run
     assert run["state"]["type"] == "COMPLETED", (run["state"], worker_logs(k8s))
     metrics = summary_metrics(k8s.server, run["id"])
-    assert metrics["description"] == f"Daily Sales ETL {DAY}: loaded"
+    assert metrics["description"] == f"Daily Sales ETL {INFRA_DAY}: loaded"
     assert metrics["inserted"] > 0
     rows = loaded_rows(clean_run.warehouse_url, run["id"])
-    assert rows == [(date.fromisoformat(DAY), metrics["inserted"] + metrics["updated"])]
+    assert rows == [(date.fromisoformat(INFRA_DAY), metrics["inserted"] + metrics["updated"])]
     # The lake is the S3 bucket of the Secret.
     s3 = boto3.client(
         "s3", endpoint_url=k8s.s3_endpoint, region_name="us-east-1",
         aws_access_key_id="testing", aws_secret_access_key="testing",
     )  # fmt: skip
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=clean_run.bucket)["Contents"]]
-    assert any(k.startswith(f"sales-lake/raw/sales/date={DAY}/") for k in keys), keys
+    assert any(k.startswith(f"sales-lake/raw/sales/date={INFRA_DAY}/") for k in keys), keys
     # Prefect's results (the cached extract) beside the lake, not on the pod's disk.
     assert any(k.startswith("sales-lake/prefect-results/") for k in keys), keys
 
@@ -353,21 +353,23 @@ def test_cancelling_a_run_stops_its_job_and_a_rerun_matches_a_clean_run(
         set_run_settings(k8s, warehouse_url, sales_api_url=slow_source.url)
         slow_source.set_faults(slow_every=1, slow_seconds=SLOW_SECONDS)
         try:
-            created = create_flow_run(k8s.server, k8s.deployment["id"], run_date=DAY)
+            created = create_flow_run(k8s.server, k8s.deployment["id"], run_date=INFRA_DAY)
 
             def running_job() -> dict[str, Any] | None:
                 jobs = jobs_of(k8s, created["id"])
                 running = flow_run_state(k8s.server, created["id"]) == "RUNNING"
                 return jobs[0] if jobs and running else None
 
-            job = wait_for(running_job, RUN_TIMEOUT, "a RUNNING run with its Job")
+            job = wait_for(running_job, RUN_TIMEOUT, "a RUNNING run with its Job", interval=1)
             name = job["metadata"]["name"]
             cancelled_at = time.monotonic()
             cancel_flow_run(k8s.server, created["id"])
             run = wait_for_final_state(k8s.server, created["id"], timeout=180)
             assert run["state"]["type"] == "CANCELLED", (run["state"], worker_logs(k8s))
             # Stopped, not left to finish its minute-long requests.
-            wait_for(lambda: job_stopped(k8s, created["id"], name), 60, f"Job {name} stopped")
+            wait_for(
+                lambda: job_stopped(k8s, created["id"], name), 60, f"Job {name} stopped", interval=1
+            )
             assert time.monotonic() - cancelled_at < SLOW_SECONDS - 10
         finally:
             slow_source.set_faults(slow_every=0)

@@ -10,9 +10,9 @@ import pytest
 
 from devharness.demo_api import Faults, serve_demo_api
 from flows.daily_sales import daily_sales
-from tests.reliability.conftest import (
-    DATA,
+from tests.utils import (
     DAY,
+    REFERENCE_DATA,
     WarehouseContents,
     assert_only_the_failure_recorded,
     contents,
@@ -33,6 +33,8 @@ ALL_FAULTS = Faults(
     duplicate_page_every=3,
 )
 
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
 
 def fired(every: int, requests: int) -> int:
     return requests // every
@@ -42,7 +44,7 @@ def test_flaky_source_with_every_fault_at_once_yields_exactly_the_right_rows(
     monkeypatch: pytest.MonkeyPatch, pg_url: str, tmp_path: Path, reference: WarehouseContents
 ) -> None:
     lake = tmp_path / "lake"
-    with serve_demo_api(DATA, ALL_FAULTS) as api:
+    with serve_demo_api(REFERENCE_DATA, ALL_FAULTS) as api:
         set_env(
             monkeypatch, pipeline_env(api.url, str(lake), pg_url, SALES_API_TIMEOUT_SECONDS="1")
         )
@@ -56,7 +58,9 @@ def test_flaky_source_with_every_fault_at_once_yields_exactly_the_right_rows(
         assert fired(every, requests) >= 1, (every, requests)
     assert duplicated >= 1
     summary = state.result()
-    assert summary["records_extracted"] > DATA.count(DAY.isoformat())  # duplicated pages arrived
+    assert summary["records_extracted"] > REFERENCE_DATA.count(
+        DAY.isoformat()
+    )  # duplicated pages arrived
 
     got = contents(pg_url)
     sales_ids, rejected_ids = expected_sales_ids()
@@ -75,7 +79,7 @@ def test_permanent_4xx_fails_the_run_at_once_naming_status_and_endpoint(
     monkeypatch: pytest.MonkeyPatch, pg_url: str, tmp_path: Path, status: int
 ) -> None:
     lake = tmp_path / "lake"
-    with serve_demo_api(DATA, Faults(permanent_status=status)) as api:
+    with serve_demo_api(REFERENCE_DATA, Faults(permanent_status=status)) as api:
         set_env(monkeypatch, pipeline_env(api.url, str(lake), pg_url))
         started = time.monotonic()
         state = daily_sales(run_date=DAY, return_state=True)

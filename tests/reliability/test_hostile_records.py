@@ -23,72 +23,21 @@ from flows.daily_sales import daily_sales
 from sales_etl import jsontext
 from sales_etl.settings import WarehouseConfig
 from sales_etl.transform import clean_table, rejected_table
-from sales_etl.validate import FIELDS, MAX_ID_CHARS, RAW_HEAD_CHARS, validate_records
+from sales_etl.validate import MAX_ID_CHARS, RAW_HEAD_CHARS, validate_records
 from sales_etl.warehouse import create_warehouse_engine, ensure_tables, load_day, tables_for
-from tests.reliability.conftest import DAY, pipeline_env, set_env
-
-SQLISH = [
-    "'; DROP TABLE sales; --",
-    "Robert'); DROP TABLE sales_rejected;--",
-    "1' OR '1'='1",
-    "$$; SELECT pg_sleep(30); $$",
-    "\\.",
-    "E'\\\\x00'; COPY sales TO PROGRAM 'id'",
-    '","x"\n\\.\n',
-]
-ABSURD_DATES = [
-    "0000-01-01T00:00:00+00:00",
-    "9999-12-31T23:59:59+14:00",
-    "2026-02-30T10:00:00Z",
-    "2026-11-23T25:61:00Z",
-    "2026-11-23T12:00:00",
-    "-2026-11-23T12:00:00Z",
-    "2026-11-23T12:00:00+99:99",
-    "1969-12-31T23:59:59Z",
-    "2100-01-01T00:00:00Z",
-]
-ids = st.sampled_from([f"S-{i}" for i in range(8)] + SQLISH[:4])
-huge = st.builds(
-    lambda char, n: char * n,
-    st.sampled_from(["x", "'", "\\", "\x00", "é"]),
-    st.integers(0, 300_000),
-)
-texts = st.one_of(st.text(max_size=40), st.sampled_from(SQLISH), huge)
-numbers = st.one_of(
-    st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -0.0, 5e-324]),
-    st.integers(-(10**40), 10**40),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from(["12,50", "1e999999", " 7 ", "0x10", "NaN", "-0", "99999999999999.99999"]),
-)
-dates = st.one_of(
-    st.sampled_from(ABSURD_DATES),
-    st.datetimes(
-        min_value=datetime(2026, 11, 22), max_value=datetime(2026, 11, 24), timezones=st.just(UTC)
-    ).map(lambda d: d.isoformat()),
-)
-scalars = st.one_of(st.none(), st.booleans(), numbers, texts, dates)
-values = st.recursive(
-    scalars,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
-    ),
-    max_leaves=6,
+from tests.utils import (
+    ABSURD_DATES,
+    DAY,
+    DAY_TEXT,
+    SQLISH,
+    hostile_records,
+    pipeline_env,
+    set_env,
+    table_names,
+    table_rows,
 )
 
-
-@st.composite
-def hostile_records(draw: st.DrawFn) -> Any:
-    if draw(st.integers(0, 9)) == 0:
-        return draw(values)  # not an object at all
-    record: dict[str, Any] = generate_record(DAY.isoformat(), draw(st.integers(0, 10_000)))
-    record["sale_id"] = draw(ids)
-    record["updated_at"] = draw(dates)
-    for field in draw(st.sets(st.sampled_from(FIELDS), max_size=3)):
-        record[field] = draw(values)
-    for field in draw(st.sets(st.sampled_from(FIELDS), max_size=1)):
-        record.pop(field, None)
-    record.update(draw(st.dictionaries(st.text(max_size=8), values, max_size=2)))
-    return record
+pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def valid_id(value: Any) -> bool:
@@ -101,7 +50,7 @@ def valid_id(value: Any) -> bool:
 
 # Found by hypothesis: a sale and, 1 us newer, a version of it without sale_date. The newer
 # malformed version is quarantined next to the stored sale; the sale stays.
-_SALE = {**generate_record(DAY.isoformat(), 1), "sale_id": "S-0"}
+_SALE = {**generate_record(DAY_TEXT, 1), "sale_id": "S-0"}
 QUARANTINED_PAIR: list[Any] = [
     {**_SALE, "updated_at": "2026-11-22T00:00:00+00:00"},
     {
@@ -180,17 +129,17 @@ def test_hostile_records_each_sale_lands_where_the_invariant_says(
 
 
 HOSTILE_CORPUS: list[Any] = [
-    {**generate_record(DAY.isoformat(), 1), "sale_id": SQLISH[0], "store_id": SQLISH[1]},
-    {**generate_record(DAY.isoformat(), 2), "product_id": SQLISH[3], "extra": {"a": [1, None]}},
-    {**generate_record(DAY.isoformat(), 3), "amount": math.nan},
-    {**generate_record(DAY.isoformat(), 4), "quantity": math.inf},
-    {**generate_record(DAY.isoformat(), 5), "store_id": "S\x00\x01\x1b[31m"},
-    {**generate_record(DAY.isoformat(), 6), "sale_date": ABSURD_DATES[1]},
-    {**generate_record(DAY.isoformat(), 7), "amount": 10**400},
-    {**generate_record(DAY.isoformat(), 8), "customer_id": "c" * 200_000},
-    {**generate_record(DAY.isoformat(), 9), "currency": ["EUR"]},
-    {**generate_record(DAY.isoformat(), 10), "sale_id": 12345},
-    {k: v for k, v in generate_record(DAY.isoformat(), 11).items() if k != "updated_at"},
+    {**generate_record(DAY_TEXT, 1), "sale_id": SQLISH[0], "store_id": SQLISH[1]},
+    {**generate_record(DAY_TEXT, 2), "product_id": SQLISH[3], "extra": {"a": [1, None]}},
+    {**generate_record(DAY_TEXT, 3), "amount": math.nan},
+    {**generate_record(DAY_TEXT, 4), "quantity": math.inf},
+    {**generate_record(DAY_TEXT, 5), "store_id": "S\x00\x01\x1b[31m"},
+    {**generate_record(DAY_TEXT, 6), "sale_date": ABSURD_DATES[1]},
+    {**generate_record(DAY_TEXT, 7), "amount": 10**400},
+    {**generate_record(DAY_TEXT, 8), "customer_id": "c" * 200_000},
+    {**generate_record(DAY_TEXT, 9), "currency": ["EUR"]},
+    {**generate_record(DAY_TEXT, 10), "sale_id": 12345},
+    {k: v for k, v in generate_record(DAY_TEXT, 11).items() if k != "updated_at"},
     None,
     "'; DROP TABLE sales; --",
     [1, 2, 3],
@@ -201,20 +150,16 @@ HOSTILE_CORPUS: list[Any] = [
 def test_hostile_records_through_the_demo_api_and_the_flow(
     monkeypatch: pytest.MonkeyPatch, pg_url: str, tmp_path: Path
 ) -> None:
-    data = DemoData(records={DAY.isoformat(): HOSTILE_CORPUS})
+    data = DemoData(records={DAY_TEXT: HOSTILE_CORPUS})
     with serve_demo_api(data) as api:
         set_env(monkeypatch, pipeline_env(api.url, str(tmp_path / "lake"), pg_url))
         # The corpus is hostile on purpose (13 of 15 records): no hard reject-rate limit here.
         monkeypatch.setenv("QUALITY_FAIL_REJECT_RATE", "1")
         state = daily_sales(run_date=DAY, return_state=True)
     assert state.is_completed(), state.message
-    engine = sa.create_engine(pg_url)
-    with engine.connect() as conn:
-        sales = conn.execute(sa.text("SELECT sale_id, store_id, product_id FROM sales")).all()
-        rejects = conn.execute(sa.text("SELECT sale_id, reason FROM sales_rejected")).all()
-        tables = set(sa.inspect(conn).get_table_names())
-    engine.dispose()
-    assert tables == {"sales", "sales_rejected", "sales_load_ledger"}
+    sales = table_rows(pg_url, "sales", ["sale_id", "store_id", "product_id"])
+    rejects = table_rows(pg_url, "sales_rejected", ["sale_id", "reason"])
+    assert table_names(pg_url) == {"sales", "sales_rejected", "sales_load_ledger"}
     # Only two of the corpus are valid sales; every other record is kept as a reject.
     assert sorted(r[0] for r in sales) == sorted([SQLISH[0], f"{DAY:%Y%m%d}-000000002"])
     by_id = {r[0]: r for r in sales}
@@ -227,7 +172,7 @@ def test_a_record_nested_100000_deep_costs_one_reject_not_the_page(
     monkeypatch: pytest.MonkeyPatch, pg_url: str, tmp_path: Path
 ) -> None:
     """Through the flow: the valid records of the page load, the deep one is a reject."""
-    good = [generate_record(DAY.isoformat(), i) for i in range(40)]
+    good = [generate_record(DAY_TEXT, i) for i in range(40)]
     deep = '{"sale_id": "DEEP", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
     body = (
         '{"data": ['
@@ -236,19 +181,14 @@ def test_a_record_nested_100000_deep_costs_one_reject_not_the_page(
         )
         + '], "next_cursor": null}'
     ).encode()
-    with serve_demo_api(DemoData(records={DAY.isoformat(): [*good, None]})) as api:
-        api.page_cache = {(DAY.isoformat(), 0, 200, None): body}
+    with serve_demo_api(DemoData(records={DAY_TEXT: [*good, None]})) as api:
+        api.page_cache = {(DAY_TEXT, 0, 200, None): body}
         set_env(monkeypatch, pipeline_env(api.url, str(tmp_path / "lake"), pg_url))
         state = daily_sales(run_date=DAY, return_state=True)
         assert api.stats()["sales_requests"] == 1  # read once: not a broken page, no retry
     assert state.is_completed(), state.message
-    engine = sa.create_engine(pg_url)
-    with engine.connect() as conn:
-        sales = conn.execute(sa.text("SELECT sale_id FROM sales ORDER BY sale_id")).scalars().all()
-        rejects = conn.execute(
-            sa.text("SELECT sale_id, reason, detail, raw_record FROM sales_rejected")
-        ).all()
-    engine.dispose()
+    sales = [row[0] for row in table_rows(pg_url, "sales", ["sale_id"], order_by=["sale_id"])]
+    rejects = table_rows(pg_url, "sales_rejected", ["sale_id", "reason", "detail", "raw_record"])
     assert sales == sorted(r["sale_id"] for r in good)
     assert [(r[0], r[1], r[2]) for r in rejects] == [
         (None, "record_too_deep", "record nests 100001 levels deep; the limit is 64")
@@ -262,22 +202,17 @@ def test_a_record_over_the_size_limit_costs_one_reject_not_the_page(
     monkeypatch: pytest.MonkeyPatch, pg_url: str, tmp_path: Path
 ) -> None:
     """Through the flow: the valid records of the page load, the 1 MB one is a reject."""
-    good = [generate_record(DAY.isoformat(), i) for i in range(40)]
-    big = {**generate_record(DAY.isoformat(), 99), "sale_id": "BIG", "note": "n" * 1_000_000}
+    good = [generate_record(DAY_TEXT, i) for i in range(40)]
+    big = {**generate_record(DAY_TEXT, 99), "sale_id": "BIG", "note": "n" * 1_000_000}
     records = [*good[:20], big, *good[20:]]
-    with serve_demo_api(DemoData(records={DAY.isoformat(): records})) as api:
+    with serve_demo_api(DemoData(records={DAY_TEXT: records})) as api:
         set_env(monkeypatch, pipeline_env(api.url, str(tmp_path / "lake"), pg_url))
         state = daily_sales(run_date=DAY, return_state=True)
         assert api.stats()["sales_requests"] == 1  # read once: not a broken page, no retry
     assert state.is_completed(), state.message
     assert state.result()["rejected_by_reason"] == {"record_too_large": 1}
-    engine = sa.create_engine(pg_url)
-    with engine.connect() as conn:
-        sales = conn.execute(sa.text("SELECT sale_id FROM sales ORDER BY sale_id")).scalars().all()
-        rejects = conn.execute(
-            sa.text("SELECT sale_id, reason, detail, raw_record FROM sales_rejected")
-        ).all()
-    engine.dispose()
+    sales = [row[0] for row in table_rows(pg_url, "sales", ["sale_id"], order_by=["sale_id"])]
+    rejects = table_rows(pg_url, "sales_rejected", ["sale_id", "reason", "detail", "raw_record"])
     assert sales == sorted(r["sale_id"] for r in good)
     sent = len(json.dumps(big).encode())
     assert [(r[0], r[1], r[2]) for r in rejects] == [

@@ -21,14 +21,16 @@ from sales_etl.settings import LakeConfig, SourceConfig, WarehouseConfig
 from sales_etl.source import SalesApiClient
 from sales_etl.validate import RAW_HEAD_CHARS
 from sales_etl.warehouse import create_warehouse_engine
-from tests.reliability.conftest import DAY, pipeline_env, row_counts, set_env
+from tests.utils import DAY, DAY_TEXT, pipeline_env, query, row_counts, set_env
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 MB = 1024 * 1024
 
 
 def test_a_page_over_the_byte_limit_is_refused_before_it_is_read() -> None:
-    big = {**generate_record(DAY.isoformat(), 0), "blob": "x" * (20 * MB)}
-    with serve_demo_api(DemoData(records={DAY.isoformat(): [big]})) as api:
+    big = {**generate_record(DAY_TEXT, 0), "blob": "x" * (20 * MB)}
+    with serve_demo_api(DemoData(records={DAY_TEXT: [big]})) as api:
         config = SourceConfig(base_url=api.url, max_page_bytes=4 * MB, max_retries=3)
         with SalesApiClient(config) as client, pytest.raises(PermanentSourceError) as caught:
             list(client.iter_pages(DAY))
@@ -41,18 +43,15 @@ def test_a_page_over_the_byte_limit_is_refused_before_it_is_read() -> None:
 def test_one_huge_record_is_rejected_and_the_rest_of_the_day_loads(
     monkeypatch: pytest.MonkeyPatch, pg_url: str, tmp_path: Path
 ) -> None:
-    records = [generate_record(DAY.isoformat(), i) for i in range(20)]
+    records = [generate_record(DAY_TEXT, i) for i in range(20)]
     records[7] = {**records[7], "customer_id": "c" * (30 * MB)}
-    with serve_demo_api(DemoData(records={DAY.isoformat(): records})) as api:
+    with serve_demo_api(DemoData(records={DAY_TEXT: records})) as api:
         set_env(monkeypatch, pipeline_env(api.url, str(tmp_path / "lake"), pg_url))
         state = daily_sales(run_date=DAY, return_state=True)
     assert state.is_completed(), state.message
     assert state.result()["rejected_by_reason"] == {"record_too_large": 1}
     assert row_counts(pg_url) == (19, 1)
-    engine = sa.create_engine(pg_url)
-    with engine.connect() as conn:
-        stored = conn.execute(sa.text("SELECT length(raw_record) FROM sales_rejected")).scalar()
-    engine.dispose()
+    [(stored,)] = query(pg_url, "SELECT length(raw_record) FROM sales_rejected")
     assert stored is not None and stored < 2 * RAW_HEAD_CHARS  # its head, length and sha256
 
 

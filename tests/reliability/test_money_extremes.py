@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from devharness.demo_api import DemoData, generate_record, serve_demo_api
 from flows.daily_sales import daily_sales
-from tests.reliability.conftest import DAY, pipeline_env, set_env
+from tests.utils import DAY, DAY_TEXT, pipeline_env, query, set_env, table_rows
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 PAGE_SIZE = 200  # pipeline_env's SALES_API_PAGE_SIZE
 
@@ -48,10 +49,10 @@ TOO_BIG = "123456789012345.6789"
 def records() -> list[dict[str, Any]]:
     out = []
     for i, (unit_price, amount, _, _) in enumerate(MONEY):
-        record = generate_record(DAY.isoformat(), i)
+        record = generate_record(DAY_TEXT, i)
         record.update(quantity=1, unit_price=unit_price, amount=amount)
         out.append(record)
-    too_big = generate_record(DAY.isoformat(), len(MONEY))
+    too_big = generate_record(DAY_TEXT, len(MONEY))
     too_big["amount"] = number(TOO_BIG)
     out.append(too_big)
     return out
@@ -72,23 +73,18 @@ def test_money_beyond_float64_is_stored_to_the_last_digit(
     items = records()
     body = page_body(items)
     assert b"12345678901234.5678," in body and b'"__number__"' not in body
-    with serve_demo_api(DemoData(records={DAY.isoformat(): items})) as api:
+    with serve_demo_api(DemoData(records={DAY_TEXT: items})) as api:
         # The one page of the day, spelt exactly: numbers with all their digits.
-        api.page_cache = {(DAY.isoformat(), 0, PAGE_SIZE, None): body}
+        api.page_cache = {(DAY_TEXT, 0, PAGE_SIZE, None): body}
         set_env(monkeypatch, pipeline_env(api.url, str(tmp_path / "lake"), pg_url))
         state = daily_sales(run_date=DAY, return_state=True)
     assert state.is_completed(), state.message
 
-    engine = sa.create_engine(pg_url)
-    with engine.connect() as conn:
-        stored = conn.execute(
-            sa.text("SELECT sale_id, unit_price::text, amount::text FROM sales ORDER BY sale_id")
-        ).all()
-        rejects = conn.execute(sa.text("SELECT reason, raw_record FROM sales_rejected")).all()
-        day_amount = conn.execute(
-            sa.text("SELECT day_amount::text FROM sales_load_ledger WHERE status = 'loaded'")
-        ).scalar_one()
-    engine.dispose()
+    stored = query(pg_url, "SELECT sale_id, unit_price::text, amount::text FROM sales ORDER BY 1")
+    rejects = table_rows(pg_url, "sales_rejected", ["reason", "raw_record"])
+    [(day_amount,)] = query(
+        pg_url, "SELECT day_amount::text FROM sales_load_ledger WHERE status = 'loaded'"
+    )
     expected = [
         (items[i]["sale_id"], unit_price, amount)
         for i, (_, _, unit_price, amount) in enumerate(MONEY)

@@ -19,8 +19,18 @@ from sales_etl.source import SalesApiClient
 from tasks.extract import extract_sales
 from tasks.load import load_sales
 from tests import postgres
-from tests.conftest import API_KEY, DB_PASSWORD
-from tests.reliability.conftest import DATA, DAY, pipeline_env, set_env, start_flow
+from tests.utils import (
+    API_KEY,
+    DAY,
+    DB_PASSWORD,
+    REFERENCE_DATA,
+    closed_port_url,
+    pipeline_env,
+    set_env,
+    start_flow,
+)
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 SECRETS = (API_KEY, DB_PASSWORD)
 
@@ -41,15 +51,11 @@ def scan_files(root: Path, where: str) -> int:
     return scanned
 
 
-def closed_url() -> str:
-    return f"127.0.0.1:{postgres.free_port()}"
-
-
 def test_no_secret_on_the_success_path_of_the_cli(
     pg_password_url: str, tmp_path: Path, prefect_api_url: str
 ) -> None:
     lake = tmp_path / "lake"
-    with serve_demo_api(DATA, api_key=API_KEY) as api:
+    with serve_demo_api(REFERENCE_DATA, api_key=API_KEY) as api:
         env = pipeline_env(api.url, str(lake), pg_password_url, SALES_API_KEY=API_KEY)
         proc = start_flow(tmp_path, "secret-ok", env, prefect_api_url)
         assert proc.wait(timeout=180) == 0, proc.stderr[-3000:]
@@ -90,12 +96,12 @@ def test_no_secret_on_failure_paths(
     lake = tmp_path / "lake"
     warehouse = pg_password_url
     if spec.get("warehouse_down"):
-        port = int(closed_url().split(":")[1])
+        port = postgres.free_port()
         warehouse = sa.make_url(pg_password_url).set(port=port).render_as_string(False)
         assert DB_PASSWORD in warehouse
     server_key = spec.get("server_key", API_KEY)
-    with serve_demo_api(DATA, spec.get("faults"), api_key=server_key) as api:
-        url = f"http://{closed_url()}" if spec.get("api_down") else api.url
+    with serve_demo_api(REFERENCE_DATA, spec.get("faults"), api_key=server_key) as api:
+        url = closed_port_url() if spec.get("api_down") else api.url
         env = pipeline_env(url, str(lake), warehouse, SALES_API_KEY=API_KEY)
         env["SALES_API_MAX_RETRIES"] = "1"
         set_env(monkeypatch, env)

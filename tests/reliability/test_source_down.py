@@ -9,44 +9,34 @@ import time
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 import flows.daily_sales as flow_module
 from devharness.demo_api import Faults, serve_demo_api
 from flows.daily_sales import daily_sales
 from tasks.extract import extract_sales
-from tests import postgres
-from tests.reliability.conftest import (
-    DATA,
+from tests.utils import (
     DAY,
+    REFERENCE_DATA,
     WarehouseContents,
     assert_only_the_failure_recorded,
+    closed_port_url,
     contents,
+    ledger_rows,
     manifests,
     pipeline_env,
     set_env,
 )
 
+pytestmark = pytest.mark.usefixtures("prefect_harness", "no_retry_delay")
+
 FAST_FAIL = {"SALES_API_MAX_RETRIES": "1", "SALES_API_TIMEOUT_SECONDS": "2"}
-
-
-@pytest.fixture(autouse=True)
-def _no_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep Prefect's retries of the extract, without their minutes of waiting."""
-    monkeypatch.setattr(
-        flow_module, "extract_sales", extract_sales.with_options(retry_delay_seconds=0)
-    )
-
-
-def closed_port_url() -> str:
-    return f"http://127.0.0.1:{postgres.free_port()}"
 
 
 def test_api_down_with_raw_snapshot_completes_from_snapshot(
     monkeypatch: pytest.MonkeyPatch, pg_url: str, tmp_path: Path, reference: WarehouseContents
 ) -> None:
     lake = tmp_path / "lake"
-    with serve_demo_api(DATA) as api:
+    with serve_demo_api(REFERENCE_DATA) as api:
         url = api.url
         set_env(monkeypatch, pipeline_env(url, str(lake), pg_url, **FAST_FAIL))
         first = daily_sales(run_date=DAY, return_state=True)
@@ -75,7 +65,7 @@ def test_sales_endpoint_failing_with_raw_snapshot_completes_from_snapshot(
     monkeypatch: pytest.MonkeyPatch, pg_url: str, tmp_path: Path, reference: WarehouseContents
 ) -> None:
     lake = tmp_path / "lake"
-    with serve_demo_api(DATA) as api:
+    with serve_demo_api(REFERENCE_DATA) as api:
         set_env(monkeypatch, pipeline_env(api.url, str(lake), pg_url, **FAST_FAIL))
         assert daily_sales(run_date=DAY, return_state=True).is_completed()
         api.set_faults(error_5xx_every=1)  # /sales answers 503 on every request
@@ -107,7 +97,7 @@ def test_sales_endpoint_failing_without_snapshot_fails_clearly_and_writes_nothin
     monkeypatch: pytest.MonkeyPatch, pg_url: str, tmp_path: Path
 ) -> None:
     lake = tmp_path / "lake"
-    with serve_demo_api(DATA, Faults(error_5xx_every=1)) as api:
+    with serve_demo_api(REFERENCE_DATA, Faults(error_5xx_every=1)) as api:
         set_env(monkeypatch, pipeline_env(api.url, str(lake), pg_url, **FAST_FAIL))
         state = daily_sales(run_date=DAY, return_state=True)
         requests = len(api.sales_requests)
@@ -123,7 +113,7 @@ def test_a_partly_successful_extract_never_falls_back_to_an_older_snapshot(
     monkeypatch: pytest.MonkeyPatch, pg_url: str, tmp_path: Path
 ) -> None:
     lake = tmp_path / "lake"
-    with serve_demo_api(DATA) as api:
+    with serve_demo_api(REFERENCE_DATA) as api:
         set_env(monkeypatch, pipeline_env(api.url, str(lake), pg_url, **FAST_FAIL))
         assert daily_sales(run_date=DAY, return_state=True).is_completed()
         [older] = manifests(lake)
@@ -152,14 +142,4 @@ def test_a_partly_successful_extract_never_falls_back_to_an_older_snapshot(
         r"503 .* \(after \d+ pages, \d+ records of 2026-11-23 had arrived\)", str(state.message)
     ), state.message
     assert manifests(lake) == [older]  # nothing new committed, and the older one not replayed
-    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            statuses = (
-                conn.execute(sa.text("SELECT status FROM sales_load_ledger ORDER BY finished_at"))
-                .scalars()
-                .all()
-            )
-    finally:
-        engine.dispose()
-    assert statuses == ["loaded", "failed"]
+    assert [status for status, _ in ledger_rows(pg_url)] == ["loaded", "failed"]

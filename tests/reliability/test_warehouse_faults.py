@@ -13,13 +13,15 @@ from devharness.demo_api import serve_demo_api
 from flows.daily_sales import daily_sales
 from tasks.load import load_sales
 from tests import postgres
-from tests.reliability.conftest import (
-    DATA,
+from tests.utils import (
     DAY,
+    DAY_LOCK,
+    REFERENCE_DATA,
     WarehouseContents,
     admin_engine,
     blocked_etl_backends,
     contents,
+    create_tables,
     database_name,
     holding,
     manifests,
@@ -28,7 +30,8 @@ from tests.reliability.conftest import (
     start_flow,
     wait_for,
 )
-from tests.reliability.test_kills import DAY_LOCK, create_tables
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def test_warehouse_refusing_connections_fails_clearly_and_rerun_converges(
@@ -38,7 +41,7 @@ def test_warehouse_refusing_connections_fails_clearly_and_rerun_converges(
     port = postgres.free_port()
     down = f"postgresql://etl:pw-not-shown@127.0.0.1:{port}/warehouse"
     lake = tmp_path / "lake"
-    with serve_demo_api(DATA) as api:
+    with serve_demo_api(REFERENCE_DATA) as api:
         set_env(monkeypatch, pipeline_env(api.url, str(lake), down))
         state = daily_sales(run_date=DAY, return_state=True)
         assert state.is_failed()
@@ -69,7 +72,7 @@ def test_postgres_restarted_under_a_load_retries_and_rerun_converges(
         url = postgres.create_database(cluster, "warehouse")
         create_tables(url)
         admin = admin_engine(cluster)
-        with serve_demo_api(DATA) as api:
+        with serve_demo_api(REFERENCE_DATA) as api:
             env = pipeline_env(api.url, str(lake), url)
             proc = start_flow(tmp_path, "restarted", env, prefect_api_url)
             locker = sa.create_engine(url, poolclass=sa.pool.NullPool)
@@ -80,7 +83,7 @@ def test_postgres_restarted_under_a_load_retries_and_rerun_converges(
                 lambda: blocked_etl_backends(admin, "warehouse", f"%{DAY}%"),
                 timeout=120,
                 what="the load to be in flight",
-                proc=proc,
+                process=proc,
             )
             admin.dispose()
             postgres.restart(server)  # also ends the session holding the lock
@@ -116,7 +119,7 @@ def test_concurrent_runs_of_the_same_day_end_as_one_run(
     create_tables(pg_url)
     admin = admin_engine(pg_admin_url)
     db = database_name(pg_url)
-    with serve_demo_api(DATA) as api:
+    with serve_demo_api(REFERENCE_DATA) as api:
         env = pipeline_env(api.url, str(lake), pg_url)
         # Both loads queue on the day lock together, then race the moment it is released.
         with holding(pg_url, DAY_LOCK):

@@ -13,7 +13,7 @@ import json
 import math
 import random
 import uuid
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,8 @@ from sales_etl.validate import (
     RECORD_TOO_DEEP,
     RECORD_TOO_LARGE,
 )
-from tests.reliability.test_hostile_records import hostile_records
+from tests.utils import DAY, hostile_records
 
-DAY = date(2026, 11, 23)
 MONEY = [
     "99999999999999.9999",
     "12345678901234.5678",

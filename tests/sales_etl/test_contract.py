@@ -16,8 +16,7 @@ from sales_etl.contract import (
     extra_fields,
 )
 from sales_etl.errors import SchemaContractError, is_permanent
-
-DAY = "2026-11-23"
+from tests.utils import DAY_TEXT
 
 
 def shape_of(*pages: list[Any]) -> Shape:
@@ -30,7 +29,7 @@ def shape_of(*pages: list[Any]) -> Shape:
 def sales(n: int, **changes: Any) -> list[dict[str, Any]]:
     records = []
     for i in range(n):
-        record = generate_record(DAY, i)
+        record = generate_record(DAY_TEXT, i)
         for name, value in changes.items():
             if value is None:
                 record.pop(name, None)
@@ -143,14 +142,14 @@ def test_freeze_fails_with_a_permanent_error_naming_the_fields() -> None:
     records = sales(3, channel="web", customer_id=None)
     change = compare(shape_of(records), "s2", shape_of(sales(3)), "s1")
     with pytest.raises(SchemaContractError) as failed:
-        enforce(change, "freeze", DAY)
+        enforce(change, "freeze", DAY_TEXT)
     message = str(failed.value)
     assert "added channel (3 records); missing customer_id" in message
     assert "SCHEMA_CONTRACT=freeze" in message and "nothing was loaded" in message
     assert is_permanent(failed.value)
-    enforce(change, "evolve", DAY)
-    enforce(change, "discard", DAY)
-    enforce(compare(shape_of(sales(3)), "s3"), "freeze", DAY)  # no change: nothing raised
+    enforce(change, "evolve", DAY_TEXT)
+    enforce(change, "discard", DAY_TEXT)
+    enforce(compare(shape_of(sales(3)), "s3"), "freeze", DAY_TEXT)  # no change: nothing raised
 
 
 def test_extra_fields_are_the_non_null_fields_outside_the_contract_in_arrival_order() -> None:
@@ -158,7 +157,7 @@ def test_extra_fields_are_the_non_null_fields_outside_the_contract_in_arrival_or
         '{"zeta": 1.50, "sale_id": "a", "gone": null, "alpha": {"tags": ["x", 2e3]}}'
     )
     assert extra_fields(record) == '{"zeta":1.50,"alpha":{"tags":["x",2e3]}}'
-    assert extra_fields(generate_record(DAY, 1)) is None
+    assert extra_fields(generate_record(DAY_TEXT, 1)) is None
     assert extra_fields(jsontext.loads('{"sale_id": "a", "gone": null}')) is None
 
 

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from datetime import date
-
 import pytest
 
 from sales_etl.errors import LakeError
@@ -14,8 +12,7 @@ from sales_etl.snapshots import (
     new_snapshot_id,
 )
 from sales_etl.source import Page
-
-DAY = date(2026, 11, 23)
+from tests.utils import DAY
 
 
 @pytest.fixture(params=["local", "s3"])

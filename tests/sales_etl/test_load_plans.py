@@ -9,7 +9,7 @@ must show only hash, merge or index joins: no subplan run per row and no nested 
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from sales_etl.schema import CLEAN_SCHEMA, REJECTED_SCHEMA
 from sales_etl.settings import WarehouseConfig
 from sales_etl.warehouse import create_warehouse_engine, ensure_tables, load_day, tables_for
+from tests.utils import DAY
 
-DAY = date(2026, 11, 23)
 RECORDS = 300_000
 INDEX_SCANS = {"Index Scan", "Index Only Scan", "Bitmap Heap Scan"}
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -22,9 +22,7 @@ from sales_etl import jsontext
 from sales_etl.errors import PermanentSourceError, TransientSourceError
 from sales_etl.settings import SourceConfig
 from sales_etl.source import SalesApiClient, SourceStatus, _retry_after
-from tests.conftest import API_KEY
-
-DAY = date(2026, 11, 23)
+from tests.utils import API_KEY, DAY
 
 
 def all_records(client: SalesApiClient) -> list[dict[str, object]]:

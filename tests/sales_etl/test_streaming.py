@@ -10,7 +10,7 @@ tables. Nothing is timed here; the benchmark lives in ``benchmarks/``.
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -25,8 +25,8 @@ from sales_etl.source import SalesApiClient
 from sales_etl.transform import transform_snapshot
 from sales_etl.validate import validate_records
 from sales_etl.warehouse import create_warehouse_engine, ensure_tables, load_day, tables_for
+from tests.utils import DAY
 
-DAY = date(2026, 11, 23)
 DATA = DemoData(rows_per_day=1000, malformed_every=13, update_every=9)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
@@ -32,8 +31,7 @@ from sales_etl.transform import (
 )
 from sales_etl.validate import REASON_ORDER, validate_chunk
 from tests.sales_etl import validate_reference
-
-DAY = date(2026, 11, 23)
+from tests.utils import DAY
 
 
 def raw_day(root: Path, records: int = 4000) -> tuple[LocalLake, SnapshotRef]:

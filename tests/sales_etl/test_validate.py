@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -11,27 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sales_etl import jsontext
-from sales_etl.validate import FIELDS, REASON_ORDER, validate_records
-
-DAY = date(2026, 11, 23)
-
-
-def record(**changes: Any) -> dict[str, Any]:
-    """A valid record as the API sends it, parsed the way the pipeline parses it."""
-    base: dict[str, Any] = {
-        "sale_id": "S-1",
-        "sale_date": "2026-11-23T14:05:09+01:00",
-        "store_id": "store-1",
-        "product_id": "prod-1",
-        "customer_id": "cust-1",
-        "quantity": 2,
-        "unit_price": "9.99",
-        "amount": 19.98,
-        "currency": "EUR",
-        "updated_at": "2026-11-23T15:00:00Z",
-    }
-    base.update(changes)
-    return jsontext.loads(json.dumps({k: v for k, v in base.items() if v is not ...}))
+from sales_etl.validate import REASON_ORDER, validate_records
+from tests.utils import DAY, mangled_records, sale_record
 
 
 def reasons(*records: Any) -> list[str]:
@@ -40,7 +20,7 @@ def reasons(*records: Any) -> list[str]:
 
 
 def test_valid_record_is_typed_and_normalised_to_utc() -> None:
-    result = validate_records([record(currency="eur")], DAY, first_index=7)
+    result = validate_records([sale_record(currency="eur")], DAY, first_index=7)
     assert result.rejected.empty
     row = result.clean.iloc[0]
     assert row["record_index"] == 7
@@ -53,19 +33,19 @@ def test_valid_record_is_typed_and_normalised_to_utc() -> None:
 
 
 def test_money_stays_exact() -> None:
-    result = validate_records([record(amount="12345678901234.1234", unit_price=0.1)], DAY)
+    result = validate_records([sale_record(amount="12345678901234.1234", unit_price=0.1)], DAY)
     assert result.clean["amount"].iloc[0] == "12345678901234.1234"
     assert result.clean["unit_price"].iloc[0] == "0.1"
 
 
 def test_null_and_missing_customer_are_allowed() -> None:
-    result = validate_records([record(customer_id=None), record(customer_id=...)], DAY)
+    result = validate_records([sale_record(customer_id=None), sale_record(customer_id=...)], DAY)
     assert len(result.clean) == 2
     assert result.clean["customer_id"].isna().all()
 
 
 def test_unknown_fields_are_ignored() -> None:
-    assert reasons(record(extra={"nested": [1, 2]}, another="x")) == []
+    assert reasons(sale_record(extra={"nested": [1, 2]}, another="x")) == []
 
 
 @pytest.mark.parametrize(
@@ -102,7 +82,7 @@ def test_unknown_fields_are_ignored() -> None:
     ],
 )
 def test_invalid_records_get_their_reason(changes: dict[str, Any], reason: str) -> None:
-    assert reasons(record(**changes)) == [reason]
+    assert reasons(sale_record(**changes)) == [reason]
 
 
 def test_not_an_object() -> None:
@@ -119,8 +99,8 @@ def test_nan_and_infinity_literals_are_rejected() -> None:
 
 
 def test_rejects_keep_raw_json_sale_id_and_detail() -> None:
-    bad = jsontext.loads(jsontext.dumps(record(amount="12,50"))[:-1] + ',"extra":1.50}')
-    result = validate_records([record(), bad], DAY, first_index=100)
+    bad = jsontext.loads(jsontext.dumps(sale_record(amount="12,50"))[:-1] + ',"extra":1.50}')
+    result = validate_records([sale_record(), bad], DAY, first_index=100)
     rejected = result.rejected.iloc[0]
     assert rejected["record_index"] == 101
     assert rejected["sale_id"] == "S-1"
@@ -130,42 +110,11 @@ def test_rejects_keep_raw_json_sale_id_and_detail() -> None:
 
 
 def test_sql_looking_text_is_just_text() -> None:
-    result = validate_records([record(store_id="x'); DROP TABLE sales; --")], DAY)
+    result = validate_records([sale_record(store_id="x'); DROP TABLE sales; --")], DAY)
     assert result.clean["store_id"].iloc[0] == "x'); DROP TABLE sales; --"
 
 
 # --- property-based: arbitrary JSON never crashes validation and never loses a record -------
-
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(10**30), max_value=10**30)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=80)
-    | st.sampled_from(["2026-11-23T10:00:00Z", "NaN", "'; DROP TABLE sales; --", "\u0000"])
-)
-json_like = st.recursive(
-    scalars,
-    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
-    max_leaves=8,
-)
-field_values = {name: scalars | json_like for name in FIELDS}
-
-
-@st.composite
-def hostile_records(draw: st.DrawFn) -> Any:
-    if draw(st.integers(0, 9)) == 0:
-        return draw(json_like)
-    valid = record()
-    for name in FIELDS:
-        choice = draw(st.integers(0, 3))
-        if choice == 0:
-            valid[name] = draw(field_values[name])
-        elif choice == 1 and draw(st.booleans()):
-            del valid[name]
-    if draw(st.booleans()):
-        valid[draw(st.text(max_size=8))] = draw(json_like)
-    return valid
 
 
 def _through_json(value: Any) -> Any:
@@ -174,7 +123,7 @@ def _through_json(value: Any) -> Any:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(hostile_records(), min_size=1, max_size=25))
+@given(st.lists(mangled_records(), min_size=1, max_size=25))
 def test_every_record_lands_in_exactly_one_frame(records: list[Any]) -> None:
     parsed = [_through_json(r) for r in records]
     result = validate_records(parsed, DAY, first_index=1000)
@@ -202,7 +151,7 @@ def test_every_record_lands_in_exactly_one_frame(records: list[Any]) -> None:
     ],
 )
 def test_control_and_bidirectional_characters_in_ids_are_rejected(field: str, value: str) -> None:
-    result = validate_records([_through_json(record(**{field: value}))], DAY)
+    result = validate_records([_through_json(sale_record(**{field: value}))], DAY)
     assert result.clean.empty
     assert result.rejected["reason"].tolist() == [f"invalid_{field}"]
     assert result.rejected["detail"].tolist() == [
@@ -212,9 +161,9 @@ def test_control_and_bidirectional_characters_in_ids_are_rejected(field: str, va
 
 
 def test_bidirectional_text_in_a_currency_code_is_rejected() -> None:
-    assert reasons(record(currency="\u202eRUE")) == ["invalid_currency"]
+    assert reasons(sale_record(currency="\u202eRUE")) == ["invalid_currency"]
 
 
 def test_other_unicode_in_ids_is_kept() -> None:
-    result = validate_records([record(store_id="Zürich-東京-👍")], DAY)
+    result = validate_records([sale_record(store_id="Zürich-東京-👍")], DAY)
     assert result.clean["store_id"].tolist() == ["Zürich-東京-👍"]

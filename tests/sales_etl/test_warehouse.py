@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -27,8 +27,7 @@ from sales_etl.warehouse import (
     tables_for,
     warehouse_tables,
 )
-
-DAY = date(2026, 11, 23)
+from tests.utils import DAY, query, table_rows
 
 
 def sale(
@@ -87,14 +86,6 @@ def load(
         engine.dispose()
 
 
-def rows(url: str, sql: str) -> list[tuple[Any, ...]]:
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        result = [tuple(r) for r in conn.execute(sa.text(sql))]
-    engine.dispose()
-    return result
-
-
 @pytest.fixture
 def lake(local_lake: LakeConfig) -> Lake:
     return open_lake(local_lake)
@@ -104,12 +95,12 @@ def test_load_types_columns_and_counts(warehouse: WarehouseConfig, lake: Lake, p
     clean = snapshot(lake, [[sale("a", "19.99"), sale("b", "5"), sale("c", "0"), {"x": 1}]])
     stats = load(warehouse, lake, clean)
     assert (stats.inserted, stats.updated, stats.unchanged, stats.rejects_kept) == (2, 0, 0, 2)
-    assert rows(pg_url, "SELECT sale_id, amount, quantity, sale_date FROM sales ORDER BY 1") == [
+    assert query(pg_url, "SELECT sale_id, amount, quantity, sale_date FROM sales ORDER BY 1") == [
         ("a", Decimal("19.9900"), 1, datetime(2026, 11, 23, 10, tzinfo=UTC)),
         ("b", Decimal("5.0000"), 1, datetime(2026, 11, 23, 10, tzinfo=UTC)),
     ]
     types = dict(
-        rows(
+        query(
             pg_url,
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_name = 'sales'",
@@ -118,7 +109,7 @@ def test_load_types_columns_and_counts(warehouse: WarehouseConfig, lake: Lake, p
     assert types["sale_date"] == types["updated_at"] == "timestamp with time zone"
     assert types["amount"] == types["unit_price"] == "numeric"
     assert types["quantity"] == "integer"
-    assert rows(pg_url, "SELECT sale_id, reason FROM sales_rejected ORDER BY 2") == [
+    assert query(pg_url, "SELECT sale_id, reason FROM sales_rejected ORDER BY 2") == [
         (None, "invalid_sale_id"),
         ("c", "non_positive_amount"),
     ]
@@ -127,12 +118,12 @@ def test_load_types_columns_and_counts(warehouse: WarehouseConfig, lake: Lake, p
 def test_rerun_changes_nothing(warehouse: WarehouseConfig, lake: Lake, pg_url: str) -> None:
     clean = snapshot(lake, [[sale("a"), sale("b"), sale("bad", "x")]])
     load(warehouse, lake, clean, run_id="first")
-    before = rows(pg_url, "SELECT * FROM sales ORDER BY sale_id")
-    rejected_before = rows(pg_url, "SELECT * FROM sales_rejected ORDER BY record_hash")
+    before = query(pg_url, "SELECT * FROM sales ORDER BY sale_id")
+    rejected_before = query(pg_url, "SELECT * FROM sales_rejected ORDER BY record_hash")
     stats = load(warehouse, lake, clean, run_id="second")
     assert (stats.inserted, stats.updated, stats.unchanged) == (0, 0, 2)
-    assert rows(pg_url, "SELECT * FROM sales ORDER BY sale_id") == before
-    assert rows(pg_url, "SELECT * FROM sales_rejected ORDER BY record_hash") == rejected_before
+    assert query(pg_url, "SELECT * FROM sales ORDER BY sale_id") == before
+    assert query(pg_url, "SELECT * FROM sales_rejected ORDER BY record_hash") == rejected_before
 
 
 def test_newest_version_wins_within_and_across_loads(
@@ -147,7 +138,7 @@ def test_newest_version_wins_within_and_across_loads(
     )
     stats = load(warehouse, lake, first)
     assert stats.superseded == 2
-    assert rows(pg_url, "SELECT sale_id, amount FROM sales ORDER BY 1") == [
+    assert query(pg_url, "SELECT sale_id, amount FROM sales ORDER BY 1") == [
         ("a", Decimal("2.0000")),
         ("b", Decimal("1.0000")),
     ]
@@ -156,7 +147,7 @@ def test_newest_version_wins_within_and_across_loads(
     older = snapshot(lake, [[sale("a", "0.50", "2026-11-23T09:00:00Z")]])
     stats = load(warehouse, lake, older)  # a stale snapshot never overwrites a newer version
     assert (stats.updated, stats.unchanged, stats.stale) == (0, 0, 1)
-    assert rows(pg_url, "SELECT amount FROM sales WHERE sale_id = 'a'") == [(Decimal("3.0000"),)]
+    assert query(pg_url, "SELECT amount FROM sales WHERE sale_id = 'a'") == [(Decimal("3.0000"),)]
 
 
 def test_malformed_newest_version_is_quarantined_next_to_the_good_one(
@@ -168,8 +159,8 @@ def test_malformed_newest_version_is_quarantined_next_to_the_good_one(
     )
     stats = load(warehouse, lake, clean)
     assert (stats.inserted, stats.quarantined, stats.rejects_kept) == (1, 1, 1)
-    assert rows(pg_url, "SELECT sale_id, amount FROM sales") == [("a", Decimal("1.0000"))]
-    assert rows(pg_url, "SELECT sale_id, reason FROM sales_rejected") == [("a", "invalid_amount")]
+    assert query(pg_url, "SELECT sale_id, amount FROM sales") == [("a", Decimal("1.0000"))]
+    assert query(pg_url, "SELECT sale_id, reason FROM sales_rejected") == [("a", "invalid_amount")]
 
 
 def test_rejects_of_a_day_are_replaced_not_duplicated(
@@ -177,15 +168,15 @@ def test_rejects_of_a_day_are_replaced_not_duplicated(
 ) -> None:
     broken = {"no": "sale_id"}
     load(warehouse, lake, snapshot(lake, [[sale("a", "x"), sale("b", "y"), broken, broken]]))
-    assert rows(pg_url, "SELECT sale_id, occurrences FROM sales_rejected ORDER BY 1") == [
+    assert query(pg_url, "SELECT sale_id, occurrences FROM sales_rejected ORDER BY 1") == [
         ("a", 1),
         ("b", 1),
         (None, 2),  # identical records without an id collapse into one reject, counted
     ]
     # The source fixed "a"; "b" is still broken: a's reject goes, b's stays once.
     load(warehouse, lake, snapshot(lake, [[sale("a"), sale("b", "y"), broken]]))
-    assert rows(pg_url, "SELECT sale_id FROM sales") == [("a",)]
-    assert rows(pg_url, "SELECT sale_id, occurrences FROM sales_rejected ORDER BY 1") == [
+    assert query(pg_url, "SELECT sale_id FROM sales") == [("a",)]
+    assert query(pg_url, "SELECT sale_id, occurrences FROM sales_rejected ORDER BY 1") == [
         ("b", 1),
         (None, 1),
     ]
@@ -197,8 +188,8 @@ def test_every_sale_id_in_exactly_one_table(
     records = [sale(f"id{i}", "1.00" if i % 3 else "-1") for i in range(50)]
     records += [sale(f"id{i}", "2.00", "2026-11-23T13:00:00Z") for i in range(0, 50, 5)]
     load(warehouse, lake, snapshot(lake, [records[:30], records[30:]], chunk_records=7))
-    loaded = {r[0] for r in rows(pg_url, "SELECT sale_id FROM sales")}
-    rejected = {r[0] for r in rows(pg_url, "SELECT sale_id FROM sales_rejected")}
+    loaded = {r[0] for r in query(pg_url, "SELECT sale_id FROM sales")}
+    rejected = {r[0] for r in query(pg_url, "SELECT sale_id FROM sales_rejected")}
     assert loaded.isdisjoint(rejected)
     assert loaded | rejected == {f"id{i}" for i in range(50)}
 
@@ -221,8 +212,8 @@ def test_concurrent_loads_of_a_day_end_like_one(
     for thread in threads:
         thread.join()
     assert errors == []
-    assert rows(pg_url, "SELECT count(*), count(DISTINCT run_id) FROM sales") == [(200, 1)]
-    assert rows(pg_url, "SELECT count(*) FROM sales_rejected") == [(1,)]
+    assert query(pg_url, "SELECT count(*), count(DISTINCT run_id) FROM sales") == [(200, 1)]
+    assert query(pg_url, "SELECT count(*) FROM sales_rejected") == [(1,)]
 
 
 def test_configured_schema_and_sql_looking_text(lake: Lake, pg_url: str) -> None:
@@ -231,7 +222,7 @@ def test_configured_schema_and_sql_looking_text(lake: Lake, pg_url: str) -> None
     config = WarehouseConfig(url=SecretStr(pg_url), db_schema="analytics")
     evil = "x'); DROP TABLE sales; --"
     load(config, lake, snapshot(lake, [[sale("a", store_id=evil)]]))
-    assert rows(pg_url, "SELECT store_id FROM analytics.sales") == [(evil,)]
+    assert query(pg_url, "SELECT store_id FROM analytics.sales") == [(evil,)]
 
 
 # Late data: one day loaded several times while the source changes it in between.
@@ -239,15 +230,15 @@ T = "2026-11-23T{:02d}:00:00Z".format
 
 
 def state(url: str) -> tuple[dict[str, Decimal], set[tuple[str | None, str]]]:
-    sales = {r[0]: r[1] for r in rows(url, "SELECT sale_id, amount FROM sales")}
-    rejects = {(r[0], r[1]) for r in rows(url, "SELECT sale_id, reason FROM sales_rejected")}
-    return sales, rejects
+    """The amount of every sale and the reason of every reject, by sale_id."""
+    sales = dict(table_rows(url, "sales", ["sale_id", "amount"]))
+    return sales, set(table_rows(url, "sales_rejected", ["sale_id", "reason"]))
 
 
 def assert_invariant(url: str) -> None:
     """For every sale_id the newest well-formed version decides, and nothing contradicts it:
     no sale sits next to a void at least as new; no reject is older than its stored sale."""
-    contradicted = rows(
+    contradicted = query(
         url,
         "SELECT r.sale_id, r.reason FROM sales s JOIN sales_rejected r USING (sale_id) "
         "WHERE r.updated_at IS NULL OR r.updated_at <= s.updated_at",
@@ -306,7 +297,7 @@ def test_late_data_converges_to_the_newest_truth(
         ("m", "non_positive_amount"),
     }
     assert_invariant(pg_url)
-    assert rows(pg_url, "SELECT count(*), sum(amount) FROM sales") == [(5, Decimal("43.0000"))]
+    assert query(pg_url, "SELECT count(*), sum(amount) FROM sales") == [(5, Decimal("43.0000"))]
     assert (stats.day_sales, stats.day_amount) == (5, Decimal("43.0000"))
 
     # Load 3: e comes back newer than its void; b's stale positive stays voided; c is fixed by
@@ -354,7 +345,7 @@ def test_ledger_skips_a_loaded_snapshot_and_keeps_the_high_water_mark(
     finally:
         engine.dispose()
     assert mark == datetime(2026, 11, 23, 13, tzinfo=UTC)
-    assert rows(pg_url, "SELECT run_id, status, mode FROM sales_load_ledger ORDER BY load_id") == [
+    assert query(pg_url, "SELECT run_id, status, mode FROM sales_load_ledger ORDER BY load_id") == [
         ("1", "loaded", "full"),
         ("3", "loaded", "full"),
     ]
@@ -380,8 +371,8 @@ def test_a_batch_that_fails_to_read_fails_the_load_and_writes_nothing(
             load_day(engine, tables, DAY, "r", torn(), [], datetime.now(UTC))
     finally:
         engine.dispose()
-    assert rows(pg_url, "SELECT count(*) FROM sales") == [(0,)]
-    assert rows(pg_url, "SELECT count(*) FROM sales_load_ledger") == [(0,)]
+    assert query(pg_url, "SELECT count(*) FROM sales") == [(0,)]
+    assert query(pg_url, "SELECT count(*) FROM sales_load_ledger") == [(0,)]
 
 
 # The contract's largest amount: numeric(18,4), 18 significant digits (beyond float64).
@@ -400,11 +391,11 @@ def test_a_day_of_sales_near_the_contract_maximum_loads_with_exact_totals(
     total = Decimal(MAX_AMOUNT) * 2_999 + Decimal("12345678901234.5678")
     assert (stats.inserted, stats.rejects_kept, stats.day_sales) == (3_000, 0, 3_000)
     assert stats.day_amount == total == Decimal("299912345678901234.2679")
-    assert rows(pg_url, "SELECT count(*), sum(amount) FROM sales") == [(3_000, total)]
-    assert rows(pg_url, "SELECT amount FROM sales WHERE sale_id = 'exact'") == [
+    assert query(pg_url, "SELECT count(*), sum(amount) FROM sales") == [(3_000, total)]
+    assert query(pg_url, "SELECT amount FROM sales WHERE sale_id = 'exact'") == [
         (Decimal("12345678901234.5678"),)
     ]
-    assert rows(pg_url, "SELECT status, day_sales, day_amount FROM sales_load_ledger") == [
+    assert query(pg_url, "SELECT status, day_sales, day_amount FROM sales_load_ledger") == [
         ("loaded", 3_000, total)
     ]
     rerun = load(warehouse, lake, clean, run_id="again", source=source)
@@ -436,15 +427,15 @@ def test_a_ledger_created_with_the_old_total_type_is_widened_in_place_on_the_nex
         " JOIN pg_class c ON c.oid = a.attrelid"
         " WHERE c.relname = 'sales_load_ledger' AND a.attname = 'day_amount'"
     )
-    [(old_type, oid, filenode)] = rows(pg_url, column_type)
+    [(old_type, oid, filenode)] = query(pg_url, column_type)
     assert old_type == "numeric(20,4)"
 
     records = [sale(f"max-{i:04d}", MAX_AMOUNT, unit_price=MAX_AMOUNT) for i in range(3_000)]
     stats = load(warehouse, lake, snapshot(lake, [records]))
 
     # Altered, not recreated or rewritten: same table, same file, the old row kept.
-    assert rows(pg_url, column_type) == [("numeric", oid, filenode)]
-    assert rows(pg_url, "SELECT run_id, day_amount FROM sales_load_ledger ORDER BY load_id") == [
+    assert query(pg_url, column_type) == [("numeric", oid, filenode)]
+    assert query(pg_url, "SELECT run_id, day_amount FROM sales_load_ledger ORDER BY load_id") == [
         ("old-run", Decimal("1234567890123456.7890")),
         ("r1", Decimal(MAX_AMOUNT) * 3_000),
     ]
@@ -470,7 +461,7 @@ def test_unknown_fields_land_in_the_extra_jsonb_and_a_rerun_changes_nothing(
     records = [sale("a"), sale("b", channel="web", meta={"tags": [1, "x"]}), sale("c", gone=None)]
     first = load(warehouse, lake, snapshot(lake, [records]))
     assert first.inserted == 3
-    assert rows(pg_url, "SELECT sale_id, extra FROM sales ORDER BY sale_id") == [
+    assert query(pg_url, "SELECT sale_id, extra FROM sales ORDER BY sale_id") == [
         ("a", None),
         ("b", {"channel": "web", "meta": {"tags": [1, "x"]}}),
         ("c", None),
@@ -481,10 +472,10 @@ def test_unknown_fields_land_in_the_extra_jsonb_and_a_rerun_changes_nothing(
     # A newer version with another extra value updates it; discard writes null there.
     newer = [sale("b", updated="2026-11-23T13:00:00Z", channel="store")]
     assert load(warehouse, lake, snapshot(lake, [newer]), run_id="r3").updated == 1
-    assert rows(pg_url, "SELECT extra FROM sales WHERE sale_id = 'b'") == [({"channel": "store"},)]
+    assert query(pg_url, "SELECT extra FROM sales WHERE sale_id = 'b'") == [({"channel": "store"},)]
     discarded = load(warehouse, lake, snapshot(lake, [newer]), run_id="r4", keep_extra=False)
     assert discarded.updated == 1
-    assert rows(pg_url, "SELECT count(*) FROM sales WHERE extra IS NOT NULL") == [(0,)]
+    assert query(pg_url, "SELECT count(*) FROM sales WHERE extra IS NOT NULL") == [(0,)]
 
 
 def test_a_warehouse_of_the_previous_version_gets_the_new_columns_in_place_on_its_next_load(
@@ -517,25 +508,27 @@ def test_a_warehouse_of_the_previous_version_gets_the_new_columns_in_place_on_it
         "SELECT table_name, column_name, data_type FROM information_schema.columns"
         " WHERE column_name IN ('extra', 'schema_change') ORDER BY table_name"
     )
-    before = rows(pg_url, files)
-    assert rows(pg_url, columns) == []
+    before = query(pg_url, files)
+    assert query(pg_url, columns) == []
 
     records = [sale("new", channel="web")]
     source = LoadSource(snapshot_id="s1", schema_change="added channel (1 records)")
     stats = load(warehouse, lake, snapshot(lake, [records]), source=source)
 
     # Added, not recreated or rewritten: same tables, same files, the old rows kept.
-    assert rows(pg_url, files) == before
-    assert rows(pg_url, columns) == [
+    assert query(pg_url, files) == before
+    assert query(pg_url, columns) == [
         ("sales", "extra", "jsonb"),
         ("sales_load_ledger", "schema_change", "text"),
     ]
     assert stats.inserted == 1
-    assert rows(pg_url, "SELECT sale_id, run_id, extra FROM sales ORDER BY sale_id") == [
+    assert query(pg_url, "SELECT sale_id, run_id, extra FROM sales ORDER BY sale_id") == [
         ("new", "r1", {"channel": "web"}),
         ("old", "old-run", None),
     ]
-    assert rows(pg_url, "SELECT run_id, schema_change FROM sales_load_ledger ORDER BY load_id") == [
+    assert query(
+        pg_url, "SELECT run_id, schema_change FROM sales_load_ledger ORDER BY load_id"
+    ) == [
         ("old-run", None),
         ("r1", "added channel (1 records)"),
     ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 
 import pytest
 from prefect.logging import disable_run_logger
@@ -12,8 +12,8 @@ from devharness.demo_days import DayMix, day_records, revision_time
 from sales_etl.settings import LakeConfig, SourceConfig
 from sales_etl.snapshots import RawManifest
 from tasks.extract import extract_sales, find_raw_snapshot
+from tests.utils import DAY
 
-DAY = date(2026, 11, 23)
 MIX = DayMix(rows=500, reject_rate=0.1, duplicate_rate=0.05).with_change_rate(0.05)
 SINCE = revision_time(DAY, 1)
 

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-from prefect.events.clients import AssertingEventsClient
 from prefect.events.schemas.events import Event
-from prefect.events.worker import EventsWorker
 from prefect.states import State
 
 from devharness.demo_api import DemoData, serve_demo_api
@@ -24,28 +22,10 @@ from sales_etl.settings import LakeConfig
 from tasks.load import load_sales
 from tests.utils import DAY, query
 
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
 # 200 sales, every 10th one malformed: 20 rejects, a 10 % reject rate.
 DATA = DemoData(rows_per_day=200, malformed_every=10)
-
-
-@pytest.fixture(autouse=True)
-def _harness(prefect_harness: None) -> None:
-    return None
-
-
-@pytest.fixture
-def events(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], list[Event]]]:
-    """The events the flow emits, captured by Prefect's asserting client."""
-    worker = EventsWorker.instance(AssertingEventsClient)
-    monkeypatch.setattr(EventsWorker, "instance", lambda *_: worker)
-
-    def emitted() -> list[Event]:
-        worker.drain()
-        assert AssertingEventsClient.last is not None
-        return [e for e in AssertingEventsClient.last.events if e.event.startswith("sales.day")]
-
-    yield emitted
-    worker.drain()
 
 
 @pytest.fixture
@@ -71,7 +51,7 @@ def run(day: Any = DAY) -> State:
 
 
 def test_a_week_with_a_missing_and_a_failed_day_in_the_days_artifact(
-    configured: str, monkeypatch: pytest.MonkeyPatch, events: Callable[[], list[Event]]
+    configured: str, monkeypatch: pytest.MonkeyPatch, emitted_events: Callable[[str], list[Event]]
 ) -> None:
     week = [DAY - timedelta(days=6 - i) for i in range(7)]
     with serve_demo_api(DATA) as api:
@@ -94,13 +74,13 @@ def test_a_week_with_a_missing_and_a_failed_day_in_the_days_artifact(
     assert loaded["sales in warehouse"] == 180
     assert "5 loaded, 1 failed, 24 missing" in artifact.description
 
-    failed_events = [e for e in events() if e.event == "sales.day.failed"]
+    failed_events = [e for e in emitted_events("sales.day") if e.event == "sales.day.failed"]
     assert [e.resource.id for e in failed_events] == [f"sales.day.{week[5]}"]
     assert "403" in failed_events[0].payload["reason"]
 
 
 def test_a_failed_load_is_a_failed_day(
-    configured: str, monkeypatch: pytest.MonkeyPatch, events: Callable[[], list[Event]]
+    configured: str, monkeypatch: pytest.MonkeyPatch, emitted_events: Callable[[str], list[Event]]
 ) -> None:
     monkeypatch.setattr(load_sales, "retry_delay_seconds", [0, 0])
     with serve_demo_api(DATA) as api:
@@ -115,17 +95,17 @@ def test_a_failed_load_is_a_failed_day(
     assert row["valid"] == 180  # the counts of the last successful load stay
     assert row["attempts"] == 4  # one load, then three attempts (the task's retries), no extra
     assert "quantity" in row["message"]
-    assert [e.event for e in events()][-1] == "sales.day.failed"
+    assert [e.event for e in emitted_events("sales.day")][-1] == "sales.day.failed"
 
 
 def test_loaded_and_degraded_events_carry_the_day_counts_and_rate(
-    configured: str, monkeypatch: pytest.MonkeyPatch, events: Callable[[], list[Event]]
+    configured: str, monkeypatch: pytest.MonkeyPatch, emitted_events: Callable[[str], list[Event]]
 ) -> None:
     monkeypatch.setenv("QUALITY_MAX_REJECT_RATE", "0.08")
     with serve_demo_api(DATA) as api:
         monkeypatch.setenv("SALES_API_URL", api.url)
         assert run().is_completed()
-    by_name = {e.event: e for e in events()}
+    by_name = {e.event: e for e in emitted_events("sales.day")}
     assert set(by_name) == {"sales.day.loaded", "sales.day.quality-degraded"}  # an old day: no due
     loaded = by_name["sales.day.loaded"]
     assert loaded.resource.id == "sales.day.2026-11-23"
@@ -146,7 +126,7 @@ def test_loaded_and_degraded_events_carry_the_day_counts_and_rate(
 
 
 def test_above_the_hard_limit_the_run_fails_after_loading_the_rejects(
-    configured: str, monkeypatch: pytest.MonkeyPatch, events: Callable[[], list[Event]]
+    configured: str, monkeypatch: pytest.MonkeyPatch, emitted_events: Callable[[str], list[Event]]
 ) -> None:
     monkeypatch.setenv("QUALITY_FAIL_REJECT_RATE", "0.09")
     with serve_demo_api(DATA) as api:
@@ -158,7 +138,7 @@ def test_above_the_hard_limit_the_run_fails_after_loading_the_rejects(
         state.result()
     assert query(configured, "SELECT count(*) FROM sales") == [(180,)]
     assert query(configured, "SELECT count(*) FROM sales_rejected") == [(20,)]
-    assert [e.event for e in events()] == [
+    assert [e.event for e in emitted_events("sales.day")] == [
         "sales.day.loaded", "sales.day.quality-degraded", "sales.day.failed",
     ]  # fmt: skip
     [(status, message)] = query(configured, "SELECT status, message FROM sales_load_ledger "
@@ -168,7 +148,7 @@ def test_above_the_hard_limit_the_run_fails_after_loading_the_rejects(
 
 
 def test_a_recent_day_is_due_at_midnight_after_it(
-    configured: str, monkeypatch: pytest.MonkeyPatch, events: Callable[[], list[Event]]
+    configured: str, monkeypatch: pytest.MonkeyPatch, emitted_events: Callable[[str], list[Event]]
 ) -> None:
     from datetime import UTC, datetime
 
@@ -176,6 +156,6 @@ def test_a_recent_day_is_due_at_midnight_after_it(
     with serve_demo_api(DATA) as api:
         monkeypatch.setenv("SALES_API_URL", api.url)
         assert run(today).is_completed()
-    [due] = [e for e in events() if e.event == "sales.day.due"]
+    [due] = [e for e in emitted_events("sales.day") if e.event == "sales.day.due"]
     assert due.resource.id == f"sales.day.{today}"
     assert due.occurred == datetime.combine(today + timedelta(days=1), datetime.min.time(), UTC)
