@@ -24,6 +24,8 @@ from sales_etl.snapshots import (
     list_snapshots,
 )
 from sales_etl.source import SalesApiClient, SourceStatus, max_pages_for
+from sales_etl.assets import raw_metadata
+from tasks.assets import describe_materialized
 from tasks.operations import emit_schema_changed
 from tasks.progress import ProgressReporter
 
@@ -134,7 +136,9 @@ def extract_sales(
             f" since {used_since}" if used_since else "",
             client.retries,
         )
-        return RawManifest.from_ref(ref)
+        raw = RawManifest.from_ref(ref)
+        describe_materialized(raw_metadata(raw))  # the raw lake asset, when the flow binds it
+        return raw
     finally:
         store.close()
 
