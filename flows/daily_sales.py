@@ -21,8 +21,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from functools import cached_property
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from prefect import Task, flow, runtime

@@ -11,6 +11,7 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.logging import get_run_logger
 from prefect.states import State
 
+from sales_etl.assets import raw_metadata
 from sales_etl.contract import SchemaChange, Shape, compare, enforce
 from sales_etl.errors import PartialExtractError, PermanentSourceError, TransientSourceError
 from sales_etl.lake import open_lake
@@ -24,7 +25,6 @@ from sales_etl.snapshots import (
     list_snapshots,
 )
 from sales_etl.source import SalesApiClient, SourceStatus, max_pages_for
-from sales_etl.assets import raw_metadata
 from tasks.assets import describe_materialized
 from tasks.operations import emit_schema_changed
 from tasks.progress import ProgressReporter

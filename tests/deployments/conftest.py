@@ -13,11 +13,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -222,6 +224,15 @@ def served(prefect_server: PrefectServer, pg_admin_url: str) -> Iterator[Served]
         shutil.rmtree(root, ignore_errors=True)
 
 
+def create_flow_run(served: Served, body: dict[str, Any]) -> dict[str, Any]:
+    """POST /deployments/{id}/create_flow_run: what the UI's Run button sends."""
+    with served.server.client() as client:
+        response = client.post(f"/deployments/{served.deployment_id}/create_flow_run", json=body)
+    response.raise_for_status()
+    result: dict[str, Any] = response.json()
+    return result
+
+
 def loaded_rows(warehouse_url: str, flow_run_id: str) -> list[tuple[Any, int]]:
     """(UTC business day, row count) of the sales rows a flow run wrote."""
     engine = sa.create_engine(warehouse_url)
@@ -256,3 +267,39 @@ def summary_metrics(server: PrefectServer, flow_run_id: str) -> dict[str, Any]:
     metrics = {row["metric"]: row["value"] for row in rows}
     metrics["description"] = artifacts[0]["description"]
     return metrics
+
+
+class Receiver(ThreadingHTTPServer):
+    calls: list[dict[str, Any]]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.calls.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver(("127.0.0.1", 0), _Handler)
+    server.calls = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def automations_cli(server: PrefectServer, *args: str) -> subprocess.CompletedProcess[str]:
+    env = run_env(PREFECT_API_URL=server.api_url)
+    return subprocess.run(
+        [sys.executable, "-m", "deployments.automations", *args],
+        env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip

@@ -26,6 +26,7 @@ from tests.conftest import run_env
 from tests.deployments.conftest import (
     SERVER_START_SECONDS,
     Served,
+    create_flow_run,
     loaded_rows,
     prefect_database_url,
     summary_metrics,
@@ -38,15 +39,6 @@ pytestmark = pytest.mark.e2e
 
 def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-
-
-def create_flow_run(served: Served, body: dict[str, Any]) -> dict[str, Any]:
-    """POST /deployments/{id}/create_flow_run: what the UI's Run button sends."""
-    with served.server.client() as client:
-        response = client.post(f"/deployments/{served.deployment_id}/create_flow_run", json=body)
-    response.raise_for_status()
-    result: dict[str, Any] = response.json()
-    return result
 
 
 def assert_loaded(served: Served, run: dict[str, Any], day: date) -> None:
