@@ -117,13 +117,13 @@ def test_a_late_day_fires_the_freshness_automation_and_a_day_in_time_does_not(
     related = {r["prefect.resource.id"] for r in by_key[clean_key]["related"]}
     assert raw_key in related
     loaded = by_key[key]["payload"]
-    [(sales, amount, mark)] = query(
+    [(staged, sales, amount, mark)] = query(
         served.warehouse_url,
-        "SELECT day_sales, day_amount, high_water_mark FROM sales_load_ledger "
+        "SELECT staged, day_sales, day_amount, high_water_mark FROM sales_load_ledger "
         "WHERE business_date = :day",
         {"day": in_time_day},
     )
-    assert (loaded["valid"], loaded["day_sales"], loaded["load_skipped"]) == (sales, sales, False)
+    assert (loaded["valid"], loaded["day_sales"], loaded["load_skipped"]) == (staged, sales, False)
     assert (loaded["amount"], loaded["high_water_mark"]) == (str(amount), mark.isoformat())
     assert by_key[raw_key]["payload"]["snapshot_id"] == loaded["snapshot_id"]
     [due] = [e for e in events if e["event"] == ASSET_DUE]
