@@ -2,8 +2,9 @@
 
     python -m deployments.automations --webhook-url https://hooks.example.com/etl --deadline 06:00
 
-Three automations, each calling the webhook block (a stock ``prefect.blocks.webhook.Webhook``)
-with a JSON body that names the day (the event's resource, ``sales.day.<YYYY-MM-DD>``):
+Four automations, each calling the webhook block (a stock ``prefect.blocks.webhook.Webhook``)
+with a JSON body that names the day (the event's resource, ``sales.day.<YYYY-MM-DD>``, or the
+day's warehouse asset key):
 
 - *day not loaded by HH:MM UTC*: a proactive trigger. A run of a recent day emits
   ``sales.day.due`` dated at the day's close (midnight UTC after it); the automation expects
@@ -11,6 +12,11 @@ with a JSON body that names the day (the event's resource, ``sales.day.<YYYY-MM-
   fires when it does not come. A day that is late but loads before the deadline does not fire.
 - *quality degraded*: reactive, on ``sales.day.quality-degraded``.
 - *run failed*: reactive, on ``sales.day.failed`` (the flow emits it on any failure of a day).
+- *warehouse asset not fresh*: proactive, on the day's warehouse asset (``for_each`` asset key).
+  A run with something to load emits ``sales.asset.due`` for it, dated at the run's scheduled
+  start; the automation expects ``prefect.asset.materialization.succeeded`` of the same asset
+  within ``--freshness`` (HH:MM[:SS], default 01:00) and fires when it does not come: the
+  open-source server's stand-in for Prefect Cloud's asset freshness SLAs.
 
 Automations are found by name: running the script again updates them in place.
 """
@@ -34,15 +40,20 @@ from prefect.automations import (
 from prefect.blocks.webhook import Webhook
 from pydantic import SecretStr
 
+from tasks.assets import ASSET_DUE, MATERIALIZATION_SUCCEEDED
 from tasks.operations import DAY_DEGRADED, DAY_DUE, DAY_FAILED, DAY_LOADED
 
 DEFAULT_WEBHOOK_BLOCK = "daily-sales-alerts"
 DEFAULT_DEADLINE = "06:00"
+DEFAULT_FRESHNESS = "01:00"
 TAGS = ["daily-sales"]
 NOT_LOADED = "Daily Sales: day not loaded by the deadline"
 DEGRADED = "Daily Sales: quality degraded"
 FAILED = "Daily Sales: run failed"
+NOT_FRESH = "Daily Sales: warehouse asset not fresh"
 DAY_RESOURCES = {"prefect.resource.id": "sales.day.*"}
+# The warehouse assets (sales_etl.assets.warehouse_asset_key); only a due event opens a window.
+WAREHOUSE_ASSETS = {"prefect.resource.id": "postgresql://*"}
 
 
 def parse_deadline(text: str) -> timedelta:
@@ -72,10 +83,20 @@ def _payload(kind: str, detail: str) -> str:
     )
 
 
-def daily_sales_automations(webhook_block_id: UUID, deadline: timedelta) -> list[AutomationCore]:
-    """The three automations, each notifying through the webhook block ``webhook_block_id``."""
-    hours, rest = divmod(int(deadline.total_seconds()), 3600)
-    hhmm = f"{hours:02d}:{rest // 60:02d}" + (f":{rest % 60:02d}" if rest % 60 else "")
+def _hhmm(duration: timedelta) -> str:
+    hours, rest = divmod(int(duration.total_seconds()), 3600)
+    return f"{hours:02d}:{rest // 60:02d}" + (f":{rest % 60:02d}" if rest % 60 else "")
+
+
+def daily_sales_automations(
+    webhook_block_id: UUID,
+    deadline: timedelta,
+    freshness: timedelta = timedelta(hours=1),
+) -> list[AutomationCore]:
+    """The four automations, each notifying through the webhook block ``webhook_block_id``:
+    a day must be loaded ``deadline`` after it closes, and a run's warehouse asset be
+    materialized ``freshness`` after the run's scheduled start."""
+    hhmm = _hhmm(deadline)
     not_loaded = EventTrigger(
         after={DAY_DUE},
         expect={DAY_LOADED},
@@ -98,6 +119,16 @@ def daily_sales_automations(webhook_block_id: UUID, deadline: timedelta) -> list
         for_each={"prefect.resource.id"},
         posture=Posture.Reactive,
         threshold=1,
+    )
+
+    not_fresh = EventTrigger(
+        after={ASSET_DUE},
+        expect={MATERIALIZATION_SUCCEEDED},
+        match=WAREHOUSE_ASSETS,  # type: ignore[arg-type]
+        for_each={"prefect.resource.id"},
+        posture=Posture.Proactive,
+        threshold=1,
+        within=freshness,
     )
 
     def webhook(kind: str, detail: str) -> CallWebhook:
@@ -125,6 +156,14 @@ def daily_sales_automations(webhook_block_id: UUID, deadline: timedelta) -> list
             tags=TAGS,
             trigger=failed,
             actions=[webhook("run-failed", "{{ event.payload | tojson }}")],
+        ),
+        AutomationCore(
+            name=NOT_FRESH,
+            description=f"A day's warehouse asset is not materialized {_hhmm(freshness)} after "
+            f"its run's scheduled start ({MATERIALIZATION_SUCCEEDED} missing after {ASSET_DUE}).",
+            tags=TAGS,
+            trigger=not_fresh,
+            actions=[webhook("asset-not-fresh", f'"not materialized within {_hhmm(freshness)}"')],
         ),
     ]
 
@@ -157,8 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m deployments.automations",
         description=(
             "Create or update the Daily Sales automations on the Prefect API (PREFECT_API_URL): "
-            "'day not loaded by HH:MM UTC', 'quality degraded' and 'run failed', each calling "
-            "a webhook block. Idempotent: automations are matched by name."
+            "'day not loaded by HH:MM UTC', 'quality degraded', 'run failed' and 'warehouse "
+            "asset not fresh', each calling a webhook block. Idempotent: automations are "
+            "matched by name."
         ),
     )
     parser.add_argument(
@@ -179,13 +219,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HH:MM",
         help=f"a day must be loaded by this UTC time after it ends (default: {DEFAULT_DEADLINE})",
     )
+    parser.add_argument(
+        "--freshness",
+        type=parse_deadline,
+        default=parse_deadline(DEFAULT_FRESHNESS),
+        metavar="HH:MM",
+        help="a run's warehouse asset must be materialized this long after the run's scheduled "
+        f"start (default: {DEFAULT_FRESHNESS})",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     block_id = webhook_block_id(args.webhook_block, args.webhook_url)
-    for automation in daily_sales_automations(block_id, args.deadline):
+    for automation in daily_sales_automations(block_id, args.deadline, args.freshness):
         verb, automation_id = apply(automation)
         print(f"{verb} automation {automation.name!r}: {automation_id}")
     return 0

@@ -22,9 +22,10 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
-from prefect import flow, runtime
+from prefect import Task, flow, runtime
 from prefect.logging import get_run_logger
 from prefect.states import Completed
 
@@ -39,6 +40,7 @@ from flows.config import (
 )
 from flows.termination import note_stage, stop_reason
 from flows.transform import transform_day
+from sales_etl.assets import DayAssets, day_assets
 from sales_etl.dates import closes_previous_day, run_business_date
 from sales_etl.errors import (
     LakeError,
@@ -56,6 +58,7 @@ from sales_etl.settings import (
     load_settings,
 )
 from sales_etl.snapshots import CleanManifest, RawManifest
+from tasks.assets import emit_asset_due, materializing
 from tasks.extract import (
     check_schema_contract,
     check_source,
@@ -209,6 +212,11 @@ class DayRun:
     quality: QualityConfig
     look: str = ""  # how to look at the loaded data (the embedded warehouse)
 
+    @cached_property
+    def assets(self) -> DayAssets:
+        """The day's Prefect assets: raw lake, clean lake, warehouse table."""
+        return day_assets(self.day, self.lake, self.warehouse)
+
     def new_summary(self) -> RunSummary:
         source = self.source.base_url or ""
         return RunSummary(
@@ -230,6 +238,7 @@ def _run_day(run: DayRun) -> Any:
         extracted = _extract_or_replay(run, summary)
     if extracted is None:
         return _skipped(summary)
+    _announce_due(run)
     earlier, raw = extracted
     summary.snapshot_id = raw.snapshot_id
     summary.pages = raw.pages
@@ -238,7 +247,7 @@ def _run_day(run: DayRun) -> Any:
     summary.schema_change = _check_contract(run, earlier, raw)
 
     with _timed(summary.timings, "transform"):
-        clean = transform_day(run.lake, raw)  # runner: TASK_RUNNER
+        clean = transform_day(run.lake, raw, assets=run.assets)  # runner: TASK_RUNNER
     summary.clean = clean.clean
     summary.rejected_by_reason = dict(clean.by_reason)
     summary.clean_amount_total = clean.clean_amount_total
@@ -335,7 +344,7 @@ def _announce_replay(summary: RunSummary, raw: RawManifest, exc: Exception) -> N
 
 def _transform_and_load(run: DayRun, raw: RawManifest) -> LoadedDay:
     """An earlier snapshot replayed from the lake (a no-op load when the ledger has it)."""
-    return _load(run, transform_day(run.lake, raw), raw.mode)
+    return _load(run, transform_day(run.lake, raw, assets=run.assets), raw.mode)
 
 
 def _load(
@@ -349,11 +358,11 @@ def _load(
     it stands for, in order); the result of the last."""
     *before, (last, last_mode) = clean.loads(mode)
     for segment, segment_mode in before:
-        load_sales(
+        _loader(run)(
             run.warehouse, run.lake, segment, run.run_id, segment_mode, reload,
             keep_extra=run.options.keep_extra,
         )  # fmt: skip
-    return load_sales(
+    return _loader(run)(
         run.warehouse, run.lake, last, run.run_id, last_mode, reload,
         keep_extra=run.options.keep_extra, schema_change=schema_change,
     )  # fmt: skip
@@ -368,6 +377,18 @@ def _tidy_lake(run: DayRun) -> None:
         tidy_lake_day(run.lake, run.day, newest)
     except LakeError as exc:
         get_run_logger().warning("Lake housekeeping of %s failed: %s", run.day, exc)
+
+
+def _loader(run: DayRun) -> Task[..., LoadedDay]:
+    """``load-sales`` materializing the day's warehouse asset (upstream: its clean lake one)."""
+    return materializing(load_sales, run.assets.warehouse, [run.assets.clean])
+
+
+def _announce_due(run: DayRun) -> None:
+    """``sales.asset.due``: the day's warehouse asset must be materialized within the
+    freshness window from the run's scheduled start (an ad-hoc run: its creation). Only a run
+    with something to load announces it: a skipped run materializes nothing."""
+    emit_asset_due(run.assets, runtime.flow_run.scheduled_start_time or datetime.now(UTC))
 
 
 def _add_load(summary: RunSummary, loaded: LoadedDay) -> None:
@@ -400,7 +421,7 @@ def _extract(run: DayRun, since: datetime | None) -> RawManifest | None:
     since = status.updated_since  # None when the server does not filter: the whole day
     source_state = f"{run.identity}|records={status.record_count}|since={since}"
     # With an S3 lake the cached extract lives in the bucket too, so it outlives the pod.
-    extract_task = results_in_lake(extract_sales, lake)
+    extract_task = results_in_lake(materializing(extract_sales, run.assets.raw), lake)
     extract = extract_task.with_options(refresh_cache=True) if run.options.refresh else extract_task
     raw = extract(source, lake, day, source_state, lake.url, since)
     if find_raw_snapshot(lake, day, raw.snapshot_id) is None:

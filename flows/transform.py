@@ -13,15 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prefect import flow
+from prefect import Task, flow
 from prefect.futures import PrefectFuture, as_completed
 from prefect.logging import get_run_logger
 
 from flows.runners import RunnerChoice, runner_from_settings
+from sales_etl.assets import DayAssets
 from sales_etl.progress import Progress
 from sales_etl.settings import LakeConfig
 from sales_etl.snapshots import CleanManifest, CleanParts, RawManifest
 from sales_etl.transform import DEFAULT_CHUNK_RECORDS, RawPart
+from tasks.assets import materializing
 from tasks.progress import ProgressReporter
 from tasks.transform import commit_clean_snapshot, plan_transform, transform_part
 
@@ -33,6 +35,7 @@ def transform_day(
     raw: RawManifest,
     runner: RunnerChoice | None = None,
     chunk_records: int = DEFAULT_CHUNK_RECORDS,
+    assets: DayAssets | None = None,
 ) -> CleanManifest:
     """Build (or reuse) the clean snapshot of raw snapshot ``raw``; call inside a flow.
 
@@ -41,6 +44,8 @@ def transform_day(
         raw: the raw snapshot to transform (as the extract or the lake returned it).
         runner: where the part tasks run; None: ``TASK_RUNNER`` from the environment.
         chunk_records: records validated at once inside a part (bounds memory).
+        assets: the day's asset keys: the commit materializes the clean lake asset (upstream:
+            the raw one). None: no asset events.
 
     Returns:
         The clean snapshot's :class:`~sales_etl.snapshots.CleanManifest`.
@@ -62,7 +67,14 @@ def transform_day(
         parts = transform_parts.with_options(task_runner=choice.task_runner())(
             lake, list(plan.parts), choice.in_flight(), chunk_records
         )
-    return commit_clean_snapshot(lake, raw, parts)
+    return _committer(assets)(lake, raw, parts)
+
+
+def _committer(assets: DayAssets | None) -> Task[..., CleanManifest]:
+    """``commit-clean-snapshot``, materializing the day's clean lake asset when it has one."""
+    if assets is None:
+        return commit_clean_snapshot
+    return materializing(commit_clean_snapshot, assets.clean, [assets.raw])
 
 
 @flow(

@@ -22,6 +22,8 @@ from sales_etl.warehouse import WarehouseTables
 
 LOADED, FAILED, MISSING = "loaded", "failed", "missing"
 BACKFILL_MODES = ("missing", "failed", "all")
+# flows/backfill.py FLOW_NAME / deployments/serve.py BACKFILL_NAME (not imported: no Prefect here)
+BACKFILL_DEPLOYMENT = "Daily Sales Backfill/backfill"
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,10 @@ class DayStatus:
     def reject_rate(self) -> float | None:
         return reject_rate(self.valid, self.rejected)
 
-    def as_row(self) -> dict[str, Any]:
-        """The day as a row of the ``daily-sales-days`` table artifact."""
+    def as_row(self, ui_url: str | None = None) -> dict[str, Any]:
+        """The day as a row of the ``daily-sales-days`` table artifact: its last flow run (a
+        link into the UI at ``ui_url``, when known) and, for a missing or failed day, what
+        fills it."""
         rate = self.reject_rate
         return {
             "day": self.day.isoformat(),
@@ -63,7 +67,34 @@ class DayStatus:
             "attempts": self.attempts,
             "message": (self.message or "")[:200],
             "schema change": (self.schema_change or "")[:200],
+            "last flow run": flow_run_link(self.last_run_id, ui_url),
+            "fill it with": fill_command(self.day, self.status),
+            "or the backfill deployment": fill_deployment_run(self.day, self.status),
         }
+
+
+def flow_run_link(run_id: str | None, ui_url: str | None) -> str | None:
+    """The flow run's page in the Prefect UI at ``ui_url``; its id when there is no UI."""
+    if run_id is None:
+        return None
+    return f"{ui_url.rstrip('/')}/runs/flow-run/{run_id}" if ui_url else run_id
+
+
+def fill_command(day: date, status: str) -> str:
+    """The one command that loads a missing or failed ``day`` ("" for a loaded one)."""
+    return "" if status == LOADED else f"python -m flows.daily_sales --date {day.isoformat()}"
+
+
+def fill_deployment_run(day: date, status: str) -> str:
+    """The run of the backfill deployment that loads a missing or failed ``day``: ``prefect
+    deployment run`` with its parameters (the same in the UI's run form)."""
+    if status == LOADED:
+        return ""
+    text = day.isoformat()
+    return (
+        f"prefect deployment run '{BACKFILL_DEPLOYMENT}' "
+        f"-p start={text} -p end={text} -p mode={status}"
+    )
 
 
 def reject_rate(valid: int | None, rejected: int | None) -> float | None:

@@ -11,6 +11,7 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.logging import get_run_logger
 from prefect.states import State
 
+from sales_etl.assets import raw_metadata
 from sales_etl.contract import SchemaChange, Shape, compare, enforce
 from sales_etl.errors import PartialExtractError, PermanentSourceError, TransientSourceError
 from sales_etl.lake import open_lake
@@ -25,6 +26,7 @@ from sales_etl.snapshots import (
     replay_chain,
 )
 from sales_etl.source import SalesApiClient, SourceStatus, max_pages_for
+from tasks.assets import describe_materialized
 from tasks.operations import emit_schema_changed
 from tasks.progress import ProgressReporter
 
@@ -134,7 +136,9 @@ def extract_sales(
             f" since {used_since}" if used_since else "",
             client.retries,
         )
-        return RawManifest.from_ref(ref)
+        raw = RawManifest.from_ref(ref)
+        describe_materialized(raw_metadata(raw))  # the raw lake asset, when the flow binds it
+        return raw
 
 
 @task(

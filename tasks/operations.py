@@ -25,6 +25,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
+from prefect.settings import PREFECT_UI_URL
 
 from sales_etl.contract import SchemaChange
 from sales_etl.dates import day_closes_at
@@ -228,9 +229,10 @@ def publish_days(warehouse: WarehouseConfig, through: date) -> list[DayStatus]:
         statuses = day_statuses(engine, tables, start, through)
     counts = {kind: sum(s.status == kind for s in statuses) for kind in ("loaded", "failed")}
     missing = len(statuses) - counts["loaded"] - counts["failed"]
+    ui_url = PREFECT_UI_URL.value()  # None without a UI: the rows show the run ids
     create_table_artifact(
         key=DAYS_ARTIFACT_KEY,
-        table=[status.as_row() for status in reversed(statuses)],
+        table=[status.as_row(ui_url) for status in reversed(statuses)],
         description=(
             f"Daily sales {start}..{through} ({tables.ledger.fullname}): {counts['loaded']} "
             f"loaded, {counts['failed']} failed, {missing} missing"

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from sales_etl import transform
+from sales_etl.assets import clean_metadata
 from sales_etl.lake import open_lake
 from sales_etl.settings import LakeConfig
 from sales_etl.snapshots import (
@@ -19,6 +20,7 @@ from sales_etl.snapshots import (
     RawManifest,
 )
 from sales_etl.transform import DEFAULT_CHUNK_RECORDS, RawPart
+from tasks.assets import describe_materialized
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ def commit_clean_snapshot(
         committed = transform.commit_clean_snapshot(store, raw.ref(), parts)
         clean = CleanManifest.from_ref(committed)
     _log_counts(clean)
+    describe_materialized(clean_metadata(clean))  # the clean lake asset, when the flow binds it
     return clean
 
 

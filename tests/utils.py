@@ -16,12 +16,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 from urllib.parse import quote
@@ -1049,3 +1051,48 @@ def start_worker(
 
 def stop_worker(worker: Worker) -> None:
     stop_process(worker.process, signal.SIGINT, grace=30)
+
+
+# --- a loopback webhook receiver and the automations CLI (the deployment tests) ----------------
+
+
+class Receiver(ThreadingHTTPServer):
+    """A loopback HTTP server that keeps the JSON body of every POST (a webhook's calls)."""
+
+    calls: list[dict[str, Any]]
+
+
+class _ReceiverHandler(BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.calls.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+@contextmanager
+def running_receiver() -> Iterator[Receiver]:
+    """A :class:`Receiver` on a free loopback port, serving in a thread until the block ends."""
+    server = Receiver(("127.0.0.1", 0), _ReceiverHandler)
+    server.calls = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def automations_cli(server: PrefectServer, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m deployments.automations`` against ``server``."""
+    env = run_env(PREFECT_API_URL=server.api_url)
+    return subprocess.run(
+        [sys.executable, "-m", "deployments.automations", *args],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip

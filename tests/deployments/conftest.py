@@ -24,10 +24,12 @@ from tests import postgres
 from tests.utils import (
     REPO,
     PrefectServer,
+    Receiver,
     Served,
     deployment_by_name,
     log_tail,
     run_env,
+    running_receiver,
     stop_process,
     wait_for,
 )
@@ -71,3 +73,10 @@ def served(prefect_server: PrefectServer, pg_admin_url: str) -> Iterator[Served]
         stop_process(process, signal.SIGINT)
         postgres.drop_database(pg_admin_url, database)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A loopback webhook receiver (:class:`tests.utils.Receiver`) for the test."""
+    with running_receiver() as server:
+        yield server

@@ -4,59 +4,16 @@ before the deadline does not."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from deployments.common import PROJECT_ROOT
-from tests.utils import PrefectServer, run_env, wait_for
+from tests.utils import PrefectServer, Receiver, automations_cli, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-class Receiver(ThreadingHTTPServer):
-    calls: list[dict[str, Any]]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: Receiver
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.server.calls.append(json.loads(body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver(("127.0.0.1", 0), _Handler)
-    server.calls = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-def automations_cli(server: PrefectServer, *args: str) -> subprocess.CompletedProcess[str]:
-    env = run_env(PREFECT_API_URL=server.api_url)
-    return subprocess.run(
-        [sys.executable, "-m", "deployments.automations", *args],
-        env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
 
 
 def emit(server: PrefectServer, name: str, day: str, occurred: datetime, **payload: Any) -> None:
@@ -79,10 +36,10 @@ def test_automations_fire_to_a_webhook_with_the_day(
     # The deadline is 15 s after the day "closes" (the due event's time) in this test.
     first = automations_cli(prefect_server, "--webhook-url", url, "--deadline", "00:00:15")
     assert first.returncode == 0, first.stderr
-    assert [line.split(" automation ")[0] for line in first.stdout.splitlines()] == ["created"] * 3
+    assert [line.split(" automation ")[0] for line in first.stdout.splitlines()] == ["created"] * 4
     again = automations_cli(prefect_server, "--deadline", "00:00:15")  # the saved block
     assert again.returncode == 0, again.stderr
-    assert [line.split(" automation ")[0] for line in again.stdout.splitlines()] == ["updated"] * 3
+    assert [line.split(" automation ")[0] for line in again.stdout.splitlines()] == ["updated"] * 4
     with prefect_server.client() as client:
         found = client.post("/automations/filter", json={}).json()
     names = sorted(a["name"] for a in found if "daily-sales" in a["tags"])
@@ -90,6 +47,7 @@ def test_automations_fire_to_a_webhook_with_the_day(
         "Daily Sales: day not loaded by the deadline",
         "Daily Sales: quality degraded",
         "Daily Sales: run failed",
+        "Daily Sales: warehouse asset not fresh",
     ]
 
     # Automations load into the triggers service asynchronously: give it a moment.

@@ -116,7 +116,24 @@ def test_each_day_is_loaded_failed_or_missing(ledger: tuple[Engine, WarehouseTab
         "attempts": 3,
         "message": "",
         "schema change": "",
+        "last flow run": statuses[3].last_run_id,  # no UI known: the run's id
+        "fill it with": "",
+        "or the backfill deployment": "",
     }
+    # A failed day links to its run and says what fills it; a missing day has no run.
+    failed_row = statuses[1].as_row("http://127.0.0.1:4200/")
+    assert failed_row["last flow run"] == (
+        f"http://127.0.0.1:4200/runs/flow-run/{statuses[1].last_run_id}"
+    )
+    assert failed_row["fill it with"] == "python -m flows.daily_sales --date 2026-11-02"
+    assert failed_row["or the backfill deployment"] == (
+        "prefect deployment run 'Daily Sales Backfill/backfill' "
+        "-p start=2026-11-02 -p end=2026-11-02 -p mode=failed"
+    )
+    missing_row = statuses[5].as_row("http://127.0.0.1:4200")
+    assert missing_row["last flow run"] is None
+    assert missing_row["fill it with"] == "python -m flows.daily_sales --date 2026-11-06"
+    assert missing_row["or the backfill deployment"].endswith("-p mode=missing")
 
     assert days_to_backfill(statuses, "missing") == [D[5]]
     assert days_to_backfill(statuses, "failed") == [D[1], D[2]]

@@ -73,6 +73,21 @@ def test_a_week_with_a_missing_and_a_failed_day_in_the_days_artifact(
     assert loaded["reject rate"] == "10.00%"
     assert loaded["sales in warehouse"] == 180
     assert "5 loaded, 1 failed, 24 missing" in artifact.description
+    # Each day links to its last flow run in the UI; a missing or failed day says what fills it.
+    failed_row, missing_row = rows[week[5].isoformat()], rows[week[2].isoformat()]
+    assert failed_row["last flow run"].endswith(
+        f"/runs/flow-run/{failed.state_details.flow_run_id}"
+    )
+    assert failed_row["last flow run"].startswith("http://127.0.0.1:")
+    assert failed_row["fill it with"] == f"python -m flows.daily_sales --date {week[5]}"
+    assert failed_row["or the backfill deployment"] == (
+        f"prefect deployment run 'Daily Sales Backfill/backfill' "
+        f"-p start={week[5]} -p end={week[5]} -p mode=failed"
+    )
+    assert missing_row["last flow run"] is None
+    assert missing_row["fill it with"] == f"python -m flows.daily_sales --date {week[2]}"
+    assert missing_row["or the backfill deployment"].endswith(" -p mode=missing")
+    assert (loaded["fill it with"], loaded["or the backfill deployment"]) == ("", "")
 
     failed_events = [e for e in emitted_events("sales.day") if e.event == "sales.day.failed"]
     assert [e.resource.id for e in failed_events] == [f"sales.day.{week[5]}"]
