@@ -97,39 +97,10 @@ def daily_sales_automations(
     a day must be loaded ``deadline`` after it closes, and a run's warehouse asset be
     materialized ``freshness`` after the run's scheduled start."""
     hhmm = _hhmm(deadline)
-    not_loaded = EventTrigger(
-        after={DAY_DUE},
-        expect={DAY_LOADED},
-        match=DAY_RESOURCES,  # type: ignore[arg-type]  # coerced by the model's validator
-        for_each={"prefect.resource.id"},
-        posture=Posture.Proactive,
-        threshold=1,
-        within=deadline,
-    )
-    degraded = EventTrigger(
-        expect={DAY_DEGRADED},
-        match=DAY_RESOURCES,  # type: ignore[arg-type]
-        for_each={"prefect.resource.id"},
-        posture=Posture.Reactive,
-        threshold=1,
-    )
-    failed = EventTrigger(
-        expect={DAY_FAILED},
-        match=DAY_RESOURCES,  # type: ignore[arg-type]
-        for_each={"prefect.resource.id"},
-        posture=Posture.Reactive,
-        threshold=1,
-    )
-
-    not_fresh = EventTrigger(
-        after={ASSET_DUE},
-        expect={MATERIALIZATION_SUCCEEDED},
-        match=WAREHOUSE_ASSETS,  # type: ignore[arg-type]
-        for_each={"prefect.resource.id"},
-        posture=Posture.Proactive,
-        threshold=1,
-        within=freshness,
-    )
+    not_loaded = _expected_after(DAY_DUE, DAY_LOADED, DAY_RESOURCES, deadline)
+    degraded = _on_each(DAY_DEGRADED)
+    failed = _on_each(DAY_FAILED)
+    not_fresh = _expected_after(ASSET_DUE, MATERIALIZATION_SUCCEEDED, WAREHOUSE_ASSETS, freshness)
 
     def webhook(kind: str, detail: str) -> CallWebhook:
         return CallWebhook(block_document_id=webhook_block_id, payload=_payload(kind, detail))
@@ -166,6 +137,32 @@ def daily_sales_automations(
             actions=[webhook("asset-not-fresh", f'"not materialized within {_hhmm(freshness)}"')],
         ),
     ]
+
+
+def _expected_after(
+    after: str, expect: str, match: dict[str, str], within: timedelta
+) -> EventTrigger:
+    """Fires for a resource when ``expect`` does not follow ``after`` within ``within``."""
+    return EventTrigger(
+        after={after},
+        expect={expect},
+        match=match,  # type: ignore[arg-type]  # coerced by the model's validator
+        for_each={"prefect.resource.id"},
+        posture=Posture.Proactive,
+        threshold=1,
+        within=within,
+    )
+
+
+def _on_each(event: str) -> EventTrigger:
+    """Fires on each ``event`` of a day."""
+    return EventTrigger(
+        expect={event},
+        match=DAY_RESOURCES,  # type: ignore[arg-type]
+        for_each={"prefect.resource.id"},
+        posture=Posture.Reactive,
+        threshold=1,
+    )
 
 
 def apply(automation: AutomationCore) -> tuple[str, UUID]:

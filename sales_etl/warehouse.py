@@ -209,8 +209,13 @@ def create_warehouse_engine(config: WarehouseConfig) -> Engine:
 def read_failed(what: str, engine: Engine, exc: DBAPIError) -> WarehouseError:
     """The error to raise when reading ``what`` from the warehouse failed: the driver's first
     line and the engine's masked URL, never the statement's parameters."""
-    reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+    reason = driver_reason(exc)
     return WarehouseError(f"reading {what} from {describe_engine(engine)} failed: {reason}")
+
+
+def driver_reason(exc: DBAPIError) -> str:
+    """The first line of the driver's error (it names host and database, never a password)."""
+    return str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
 
 
 def describe_engine(engine: Engine) -> str:

@@ -86,47 +86,23 @@ def extract_sales(
     whole day. The manifest records ``mode`` ("full" | "incremental") and ``updated_since``.
     """
     logger = get_run_logger()
-    with open_lake(lake) as store:
+    with open_lake(lake) as store, SalesApiClient(source) as client:
         writer = RawSnapshotWriter(store, day)
-        with SalesApiClient(source) as client:
-            status = client.status(day)
-            since = updated_since if status.supports_updated_since else None
-            if updated_since is not None and since is None:
-                logger.info("The source does not support updated_since: extracting all of %s", day)
-            # The lake keeps each body byte for byte and the transform parses it losslessly;
-            # here only the envelope (cursor, record count) matters: the fast parser will do.
-            # The whole day's count bounds the pages of a delta too (and of its fallback).
-            progress = ProgressReporter(
-                Progress("extract", expected=None if since else status.record_count),
-                key="daily-sales-extract-progress",
-            )
-            try:
-                for page in client.iter_pages(
-                    day,
-                    max_pages_for(status.record_count, source.page_size),
-                    lossless=False,
-                    updated_since=since,
-                ):
-                    writer.add(page)
-                    progress.add(len(page.records))
-            except TransientSourceError as exc:
-                if not writer.pages:
-                    raise
-                raise PartialExtractError(
-                    f"{exc} (after {writer.pages} pages, {writer.records} records of {day} "
-                    "had arrived)"
-                ) from exc
-            progress.finish()
-            mode = client.mode
-            used_since = since.isoformat() if since is not None and mode == "incremental" else None
-            ref = writer.commit(
-                source_state=source_state,
-                source_record_count=status.record_count,
-                requests=client.requests_made,
-                retries=client.retries,
-                mode=mode,
-                updated_since=used_since,
-            )
+        status = client.status(day)
+        since = updated_since if status.supports_updated_since else None
+        if updated_since is not None and since is None:
+            logger.info("The source does not support updated_since: extracting all of %s", day)
+        _land_pages(client, writer, status, since, source.page_size)
+        mode = client.mode
+        used_since = since.isoformat() if since is not None and mode == "incremental" else None
+        ref = writer.commit(
+            source_state=source_state,
+            source_record_count=status.record_count,
+            requests=client.requests_made,
+            retries=client.retries,
+            mode=mode,
+            updated_since=used_since,
+        )
         logger.info(
             "Landed %d records in %d pages as %s (%s extract%s, %d retries)",
             writer.records,
@@ -136,9 +112,44 @@ def extract_sales(
             f" since {used_since}" if used_since else "",
             client.retries,
         )
-        raw = RawManifest.from_ref(ref)
-        describe_materialized(raw_metadata(raw))  # the raw lake asset, when the flow binds it
-        return raw
+    raw = RawManifest.from_ref(ref)
+    describe_materialized(raw_metadata(raw))  # the raw lake asset, when the flow binds it
+    return raw
+
+
+def _land_pages(
+    client: SalesApiClient,
+    writer: RawSnapshotWriter,
+    status: SourceStatus,
+    since: datetime | None,
+    page_size: int,
+) -> None:
+    """Write every page of the day (changed since ``since``, if given) to ``writer``, reporting
+    progress. A source lost after the first page raises :class:`PartialExtractError`."""
+    # The lake keeps each body byte for byte and the transform parses it losslessly; here only
+    # the envelope (cursor, record count) matters: the fast parser will do. The whole day's
+    # count bounds the pages of a delta too (and of its fallback).
+    progress = ProgressReporter(
+        Progress("extract", expected=None if since else status.record_count),
+        key="daily-sales-extract-progress",
+    )
+    try:
+        for page in client.iter_pages(
+            writer.day,
+            max_pages_for(status.record_count, page_size),
+            lossless=False,
+            updated_since=since,
+        ):
+            writer.add(page)
+            progress.add(len(page.records))
+    except TransientSourceError as exc:
+        if not writer.pages:
+            raise
+        raise PartialExtractError(
+            f"{exc} (after {writer.pages} pages, {writer.records} records of {writer.day} "
+            "had arrived)"
+        ) from exc
+    progress.finish()
 
 
 @task(

@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from sales_etl.assets import warehouse_metadata
 from sales_etl.errors import WarehouseError
-from sales_etl.lake import open_lake
+from sales_etl.lake import Lake, open_lake
 from sales_etl.settings import LakeConfig, WarehouseConfig
 from sales_etl.snapshots import CleanManifest, iter_tables
 from sales_etl.warehouse import (
@@ -21,6 +21,7 @@ from sales_etl.warehouse import (
     LoadStats,
     day_high_water_mark,
     describe_engine,
+    driver_reason,
     ensure_tables,
     load_day,
     read_failed,
@@ -65,67 +66,88 @@ def load_sales(
     ``keep_extra``: write the sales' fields outside the contract (``SCHEMA_CONTRACT`` evolve);
     ``schema_change``: how the source's shape changed, for the ledger.
     """
-    logger = get_run_logger()
     with open_lake(lake) as store, warehouse_engine(warehouse) as engine:
-        day, snapshot_id = clean.day, clean.snapshot_id
-        tables = tables_for(warehouse)
-        target = describe_engine(engine)
         source = LoadSource(
-            snapshot_id=snapshot_id,
+            snapshot_id=clean.snapshot_id,
             mode=mode,
             records=clean.records,
             rejects_by_reason=dict(clean.by_reason),
             schema_change=schema_change,
         )
-        try:
-            ensure_tables(engine, tables)
-            stats = load_day(
-                engine,
-                tables,
-                day,
-                run_id,
-                iter_tables(store, list(clean.sales_parts)),
-                iter_tables(store, list(clean.rejected_parts)),
-                loaded_at=datetime.now(UTC),
-                source=source,
-                force=reload,
-                work_mem=warehouse.work_mem,
-                keep_extra=keep_extra,
-            )
-        except DBAPIError as exc:
-            # The driver's text names host and database, never the password (hide_parameters).
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-            message = f"loading {day} into {target} failed: {reason}"
-            _record_failure(engine, warehouse, day, run_id, source, message)
-            raise WarehouseError(message) from None
-        except WarehouseError as exc:
-            _record_failure(engine, warehouse, day, run_id, source, str(exc))
-            raise
-        if stats.skipped:
-            logger.info(
-                "Snapshot %s of %s is already loaded into %s (load ledger): load skipped",
-                snapshot_id,
-                day,
-                target,
-            )
-        else:
-            logger.info(
-                "Loaded %s into %s: %d inserted, %d updated, %d unchanged, %d voided, "
-                "%d stale, %d rejects kept (%s)",
-                day,
-                target,
-                stats.inserted,
-                stats.updated,
-                stats.unchanged,
-                stats.voided,
-                stats.stale,
-                stats.rejects_kept,
-                stats.describe_steps(),
-            )
-        table = tables.sales.fullname
+        stats = _load_or_record_failure(
+            engine, store, warehouse, clean, run_id, source, reload=reload, keep_extra=keep_extra
+        )
+        target = describe_engine(engine)
+        _log_load(clean, target, stats)
+        table = tables_for(warehouse).sales.fullname
         # The warehouse asset, when the flow binds it (a skipped load: the day is up to date).
-        describe_materialized(warehouse_metadata(snapshot_id, table, stats.counts, stats.skipped))
+        metadata = warehouse_metadata(clean.snapshot_id, table, stats.counts, stats.skipped)
+        describe_materialized(metadata)
         return LoadedDay(stats=stats, warehouse=target, table=table)
+
+
+def _load_or_record_failure(
+    engine: Engine,
+    store: Lake,
+    warehouse: WarehouseConfig,
+    clean: CleanManifest,
+    run_id: str,
+    source: LoadSource,
+    *,
+    reload: bool,
+    keep_extra: bool,
+) -> LoadStats:
+    """:func:`sales_etl.warehouse.load_day` of the snapshot's parts; a failure leaves a
+    ``failed`` ledger row naming it and raises a :class:`WarehouseError`."""
+    day, tables = clean.day, tables_for(warehouse)
+    try:
+        ensure_tables(engine, tables)
+        return load_day(
+            engine,
+            tables,
+            day,
+            run_id,
+            iter_tables(store, list(clean.sales_parts)),
+            iter_tables(store, list(clean.rejected_parts)),
+            loaded_at=datetime.now(UTC),
+            source=source,
+            force=reload,
+            work_mem=warehouse.work_mem,
+            keep_extra=keep_extra,
+        )
+    except DBAPIError as exc:
+        # The driver's text names host and database, never the password (hide_parameters).
+        message = f"loading {day} into {describe_engine(engine)} failed: {driver_reason(exc)}"
+        _record_failure(engine, warehouse, day, run_id, source, message)
+        raise WarehouseError(message) from None
+    except WarehouseError as exc:
+        _record_failure(engine, warehouse, day, run_id, source, str(exc))
+        raise
+
+
+def _log_load(clean: CleanManifest, target: str, stats: LoadStats) -> None:
+    logger = get_run_logger()
+    if stats.skipped:
+        logger.info(
+            "Snapshot %s of %s is already loaded into %s (load ledger): load skipped",
+            clean.snapshot_id,
+            clean.day,
+            target,
+        )
+        return
+    logger.info(
+        "Loaded %s into %s: %d inserted, %d updated, %d unchanged, %d voided, "
+        "%d stale, %d rejects kept (%s)",
+        clean.day,
+        target,
+        stats.inserted,
+        stats.updated,
+        stats.unchanged,
+        stats.voided,
+        stats.stale,
+        stats.rejects_kept,
+        stats.describe_steps(),
+    )
 
 
 @task(
