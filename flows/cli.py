@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -298,27 +297,34 @@ def _run_flow(
     """Load the blocks named on the command line, run the flow with them (``run`` returns its
     final state); returns (0, its result), or (exit code, None) after printing
     ``<label> failed: <reason>`` to stderr."""
-    from flows.termination import stoppable_run
+    from flows.termination import line_tracked_stderr, status_line, stoppable_run
 
     # Ctrl-C / SIGTERM: SQL cancelled, workers stopped, one line, exit 130 / 143; Prefect's
     # temporary API server shielded from Ctrl-C and tied to this process (flows.termination).
-    with stoppable_run(label):
-        try:
-            blocks = _block_references(args, parameters)
-        except ConfigError as exc:  # a named block that does not exist: no run is started
-            print(f"{label} failed: {exc}", file=sys.stderr)
-            return EXIT_FAILED, None
-        with _no_permanent_tracebacks_on_the_terminal():
-            state = cast("State[Any]", run(**blocks))
-    if state.is_completed():
-        return 0, state.result()
+    with line_tracked_stderr():
+        with stoppable_run(label):
+            try:
+                blocks = _block_references(args, parameters)
+            except ConfigError as exc:  # a named block that does not exist: no run is started
+                status_line(f"{label} failed: {exc}")
+                return EXIT_FAILED, None
+            with _no_permanent_tracebacks_on_the_terminal():
+                state = cast("State[Any]", run(**blocks))
+        if state.is_completed():
+            return 0, state.result()
+        status_line(f"{label} failed: {_failure_reason(state)}")
+    return EXIT_FAILED, None
+
+
+def _failure_reason(state: State[Any]) -> str:
+    """The first line of why a run failed: a permanent error's type and message, else the
+    state's message."""
     error = _exception_of(state)
     if error is not None and is_permanent(error):
         reason = f"{type(error).__name__}: {error}"
     else:
         reason = (state.message or state.name or "failed").strip()
-    print(f"{label} failed: {reason.splitlines()[0]}", file=sys.stderr)
-    return EXIT_FAILED, None
+    return reason.splitlines()[0]
 
 
 def _exception_of(state: State[Any]) -> BaseException | None:

@@ -47,7 +47,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 import sqlalchemy as sa
 
@@ -519,10 +519,46 @@ def _commit_gate(answering: threading.Event, report: StopReport) -> Callable[[An
     return hold
 
 
+class _LineTrackingStream:
+    """A stream that notes whether the text last written through it ended a line."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.at_line_start = True
+
+    def write(self, text: str) -> int:
+        if text:
+            self.at_line_start = text.endswith("\n")
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def line_tracked_stderr() -> Iterator[None]:
+    """Within the block, ``sys.stderr`` knows whether its last write ended a line: Prefect's
+    API log handler writes an error's text without one when its API is gone, and the run's
+    final line (:func:`status_line`) must still start a line of its own."""
+    original = sys.stderr
+    sys.stderr = _LineTrackingStream(original)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stderr = original
+
+
+def status_line(text: str) -> None:
+    """Print a run's final status line (failed, stopped) on stderr, on a line of its own."""
+    if not getattr(sys.stderr, "at_line_start", True):
+        text = "\n" + text
+    print(text, file=sys.stderr, flush=True)
+
+
 def hard_exit(report: StopReport) -> None:
     """Print the stop line and end the process now: with its API gone, Prefect's exit-time
     drains of logs and events would only retry against nothing."""
-    print(report.line(), file=sys.stderr, flush=True)
+    status_line(report.line())
     sys.stdout.flush()
     os._exit(report.exit_code())
 
@@ -554,5 +590,5 @@ def stoppable_run(label: str) -> Iterator[StopReport]:
     if report.api_lost is not None:
         hard_exit(report)
     if report.signum is not None:
-        print(report.line(), file=sys.stderr, flush=True)
+        status_line(report.line())
         raise SystemExit(report.exit_code())

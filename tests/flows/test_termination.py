@@ -31,7 +31,9 @@ from flows.termination import (
     api_answers,
     api_lost_after,
     graceful_termination,
+    line_tracked_stderr,
     orchestrator_guard,
+    status_line,
     stop_reason,
 )
 from sales_etl.errors import ConfigError
@@ -345,3 +347,18 @@ def test_a_commit_waiting_for_a_lost_api_is_refused_and_rolled_back(gated: sa.En
         with gated.begin() as conn:  # once lost, the run still records its stop (the ledger)
             conn.execute(sa.text("INSERT INTO gated VALUES (2)"))
     assert committed(gated) == 1
+
+
+def test_the_final_line_starts_its_own_line_after_a_partial_write(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Prefect's API log handler writes an error's text with no newline once its API is gone.
+    with line_tracked_stderr():
+        sys.stderr.write("All connection attempts failed")
+        status_line("Daily Sales ETL 2026-11-23 failed: the API server died")
+        status_line("a second line")
+    assert capsys.readouterr().err.splitlines() == [
+        "All connection attempts failed",
+        "Daily Sales ETL 2026-11-23 failed: the API server died",
+        "a second line",
+    ]
