@@ -521,6 +521,24 @@ def assert_newest_ledger_row_is_the_stop(url: str, expected: str) -> None:
     assert len(rows) <= 2 and all(status == "failed" for status, _ in rows), rows
 
 
+@contextmanager
+def blocked_load(
+    pg_url: str, pg_admin_url: str, tmp_path: Path, api_url: str, **settings: str
+) -> Iterator[tuple[Cli, sa.Engine, dict[str, str]]]:
+    """The CLI of :data:`DAY` (lake in ``tmp_path``) once its load waits for the sales table,
+    which the test holds locked until the block ends: (the run, an admin engine, its env).
+    Every process the CLI started is killed at the end; the lock goes after it."""
+    create_tables(pg_url)
+    admin = admin_engine(pg_admin_url)
+    env = pipeline_env(api_url, str(tmp_path / "lake"), pg_url, **settings)
+    with (
+        holding(pg_url, "LOCK TABLE sales IN EXCLUSIVE MODE"),
+        terminal_cli(tmp_path, env) as run,
+    ):
+        wait_for_the_blocked_load(admin, pg_url, run)
+        yield run, admin, env
+
+
 def wait_for_the_blocked_load(admin: sa.Engine, url: str, run: Cli) -> None:
     """Until the CLI's load waits for the table the test holds locked."""
     wait_for(

@@ -15,26 +15,20 @@ from devharness.demo_api import serve_demo_api
 from tests.utils import (
     DAY,
     REFERENCE_DATA,
-    START_WAIT,
     STOP_TIMEOUT,
     WarehouseContents,
-    admin_engine,
     assert_newest_ledger_row_is_the_stop,
     assert_nothing_left,
-    blocked_etl_backends,
+    blocked_load,
     contents,
-    create_tables,
     database_name,
     etl_backends,
-    holding,
     ledger_rows,
     pipeline_env,
     rerun,
     row_counts,
     running_prefect_server,
-    terminal_cli,
     wait_for,
-    wait_for_the_blocked_load,
 )
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -48,21 +42,12 @@ def test_losing_the_api_server_mid_load_fails_the_run_at_once(
     tmp_path: Path,
     reference: WarehouseContents,
 ) -> None:
-    lake = tmp_path / "lake"
-    create_tables(pg_url)
-    admin = admin_engine(pg_admin_url)
     with serve_demo_api(REFERENCE_DATA) as api:
-        env = pipeline_env(api.url, str(lake), pg_url)
-        with (
-            holding(pg_url, "LOCK TABLE sales IN EXCLUSIVE MODE"),
-            terminal_cli(tmp_path, env) as run,
-        ):
-            wait_for_the_blocked_load(admin, pg_url, run)
+        with blocked_load(pg_url, pg_admin_url, tmp_path, api.url) as (run, admin, env):
             [server] = [pid for pid in run.started() if pid != run.proc.pid]
             os.kill(server, signal.SIGKILL)  # the orchestrator is gone
             run.proc.wait(timeout=60)
             wait_for(lambda: not etl_backends(admin, database_name(pg_url)), 10, "no backend")
-        admin.dispose()
         stderr = run.stderr
         assert run.proc.returncode == 1, stderr[-3000:]
         [line] = [
@@ -95,38 +80,22 @@ def test_losing_a_configured_api_mid_load_fails_the_run(
     """The CLI against a ``prefect server start`` elsewhere (PREFECT_API_URL): the server is
     killed while the load waits for a table; the run fails once the API has not answered for
     PREFECT_API_LOST_AFTER_SECONDS, its load rolled back, instead of retrying quietly."""
-    lake = tmp_path / "lake"
-    create_tables(pg_url)
-    admin = admin_engine(pg_admin_url)
     db = database_name(pg_url)
     with (
         serve_demo_api(REFERENCE_DATA) as api,
         running_prefect_server(pg_admin_url) as (server, process),
     ):
-        env = pipeline_env(
-            api.url,
-            str(lake),
-            pg_url,
-            PREFECT_API_URL=server.api_url,
-            PREFECT_API_LOST_AFTER_SECONDS=str(API_LOST_AFTER),
-        )
-        with (
-            holding(pg_url, "LOCK TABLE sales IN EXCLUSIVE MODE"),
-            terminal_cli(tmp_path, env) as run,
-        ):
-            wait_for(
-                lambda: blocked_etl_backends(admin, db, "%INSERT INTO%sales (%"),
-                START_WAIT,
-                "the load to wait for the locked table",
-                run,
-            )
+        settings = {
+            "PREFECT_API_URL": server.api_url,
+            "PREFECT_API_LOST_AFTER_SECONDS": str(API_LOST_AFTER),
+        }
+        with blocked_load(pg_url, pg_admin_url, tmp_path, api.url, **settings) as (run, admin, _):
             killed = time.monotonic()
             os.killpg(process.pid, signal.SIGKILL)  # the server and its uvicorn child
             # Without the guard the load would wait for the lock, held until after the CLI.
             run.proc.wait(timeout=API_LOST_AFTER + 120)
             print(f"failed {time.monotonic() - killed:.1f} s after the API server was killed")
             wait_for(lambda: not etl_backends(admin, db), 10, "no backend")
-        admin.dispose()
         stderr = run.stderr
         assert run.proc.returncode == 1, stderr[-3000:]
         cause = f"Prefect's API server ({server.api_url}) stopped answering for {API_LOST_AFTER} s"
@@ -137,5 +106,5 @@ def test_losing_a_configured_api_mid_load_fails_the_run(
         assert row_counts(pg_url) == (0, 0)
         assert_nothing_left(run)
     with serve_demo_api(REFERENCE_DATA) as api:  # the rerun, on the suite's Prefect API
-        rerun(monkeypatch, pipeline_env(api.url, str(lake), pg_url))
+        rerun(monkeypatch, pipeline_env(api.url, str(tmp_path / "lake"), pg_url))
     assert contents(pg_url) == reference

@@ -16,21 +16,18 @@ from tests.utils import (
     START_WAIT,
     STOP_TIMEOUT,
     WarehouseContents,
-    admin_engine,
     assert_nothing_left,
     assert_stopped,
+    blocked_load,
     contents,
-    create_tables,
     database_name,
     etl_backends,
-    holding,
     manifests,
     pipeline_env,
     rerun,
     row_counts,
     terminal_cli,
     wait_for,
-    wait_for_the_blocked_load,
 )
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -66,20 +63,11 @@ def test_ctrl_c_during_the_load_rolls_it_back(
     tmp_path: Path,
     reference: WarehouseContents,
 ) -> None:
-    lake = tmp_path / "lake"
-    create_tables(pg_url)
-    admin = admin_engine(pg_admin_url)
     with serve_demo_api(REFERENCE_DATA) as api:
-        env = pipeline_env(api.url, str(lake), pg_url)
-        with (
-            holding(pg_url, "LOCK TABLE sales IN EXCLUSIVE MODE"),
-            terminal_cli(tmp_path, env) as run,
-        ):
-            wait_for_the_blocked_load(admin, pg_url, run)
+        with blocked_load(pg_url, pg_admin_url, tmp_path, api.url) as (run, admin, env):
             run.stop(signal.SIGINT)  # SIGTERM at this point: tests/flows/test_termination.py
             # Cancelled, not waiting for the lock (held until after the CLI exited).
             wait_for(lambda: not etl_backends(admin, database_name(pg_url)), 10, "no backend")
-        admin.dispose()
         assert_stopped(run, signal.SIGINT, "load", pg_url)
         assert_nothing_left(run)
         rerun(monkeypatch, env)
@@ -94,16 +82,8 @@ def test_sigkill_of_the_cli_leaves_no_process_it_started(
     tmp_path: Path,
     reference: WarehouseContents,
 ) -> None:
-    lake = tmp_path / "lake"
-    create_tables(pg_url)
-    admin = admin_engine(pg_admin_url)
     with serve_demo_api(REFERENCE_DATA) as api:
-        env = pipeline_env(api.url, str(lake), pg_url)
-        with (
-            holding(pg_url, "LOCK TABLE sales IN EXCLUSIVE MODE"),
-            terminal_cli(tmp_path, env) as run,
-        ):
-            wait_for_the_blocked_load(admin, pg_url, run)
+        with blocked_load(pg_url, pg_admin_url, tmp_path, api.url) as (run, admin, env):
             server = [pid for pid in run.started() if pid != run.proc.pid]
             assert server, "Prefect's temporary API server is not running?"
             run.proc.kill()
@@ -111,7 +91,6 @@ def test_sigkill_of_the_cli_leaves_no_process_it_started(
             # Prefect's temporary API server goes with the CLI (PR_SET_PDEATHSIG).
             assert_nothing_left(run)
         wait_for(lambda: not etl_backends(admin, database_name(pg_url)), 60, "the backend to go")
-        admin.dispose()
         assert row_counts(pg_url) == (0, 0)
         rerun(monkeypatch, env)
     assert contents(pg_url) == reference
