@@ -225,7 +225,7 @@ CREATE TABLE {name} (
     sale_id text PRIMARY KEY, sale_date timestamptz NOT NULL, store_id text NOT NULL,
     product_id text NOT NULL, customer_id text, quantity integer NOT NULL,
     unit_price numeric(18,4) NOT NULL, amount numeric(18,4) NOT NULL, currency text NOT NULL,
-    updated_at timestamptz NOT NULL
+    updated_at timestamptz NOT NULL, extra jsonb
 )
 """
 
