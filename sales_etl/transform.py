@@ -129,7 +129,6 @@ def transform_part(
             writer.add(records, clean_table(chunk.clean), rejected_table(chunk.rejected))
             del chunk
             gc.collect(1)  # the chunk's own cycles; the old generation is not walked
-    gc.collect()  # cycles that reached the old generation meanwhile (pandas frames)
     # Arrow's pool (mimalloc) keeps freed chunk buffers resident otherwise: a process that
     # transforms part after part would creep up by tens of MB per part.
     pa.default_memory_pool().release_unused()
