@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from sales_etl.lake import open_lake
 from sales_etl.settings import LakeConfig
@@ -63,8 +64,16 @@ class PartWorkers:
         self._warming: list[Future[bool]] = [self._pool.submit(_ready) for _ in range(workers)]
 
     def transform(self, lake: LakeConfig, part: RawPart, chunk_records: int) -> CleanParts:
-        """Transform ``part`` in a worker; blocks the calling thread until it is done."""
-        return self._pool.submit(_transform, lake, part, chunk_records).result()
+        """Transform ``part`` in a worker; blocks the calling thread until it is done.
+
+        A worker that died (killed, out of memory) breaks the pool: it raises
+        ``BrokenProcessPool`` and is no longer shared, so the task's retry gets a new one.
+        """
+        try:
+            return self._pool.submit(_transform, lake, part, chunk_records).result()
+        except BrokenProcessPool:
+            _forget(self)
+            raise
 
     def close(self) -> None:
         """Stop the workers: parts not started are dropped, a part in flight is waited for."""
@@ -84,6 +93,12 @@ def shared_part_workers(workers: int) -> PartWorkers:
                 atexit.register(close_shared_part_workers)
             pool = _shared[workers] = PartWorkers(workers)
         return pool
+
+
+def _forget(pool: PartWorkers) -> None:
+    with _shared_lock:
+        if _shared.get(pool.workers) is pool:
+            del _shared[pool.workers]
 
 
 def close_shared_part_workers() -> None:
