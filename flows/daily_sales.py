@@ -38,6 +38,7 @@ from flows.config import (
     source_endpoint,
     warehouse_endpoint,
 )
+from flows.runners import start_part_workers_for
 from flows.termination import note_stage, stop_reason
 from flows.transform import transform_day
 from sales_etl.assets import DayAssets, day_assets
@@ -419,6 +420,7 @@ def _extract(run: DayRun, since: datetime | None) -> RawManifest | None:
     if not status.should_process:
         return None
     since = status.updated_since  # None when the server does not filter: the whole day
+    start_part_workers_for(status.record_count)
     source_state = f"{run.identity}|records={status.record_count}|since={since}"
     # With an S3 lake the cached extract lives in the bucket too, so it outlives the pod.
     extract_task = results_in_lake(materializing(extract_sales, run.assets.raw), lake)

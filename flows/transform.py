@@ -19,6 +19,7 @@ from prefect.logging import get_run_logger
 
 from flows.runners import RunnerChoice, runner_from_settings
 from sales_etl.assets import DayAssets
+from sales_etl.part_workers import shared_part_workers
 from sales_etl.progress import Progress
 from sales_etl.settings import LakeConfig
 from sales_etl.snapshots import CleanManifest, CleanParts, RawManifest
@@ -64,8 +65,10 @@ def transform_day(
     if choice.in_flow:
         parts = [transform_part(lake, part, chunk_records) for part in plan.parts]
     else:
+        if choice.part_processes:
+            shared_part_workers(choice.part_processes)  # their start overlaps the subflow's
         parts = transform_parts.with_options(task_runner=choice.task_runner())(
-            lake, list(plan.parts), choice.in_flight(), chunk_records
+            lake, list(plan.parts), choice.in_flight(), chunk_records, choice.part_processes
         )
     return _committer(assets)(lake, raw, parts)
 
@@ -87,8 +90,10 @@ def transform_parts(
     parts: Sequence[RawPart],
     max_in_flight: int,
     chunk_records: int = DEFAULT_CHUNK_RECORDS,
+    processes: int = 0,
 ) -> list[CleanParts]:
-    """Submit one ``transform-part`` task per raw part, at most ``max_in_flight`` unfinished.
+    """Submit one ``transform-part`` task per raw part, at most ``max_in_flight`` unfinished;
+    with ``processes``, each task hands its part to one of that many worker processes.
 
     Returns:
         What each part wrote, in raw part order (whatever order they finished in).
@@ -103,7 +108,7 @@ def transform_parts(
     while queue or pending:
         while queue and len(pending) < max_in_flight:
             part = queue.pop(0)
-            pending[transform_part.submit(lake, part, chunk_records)] = part.number
+            pending[transform_part.submit(lake, part, chunk_records, processes)] = part.number
         finished = next(as_completed(list(pending)))
         number = pending.pop(finished)
         done[number] = finished.result()

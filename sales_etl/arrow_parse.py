@@ -150,29 +150,35 @@ def _plain_money(body: bytes, table: pa.Table) -> bool:
     return present == 0 or _PLAIN_MONEY.subn(b"", body)[1] == present
 
 
-def oversized_records(body: bytes, count: int) -> dict[int, int]:
-    """Bytes as sent of the page's ``data`` items over :data:`MAX_RECORD_BYTES`, by position.
+def record_limits(body: bytes, count: int) -> tuple[dict[int, int], bool]:
+    """Bytes as sent of the page's ``data`` items over :data:`MAX_RECORD_BYTES`, by position,
+    and whether every item is known to nest no deeper than :data:`MAX_RECORD_DEPTH`.
 
     For the per-record path, which parses the page whole: the same measure as the strict path's
     byte spans (an item's text without the whitespace around it). A vectorised scan for the plain
-    layout, the token scan of :mod:`sales_etl.jsontext` for any other.
+    layout (which also gives the page's depth), the token scan of :mod:`sales_etl.jsontext` for
+    any other (depth unknown).
     """
-    if len(body) <= MAX_RECORD_BYTES or count == 0:
-        return {}
-    bounds = _item_bounds(body, count)
-    if bounds is None:
-        return jsontext.data_item_sizes(body, MAX_RECORD_BYTES)
+    if count == 0:
+        return {}, True
+    if len(body) <= MAX_RECORD_BYTES:
+        return {}, False
+    found = _item_bounds(body)
+    if found is None or len(found[0]) != count + 1:
+        return jsontext.data_item_sizes(body, MAX_RECORD_BYTES), False
+    bounds, depth = found
     sizes = {}
     for index in np.flatnonzero(np.diff(bounds) - 1 > MAX_RECORD_BYTES).tolist():
         size = len(body[bounds[index] + 1 : bounds[index + 1]].strip(b" \t\r\n"))
         if size > MAX_RECORD_BYTES:
             sizes[index] = size
-    return sizes
+    return sizes, depth - 2 <= MAX_RECORD_DEPTH
 
 
-def _item_bounds(body: bytes, count: int) -> np.ndarray | None:
-    """Offsets of the ``data`` array's brackets and of its commas between items, or None when
-    the layout is not the plain one (``data`` the first and last container of the page)."""
+def _item_bounds(body: bytes) -> tuple[np.ndarray, int] | None:
+    """Offsets of the ``data`` array's brackets and of its commas between items, and the page's
+    deepest nesting (the page's object is 1, a record 3); None when the layout is not the plain
+    one (``data`` the first and last container of the page)."""
     text = body.replace(b"\\\\", b"  ").replace(b'\\"', b"  ") if b"\\" in body else body
     data = np.frombuffer(text, dtype=np.uint8)
     quotes = np.flatnonzero(data == _QUOTE)
@@ -195,4 +201,4 @@ def _item_bounds(body: bytes, count: int) -> np.ndarray | None:
     inside = np.arange(start + 1, close)
     commas = inside[(step[inside] == 0) & (depth[inside] == 2)]
     bounds = np.concatenate([[position[start]], position[commas], [position[close]]])
-    return bounds if len(bounds) == count + 1 else None
+    return bounds, int(depth.max())

@@ -129,7 +129,6 @@ def transform_part(
             writer.add(records, clean_table(chunk.clean), rejected_table(chunk.rejected))
             del chunk
             gc.collect(1)  # the chunk's own cycles; the old generation is not walked
-    gc.collect()  # cycles that reached the old generation meanwhile (pandas frames)
     # Arrow's pool (mimalloc) keeps freed chunk buffers resident otherwise: a process that
     # transforms part after part would creep up by tens of MB per part.
     pa.default_memory_pool().release_unused()
@@ -194,8 +193,8 @@ def judge_page(body: bytes, day: date, first_index: int, *, strict: bool = True)
     page = arrow_parse.read_strict(body) if strict else None
     if page is None:
         data = jsontext.loads_page(body)["data"]
-        sizes = arrow_parse.oversized_records(body, len(data))
-        judged = validate_chunk(data, day, first_index, record_sizes=sizes)
+        sizes, shallow = arrow_parse.record_limits(body, len(data))
+        judged = validate_chunk(data, day, first_index, record_sizes=sizes, known_shallow=shallow)
         return PageResult(len(data), judged, strict=False)
     count = page.records.num_rows
     index = np.arange(first_index, first_index + count, dtype=np.int64)

@@ -133,6 +133,7 @@ def validate_chunk(
     *,
     record_index: np.ndarray | None = None,
     record_sizes: Mapping[int, int] | None = None,
+    known_shallow: bool = False,
 ) -> ValidatedChunk:
     """:func:`validate_records` without pandas frames: the per-record path of the transform.
 
@@ -142,10 +143,12 @@ def validate_chunk(
     (one per record) replaces the numbering from ``first_index`` when the records are not
     consecutive in the day's stream. ``record_sizes`` gives the bytes of a record's text as sent,
     by position in ``records``, for the records that may be over :data:`MAX_RECORD_BYTES` (a
-    record not listed is within it); without it, no size limit applies.
+    record not listed is within it); without it, no size limit applies. ``known_shallow``: the
+    caller knows no record nests deeper than :data:`MAX_RECORD_DEPTH` (from the page's text), so
+    the depth is not measured record by record.
     """
     sizes: Mapping[int, int] = record_sizes or {}
-    too_deep = _too_deep(records)
+    too_deep = np.zeros(len(records), dtype=bool) if known_shallow else _too_deep(records)
     shallow: Sequence[Any] = (
         [None if deep else r for r, deep in zip(records, too_deep.tolist(), strict=True)]
         if too_deep.any()

@@ -118,6 +118,9 @@ class LoadStats(LoadCounts):
 
 # psycopg2 reads the COPY source in 8 KiB calls by default; 1 MiB calls cut the Python overhead.
 _COPY_READ_BYTES = 1 << 20
+# Rows per COPY chunk: a clean part is cut into slices this long (no copy), so the CSV text in
+# flight (two chunks ahead of the COPY) stays a few MB whatever the parts' size.
+_COPY_CHUNK_ROWS = 16_384
 
 
 def warehouse_tables(schema_name: str | None, table_name: str = "sales") -> WarehouseTables:
@@ -450,8 +453,8 @@ def _stage(
     for table in (stage_sales, stage_rejected):
         table.create(load.conn)
     batches = itertools.chain(
-        ((stage_sales.name, STAGE_SALES_COLUMNS, b) for b in sales_batches),
-        ((stage_rejected.name, STAGE_REJECTED_COLUMNS, b) for b in rejected_batches),
+        ((stage_sales.name, STAGE_SALES_COLUMNS, b) for b in _slices(sales_batches)),
+        ((stage_rejected.name, STAGE_REJECTED_COLUMNS, b) for b in _slices(rejected_batches)),
     )
     for chunk in _prefetched((_CsvChunk.of(*item) for item in batches), depth=2):
         _copy(load.conn, chunk)
@@ -467,6 +470,13 @@ def _stage(
     # Temporary tables are never auto-analyzed: give the planner real row counts and
     # distributions for the joins below (a sample, well under a second per million).
     load.conn.execute(text("ANALYZE _stage_sales, _stage_rejected"))
+
+
+def _slices(batches: Iterable[pa.Table]) -> Iterator[pa.Table]:
+    """The batches cut into slices of at most :data:`_COPY_CHUNK_ROWS` rows."""
+    for batch in batches:
+        for start in range(0, max(batch.num_rows, 1), _COPY_CHUNK_ROWS):
+            yield batch.slice(start, _COPY_CHUNK_ROWS)
 
 
 @dataclass(frozen=True)
@@ -491,7 +501,9 @@ class _CsvChunk:
                 buffer,
                 pacsv.WriteOptions(include_header=False, quoting_style="needed"),
             )
-        return cls(table, columns, buffer.getvalue(), int(batch.num_rows), newest, with_id)
+        csv = buffer.getvalue()
+        pa.default_memory_pool().release_unused()
+        return cls(table, columns, csv, int(batch.num_rows), newest, with_id)
 
 
 _T = TypeVar("_T")

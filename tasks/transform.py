@@ -13,6 +13,7 @@ from prefect.logging import get_run_logger
 from sales_etl import transform
 from sales_etl.assets import clean_metadata
 from sales_etl.lake import open_lake
+from sales_etl.part_workers import shared_part_workers
 from sales_etl.settings import LakeConfig
 from sales_etl.snapshots import (
     CleanManifest,
@@ -62,11 +63,21 @@ def plan_transform(lake: LakeConfig, raw: RawManifest) -> TransformPlan:
     cache_policy=NO_CACHE,
 )
 def transform_part(
-    lake: LakeConfig, part: RawPart, chunk_records: int = DEFAULT_CHUNK_RECORDS
+    lake: LakeConfig,
+    part: RawPart,
+    chunk_records: int = DEFAULT_CHUNK_RECORDS,
+    processes: int = 0,
 ) -> CleanParts:
-    """Transform raw part ``part``; returns the clean parts it wrote and their counts."""
-    with open_lake(lake) as store:
-        written = transform.transform_part(store, part, chunk_records)
+    """Transform raw part ``part``; returns the clean parts it wrote and their counts.
+
+    ``processes``: hand the work to this process's pool of that many part workers
+    (:mod:`sales_etl.part_workers`) and wait for it; 0: do it here.
+    """
+    if processes:
+        written = shared_part_workers(processes).transform(lake, part, chunk_records)
+    else:
+        with open_lake(lake) as store:
+            written = transform.transform_part(store, part, chunk_records)
     get_run_logger().info(
         "Raw part %d (records %d..%d): %d clean, %d rejected",
         part.number,

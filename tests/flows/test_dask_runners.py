@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
 from flows.runners import RunnerChoice, parse_task_runner, runner_from_settings
@@ -22,21 +22,22 @@ def test_default_is_auto_inline_for_one_part_and_processes_for_several(
     several = choice.for_parts(10)
     assert several.kind == "processes" and several.workers is not None
     assert not several.in_flow
-    assert isinstance(several.task_runner(), ProcessPoolTaskRunner)
+    assert several.part_processes == several.workers
+    assert isinstance(several.task_runner(), ThreadPoolTaskRunner)
 
 
 @pytest.mark.parametrize(
-    ("spec", "kind", "workers", "runner"),
+    ("spec", "kind", "workers", "processes"),
     [
-        ("threads", "threads", None, ThreadPoolTaskRunner),
-        ("threads:3", "threads", 3, ThreadPoolTaskRunner),
-        ("PROCESSES:2", "processes", 2, ProcessPoolTaskRunner),
+        ("threads", "threads", None, 0),
+        ("threads:3", "threads", 3, 0),
+        ("PROCESSES:2", "processes", 2, 2),
     ],
 )
-def test_local_runners(spec: str, kind: str, workers: int | None, runner: type) -> None:
+def test_local_runners(spec: str, kind: str, workers: int | None, processes: int) -> None:
     choice = parse_task_runner(spec)
-    assert (choice.kind, choice.workers) == (kind, workers)
-    assert isinstance(choice.task_runner(), runner)
+    assert (choice.kind, choice.workers, choice.part_processes) == (kind, workers, processes)
+    assert isinstance(choice.task_runner(), ThreadPoolTaskRunner)
     assert choice.for_parts(1) == choice  # only auto adapts to the number of parts
 
 

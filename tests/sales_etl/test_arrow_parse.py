@@ -372,7 +372,8 @@ def test_record_sizes_on_any_layout_match_the_token_scan() -> None:
         for indent in (None, 1):
             body = json.dumps(page, indent=indent, ensure_ascii=False).encode()
             assert jsontext.loads_page(body)["data"] == jsontext.loads(json.dumps(items))
-            sizes = arrow_parse.oversized_records(body, len(items))
+            sizes, shallow = arrow_parse.record_limits(body, len(items))
+            assert shallow is (page is plain)  # the depth is known from the plain layout's scan
             assert sizes == jsontext.data_item_sizes(body, MAX_RECORD_BYTES)
             assert sizes.keys() == expected.keys(), (page.keys(), indent)
             if indent is None:
@@ -382,7 +383,7 @@ def test_record_sizes_on_any_layout_match_the_token_scan() -> None:
     )
     assert jsontext.loads_page(duplicated)["data"] == jsontext.loads(json.dumps(items))
     assert arrow_parse.read_strict(duplicated) is None
-    assert arrow_parse.oversized_records(duplicated, len(items)) == expected
+    assert arrow_parse.record_limits(duplicated, len(items)) == (expected, False)
 
 
 def test_a_deep_record_over_the_size_limit_is_too_deep_and_cut() -> None:
