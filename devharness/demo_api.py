@@ -12,7 +12,8 @@ Data is either generated deterministically per day (``rows_per_day``) or given e
 * ``broken_page_every=N``: every Nth request answers 200 with a body that is not JSON;
 * ``slow_every=N`` / ``slow_seconds``: every Nth request answers late (a read timeout);
 * ``duplicate_page_every=N`` (N >= 2): every Nth page is served twice (the same records again);
-* ``malformed_every=N``: every Nth generated record is corrupted (one of several ways);
+* ``malformed_every=N``: every Nth generated record is broken (the ways of
+  :data:`MALFORMED_CYCLE`, from :data:`devharness.records.BREAKAGES`, in turn);
 * ``update_every=N``: every Nth generated sale is sent again at the end with a newer version;
 * ``permanent_status``: every ``/sales`` request answers this status (e.g. 403);
 * ``new_field_from=N``: generated records from position N on carry a field outside the
