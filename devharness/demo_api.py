@@ -12,7 +12,8 @@ Data is either generated deterministically per day (``rows_per_day``) or given e
 * ``broken_page_every=N``: every Nth request answers 200 with a body that is not JSON;
 * ``slow_every=N`` / ``slow_seconds``: every Nth request answers late (a read timeout);
 * ``duplicate_page_every=N`` (N >= 2): every Nth page is served twice (the same records again);
-* ``malformed_every=N``: every Nth generated record is corrupted (one of several ways);
+* ``malformed_every=N``: every Nth generated record is broken (the ways of
+  :data:`MALFORMED_CYCLE`, from :data:`devharness.records.BREAKAGES`, in turn);
 * ``update_every=N``: every Nth generated sale is sent again at the end with a newer version;
 * ``permanent_status``: every ``/sales`` request answers this status (e.g. 403);
 * ``new_field_from=N``: generated records from position N on carry a field outside the
@@ -43,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import json
 import re
 import threading
@@ -51,31 +51,34 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import date, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, get_args
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
 import orjson
 
 from devharness.demo_days import DayMix, day_plan
+from devharness.records import EXTRA_FIELD, VERSION_DELAY, Variety, broken, draw_sales, render
 
-CURRENCIES = ("EUR", "USD", "GBP", "SEK", "JPY")
-OFFSETS = (timedelta(0), timedelta(hours=1), timedelta(hours=-5), timedelta(hours=5, minutes=30))
-NEW_FIELD = "channel"  # the field new_field_from adds
-CORRUPTIONS = (
+NEW_FIELD = EXTRA_FIELD  # the field new_field_from adds
+# The ways of devharness.records.BREAKAGES malformed_every cycles through, in this order: one per
+# field it breaks; two of them (missing_sale_id, array) leave no usable sale_id.
+MALFORMED_CYCLE: tuple[str, ...] = (
     "missing_sale_id",
     "bad_sale_date",
-    "non_numeric_amount",
+    "localised_amount",
     "unknown_currency",
     "negative_amount",
-    "sql_text_store",
-    "nul_in_product",
-    "quantity_string",
-    "huge_customer",
-    "not_an_object",
+    "sql_store_id",
+    "nul_product_id",
+    "string_quantity",
+    "huge_customer_id",
+    "array",
 )
+SIMPLE = Variety()  # what the simple days draw: plain, uniform, 50 stores
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ class DemoData:
         stop = min(offset + limit, self.count(day))
         if self.mix is not None:
             return day_plan(self.mix, day, self.revision).records(range(offset, stop))
-        return [self.generated(day, i) for i in range(offset, stop)]
+        return self._generated(day, range(offset, stop))
 
     def _positions(self, day: str, since: datetime) -> Sequence[int]:
         """Positions of the records with ``updated_at >= since``.
@@ -158,19 +161,27 @@ class DemoData:
 
     def generated(self, day: str, position: int) -> Any:
         """The record at ``position`` of a generated day's stream."""
+        return self._generated(day, range(position, position + 1))[0]
+
+    def _generated(self, day: str, positions: range) -> list[Any]:
+        """The records at ``positions`` of a generated day's stream: the sales in order, then a
+        tail re-sending every ``update_every``-th sale, changed and newer (version 2)."""
         n = self.rows_per_day
-        if position >= n:  # the tail re-sends every update_every-th sale, changed and newer
-            record = generate_record(day, (position - n) * self.update_every, version=2)
-        else:
-            record = generate_record(day, position)
-        record = self._reshaped(record, position)
-        if (
-            self.malformed_every
-            and position < n
-            and position % self.malformed_every == (self.malformed_every - 1)
-        ):
-            kind = CORRUPTIONS[(position // self.malformed_every) % len(CORRUPTIONS)]
-            return corrupt(record, kind)
+        numbers = [p if p < n else (p - n) * self.update_every for p in positions]
+        versions = [1 if p < n else 2 for p in positions]
+        records = generate_records(day, numbers, versions)
+        return [
+            self._malformed(self._reshaped(record, position), position)
+            for record, position in zip(records, positions, strict=True)
+        ]
+
+    def _malformed(self, record: dict[str, Any], position: int) -> Any:
+        """``record``, broken in the next way of :data:`MALFORMED_CYCLE` when it is one of every
+        ``malformed_every`` sales (never in the tail of updates)."""
+        every = self.malformed_every
+        if every and position < self.rows_per_day and position % every == every - 1:
+            way = MALFORMED_CYCLE[(position // every) % len(MALFORMED_CYCLE)]
+            return broken(record, way)
         return record
 
     def _reshaped(self, record: dict[str, Any], position: int) -> dict[str, Any]:
@@ -186,58 +197,18 @@ class DemoData:
 
 def generate_record(day: str, i: int, version: int = 1) -> dict[str, Any]:
     """A valid, deterministic sale number ``i`` of ``day`` (version 2 is a later update)."""
+    record: dict[str, Any] = generate_records(day, [i], [version])[0]
+    return record
+
+
+def generate_records(day: str, numbers: Sequence[int], versions: Sequence[int]) -> list[Any]:
+    """The valid sales ``numbers`` of ``day`` at ``versions`` (:data:`SIMPLE`, drawn and rendered
+    by :mod:`devharness.records`): a later version sells one more, five minutes later."""
     d = date.fromisoformat(day)
-    digest = hashlib.blake2b(f"{day}:{i}".encode(), digest_size=8).digest()
-    h = int.from_bytes(digest, "big")
-    tz = OFFSETS[h % len(OFFSETS)]
-    moment = datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(seconds=(h >> 8) % 86_400)
-    local = moment.astimezone(timezone(tz))
-    quantity = 1 + (h >> 20) % 5 + (version - 1)
-    cents = 100 + (h >> 24) % 99_900
-    unit_price = f"{cents // 100}.{cents % 100:02d}"
-    amount = f"{cents * quantity // 100}.{cents * quantity % 100:02d}"
-    updated = local + timedelta(minutes=5 * version)
-    return {
-        "sale_id": f"{d:%Y%m%d}-{i:09d}",
-        "sale_date": local.isoformat(),
-        "store_id": f"S{(h >> 32) % 50:03d}",
-        "product_id": f"P{(h >> 40) % 1000:04d}",
-        "customer_id": None if h % 10 == 0 else f"C{(h >> 12) % 100_000:06d}",
-        "quantity": quantity,
-        # Half the prices arrive as JSON numbers, half as decimal strings: both are allowed.
-        "unit_price": float(unit_price) if h % 2 else unit_price,
-        "amount": amount,
-        "currency": CURRENCIES[(h >> 48) % len(CURRENCIES)],
-        "updated_at": updated.isoformat(),
-    }
-
-
-def corrupt(record: dict[str, Any], kind: str) -> Any:
-    """A copy of a valid record broken in one named way."""
-    bad = dict(record)
-    if kind == "missing_sale_id":
-        del bad["sale_id"]
-    elif kind == "bad_sale_date":
-        bad["sale_date"] = "not-a-date"
-    elif kind == "non_numeric_amount":
-        bad["amount"] = "12,50 EUR"
-    elif kind == "unknown_currency":
-        bad["currency"] = "XXY"
-    elif kind == "negative_amount":
-        bad["amount"] = "-" + str(bad["amount"])
-    elif kind == "sql_text_store":
-        bad["store_id"] = "S1'; DROP TABLE sales; --" + "x" * 200
-    elif kind == "nul_in_product":
-        bad["product_id"] = "P\x00" + str(bad["product_id"])
-    elif kind == "quantity_string":
-        bad["quantity"] = str(bad["quantity"])
-    elif kind == "huge_customer":
-        bad["customer_id"] = "C" * 10_000
-    elif kind == "not_an_object":
-        return [bad["sale_id"], bad["amount"]]
-    else:
-        raise ValueError(f"unknown corruption {kind!r}")
-    return bad
+    drawn = draw_sales(d.isoformat(), np.asarray(numbers, dtype=np.int64), SIMPLE)
+    version = np.asarray(versions, dtype=np.int64)
+    drawn.quantity = drawn.quantity + version - 1
+    return render(d, drawn, drawn.second + VERSION_DELAY * version)
 
 
 def _other_type(value: Any) -> Any:

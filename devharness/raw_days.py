@@ -1,151 +1,39 @@
 """Realistic raw days written straight into a lake, at volume: the text an API would send.
 
-About 10% rejects spread over every reason code, 5% duplicates of a sale arriving later with a
-newer ``updated_at``, long ids, skewed stores and products, prices as JSON numbers and as
-strings, extra fields, and a few pages with ``NaN`` literals that only the lossless parser
-reads. Records are built as text (no object per record), so a day of millions is quick to make:
-the benchmarks' days (``benchmarks/``) and the tests' days with every reason code.
-:mod:`devharness.demo_days` is the other generator: days served by the demo API, record by
-record, with revisions over time.
+About 10% rejects spread over every reason code (the ways and weights of
+:data:`devharness.records.BREAKAGES`), 5% duplicates of a sale arriving later as a newer version,
+long ids, skewed stores and products, prices and amounts as JSON numbers and as strings, extra
+fields, and a few pages with ``NaN`` literals that only the lossless parser reads. A page's sales
+are drawn and rendered by :mod:`devharness.records` in one go and written as text by ``orjson``,
+so a day of millions is quick to make: the benchmarks' days (``benchmarks/``) and the tests' days
+with every reason code. :mod:`devharness.demo_days` is the other plan over the same records: days
+served by the demo API, record by record, with revisions over time.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 
+import numpy as np
+import orjson
+
+from devharness.records import VERSION_DELAY, Variety, draw_sales, render, weighted_breakages
 from sales_etl.lake import Lake
 from sales_etl.snapshots import RawSnapshotWriter, SnapshotRef
 from sales_etl.source import Page
 
-CURRENCIES = ("EUR", "USD", "GBP", "CHF", "JPY", "SEK", "eur", "usd")
-OFFSETS = ("Z", "+00:00", "+01:00", "-05:00", "+05:30", "-08:00", "+09:00", "+0100")
-
-# (share of the rejects, how one record is broken); every reason code of REASON_ORDER appears.
-BREAKAGES: tuple[str, ...] = (
-    "not_an_object_list",
-    "not_an_object_string",
-    "missing_sale_id",
-    "long_sale_id",
-    "bad_sale_date",
-    "sale_date_without_offset",
-    "sale_date_other_day",
-    "missing_updated_at",
-    "missing_store_id",
-    "control_char_store_id",
-    "long_product_id",
-    "numeric_customer_id",
-    "quantity_string",
-    "quantity_zero",
-    "quantity_fraction",
-    "negative_unit_price",
-    "unit_price_five_decimals",
-    "amount_with_text",
-    "amount_exponent",
-    "unknown_currency",
-    "zero_amount",
-    "negative_amount",
-)
+RECENT_SALES = 50_000  # how far back a duplicate reaches (the newest sales of the day)
+# Python's json.dumps writes NaN for a float nan: only the lossless parser reads it.
+_NAN_FIELD = b'"amount_check":NaN,'
 
 
-def _stamp(moment: datetime, offset: str, fraction: bool) -> str:
-    if offset in ("Z",):
-        local = moment
-        suffix = "Z"
-    else:
-        sign = 1 if offset[0] == "+" else -1
-        digits = offset[1:].replace(":", "")
-        delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
-        local = moment + sign * delta
-        suffix = offset
-    text = local.strftime("%Y-%m-%dT%H:%M:%S")
-    if fraction:
-        text += f".{moment.microsecond:06d}"
-    return text + suffix
-
-
-def _record_text(
-    day: date, rng: random.Random, number: int, version: int, breakage: str | None
-) -> str:
-    """One record as the JSON text an API would send."""
-    base = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    moment = base + timedelta(seconds=(number * 7919) % 86_400, microseconds=number % 997_000)
-    offset = OFFSETS[number % len(OFFSETS)]
-    sale_date = _stamp(moment, offset, number % 3 == 0)
-    updated_at = _stamp(moment + timedelta(minutes=3 * version), "Z", False)
-    # Skewed stores and products: a few are very busy.
-    store = int(rng.paretovariate(1.2)) % 400
-    product = int(rng.paretovariate(1.1)) % 20_000
-    quantity = 1 + number % 7 + (version - 1)
-    cents = 99 + (number * 104_729) % 250_000
-    unit_price: str = f"{cents // 100}.{cents % 100:02d}"
-    amount_cents = cents * quantity
-    amount = f"{amount_cents // 100}.{amount_cents % 100:02d}"
-    fields: dict[str, str] = {
-        "sale_id": f'"ORD-{day:%Y%m%d}-{number:010d}-7f3a9c1e5b2d4a6c8e0f1a3b5c7d9e1f"',
-        "sale_date": f'"{sale_date}"',
-        "store_id": f'"store-{store:04d}-eu-west"',
-        "product_id": f'"SKU-{product:06d}-{"x" * (number % 5)}"',
-        "customer_id": "null" if number % 10 == 0 else f'"cust-{(number * 31) % 900_000:07d}"',
-        "quantity": str(quantity),
-        # JSON numbers with trailing zeros ("12.50") test that the literal text is kept.
-        "unit_price": unit_price if number % 2 else f'"{unit_price}"',
-        "amount": amount if number % 4 == 1 else f'"{amount}"',
-        "currency": f'"{CURRENCIES[number % len(CURRENCIES)]}"',
-        "updated_at": f'"{updated_at}"',
-    }
-    if number % 13 == 0:
-        fields["channel"] = '{"kind":"web","tags":["a","b"],"score":1.50}'
-    if breakage is not None:
-        broken = _break(fields, breakage, day)
-        if broken is not None:
-            return broken
-    return "{" + ", ".join(f'"{key}": {value}' for key, value in fields.items()) + "}"
-
-
-# How each breakage sets one field's JSON text (None: the field is left out); the two that are
-# no object at all, and the two that depend on the day, are in _break.
-_FIELD_BREAKAGES: dict[str, tuple[str, str | None]] = {
-    "missing_sale_id": ("sale_id", None),
-    "long_sale_id": ("sale_id", '"' + "L" * 80 + '"'),
-    "bad_sale_date": ("sale_date", '"23/11/2026 10:00"'),
-    "missing_updated_at": ("updated_at", None),
-    "missing_store_id": ("store_id", None),
-    "control_char_store_id": ("store_id", '"store\\u0000-1"'),
-    "long_product_id": ("product_id", '"' + "P" * 300 + '"'),
-    "numeric_customer_id": ("customer_id", "12345"),
-    "quantity_zero": ("quantity", "0"),
-    "quantity_fraction": ("quantity", "1.50"),
-    "negative_unit_price": ("unit_price", "-3.10"),
-    "unit_price_five_decimals": ("unit_price", "1.23450"),
-    "amount_with_text": ("amount", '"12,50 EUR"'),
-    "amount_exponent": ("amount", "1.25E2"),
-    "unknown_currency": ("currency", '"XXY"'),
-    "zero_amount": ("amount", "0.00"),
-    "negative_amount": ("amount", '"-19.90"'),
-}
-
-
-def _break(fields: dict[str, str], breakage: str, day: date) -> str | None:
-    """Break ``fields`` in place; returns a whole replacement text for non-objects."""
-    if breakage == "not_an_object_list":
-        return f"[{fields['sale_id']}, {fields['amount']}]"
-    if breakage == "not_an_object_string":
-        return '"sale, but as text"'
-    if breakage == "sale_date_without_offset":
-        fields["sale_date"] = f'"{day.isoformat()}T10:00:00"'
-    elif breakage == "sale_date_other_day":
-        fields["sale_date"] = f'"{(day - timedelta(days=1)).isoformat()}T23:00:00Z"'
-    elif breakage == "quantity_string":
-        fields["quantity"] = f'"{fields["quantity"]}"'
-    else:
-        name, text = _FIELD_BREAKAGES[breakage]
-        if text is None:
-            del fields[name]
-        else:
-            fields[name] = text
-    return None
+def variety(seed: int) -> Variety:
+    """What the sales of a raw day draw: a few very busy stores and products, 5% long ids."""
+    return Variety(
+        seed=seed, stores=400, products=20_000, skew=1.1, long_id_rate=0.05, odd_spellings=True
+    )
 
 
 def realistic_pages(
@@ -160,30 +48,72 @@ def realistic_pages(
 ) -> Iterator[tuple[int, bytes]]:
     """(record count, body) of each page of a realistic day of ``records`` records."""
     rng = random.Random(seed)
+    drawn_from = variety(seed)
     recent: list[int] = []
     produced = 0
     page_number = 0
     while produced < records:
-        texts: list[str] = []
-        for _ in range(min(page_size, records - produced)):
-            if recent and rng.random() < duplicate_share:
-                # A later version of an earlier sale of the day.
-                number, version = recent[rng.randrange(len(recent))], 2
-            else:
-                number, version = produced, 1
-                recent.append(number)
-                if len(recent) > 50_000:
-                    recent = recent[25_000:]
-            breakage = rng.choice(BREAKAGES) if rng.random() < reject_share else None
-            texts.append(_record_text(day, rng, number, version, breakage))
-            produced += 1
+        count = min(page_size, records - produced)
+        numbers, versions = _page_plan(rng, recent, produced, count, duplicate_share)
+        ways = _page_breakages(rng, count, reject_share)
+        produced += count
+        cursor = None if produced >= records else f"c{produced}"
+        body = _page_body(day, drawn_from, numbers, versions, ways, cursor)
         if nan_every_pages and page_number % nan_every_pages == nan_every_pages - 1:
-            # Python's json.dumps writes NaN for a float nan: only the lossless parser reads it.
-            texts[-1] = texts[-1].replace('"currency"', '"amount_check": NaN, "currency"', 1)
-        cursor = "null" if produced >= records else f'"c{produced}"'
-        body = '{"data": [' + ", ".join(texts) + '], "next_cursor": ' + cursor + "}"
-        yield len(texts), body.encode()
+            body = _with_nan(body)
+        yield count, body
         page_number += 1
+
+
+def _page_plan(
+    rng: random.Random, recent: list[int], first: int, count: int, duplicate_share: float
+) -> tuple[list[int], list[int]]:
+    """(sale numbers, versions) of the ``count`` records from position ``first`` on: each a new
+    sale, or (``duplicate_share`` of them) a later version of a recent sale of the day.
+    ``recent`` holds the newest sales' numbers and is updated."""
+    numbers: list[int] = []
+    versions: list[int] = []
+    for position in range(first, first + count):
+        if recent and rng.random() < duplicate_share:
+            numbers.append(recent[rng.randrange(len(recent))])
+            versions.append(2)
+        else:
+            numbers.append(position)
+            versions.append(1)
+            recent.append(position)
+            if len(recent) > RECENT_SALES:
+                del recent[: RECENT_SALES // 2]
+    return numbers, versions
+
+
+def _page_breakages(rng: random.Random, count: int, reject_share: float) -> list[int]:
+    """For each of ``count`` records, the way it is broken (index into BREAKAGES, by weight) or
+    -1: ``reject_share`` of them are broken."""
+    rejected = np.asarray([rng.random() for _ in range(count)]) < reject_share
+    ways = weighted_breakages(np.asarray([rng.random() for _ in range(count)]))
+    return np.where(rejected, ways, -1).tolist()
+
+
+def _page_body(
+    day: date,
+    drawn_from: Variety,
+    numbers: list[int],
+    versions: list[int],
+    ways: list[int],
+    cursor: str | None,
+) -> bytes:
+    """The JSON text of one page: the sales ``numbers`` at ``versions``, broken in ``ways``."""
+    sales = draw_sales(day.isoformat(), np.asarray(numbers, dtype=np.int64), drawn_from)
+    version = np.asarray(versions, dtype=np.int64)
+    sales.quantity = sales.quantity + version - 1  # a later version sells one more
+    data = render(day, sales, sales.second + VERSION_DELAY * version, ways)
+    return orjson.dumps({"data": data, "next_cursor": cursor})
+
+
+def _with_nan(body: bytes) -> bytes:
+    """``body`` with a ``NaN`` literal in an extra field of its last record that has a currency."""
+    at = body.rfind(b'"currency":')
+    return body if at < 0 else body[:at] + _NAN_FIELD + body[at:]
 
 
 def write_realistic_day(

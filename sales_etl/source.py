@@ -167,36 +167,64 @@ class SalesApiClient:
         cursor: str | None = None
         number = 0
         while True:
-            params: dict[str, str | int] = {
-                "date": day.isoformat(),
-                "limit": self._config.page_size,
-            }
-            if cursor is not None:
-                params["cursor"] = cursor
-            if self.mode == "incremental" and updated_since is not None:
-                params["updated_since"] = _iso(updated_since)
-            try:
-                raw, body = self._get("/sales", params, page=True, lossless=lossless)
-            except PermanentSourceError as exc:
-                # Only the first page can fall back: after it, the server has accepted the
-                # parameter, and a later 400 is an error like any other.
-                if self.mode != "incremental" or number or exc.status != BAD_REQUEST:
-                    raise
-                self._refused("/sales", exc)
-                self.mode = "full"
-                continue
-            page = self._page(number, raw, body)
+            page = self._fetch_page(day, number, cursor, updated_since, lossless)
             yield page
             number += 1
-            next_cursor = page.next_cursor
-            if next_cursor is None:
+            if page.next_cursor is None:
                 return
-            if max_pages is not None and number >= max_pages:
-                raise PermanentSourceError(
-                    f"GET {self._base_url}/sales returned more than {max_pages} pages for {day}; "
-                    "the cursor does not seem to end"
-                )
-            cursor = next_cursor
+            self._check_page_limit(day, number, max_pages)
+            cursor = page.next_cursor
+
+    def _fetch_page(
+        self,
+        day: date,
+        number: int,
+        cursor: str | None,
+        updated_since: datetime | None,
+        lossless: bool,
+    ) -> Page:
+        """Page ``number`` of ``day`` (at ``cursor``); fetched again as a full extract when the
+        server refuses ``updated_since`` on the first page."""
+        params = self._page_params(day, cursor, updated_since)
+        try:
+            raw, body = self._get("/sales", params, page=True, lossless=lossless)
+        except PermanentSourceError as exc:
+            if not self._fell_back_to_full(exc, number):
+                raise
+            return self._fetch_page(day, number, cursor, updated_since, lossless)
+        return self._page(number, raw, body)
+
+    def _page_params(
+        self, day: date, cursor: str | None, updated_since: datetime | None
+    ) -> dict[str, str | int]:
+        """The query of a page request: the day, the page size, the cursor after the first page,
+        and ``updated_since`` while the extract is incremental."""
+        params: dict[str, str | int] = {"date": day.isoformat(), "limit": self._config.page_size}
+        if cursor is not None:
+            params["cursor"] = cursor
+        if self.mode == "incremental" and updated_since is not None:
+            params["updated_since"] = _iso(updated_since)
+        return params
+
+    def _fell_back_to_full(self, exc: PermanentSourceError, number: int) -> bool:
+        """Whether ``exc`` (a failed page ``number``) switched the extract to a full one.
+
+        Only the first page can fall back: after it, the server has accepted the parameter, and
+        a later 400 is an error like any other.
+        """
+        if self.mode != "incremental" or number or exc.status != BAD_REQUEST:
+            return False
+        self._refused("/sales", exc)
+        self.mode = "full"
+        return True
+
+    def _check_page_limit(self, day: date, pages: int, max_pages: int | None) -> None:
+        """Refuse a day whose cursor has not ended after ``max_pages`` pages."""
+        if max_pages is not None and pages >= max_pages:
+            raise PermanentSourceError(
+                f"GET {self._base_url}/sales returned more than {max_pages} pages for {day}; "
+                "the cursor does not seem to end"
+            )
 
     def _page(self, number: int, raw: bytes, body: Any) -> Page:
         next_cursor = body.get("next_cursor")

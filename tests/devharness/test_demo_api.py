@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from devharness.demo_api import (
-    CORRUPTIONS,
+    MALFORMED_CYCLE,
     DemoData,
     Faults,
     decode_cursor,
@@ -34,11 +34,11 @@ def test_generated_day_is_deterministic_and_valid() -> None:
 
 
 def test_malformed_every_corrupts_every_nth_record_in_each_way() -> None:
-    data = DemoData(rows_per_day=10 * len(CORRUPTIONS), malformed_every=10)
+    data = DemoData(rows_per_day=10 * len(MALFORMED_CYCLE), malformed_every=10)
     records = [data.generated("2026-11-23", i) for i in range(data.count("2026-11-23"))]
     result = validate_records(jsontext.loads(json.dumps(records)), date(2026, 11, 23))
-    assert len(result.rejected) == len(CORRUPTIONS)
-    assert set(result.rejected["record_index"]) == {10 * k + 9 for k in range(len(CORRUPTIONS))}
+    assert len(result.rejected) == len(MALFORMED_CYCLE)
+    assert set(result.rejected["record_index"]) == {10 * k + 9 for k in range(len(MALFORMED_CYCLE))}
 
 
 def test_status_health_and_skip_days() -> None:

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from devharness.demo_days import (
-    CORRUPTIONS,
     KIND_NAMES,
     STALE,
     DayMix,
@@ -19,6 +18,7 @@ from devharness.demo_days import (
     day_records,
     revision_time,
 )
+from devharness.records import BREAKAGES
 from sales_etl import jsontext
 from sales_etl.validate import REASON_ORDER, ValidationResult, validate_records
 from tests.utils import DAY_TEXT
@@ -52,15 +52,15 @@ def test_rejects_cover_every_reason_exactly_as_planned() -> None:
     result = validated(records)
     plan = day_plan(MIX, DAY_TEXT)
     planned = [
-        None if plan.corruption[s] < 0 else CORRUPTIONS[plan.corruption[s]].reason
+        None if plan.breakage[s] < 0 else BREAKAGES[plan.breakage[s]].reason
         for s in plan.stream.tolist()
     ]
     assert reasons_by_position(result, len(records)) == planned
     assert set(result.rejected["reason"]) == set(REASON_ORDER)
-    distinct_rejects = int((plan.corruption >= 0).sum())
+    distinct_rejects = int((plan.breakage >= 0).sum())
     assert 0.27 * MIX.rows < distinct_rejects < 0.33 * MIX.rows
     # the realistic ones dominate: missing store/product/time and zero amounts
-    ways = Counter(CORRUPTIONS[c].name for c in plan.corruption.tolist() if c >= 0)
+    ways = Counter(BREAKAGES[c].name for c in plan.breakage.tolist() if c >= 0)
     assert ways["missing_store_id"] > ways["sql_store_id"]
     assert ways["zero_amount"] > ways["negative_amount"]
 
