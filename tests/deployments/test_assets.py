@@ -51,8 +51,10 @@ def automations(served: Served, receiver: Receiver) -> Iterator[Receiver]:
     assert created.returncode == 0, created.stderr
     assert f"created automation {NOT_FRESH!r}" in created.stdout
     # Automations load into the triggers service asynchronously: an event that comes before
-    # would open no window. Give it a moment, as tests/deployments/test_automations.py does.
-    time.sleep(5)
+    # would open no window, and the alert is lost. 5 s (as tests/deployments/test_automations.py
+    # gives its reactive ones) was not always enough while the whole suite loaded the machine
+    # (load ~6): the late day's alert never came.
+    time.sleep(15)
     try:
         yield receiver
     finally:
