@@ -53,6 +53,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp \
     PREFECT_HOME=/tmp/prefect \
-    DATA_LAKE_URL=/tmp/lake
+    DATA_LAKE_URL=/tmp/lake \
+    ARROW_DEFAULT_MEMORY_POOL=jemalloc
 USER ${APP_UID}:${APP_UID}
 CMD ["python", "-m", "flows.daily_sales", "--help"]

@@ -43,6 +43,7 @@ from deployments.common import (
 from flows.backfill import daily_sales_backfill
 from flows.daily_sales import daily_sales
 from flows.housekeeping import lake_housekeeping
+from sales_etl.memory import prefer_returning_allocator
 
 DEFAULT_NAME = "hourly"
 BACKFILL_NAME = "backfill"
@@ -149,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     enter_project_root()
+    prefer_returning_allocator()  # for the flow runs this process starts (sales_etl/memory.py)
     # to_deployment is sync here (no running event loop); the cast narrows its dual type.
     deployment = cast(
         RunnerDeployment, daily_sales.to_deployment(args.name, **deployment_options(args.blocks))

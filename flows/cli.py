@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from sales_etl.dates import MAX_RANGE_DAYS, business_date_problem, date_argument
 from sales_etl.errors import ConfigError, is_permanent
+from sales_etl.memory import prefer_returning_allocator
 
 if TYPE_CHECKING:
     from prefect.states import State
@@ -188,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m flows.daily_sales``: prints the verdict line (the whole summary is in the
     run's logs); exit 0 on success, 1 with a one-line reason on failure, 2 on a bad option."""
     args = parse_args(argv)
+    prefer_returning_allocator()  # before pyarrow is imported (sales_etl/memory.py)
     from flows.daily_sales import FLOW_NAME, daily_sales  # Prefect: after the options are good
     from sales_etl.dates import run_business_date
     from sales_etl.report import RunSummary
@@ -213,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def backfill_main(argv: Sequence[str] | None = None) -> int:
     """``python -m flows.backfill``: prints one line per day; exit 1 when any day failed."""
     args = parse_backfill_args(argv)
+    prefer_returning_allocator()  # before pyarrow is imported (sales_etl/memory.py)
     from flows.backfill import FLOW_NAME as BACKFILL_FLOW_NAME
     from flows.backfill import daily_sales_backfill
 

@@ -501,9 +501,7 @@ class _CsvChunk:
                 buffer,
                 pacsv.WriteOptions(include_header=False, quoting_style="needed"),
             )
-        csv = buffer.getvalue()
-        pa.default_memory_pool().release_unused()
-        return cls(table, columns, csv, int(batch.num_rows), newest, with_id)
+        return cls(table, columns, buffer.getvalue(), int(batch.num_rows), newest, with_id)
 
 
 _T = TypeVar("_T")

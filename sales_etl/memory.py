@@ -1,0 +1,29 @@
+"""Arrow's allocator for the pipeline's processes: one that hands freed memory back.
+
+pyarrow allocates from mimalloc by default, which keeps freed pages resident: a long-lived
+process that streams batch after batch (the extract's parts, the load's clean parts and CSV
+chunks) held tens of MB more than it used. Measured on the 945,066 clean rows of a 1M-record
+day read batch by batch: peak RSS +81 MB with mimalloc, +27 MB with jemalloc (+55 MB when the
+pool is only switched with ``pyarrow.set_memory_pool``, which Arrow's C++ readers and writers do
+not all follow); transforming the day's 9 raw parts in one process: 285 MB with mimalloc,
+240 MB with jemalloc, in the same time.
+
+Arrow reads its choice once, from ``ARROW_DEFAULT_MEMORY_POOL``, when it first allocates: the
+entry points set it before pyarrow is imported (:func:`prefer_returning_allocator`), and the
+image sets it for the deployments' flow runs. The part workers and the flow-run processes of a
+served deployment inherit it. A value set by the user is kept.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+
+ARROW_POOL_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
+RETURNING_POOL = "jemalloc"
+
+
+def prefer_returning_allocator(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Choose jemalloc for Arrow in this process (and its children), unless already chosen;
+    call before pyarrow is imported."""
+    environ.setdefault(ARROW_POOL_VARIABLE, RETURNING_POOL)
