@@ -90,6 +90,9 @@ def job_flow(args: dict[str, Any]) -> None:
     os.environ["WAREHOUSE_URL"] = args["warehouse_url"]
     os.environ["DATA_LAKE_URL"] = args["lake"]
     os.environ["SALES_API_PAGE_SIZE"] = str(args["page_size"])
+    from sales_etl.memory import prefer_returning_allocator
+
+    prefer_returning_allocator()  # as the CLI does, before pyarrow is imported
     started = time.perf_counter()
     from flows.daily_sales import daily_sales
     from flows.termination import shielded_api
