@@ -90,6 +90,12 @@ class RunnerChoice:
         return DaskTaskRunner(address=self.address)
 
     @property
+    def in_subflow(self) -> bool:
+        """True for ``dask``: the part tasks run in a subflow whose task runner is the cluster's
+        (threads and processes run them as tasks of the calling flow, on its thread pool)."""
+        return self.kind == "dask"
+
+    @property
     def part_processes(self) -> int:
         """Worker processes the part tasks hand their work to (0: the task does it itself)."""
         return self.workers or _cores() if self.kind == "processes" else 0

@@ -1,12 +1,12 @@
 """The transform of one day: plan, one ``transform-part`` task per raw part, one commit.
 
 A single raw part (an hourly day of the demo size) is one task in the calling flow. Several
-parts run in the subflow "Transform Sales Parts", whose task runner is configuration
-(``TASK_RUNNER``, see :mod:`flows.runners`): a local thread or process pool, or the workers of
-a ``dask.distributed`` cluster; the subflow costs one more flow run (~1-3 s), nothing next to
-the parts it spreads. Whatever runs them and in whatever order they
-finish, the clean snapshot is the same, record for record (each part numbers its records from
-the raw manifest's counts, and the commit lists parts in raw order).
+parts run where ``TASK_RUNNER`` says (:mod:`flows.runners`): on threads or the part worker
+processes, as tasks of the calling flow submitted on its own thread pool; on the workers of a
+``dask.distributed`` cluster, in the subflow "Transform Sales Parts", whose task runner is the
+cluster's. Whatever runs them and in whatever order they finish, the clean snapshot is the
+same, record for record (each part numbers its records from the raw manifest's counts, and the
+commit lists parts in raw order).
 """
 
 from __future__ import annotations
@@ -64,11 +64,15 @@ def transform_day(
     )
     if choice.in_flow:
         parts = [transform_part(lake, part, chunk_records) for part in plan.parts]
-    else:
-        if choice.part_processes:
-            shared_part_workers(choice.part_processes)  # their start overlaps the subflow's
+    elif choice.in_subflow:
         parts = transform_parts.with_options(task_runner=choice.task_runner())(
-            lake, list(plan.parts), choice.in_flight(), chunk_records, choice.part_processes
+            lake, list(plan.parts), choice.in_flight(), chunk_records
+        )
+    else:
+        # No subflow: it would cost a flow run, created synchronously through the API (on the
+        # temporary server's SQLite an answer 503 "busy" at that moment cost ~2 s of retry).
+        parts = submit_parts(
+            lake, plan.parts, choice.in_flight(), chunk_records, choice.part_processes
         )
     return _committer(assets)(lake, raw, parts)
 
@@ -90,14 +94,27 @@ def transform_parts(
     parts: Sequence[RawPart],
     max_in_flight: int,
     chunk_records: int = DEFAULT_CHUNK_RECORDS,
+) -> list[CleanParts]:
+    """:func:`submit_parts` on this subflow's task runner (a Dask cluster's workers)."""
+    return submit_parts(lake, parts, max_in_flight, chunk_records)
+
+
+def submit_parts(
+    lake: LakeConfig,
+    parts: Sequence[RawPart],
+    max_in_flight: int,
+    chunk_records: int = DEFAULT_CHUNK_RECORDS,
     processes: int = 0,
 ) -> list[CleanParts]:
-    """Submit one ``transform-part`` task per raw part, at most ``max_in_flight`` unfinished;
-    with ``processes``, each task hands its part to one of that many worker processes.
+    """Submit one ``transform-part`` task per raw part on the current flow's task runner, at
+    most ``max_in_flight`` unfinished; with ``processes``, each task hands its part to one of
+    that many part worker processes (started now if not yet).
 
     Returns:
         What each part wrote, in raw part order (whatever order they finished in).
     """
+    if processes:
+        shared_part_workers(processes)
     done: dict[int, CleanParts] = {}
     pending: dict[PrefectFuture[CleanParts], int] = {}
     queue = list(parts)
