@@ -56,6 +56,7 @@ _PLAIN_MONEY = re.compile(
     rb'"(?:' + _MONEY_KEY.encode() + rb')"\s*:\s*("?)-?\d{1,14}(?:\.\d{1,4})?\1\s*[,}]'
 )
 _OPEN, _CLOSE, _OPEN_LIST, _CLOSE_LIST, _QUOTE, _COMMA = (ord(c) for c in '{}[]",')
+_BACKSLASH = ord("\\")
 _DATA_KEY = re.compile(
     rb'^\s*\{\s*(?:"(?:[^"\\]|\\.)*"\s*:\s*(?:"(?:[^"\\]|\\.)*"|[-\w.+]+)\s*,\s*)*"data"\s*:\s*\[$'
 )
@@ -114,12 +115,11 @@ def _record_spans(body: bytes) -> tuple[np.ndarray, np.ndarray] | None:
     the plain one (``data`` the first array, each record an object no deeper than the limit).
 
     Brackets outside strings, with their depth, from a few vectorised passes over the bytes;
-    escaped backslashes and quotes are blanked first (same length), so every quote left opens
-    or closes a string.
+    escaped quotes are left out (:func:`_string_quotes`), so every quote kept opens or closes a
+    string.
     """
-    text = body.replace(b"\\\\", b"  ").replace(b'\\"', b"  ") if b"\\" in body else body
-    data = np.frombuffer(text, dtype=np.uint8)
-    quotes = np.flatnonzero(data == _QUOTE)
+    data = np.frombuffer(body, dtype=np.uint8)
+    quotes = _string_quotes(data)
     opens = np.flatnonzero((data == _OPEN) | (data == _OPEN_LIST))
     closes = np.flatnonzero((data == _CLOSE) | (data == _CLOSE_LIST))
     opens = opens[np.searchsorted(quotes, opens) % 2 == 0]
@@ -142,6 +142,27 @@ def _record_spans(body: bytes) -> tuple[np.ndarray, np.ndarray] | None:
     if len(starts) != len(stops):
         return None
     return starts, stops
+
+
+def _string_quotes(data: np.ndarray) -> np.ndarray:
+    """Positions of the quotes that open or close a string: those not escaped, i.e. not after
+    an odd run of backslashes (an escaped quote is the only escape that can hide structure)."""
+    quotes = np.flatnonzero(data == _QUOTE)
+    after = quotes[quotes > 0]
+    after = after[data[after - 1] == _BACKSLASH]
+    if len(after) == 0:
+        return quotes
+    escaped = [q for q in after.tolist() if _backslashes_before(data, q) % 2]
+    return np.setdiff1d(quotes, np.array(escaped, dtype=quotes.dtype), assume_unique=True)
+
+
+def _backslashes_before(data: np.ndarray, position: int) -> int:
+    """How many backslashes run right before ``position`` (each run is counted once per page:
+    the work is linear in the page)."""
+    count = 0
+    while position - count > 0 and data[position - count - 1] == _BACKSLASH:
+        count += 1
+    return count
 
 
 def _plain_money(body: bytes, table: pa.Table) -> bool:
@@ -179,9 +200,8 @@ def _item_bounds(body: bytes) -> tuple[np.ndarray, int] | None:
     """Offsets of the ``data`` array's brackets and of its commas between items, and the page's
     deepest nesting (the page's object is 1, a record 3); None when the layout is not the plain
     one (``data`` the first and last container of the page)."""
-    text = body.replace(b"\\\\", b"  ").replace(b'\\"', b"  ") if b"\\" in body else body
-    data = np.frombuffer(text, dtype=np.uint8)
-    quotes = np.flatnonzero(data == _QUOTE)
+    data = np.frombuffer(body, dtype=np.uint8)
+    quotes = _string_quotes(data)
     opens = (data == _OPEN) | (data == _OPEN_LIST)
     closes = (data == _CLOSE) | (data == _CLOSE_LIST)
     position = np.flatnonzero(opens | closes | (data == _COMMA))

@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -404,3 +405,14 @@ def test_oversized_records_among_hostile_ones_give_the_same_lake(tmp_path: Path)
     records[5] = {**records[5], "quantity": "3"}  # refuses its page the strict way
     records.insert(30, "z" * (MAX_RECORD_BYTES - 1))
     assert_same_lake(tmp_path, pages_of(records, [7, 11, 13, 30], []))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet='\\"a{', max_size=40))
+def test_string_quotes_are_the_quotes_no_odd_run_of_backslashes_escapes(text: str) -> None:
+    body = text.encode()
+    # The definition: pairs of backslashes stand for one each; a backslash left escapes a quote.
+    blanked = body.replace(b"\\\\", b"  ").replace(b'\\"', b"  ")
+    expected = [i for i, byte in enumerate(blanked) if byte == ord('"')]
+    data = np.frombuffer(body, dtype=np.uint8)
+    assert arrow_parse._string_quotes(data).tolist() == expected
