@@ -5,13 +5,14 @@
 ===========================  ============================================================
 ``auto`` (default)           one raw part: in the flow's own process; several: ``processes``
                              with one process per core
-``threads`` / ``threads:N``  ``ThreadPoolTaskRunner`` (N threads; default: cores)
+``threads`` / ``threads:N``  N part tasks at once (default: cores) on the flow's own thread
+                             pool
 ``processes[:N]``            N worker processes (default: cores) that run each part's pure
-                             function (:mod:`sales_etl.part_workers`); the part tasks run in a
-                             ``ThreadPoolTaskRunner`` of N threads in the flow's process, each
-                             waiting for its part's worker
-``tcp://host:8786``          ``DaskTaskRunner(address=...)`` from ``prefect-dask``: an existing
-(or ``dask://host:8786``)    ``dask.distributed`` scheduler; its workers run the tasks
+                             function (:mod:`sales_etl.part_workers`); the part tasks run on
+                             the flow's own thread pool, N at once, each waiting for its worker
+``tcp://host:8786``          the subflow "Transform Sales Parts" on ``DaskTaskRunner`` from
+(or ``dask://host:8786``)    ``prefect-dask``: an existing ``dask.distributed`` scheduler; its
+                             workers run the tasks
 ===========================  ============================================================
 
 ``TRANSFORM_MAX_IN_FLIGHT`` bounds how many part tasks are submitted at once (default: the
@@ -30,7 +31,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner
 
 from sales_etl.errors import ConfigError
 from sales_etl.part_workers import shared_part_workers
@@ -74,12 +75,10 @@ class RunnerChoice:
         return self.workers or _cores()
 
     def task_runner(self) -> TaskRunner[Any]:
-        """A new task runner of this kind (``inline`` and ``auto``: one thread, for callers of
-        the subflow itself; :func:`flows.transform.transform_day` runs ``inline`` without one)."""
-        if self.kind in ("inline", "auto"):
-            return ThreadPoolTaskRunner(max_workers=1)
-        if self.kind in ("threads", "processes"):
-            return ThreadPoolTaskRunner(max_workers=self.workers or _cores())
+        """The subflow's task runner (:attr:`in_subflow`: a Dask cluster's); the other kinds
+        run their part tasks on the calling flow's own runner and have none."""
+        if not self.in_subflow:
+            raise ValueError(f"TASK_RUNNER {self.kind!r} runs no subflow: it has no task runner")
         try:
             from prefect_dask import DaskTaskRunner
         except ImportError:

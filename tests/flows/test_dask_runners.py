@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
 from flows.runners import RunnerChoice, parse_task_runner, runner_from_settings
@@ -23,7 +22,7 @@ def test_default_is_auto_inline_for_one_part_and_processes_for_several(
     assert several.kind == "processes" and several.workers is not None
     assert not several.in_flow
     assert several.part_processes == several.workers
-    assert isinstance(several.task_runner(), ThreadPoolTaskRunner)
+    assert not several.in_subflow  # the parts are tasks of the calling flow
 
 
 @pytest.mark.parametrize(
@@ -37,7 +36,9 @@ def test_default_is_auto_inline_for_one_part_and_processes_for_several(
 def test_local_runners(spec: str, kind: str, workers: int | None, processes: int) -> None:
     choice = parse_task_runner(spec)
     assert (choice.kind, choice.workers, choice.part_processes) == (kind, workers, processes)
-    assert isinstance(choice.task_runner(), ThreadPoolTaskRunner)
+    assert not choice.in_subflow
+    with pytest.raises(ValueError, match="runs no subflow"):
+        choice.task_runner()
     assert choice.for_parts(1) == choice  # only auto adapts to the number of parts
 
 
