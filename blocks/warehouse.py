@@ -153,9 +153,12 @@ class WarehouseBlock(ConfigBlock):
         """The pipeline's idempotent load of one day (``sales_etl.warehouse.load_day``).
 
         Batches are Arrow tables in the clean zone's schemas. Sales are merged by ``sale_id``
-        (the newest ``updated_at`` wins); the day's rejects are replaced.
+        (the newest ``updated_at`` wins); the day's rejects are replaced. The load reads the
+        sales twice: an iterator of them is first collected into a list.
         """
         tables = self.ensure_tables()
+        if iter(sales_batches) is sales_batches:
+            sales_batches = list(sales_batches)
         return load_day(
             self.get_engine(),
             tables,

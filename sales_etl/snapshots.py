@@ -19,7 +19,7 @@ import io
 import json
 import secrets
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -469,16 +469,31 @@ def iter_part_pages(lake: Lake, key: str) -> Iterator[tuple[int, bytes]]:
         raise LakeError(f"{lake.uri(key)} is not a readable Parquet file: {exc}") from None
 
 
-def iter_tables(lake: Lake, keys: list[str], batch_rows: int = 16_384) -> Iterator[pa.Table]:
-    """The rows of the Parquet parts ``keys``, in order, as tables of at most ``batch_rows``.
+@dataclass(frozen=True)
+class LakeTables:
+    """The rows of the Parquet parts ``keys``, in order, as tables of at most ``batch_rows``;
+    each ``iter()`` reads them again from the start (a load reads its sales twice).
 
     Decoded batch by batch: memory holds one part's compressed bytes and one batch, not a
     decoded part (a part of 45,000 sales decoded whole cost the load ~100 MB of peak RSS).
     """
-    for key in keys:
-        try:
-            parquet = pq.ParquetFile(pa.BufferReader(lake.get(key)))
-            for batch in parquet.iter_batches(batch_size=batch_rows):
-                yield pa.Table.from_batches([batch])
-        except pa.ArrowInvalid as exc:
-            raise LakeError(f"{lake.uri(key)} is not a readable Parquet file: {exc}") from None
+
+    lake: Lake
+    keys: tuple[str, ...]
+    batch_rows: int = 16_384
+
+    def __iter__(self) -> Iterator[pa.Table]:
+        for key in self.keys:
+            try:
+                parquet = pq.ParquetFile(pa.BufferReader(self.lake.get(key)))
+                for batch in parquet.iter_batches(batch_size=self.batch_rows):
+                    yield pa.Table.from_batches([batch])
+            except pa.ArrowInvalid as exc:
+                raise LakeError(
+                    f"{self.lake.uri(key)} is not a readable Parquet file: {exc}"
+                ) from None
+
+
+def iter_tables(lake: Lake, keys: Iterable[str], batch_rows: int = 16_384) -> LakeTables:
+    """:class:`LakeTables` of ``keys``: iterate it (again) to read their rows in batches."""
+    return LakeTables(lake, tuple(keys), batch_rows)

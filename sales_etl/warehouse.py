@@ -4,10 +4,12 @@ A load (:func:`load_day`) is a short list of named steps, like the CTEs of a dbt
 
     lock_day          advisory lock of the day: concurrent runs of one day queue up
     skip_if_loaded    the ledger already holds this snapshot of the day: nothing to do
-    stage             COPY clean rows and rejects into temporary staging tables
+    stage             COPY each sale's version (id, updated_at, index) and the rejects into
+                      temporary tables
     pick_winners      per sale_id the newest well-formed version (a sale or a void), and
                       whether it is at least as new as what the warehouse holds
-    upsert_sales      winning sales: new ones inserted, changed ones updated (others untouched)
+    write_sales       the winning rows, read again from the batches: new sales COPYed straight
+                      into the table, stored ones staged and updated where a column changed
     remove_voided     winning voids delete their sale from ``sales``
     keep_rejects      rejects superseded by a winner go; this load's rejects are kept
     reconcile         every winner landed, no voided sale left; day totals; COMMIT with a
@@ -39,6 +41,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -72,7 +75,13 @@ from sales_etl.validate import NON_POSITIVE_AMOUNT
 
 # What a load writes of a sale: the contract's fields and the fields outside it (jsonb).
 BUSINESS_COLUMNS: tuple[str, ...] = (*schema.FIELD_NAMES, schema.EXTRA.name)
+_SALES_WRITTEN: tuple[str, ...] = (*BUSINESS_COLUMNS, schema.RUN_ID.name, schema.LOADED_AT.name)
 STAGE_SALES_COLUMNS: tuple[str, ...] = tuple(c.name for c in schema.CLEAN_COLUMNS)
+# What the winners are picked from: each sale's version, not its whole row.
+_VERSION_SPECS: tuple[schema.Column, ...] = tuple(
+    c for c in schema.CLEAN_COLUMNS if c.name in ("record_index", "sale_id", "updated_at")
+)
+_VERSION_COLUMNS: tuple[str, ...] = tuple(c.name for c in _VERSION_SPECS)
 STAGE_REJECTED_COLUMNS: tuple[str, ...] = tuple(c.name for c in schema.REJECTED_COLUMNS)
 
 
@@ -311,6 +320,7 @@ class _Load:
     loaded_at: datetime
     staged: int = 0
     staged_rejected: int = 0
+    last_index: int = -1  # the largest record_index of the staged sales
     rejected_with_id: int = 0  # staged rejects that name a sale_id
     newest_seen: datetime | None = None
     seconds: dict[str, float] = field(default_factory=dict)
@@ -354,7 +364,9 @@ def load_day(
     """Load one day idempotently; see the module docstring for the steps.
 
     Args:
-        sales_batches / rejected_batches: Arrow tables of the clean zone's two schemas.
+        sales_batches / rejected_batches: Arrow tables of the clean zone's two schemas. The
+            sales are read twice (their versions, then the winning rows): a list, or an
+            iterable whose ``iter()`` starts over, like :func:`sales_etl.snapshots.iter_tables`.
         keep_extra: write each sale's fields outside the contract (``extra``, jsonb); False
             (``SCHEMA_CONTRACT=discard``) writes null there.
         source: what is loaded, for the ledger; a snapshot already in the ledger as loaded for
@@ -363,6 +375,10 @@ def load_day(
         plans: when given, receives the ``EXPLAIN`` of every statement before it runs.
     """
     source = source or LoadSource()
+    if iter(sales_batches) is sales_batches:
+        raise TypeError(
+            "load_day reads the sales twice: pass a list or a re-iterable, not an iterator"
+        )
     started = time.perf_counter()
     with engine.begin() as conn:
         load = _Load(conn, tables, day, run_id, loaded_at, plans=plans)
@@ -372,11 +388,11 @@ def load_day(
             if earlier is not None:
                 return earlier
         staging_started = time.perf_counter()
-        sales_batches = (_with_extra(batch, keep_extra) for batch in sales_batches)
         _stage(load, sales_batches, rejected_batches)
         load.seconds["stage"] = time.perf_counter() - staging_started
         _pick_winners(load)
-        inserted, updated = _upsert_sales(load)
+        sales = (_with_extra(batch, keep_extra) for batch in sales_batches)
+        inserted, updated = _write_sales(load, sales)
         voided = _remove_voided(load)
         malformed_kept, quarantined = _keep_rejects(load)
         stats = _reconcile(load, inserted, updated, voided, malformed_kept, quarantined)
@@ -443,23 +459,27 @@ def _with_extra(batch: pa.Table, keep: bool) -> pa.Table:
 def _stage(
     load: _Load, sales_batches: Iterable[pa.Table], rejected_batches: Iterable[pa.Table]
 ) -> None:
-    """COPY the snapshot into two temporary tables (dropped at COMMIT), then ANALYZE them.
+    """COPY each sale's version (id, ``updated_at``, index) and the rejects, whole, into two
+    temporary tables (dropped at COMMIT), then ANALYZE them.
 
-    A background thread reads the batches and writes them as CSV (Arrow releases the GIL)
-    while this one sends the previous batch to the server: reading and COPY overlap.
+    Only the versions: the winners are picked from them, and only the winning rows are read
+    again and written, each once (:func:`_write_sales`). A background thread reads the batches
+    and writes them as CSV (Arrow releases the GIL) while this one sends the previous batch to
+    the server: reading and COPY overlap.
     """
-    stage_sales = _stage_table("_stage_sales", schema.CLEAN_COLUMNS)
+    stage_versions = _stage_table("_stage_versions", _VERSION_SPECS)
     stage_rejected = _stage_table("_stage_rejected", schema.REJECTED_COLUMNS)
-    for table in (stage_sales, stage_rejected):
+    for table in (stage_versions, stage_rejected):
         table.create(load.conn)
     batches = itertools.chain(
-        ((stage_sales.name, STAGE_SALES_COLUMNS, b) for b in _slices(sales_batches)),
+        ((stage_versions.name, _VERSION_COLUMNS, b) for b in _slices(sales_batches)),
         ((stage_rejected.name, STAGE_REJECTED_COLUMNS, b) for b in _slices(rejected_batches)),
     )
     for chunk in _prefetched((_CsvChunk.of(*item) for item in batches), depth=2):
         _copy(load.conn, chunk)
-        if chunk.table == stage_sales.name:
+        if chunk.table == stage_versions.name:
             load.staged += chunk.rows
+            load.last_index = max(load.last_index, chunk.last_index)
         else:
             load.staged_rejected += chunk.rows
             load.rejected_with_id += chunk.with_id
@@ -469,7 +489,7 @@ def _stage(
             load.newest_seen = chunk.newest
     # Temporary tables are never auto-analyzed: give the planner real row counts and
     # distributions for the joins below (a sample, well under a second per million).
-    load.conn.execute(text("ANALYZE _stage_sales, _stage_rejected"))
+    load.conn.execute(text("ANALYZE _stage_versions, _stage_rejected"))
 
 
 def _slices(batches: Iterable[pa.Table]) -> Iterator[pa.Table]:
@@ -489,11 +509,13 @@ class _CsvChunk:
     rows: int
     newest: datetime | None
     with_id: int  # rows whose sale_id is not null
+    last_index: int  # the largest record_index, -1 for none
 
     @classmethod
     def of(cls, table: str, columns: tuple[str, ...], batch: pa.Table) -> _CsvChunk:
         newest = pc.max(batch.column("updated_at")).as_py() if batch.num_rows else None
         with_id = batch.num_rows - batch.column("sale_id").null_count
+        last = pc.max(batch.column("record_index")).as_py() if batch.num_rows else None
         buffer = io.BytesIO()
         if batch.num_rows:
             pacsv.write_csv(
@@ -501,7 +523,10 @@ class _CsvChunk:
                 buffer,
                 pacsv.WriteOptions(include_header=False, quoting_style="needed"),
             )
-        return cls(table, columns, buffer.getvalue(), int(batch.num_rows), newest, with_id)
+        rows = int(batch.num_rows)
+        return cls(
+            table, columns, buffer.getvalue(), rows, newest, with_id, -1 if last is None else last
+        )
 
 
 _T = TypeVar("_T")
@@ -590,7 +615,7 @@ def _pick_winners(load: _Load) -> None:
         """
         CREATE TEMPORARY TABLE _winners ON COMMIT DROP AS
         WITH versions AS (
-            SELECT sale_id, updated_at, record_index, false AS is_void FROM _stage_sales
+            SELECT sale_id, updated_at, record_index, false AS is_void FROM _stage_versions
             UNION ALL
             SELECT sale_id, updated_at, record_index, true FROM _stage_rejected
             WHERE reason = :void AND sale_id IS NOT NULL AND updated_at IS NOT NULL
@@ -619,29 +644,35 @@ def _pick_winners(load: _Load) -> None:
     load.conn.execute(text("ANALYZE _winners"))
 
 
-_SALE_VALUES = ", ".join(f"st.{name}" for name in BUSINESS_COLUMNS)
 _IDENTICAL = " AND ".join(f"s.{n} IS NOT DISTINCT FROM st.{n}" for n in BUSINESS_COLUMNS[1:])
 _SET_FROM_STAGE = ", ".join(f"{n} = st.{n}" for n in BUSINESS_COLUMNS[1:])
 
 
-def _upsert_sales(load: _Load) -> tuple[int, int]:
-    """Write winning sales that are new or changed; returns (inserted, updated).
+def _write_sales(load: _Load, sales_batches: Iterable[pa.Table]) -> tuple[int, int]:
+    """Write the winning sales, reading the batches once more; returns (inserted, updated).
 
-    New sale_ids are a plain INSERT (the day lock keeps a concurrent run of the day out; a
-    sale_id another day holds fails the load with a duplicate key). Stored ones are updated only
-    where a column differs, so a rerun that changes nothing writes nothing.
+    New sale_ids go straight into the table by COPY: no staging, no second pass on the server
+    (the day lock keeps a concurrent run of the day out; a sale_id another day holds fails the
+    load with a duplicate key). Stored ones are staged and updated only where a column differs,
+    so a rerun that changes nothing writes nothing.
     """
-    inserted = load.run(
-        "insert_new_sales",
-        f"""
-        INSERT INTO {{sales}} ({", ".join(BUSINESS_COLUMNS)}, run_id, loaded_at)
-        SELECT {_SALE_VALUES}, :run_id, :loaded_at
-        FROM _winners w JOIN _stage_sales st ON st.record_index = w.record_index
-        WHERE w.applies AND NOT w.is_void AND NOT w.in_sales
-        """,
-        run_id=load.run_id,
-        loaded_at=load.loaded_at,
-    ).rowcount
+    roles = _winning_roles(load)
+    stage_sales = _stage_table("_stage_sales", schema.CLEAN_COLUMNS)
+    stage_sales.create(load.conn)
+    target = load.sql("{sales}")
+    started = time.perf_counter()
+    inserted = 0
+    for chunk in _prefetched(_winning_chunks(load, sales_batches, roles, target), depth=2):
+        _copy(load.conn, chunk)
+        inserted += chunk.rows if chunk.table == target else 0
+    load.seconds["copy_new_sales"] = time.perf_counter() - started
+    expected = int((roles == _NEW).sum())
+    if inserted != expected:
+        raise WarehouseError(
+            f"the load of {load.day} read {inserted} of its {expected} new winning sales from "
+            "the clean snapshot (did it change while loading?); the load was rolled back"
+        )
+    load.conn.execute(text("ANALYZE _stage_sales"))
     updated = load.run(
         "update_changed_sales",
         f"""
@@ -653,7 +684,63 @@ def _upsert_sales(load: _Load) -> tuple[int, int]:
         run_id=load.run_id,
         loaded_at=load.loaded_at,
     ).rowcount
-    return int(inserted), int(updated)
+    return inserted, int(updated)
+
+
+# The role of a staged sale in this load, by record_index (see _winning_roles).
+_SKIP, _NEW, _STORED = 0, 1, 2
+
+
+def _winning_roles(load: _Load) -> np.ndarray:
+    """Per record_index of the staged sales: :data:`_NEW` for a winning sale the table does not
+    hold, :data:`_STORED` for one it holds (to compare), :data:`_SKIP` for every other row."""
+    roles = np.zeros(load.last_index + 1, dtype=np.int8)
+    buffer = io.BytesIO()
+    cursor = load.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.copy_expert(
+            "COPY (SELECT record_index, in_sales::int FROM _winners "
+            "WHERE applies AND NOT is_void) TO STDOUT WITH (FORMAT csv)",
+            buffer,
+        )
+    finally:
+        cursor.close()
+    if buffer.tell():
+        winners = pacsv.read_csv(
+            io.BytesIO(buffer.getvalue()),
+            read_options=pacsv.ReadOptions(column_names=["record_index", "in_sales"]),
+            convert_options=pacsv.ConvertOptions(
+                column_types={"record_index": pa.int64(), "in_sales": pa.int8()}
+            ),
+        )
+        index = winners.column("record_index").to_numpy()
+        roles[index] = winners.column("in_sales").to_numpy() + _NEW
+    return roles
+
+
+def _winning_chunks(
+    load: _Load, sales_batches: Iterable[pa.Table], roles: np.ndarray, target: str
+) -> Iterator[_CsvChunk]:
+    """CSV chunks of the winning rows: the new ones for ``target``, the stored ones for
+    ``_stage_sales``."""
+    for batch in _slices(sales_batches):
+        index = batch.column("record_index").to_numpy()
+        if len(index) and index.max() >= len(roles):
+            raise WarehouseError(
+                f"the clean snapshot of {load.day} changed while it was loading; the load was "
+                "rolled back"
+            )
+        role = roles[index]
+        new = batch.filter(pa.array(role == _NEW))
+        if new.num_rows:
+            stamped = new.append_column("run_id", pa.repeat(load.run_id, new.num_rows))
+            stamped = stamped.append_column(
+                "loaded_at", pa.repeat(pa.scalar(load.loaded_at), new.num_rows)
+            )
+            yield _CsvChunk.of(target, _SALES_WRITTEN, stamped)
+        stored = batch.filter(pa.array(role == _STORED))
+        if stored.num_rows:
+            yield _CsvChunk.of("_stage_sales", STAGE_SALES_COLUMNS, stored)
 
 
 def _remove_voided(load: _Load) -> int:

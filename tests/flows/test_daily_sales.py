@@ -193,7 +193,7 @@ def test_artifacts_summarise_the_run(configured: str) -> None:
     assert f"| inserted | {EXPECTED_LOADED} |" in str(found["daily-sales-report"].data)
     assert "rejected: invalid_amount" in str(found["daily-sales-summary"].data)
     # Where the load's time went, statement by statement (the stage COPY first).
-    for step in ("stage", "pick_winners", "insert_new_sales", "upsert_rejects", "reconcile"):
+    for step in ("stage", "pick_winners", "copy_new_sales", "upsert_rejects", "reconcile"):
         assert f"seconds: load step {step}" in str(found["daily-sales-summary"].data), step
 
 

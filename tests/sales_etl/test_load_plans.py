@@ -122,7 +122,6 @@ def test_every_load_statement_joins_by_hash_merge_or_index(
             steps = [step for step, _ in plans]
             assert {
                 "pick_winners",
-                "insert_new_sales",
                 "update_changed_sales",
                 "remove_voided",
                 "collect_rejects",

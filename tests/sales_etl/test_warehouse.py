@@ -359,16 +359,19 @@ def test_a_batch_that_fails_to_read_fails_the_load_and_writes_nothing(
     clean = snapshot(lake, [[sale("a"), sale("b")]], chunk_records=1)
     parts = list(iter_tables(lake, clean.manifest["sales_parts"]))
 
-    def torn() -> Any:
-        yield parts[0]
-        raise LakeError("part 2 is torn")
+    class Torn:
+        """Sales whose second part cannot be read (on every reading)."""
+
+        def __iter__(self) -> Any:
+            yield parts[0]
+            raise LakeError("part 2 is torn")
 
     engine = create_warehouse_engine(warehouse)
     tables = tables_for(warehouse)
     ensure_tables(engine, tables)
     try:
         with pytest.raises(LakeError, match="part 2 is torn"):
-            load_day(engine, tables, DAY, "r", torn(), [], datetime.now(UTC))
+            load_day(engine, tables, DAY, "r", Torn(), [], datetime.now(UTC))
     finally:
         engine.dispose()
     assert query(pg_url, "SELECT count(*) FROM sales") == [(0,)]
