@@ -154,11 +154,10 @@ class WarehouseBlock(ConfigBlock):
 
         Batches are Arrow tables in the clean zone's schemas. Sales are merged by ``sale_id``
         (the newest ``updated_at`` wins); the day's rejects are replaced. The load reads the
-        sales twice: an iterator of them is first collected into a list.
+        batches twice: iterators are first collected into lists.
         """
         tables = self.ensure_tables()
-        if iter(sales_batches) is sales_batches:
-            sales_batches = list(sales_batches)
+        sales_batches, rejected_batches = _rereadable(sales_batches), _rereadable(rejected_batches)
         return load_day(
             self.get_engine(),
             tables,
@@ -209,3 +208,8 @@ class WarehouseBlock(ConfigBlock):
         private = dict(state.get("__pydantic_private__") or {})
         private["_engine"] = None
         return {**state, "__pydantic_private__": private}
+
+
+def _rereadable(batches: Iterable[pa.Table]) -> Iterable[pa.Table]:
+    """``batches`` as something :func:`sales_etl.warehouse.load_day` can read twice."""
+    return list(batches) if iter(batches) is batches else batches

@@ -82,7 +82,19 @@ _VERSION_SPECS: tuple[schema.Column, ...] = tuple(
     c for c in schema.CLEAN_COLUMNS if c.name in ("record_index", "sale_id", "updated_at")
 )
 _VERSION_COLUMNS: tuple[str, ...] = tuple(c.name for c in _VERSION_SPECS)
-STAGE_REJECTED_COLUMNS: tuple[str, ...] = tuple(c.name for c in schema.REJECTED_COLUMNS)
+# What the rejects to keep are judged from: all but the record's text and the detail.
+_REJECT_VERSION_SPECS: tuple[schema.Column, ...] = tuple(
+    c for c in schema.REJECTED_COLUMNS if c.name not in ("detail", "raw_record")
+)
+_REJECT_VERSION_COLUMNS: tuple[str, ...] = tuple(c.name for c in _REJECT_VERSION_SPECS)
+# What a load writes of a reject it keeps.
+_REJECTS_WRITTEN: tuple[str, ...] = (
+    schema.BUSINESS_DATE.name,
+    *(c.name for c in schema.REJECTED_COLUMNS if c.name != "record_index"),
+    "occurrences",
+    schema.RUN_ID.name,
+    "rejected_at",
+)
 
 
 @dataclass(frozen=True)
@@ -320,7 +332,8 @@ class _Load:
     loaded_at: datetime
     staged: int = 0
     staged_rejected: int = 0
-    last_index: int = -1  # the largest record_index of the staged sales
+    last_index: dict[str, int] = field(default_factory=dict)  # per staging table, the largest
+    # record_index staged (sizes the arrays that map a record to its part in the write)
     rejected_with_id: int = 0  # staged rejects that name a sale_id
     newest_seen: datetime | None = None
     seconds: dict[str, float] = field(default_factory=dict)
@@ -364,9 +377,9 @@ def load_day(
     """Load one day idempotently; see the module docstring for the steps.
 
     Args:
-        sales_batches / rejected_batches: Arrow tables of the clean zone's two schemas. The
-            sales are read twice (their versions, then the winning rows): a list, or an
-            iterable whose ``iter()`` starts over, like :func:`sales_etl.snapshots.iter_tables`.
+        sales_batches / rejected_batches: Arrow tables of the clean zone's two schemas. Each
+            is read twice (the versions, then the rows to write): a list, or an iterable whose
+            ``iter()`` starts over, like :func:`sales_etl.snapshots.iter_tables`.
         keep_extra: write each sale's fields outside the contract (``extra``, jsonb); False
             (``SCHEMA_CONTRACT=discard``) writes null there.
         source: what is loaded, for the ledger; a snapshot already in the ledger as loaded for
@@ -375,9 +388,9 @@ def load_day(
         plans: when given, receives the ``EXPLAIN`` of every statement before it runs.
     """
     source = source or LoadSource()
-    if iter(sales_batches) is sales_batches:
+    if iter(sales_batches) is sales_batches or iter(rejected_batches) is rejected_batches:
         raise TypeError(
-            "load_day reads the sales twice: pass a list or a re-iterable, not an iterator"
+            "load_day reads its batches twice: pass lists or re-iterables, not iterators"
         )
     started = time.perf_counter()
     with engine.begin() as conn:
@@ -394,7 +407,7 @@ def load_day(
         sales = (_with_extra(batch, keep_extra) for batch in sales_batches)
         inserted, updated = _write_sales(load, sales)
         voided = _remove_voided(load)
-        malformed_kept, quarantined = _keep_rejects(load)
+        malformed_kept, quarantined = _keep_rejects(load, rejected_batches)
         stats = _reconcile(load, inserted, updated, voided, malformed_kept, quarantined)
         _write_ledger(load, source, stats, time.perf_counter() - started)
         return stats
@@ -459,27 +472,28 @@ def _with_extra(batch: pa.Table, keep: bool) -> pa.Table:
 def _stage(
     load: _Load, sales_batches: Iterable[pa.Table], rejected_batches: Iterable[pa.Table]
 ) -> None:
-    """COPY each sale's version (id, ``updated_at``, index) and the rejects, whole, into two
-    temporary tables (dropped at COMMIT), then ANALYZE them.
+    """COPY each sale's and each reject's version (id, ``updated_at``, index; a reject's reason
+    and hash too) into two temporary tables (dropped at COMMIT), then ANALYZE them.
 
-    Only the versions: the winners are picked from them, and only the winning rows are read
-    again and written, each once (:func:`_write_sales`). A background thread reads the batches
+    Only the versions: the winners and the rejects to keep are judged from them, and only the
+    rows to write are read again and written, each once (:func:`_write_sales`,
+    :func:`_write_new_rejects`). A background thread reads the batches
     and writes them as CSV (Arrow releases the GIL) while this one sends the previous batch to
     the server: reading and COPY overlap.
     """
     stage_versions = _stage_table("_stage_versions", _VERSION_SPECS)
-    stage_rejected = _stage_table("_stage_rejected", schema.REJECTED_COLUMNS)
+    stage_rejected = _stage_table("_stage_rejected", _REJECT_VERSION_SPECS)
     for table in (stage_versions, stage_rejected):
         table.create(load.conn)
     batches = itertools.chain(
         ((stage_versions.name, _VERSION_COLUMNS, b) for b in _slices(sales_batches)),
-        ((stage_rejected.name, STAGE_REJECTED_COLUMNS, b) for b in _slices(rejected_batches)),
+        ((stage_rejected.name, _REJECT_VERSION_COLUMNS, b) for b in _slices(rejected_batches)),
     )
     for chunk in _prefetched((_CsvChunk.of(*item) for item in batches), depth=2):
         _copy(load.conn, chunk)
+        load.last_index[chunk.table] = max(load.last_index.get(chunk.table, -1), chunk.last_index)
         if chunk.table == stage_versions.name:
             load.staged += chunk.rows
-            load.last_index = max(load.last_index, chunk.last_index)
         else:
             load.staged_rejected += chunk.rows
             load.rejected_with_id += chunk.with_id
@@ -694,28 +708,45 @@ _SKIP, _NEW, _STORED = 0, 1, 2
 def _winning_roles(load: _Load) -> np.ndarray:
     """Per record_index of the staged sales: :data:`_NEW` for a winning sale the table does not
     hold, :data:`_STORED` for one it holds (to compare), :data:`_SKIP` for every other row."""
-    roles = np.zeros(load.last_index + 1, dtype=np.int8)
+    return _indexed(
+        load,
+        "_stage_versions",
+        f"SELECT record_index, {_NEW} + in_sales::int FROM _winners WHERE applies AND NOT is_void",
+    )
+
+
+def _indexed(load: _Load, staged: str, query: str) -> np.ndarray:
+    """An array with a zero per record_index staged in ``staged``, set at each record_index
+    ``query`` returns to the integer it returns with it (read by COPY: no object per row)."""
+    values = np.zeros(load.last_index.get(staged, -1) + 1, dtype=np.int32)
     buffer = io.BytesIO()
     cursor = load.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.copy_expert(
-            "COPY (SELECT record_index, in_sales::int FROM _winners "
-            "WHERE applies AND NOT is_void) TO STDOUT WITH (FORMAT csv)",
-            buffer,
-        )
+        cursor.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", buffer)
     finally:
         cursor.close()
     if buffer.tell():
-        winners = pacsv.read_csv(
+        rows = pacsv.read_csv(
             io.BytesIO(buffer.getvalue()),
-            read_options=pacsv.ReadOptions(column_names=["record_index", "in_sales"]),
+            read_options=pacsv.ReadOptions(column_names=["record_index", "value"]),
             convert_options=pacsv.ConvertOptions(
-                column_types={"record_index": pa.int64(), "in_sales": pa.int8()}
+                column_types={"record_index": pa.int64(), "value": pa.int32()}
             ),
         )
-        index = winners.column("record_index").to_numpy()
-        roles[index] = winners.column("in_sales").to_numpy() + _NEW
-    return roles
+        values[rows.column("record_index").to_numpy()] = rows.column("value").to_numpy()
+    return values
+
+
+def _values_at(load: _Load, batch: pa.Table, values: np.ndarray) -> np.ndarray:
+    """``values`` at the batch's record indexes; a record the staging did not see (the clean
+    snapshot changed between the two readings) fails the load."""
+    index = batch.column("record_index").to_numpy()
+    if len(index) and index.max() >= len(values):
+        raise WarehouseError(
+            f"the clean snapshot of {load.day} changed while it was loading; the load was "
+            "rolled back"
+        )
+    return values[index]
 
 
 def _winning_chunks(
@@ -724,13 +755,7 @@ def _winning_chunks(
     """CSV chunks of the winning rows: the new ones for ``target``, the stored ones for
     ``_stage_sales``."""
     for batch in _slices(sales_batches):
-        index = batch.column("record_index").to_numpy()
-        if len(index) and index.max() >= len(roles):
-            raise WarehouseError(
-                f"the clean snapshot of {load.day} changed while it was loading; the load was "
-                "rolled back"
-            )
-        role = roles[index]
+        role = _values_at(load, batch, roles)
         new = batch.filter(pa.array(role == _NEW))
         if new.num_rows:
             stamped = new.append_column("run_id", pa.repeat(load.run_id, new.num_rows))
@@ -760,7 +785,7 @@ def _remove_voided(load: _Load) -> int:
     )
 
 
-def _keep_rejects(load: _Load) -> tuple[int, int]:
+def _keep_rejects(load: _Load, rejected_batches: Iterable[pa.Table]) -> tuple[int, int]:
     """Drop stored rejects a winner supersedes; keep this load's rejects. Returns (malformed
     versions kept, of which quarantined next to a well-formed version of their sale).
 
@@ -789,26 +814,61 @@ def _keep_rejects(load: _Load) -> tuple[int, int]:
         """,
         day=load.day,
     )
-    load.run(
-        "upsert_rejects",  # the new ones
-        """
-        INSERT INTO {rejected} (business_date, record_hash, sale_id, updated_at, reason, detail,
-                                raw_record, occurrences, run_id, rejected_at)
-        SELECT :day, r.record_hash, r.sale_id, r.updated_at, r.reason, r.detail, r.raw_record,
-               k.occurrences, :run_id, :loaded_at
-        FROM _rejects k JOIN _stage_rejected r ON r.record_index = k.record_index
-        WHERE NOT EXISTS (SELECT FROM {rejected} t
-                          WHERE t.business_date = :day AND t.record_hash = k.record_hash)
-        """,
-        day=load.day,
-        run_id=load.run_id,
-        loaded_at=load.loaded_at,
-    )
+    _write_new_rejects(load, rejected_batches)
     kept = load.run(
         "count_kept_rejects",
         "SELECT coalesce(sum(malformed), 0), coalesce(sum(quarantined), 0) FROM _rejects",
     ).one()
     return int(kept[0]), int(kept[1])
+
+
+def _write_new_rejects(load: _Load, rejected_batches: Iterable[pa.Table]) -> None:
+    """COPY the kept rejects the table does not hold yet straight into it, each with its count
+    of copies, reading the rejected batches once more."""
+    load.run(
+        "upsert_rejects",  # the new ones: which records, and their copies
+        """
+        CREATE TEMPORARY TABLE _new_rejects ON COMMIT DROP AS
+        SELECT k.record_index, k.occurrences FROM _rejects k
+        WHERE NOT EXISTS (SELECT FROM {rejected} t
+                          WHERE t.business_date = :day AND t.record_hash = k.record_hash)
+        """,
+        day=load.day,
+    )
+    started = time.perf_counter()
+    occurrences = _indexed(load, "_stage_rejected", "SELECT * FROM _new_rejects")
+    target = load.sql("{rejected}")
+    written = 0
+    for chunk in _prefetched(_new_reject_chunks(load, rejected_batches, occurrences, target), 2):
+        _copy(load.conn, chunk)
+        written += chunk.rows
+    load.seconds["upsert_rejects"] += time.perf_counter() - started
+    expected = int(np.count_nonzero(occurrences))
+    if written != expected:
+        raise WarehouseError(
+            f"the load of {load.day} read {written} of its {expected} new rejects from the clean "
+            "snapshot (did it change while loading?); the load was rolled back"
+        )
+
+
+def _new_reject_chunks(
+    load: _Load, rejected_batches: Iterable[pa.Table], occurrences: np.ndarray, target: str
+) -> Iterator[_CsvChunk]:
+    """CSV chunks of the rejects to write into ``target``, with their day, copies and run."""
+    for batch in _slices(rejected_batches):
+        copies = _values_at(load, batch, occurrences)
+        keep = copies > 0
+        if not keep.any():
+            continue
+        rows = batch.filter(pa.array(keep))
+        count = rows.num_rows
+        rows = (
+            rows.append_column("business_date", pa.repeat(pa.scalar(load.day), count))
+            .append_column("occurrences", pa.array(copies[keep]))
+            .append_column("run_id", pa.repeat(load.run_id, count))
+            .append_column("rejected_at", pa.repeat(pa.scalar(load.loaded_at), count))
+        )
+        yield _CsvChunk.of(target, _REJECTS_WRITTEN, rows)
 
 
 def _collect_rejects(load: _Load) -> None:
