@@ -542,7 +542,7 @@ def blocked_load(
 def wait_for_the_blocked_load(admin: sa.Engine, url: str, run: Cli) -> None:
     """Until the CLI's load waits for the table the test holds locked."""
     wait_for(
-        lambda: blocked_etl_backends(admin, database_name(url), "%INSERT INTO%sales (%"),
+        lambda: blocked_etl_backends(admin, database_name(url), "COPY %sales (%"),
         START_WAIT,
         "the load to wait for the locked table",
         run,
