@@ -8,9 +8,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
+from sales_etl.errors import WarehouseError
 from sales_etl.lake import Lake, open_lake
 from sales_etl.settings import LakeConfig, WarehouseConfig
 from sales_etl.snapshots import RawSnapshotWriter, SnapshotRef, iter_tables
@@ -376,6 +378,60 @@ def test_a_batch_that_fails_to_read_fails_the_load_and_writes_nothing(
         engine.dispose()
     assert query(pg_url, "SELECT count(*) FROM sales") == [(0,)]
     assert query(pg_url, "SELECT count(*) FROM sales_load_ledger") == [(0,)]
+
+
+class _Readings:
+    """Batches that differ between the load's first reading (versions) and its second (rows)."""
+
+    def __init__(self, first: list[Any], second: list[Any]) -> None:
+        self.readings = [first, second]
+
+    def __iter__(self) -> Any:
+        return iter(self.readings.pop(0) if len(self.readings) > 1 else self.readings[0])
+
+
+@pytest.mark.parametrize(
+    ("what", "second"),
+    [
+        ("sales", lambda parts: parts[:1]),  # a winning sale missing from the second reading
+        ("sales", lambda parts: [parts[0].set_column(0, "record_index", pa.array([99]))]),
+        ("rejects", lambda parts: []),  # a reject to keep missing from the second reading
+    ],
+    ids=["sale-missing", "sale-unseen", "reject-missing"],
+)
+def test_batches_that_change_between_the_two_readings_fail_the_load(
+    warehouse: WarehouseConfig, lake: Lake, pg_url: str, what: str, second: Any
+) -> None:
+    clean = snapshot(lake, [[sale("a")], [sale("b"), {"x": 1}]], chunk_records=1)
+    sales = list(iter_tables(lake, clean.manifest["sales_parts"]))
+    rejects = list(iter_tables(lake, clean.manifest["rejected_parts"]))
+    batches: dict[str, Any] = {"sales": sales, "rejects": rejects}
+    batches[what] = _Readings(batches[what], second(batches[what]))
+    engine = create_warehouse_engine(warehouse)
+    tables = tables_for(warehouse)
+    ensure_tables(engine, tables)
+    try:
+        with pytest.raises(WarehouseError, match="the load was rolled back"):
+            load_day(
+                engine, tables, DAY, "r", batches["sales"], batches["rejects"], datetime.now(UTC)
+            )
+    finally:
+        engine.dispose()
+    assert query(pg_url, "SELECT count(*) FROM sales") == [(0,)]
+    assert query(pg_url, "SELECT count(*) FROM sales_rejected") == [(0,)]
+
+
+def test_the_load_refuses_batches_it_cannot_read_twice(
+    warehouse: WarehouseConfig, lake: Lake
+) -> None:
+    clean = snapshot(lake, [[sale("a")]])
+    once = iter(list(iter_tables(lake, clean.manifest["sales_parts"])))
+    engine = create_warehouse_engine(warehouse)
+    try:
+        with pytest.raises(TypeError, match="reads its batches twice"):
+            load_day(engine, tables_for(warehouse), DAY, "r", once, [], datetime.now(UTC))
+    finally:
+        engine.dispose()
 
 
 # The contract's largest amount: numeric(18,4), 18 significant digits (beyond float64).
