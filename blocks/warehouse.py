@@ -8,7 +8,7 @@ leaving a ``with`` block).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime
 from types import TracebackType
 from typing import Any, ClassVar
@@ -212,4 +212,4 @@ class WarehouseBlock(ConfigBlock):
 
 def _rereadable(batches: Iterable[pa.Table]) -> Iterable[pa.Table]:
     """``batches`` as something :func:`sales_etl.warehouse.load_day` can read twice."""
-    return list(batches) if iter(batches) is batches else batches
+    return list(batches) if isinstance(batches, Iterator) else batches

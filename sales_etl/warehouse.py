@@ -388,7 +388,7 @@ def load_day(
         plans: when given, receives the ``EXPLAIN`` of every statement before it runs.
     """
     source = source or LoadSource()
-    if iter(sales_batches) is sales_batches or iter(rejected_batches) is rejected_batches:
+    if isinstance(sales_batches, Iterator) or isinstance(rejected_batches, Iterator):
         raise TypeError(
             "load_day reads its batches twice: pass lists or re-iterables, not iterators"
         )
@@ -606,10 +606,10 @@ def _utc_wall_clock(batch: pa.Table) -> pa.Table:
     return batch
 
 
-def _copy(conn: Connection, chunk: _CsvChunk) -> None:
-    """COPY one CSV chunk into its staging table."""
+def _copy(conn: Connection, chunk: _CsvChunk) -> int:
+    """COPY one CSV chunk into its table; returns the rows the server says it wrote."""
     if not chunk.rows:
-        return
+        return 0
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.copy_expert(
@@ -617,6 +617,7 @@ def _copy(conn: Connection, chunk: _CsvChunk) -> None:
             io.BytesIO(chunk.csv),
             size=_COPY_READ_BYTES,
         )
+        return int(cursor.rowcount)
     finally:
         cursor.close()
 
@@ -677,14 +678,15 @@ def _write_sales(load: _Load, sales_batches: Iterable[pa.Table]) -> tuple[int, i
     started = time.perf_counter()
     inserted = 0
     for chunk in _prefetched(_winning_chunks(load, sales_batches, roles, target), depth=2):
-        _copy(load.conn, chunk)
-        inserted += chunk.rows if chunk.table == target else 0
+        copied = _copy(load.conn, chunk)
+        inserted += copied if chunk.table == target else 0
     load.seconds["copy_new_sales"] = time.perf_counter() - started
     expected = int((roles == _NEW).sum())
     if inserted != expected:
         raise WarehouseError(
-            f"the load of {load.day} read {inserted} of its {expected} new winning sales from "
-            "the clean snapshot (did it change while loading?); the load was rolled back"
+            f"the load of {load.day} wrote {inserted} of its {expected} new winning sales (the "
+            "clean snapshot changed while loading, or the table refused rows); the load was "
+            "rolled back"
         )
     load.conn.execute(text("ANALYZE _stage_sales"))
     updated = load.run(
@@ -840,14 +842,14 @@ def _write_new_rejects(load: _Load, rejected_batches: Iterable[pa.Table]) -> Non
     target = load.sql("{rejected}")
     written = 0
     for chunk in _prefetched(_new_reject_chunks(load, rejected_batches, occurrences, target), 2):
-        _copy(load.conn, chunk)
-        written += chunk.rows
+        written += _copy(load.conn, chunk)
     load.seconds["upsert_rejects"] += time.perf_counter() - started
     expected = int(np.count_nonzero(occurrences))
     if written != expected:
         raise WarehouseError(
-            f"the load of {load.day} read {written} of its {expected} new rejects from the clean "
-            "snapshot (did it change while loading?); the load was rolled back"
+            f"the load of {load.day} wrote {written} of its {expected} new rejects (the clean "
+            "snapshot changed while loading, or the table refused rows); the load was rolled "
+            "back"
         )
 
 
@@ -953,20 +955,29 @@ def _reconcile(
 
 
 def _check_winners(load: _Load) -> Mapping[str, Any]:
-    """Every winning sale is in the table at its version and every void is gone, or raise."""
+    """Every winning sale is in the table at its version and every void is gone, or raise.
+
+    The new sales were counted as COPY wrote them (:func:`_write_sales`): what is looked up in
+    the table here is what the load changed there, the stored sales it updated and the voids.
+    """
     check = (
         load.run(
             "reconcile",
             """
-            SELECT count(*) AS winners,
-                   count(*) FILTER (WHERE NOT w.is_void AND w.applies) AS sales_applied,
-                   count(*) FILTER (WHERE NOT w.is_void AND NOT w.applies) AS stale,
-                   count(*) FILTER (WHERE w.applies AND NOT w.is_void
-                                    AND (s.sale_id IS NULL OR s.updated_at < w.updated_at))
-                       AS missing,
-                   count(*) FILTER (WHERE w.applies AND w.is_void AND s.sale_id IS NOT NULL)
-                       AS not_voided
-            FROM _winners w LEFT JOIN {sales} s ON s.sale_id = w.sale_id
+            WITH changed AS (
+                SELECT w.is_void, w.updated_at, s.sale_id AS found, s.updated_at AS found_version
+                FROM _winners w LEFT JOIN {sales} s ON s.sale_id = w.sale_id
+                WHERE w.applies AND (w.in_sales OR w.is_void)
+            )
+            SELECT c.*, m.*
+            FROM (SELECT count(*) AS winners,
+                         count(*) FILTER (WHERE NOT is_void AND applies) AS sales_applied,
+                         count(*) FILTER (WHERE NOT is_void AND NOT applies) AS stale
+                  FROM _winners) c,
+                 (SELECT count(*) FILTER (WHERE NOT is_void AND (found IS NULL
+                                                  OR found_version < updated_at)) AS missing,
+                         count(*) FILTER (WHERE is_void AND found IS NOT NULL) AS not_voided
+                  FROM changed) m
             """,
         )
         .mappings()

@@ -421,6 +421,34 @@ def test_batches_that_change_between_the_two_readings_fail_the_load(
     assert query(pg_url, "SELECT count(*) FROM sales_rejected") == [(0,)]
 
 
+@pytest.mark.parametrize("statement", ["INSERT", "UPDATE"])
+def test_rows_the_table_silently_refuses_fail_the_load(
+    warehouse: WarehouseConfig, lake: Lake, pg_url: str, statement: str
+) -> None:
+    # A trigger that drops every new (or changed) row: the server writes less than was sent.
+    load(warehouse, lake, snapshot(lake, [[sale("a")]]))
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE FUNCTION drop_row() RETURNS trigger LANGUAGE plpgsql "
+                "AS $$ BEGIN RETURN NULL; END $$"
+            )
+        )
+        conn.execute(
+            sa.text(
+                f"CREATE TRIGGER drop_rows BEFORE {statement} ON sales "
+                "FOR EACH ROW EXECUTE FUNCTION drop_row()"
+            )
+        )
+    engine.dispose()
+    changed = snapshot(lake, [[sale("a", "12.00", "2026-11-23T13:00:00Z"), sale("b")]])
+    expected = "wrote 0 of its 1 new" if statement == "INSERT" else "reconciliation failed"
+    with pytest.raises(WarehouseError, match=expected):
+        load(warehouse, lake, changed, run_id="r2")
+    assert query(pg_url, "SELECT sale_id, amount FROM sales") == [("a", Decimal("10.0000"))]
+
+
 def test_the_load_refuses_batches_it_cannot_read_twice(
     warehouse: WarehouseConfig, lake: Lake
 ) -> None:
