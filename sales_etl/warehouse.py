@@ -12,8 +12,8 @@ A load (:func:`load_day`) is a short list of named steps, like the CTEs of a dbt
                       into the table, stored ones staged and updated where a column changed
     remove_voided     winning voids delete their sale from ``sales``
     keep_rejects      rejects superseded by a winner go; this load's rejects are kept
-    reconcile         every winner landed, no voided sale left; day totals; COMMIT with a
-                      ledger row (the high-water mark included)
+    reconcile         every winner landed (the new ones as COPY counted them), no voided sale
+                      left; day totals; COMMIT with a ledger row (the high-water mark included)
 
 Every statement joins on keys (hash, merge or index joins): none scans a table once per row of
 another, whatever ``work_mem`` is (``tests/sales_etl/test_load_plans.py`` checks the plans).

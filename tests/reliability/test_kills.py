@@ -41,11 +41,11 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 # point -> (what the test holds, the statement the load is then blocked in)
 KILL_POINTS = {
     "waiting_for_the_day_lock": (DAY_LOCK, f"%daily_sales_etl:public.sales:{DAY}%"),
-    # The day is staged in the transaction; the upsert into sales (the first statement that
-    # touches sales) waits for the table.
-    "staged_upserting_sales": (
+    # The day's versions are staged and its winners picked in the transaction; the COPY of the
+    # new sales (the first statement that writes sales) waits for the table.
+    "staged_copying_sales": (
         "LOCK TABLE sales IN EXCLUSIVE MODE",
-        "%INSERT INTO public.sales (%",
+        "COPY public.sales (%",
     ),
     "sales_upserted_replacing_rejects": (
         "LOCK TABLE sales_rejected IN EXCLUSIVE MODE",
