@@ -73,9 +73,9 @@ def new_snapshot_id(now: datetime | None = None) -> str:
     return f"{moment:%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}"
 
 
-def write_parquet(lake: Lake, key: str, table: pa.Table, row_group_size: int | None = None) -> None:
+def write_parquet(lake: Lake, key: str, table: pa.Table) -> None:
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd", row_group_size=row_group_size)
+    pq.write_table(table, buffer, compression="zstd")
     lake.put(key, buffer.getvalue())
 
 

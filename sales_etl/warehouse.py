@@ -679,18 +679,10 @@ def _write_sales(load: _Load, sales_batches: Iterable[pa.Table]) -> tuple[int, i
     stage_sales.create(load.conn)
     target = load.sql("{sales}")
     started = time.perf_counter()
-    inserted = 0
-    for chunk in _prefetched(_winning_chunks(load, sales_batches, roles, target), depth=2):
-        copied = _copy(load.conn, chunk)
-        inserted += copied if chunk.table == target else 0
+    written = _copy_all(load, _winning_chunks(load, sales_batches, roles, target))
     load.seconds["copy_new_sales"] = time.perf_counter() - started
-    expected = int((roles == _NEW).sum())
-    if inserted != expected:
-        raise WarehouseError(
-            f"the load of {load.day} wrote {inserted} of its {expected} new winning sales (the "
-            "clean snapshot changed while loading, or the table refused rows); the load was "
-            "rolled back"
-        )
+    inserted = written.get(target, 0)
+    _check_written(load, "new winning sales", inserted, int((roles == _NEW).sum()))
     load.conn.execute(text("ANALYZE _stage_sales"))
     updated = load.run(
         "update_changed_sales",
@@ -745,6 +737,36 @@ def _indexed(load: _Load, staged: str, query: str, dtype: type = np.int32) -> np
     return values
 
 
+def _copy_all(load: _Load, chunks: Iterator[_CsvChunk]) -> dict[str, int]:
+    """COPY the chunks (made two ahead in a background thread); the rows written per table."""
+    written: dict[str, int] = {}
+    for chunk in _prefetched(chunks, depth=2):
+        written[chunk.table] = written.get(chunk.table, 0) + _copy(load.conn, chunk)
+    return written
+
+
+def _check_written(load: _Load, what: str, written: int, expected: int) -> None:
+    """Every row the load meant to write was written, or raise (the load rolls back)."""
+    if written != expected:
+        raise WarehouseError(
+            f"the load of {load.day} wrote {written} of its {expected} {what} (the clean "
+            "snapshot changed while loading, or the table refused rows); the load was rolled "
+            "back"
+        )
+
+
+def _rows_where(batch: pa.Table, mask: np.ndarray) -> pa.Table:
+    """The batch's rows where ``mask`` holds (the batch itself when it holds everywhere)."""
+    return batch if mask.all() else batch.filter(pa.array(mask))
+
+
+def _with_constants(rows: pa.Table, **values: Any) -> pa.Table:
+    """``rows`` with a column per keyword, the same value in every row."""
+    for name, value in values.items():
+        rows = rows.append_column(name, pa.repeat(pa.scalar(value), rows.num_rows))
+    return rows
+
+
 def _values_at(load: _Load, batch: pa.Table, values: np.ndarray) -> np.ndarray:
     """``values`` at the batch's record indexes; a record the staging did not see (the clean
     snapshot changed between the two readings) fails the load."""
@@ -764,14 +786,11 @@ def _winning_chunks(
     ``_stage_sales``."""
     for batch in _slices(sales_batches):
         role = _values_at(load, batch, roles)
-        new = batch.filter(pa.array(role == _NEW))
+        new = _rows_where(batch, role == _NEW)
         if new.num_rows:
-            stamped = new.append_column("run_id", pa.repeat(load.run_id, new.num_rows))
-            stamped = stamped.append_column(
-                "loaded_at", pa.repeat(pa.scalar(load.loaded_at), new.num_rows)
-            )
+            stamped = _with_constants(new, run_id=load.run_id, loaded_at=load.loaded_at)
             yield _CsvChunk.of(target, _SALES_WRITTEN, stamped)
-        stored = batch.filter(pa.array(role == _STORED))
+        stored = _rows_where(batch, role == _STORED)
         if stored.num_rows:
             yield _CsvChunk.of("_stage_sales", STAGE_SALES_COLUMNS, stored)
 
@@ -846,17 +865,10 @@ def _write_new_rejects(load: _Load, rejected_batches: Iterable[pa.Table]) -> Non
     started = time.perf_counter()
     occurrences = _indexed(load, "_stage_rejected", "SELECT * FROM _new_rejects")
     target = load.sql("{rejected}")
-    written = 0
-    for chunk in _prefetched(_new_reject_chunks(load, rejected_batches, occurrences, target), 2):
-        written += _copy(load.conn, chunk)
+    written = _copy_all(load, _new_reject_chunks(load, rejected_batches, occurrences, target))
     load.seconds["upsert_rejects"] += time.perf_counter() - started
     expected = int(np.count_nonzero(occurrences))
-    if written != expected:
-        raise WarehouseError(
-            f"the load of {load.day} wrote {written} of its {expected} new rejects (the clean "
-            "snapshot changed while loading, or the table refused rows); the load was rolled "
-            "back"
-        )
+    _check_written(load, "new rejects", written.get(target, 0), expected)
 
 
 def _new_reject_chunks(
@@ -868,14 +880,9 @@ def _new_reject_chunks(
         keep = copies > 0
         if not keep.any():
             continue
-        rows = batch if keep.all() else batch.filter(pa.array(keep))
-        count = rows.num_rows
-        rows = (
-            rows.append_column("business_date", pa.repeat(pa.scalar(load.day), count))
-            .append_column("occurrences", pa.array(copies[keep]))
-            .append_column("run_id", pa.repeat(load.run_id, count))
-            .append_column("rejected_at", pa.repeat(pa.scalar(load.loaded_at), count))
-        )
+        rows = _with_constants(_rows_where(batch, keep), business_date=load.day)
+        rows = rows.append_column("occurrences", pa.array(copies[keep]))
+        rows = _with_constants(rows, run_id=load.run_id, rejected_at=load.loaded_at)
         yield _CsvChunk.of(target, _REJECTS_WRITTEN, rows)
 
 
