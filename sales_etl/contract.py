@@ -213,6 +213,11 @@ def enforce(change: SchemaChange, mode: str, day: str) -> None:
 # exponent overflows numeric. Such a field is named under "_unstorable" (the raw lake has it).
 _JSONB_NUMBER = re.compile(r"-?\d{1,1000}(?:\.\d{1,1000})?(?:[eE][+-]?\d{1,3})?")
 UNSTORABLE = "_unstorable"
+# In the compact JSON text of values, whatever _jsonb_safe may refuse shows as one of these: a
+# NUL or a surrogate (\u0000, \ud800: ``dumps`` escapes non-ASCII text), NaN or Infinity, a
+# run of 1,001 digits, an exponent of 4 digits. (A string holding such text matches too: then
+# each value is checked.)
+_MAYBE_UNSTORABLE = re.compile(r"\\u0000|\\ud[89a-f]|NaN|Infinity|\d{1001}|[eE][+-]?\d{4}", re.I)
 
 
 def extra_fields(record: Mapping[str, Any]) -> str | None:
@@ -221,6 +226,9 @@ def extra_fields(record: Mapping[str, Any]) -> str | None:
     extra = {k: v for k, v in record.items() if k not in CONTRACT_FIELDS and v is not None}
     if not extra:
         return None
+    text = jsontext.dumps(extra)
+    if not _MAYBE_UNSTORABLE.search(text):
+        return text  # what follows would keep every field: one pass over the text, not the values
     unstorable = [k for k, v in extra.items() if not (_jsonb_safe(k) and _jsonb_safe(v))]
     if unstorable:
         extra = {k: v for k, v in extra.items() if k not in unstorable}
