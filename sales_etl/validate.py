@@ -78,6 +78,7 @@ _TIMESTAMP = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|z|[
 _CONTROL_CHARS = r"\x00-\x1f\x7f-\x9f" + "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
 _CONTROL = re.compile(f"[{_CONTROL_CHARS}]")
 _UPDATED_MIN = pd.Timestamp("1970-01-01", tz="UTC")
+_MICROS_UTC = pa.timestamp("us", tz="UTC")
 _UPDATED_MAX = pd.Timestamp("2100-01-01", tz="UTC")
 
 CLEAN_COLUMNS: tuple[str, ...] = tuple(c.name for c in schema.CLEAN_COLUMNS)
@@ -509,10 +510,30 @@ def _timestamps(values: Sequence[Any] | pa.Array) -> tuple[pd.Series, np.ndarray
     """Parse ISO-8601 timestamps that carry an offset; returns (UTC values, ok mask)."""
     text = values if isinstance(values, pa.Array) else _strings(values)
     shaped = _fullmatch(text, _TIMESTAMP)
-    candidates = pd.Series(pd.arrays.ArrowStringArray(pc.if_else(pa.array(shaped), text, None)))
-    parsed = pd.to_datetime(candidates, format="ISO8601", utc=True, errors="coerce")
+    candidates = pc.if_else(pa.array(shaped), text, None)
+    parsed = _cast_timestamps(candidates)
+    if parsed is None:
+        series = pd.Series(pd.arrays.ArrowStringArray(candidates))
+        parsed = pd.to_datetime(series, format="ISO8601", utc=True, errors="coerce")
     ok = parsed.notna().to_numpy() & shaped
     return parsed.where(ok), ok
+
+
+def _cast_timestamps(candidates: pa.Array) -> pd.Series | None:
+    """What ``pd.to_datetime(..., format="ISO8601", utc=True)`` makes of the texts, by Arrow's
+    cast; None when the cast cannot say (then pandas reads them).
+
+    pandas reads such texts at microseconds (nanoseconds when a text has 7 to 9 decimals,
+    seconds when there is none), and Arrow's ISO-8601 cast to microseconds gives the same instant
+    for every text it takes (tests/sales_etl/test_validate.py); it refuses the rest (more than 6
+    decimals, Feb 30, a 24th hour, a day-long offset): one such text, and pandas reads them all.
+    """
+    if candidates.null_count == len(candidates):
+        return None
+    try:
+        return pd.Series(pc.cast(candidates, _MICROS_UTC).to_pandas())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
 
 
 def _timestamp_array(values: pd.Series) -> pa.Array:

@@ -1,15 +1,17 @@
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from sales_etl import jsontext
+from sales_etl import jsontext, validate
 from sales_etl.validate import REASON_ORDER, validate_records
 from tests.utils import DAY, mangled_records, sale_record
 
@@ -167,3 +169,49 @@ def test_bidirectional_text_in_a_currency_code_is_rejected() -> None:
 def test_other_unicode_in_ids_is_kept() -> None:
     result = validate_records([sale_record(store_id="Zürich-東京-👍")], DAY)
     assert result.clean["store_id"].tolist() == ["Zürich-東京-👍"]
+
+
+_DIGITS = st.sampled_from("0123456789")
+
+
+@st.composite
+def _shaped_timestamps(draw: st.DrawFn) -> str:
+    """Texts of the timestamp shape the rules accept, with any digits: Feb 30, hour 24, offsets
+    of a day, years before 1677 and after 2262 (beyond nanoseconds), 1-9 decimals, z and Z."""
+
+    def digits(n: int) -> str:
+        return "".join(draw(st.lists(_DIGITS, min_size=n, max_size=n)))
+
+    year = draw(
+        st.sampled_from(["2026", "1970", "2100", "1677", "2262", "0001", "9999"])
+        | st.just(digits(4))
+    )
+    text = f"{year}-{digits(2)}-{digits(2)}{draw(st.sampled_from('T '))}{digits(2)}:{digits(2)}"
+    if draw(st.booleans()):
+        text += ":" + digits(2)
+        if draw(st.booleans()):
+            text += "." + digits(draw(st.integers(1, 9)))
+    zone = draw(st.sampled_from(["Z", "z", "+", "-"]))
+    if zone in "+-":
+        zone += digits(2) + draw(st.sampled_from([":", ""])) + digits(2)
+    return text + zone
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_shaped_timestamps() | st.none() | st.just("not-a-date"), max_size=20))
+# pandas reads a year beyond 2262 only when no other text of the call needs nanoseconds
+@example(["9999-01-01T00:00:00Z", "2026-11-23T00:00:00.123456789Z"])
+@example(["9999-01-01T00:00:00Z", "2026-11-23T00:00:00.123Z"])
+def test_timestamps_are_the_instants_pandas_reads(texts: list[str | None]) -> None:
+    """The Arrow cast (the usual way) and pandas' ISO-8601 parser (when the cast refuses a text)
+    give the same instants and the same refusals."""
+    parsed, ok = validate._timestamps(pa.array(texts, pa.string()))
+    shaped = [t is not None and re.fullmatch(validate._TIMESTAMP, t) is not None for t in texts]
+    expected = pd.to_datetime(
+        pd.Series([t if s else None for t, s in zip(texts, shaped, strict=True)], dtype=object),
+        format="ISO8601",
+        utc=True,
+        errors="coerce",
+    )
+    assert ok.tolist() == (expected.notna() & pd.Series(shaped)).tolist()
+    assert list(parsed[ok]) == list(expected[ok])
