@@ -1,22 +1,25 @@
 """The strict parse of a raw page: typed Arrow columns straight from the JSON text.
 
-``pyarrow.json`` reads a page body (``{"data": [...], "next_cursor": ...}``) with an explicit
-schema into columns, with no Python object per record. Money is a ``decimal128(18, 4)``
-converted from the number's literal text, so it is exact beyond float64. The reader is strict:
-a value of another JSON type than the schema's (a number where a string belongs, a record that is
-not an object), a money text that is not a number, duplicate keys, lone surrogates... make it
-refuse the whole page, and the transform judges that page record by record
-(:mod:`sales_etl.validate`), which knows every reason.
+``pyarrow.json`` reads a page's records with an explicit schema into columns, with no Python
+object per record. Money is a ``decimal128(18, 4)`` converted from the number's literal text, so
+it is exact beyond float64. The reader is strict: one value of another JSON type than the
+schema's (a number where a string belongs, a record that is not an object) makes it refuse
+everything it was given. So the records it cannot read as the per-record rules would are **set
+aside** first, from a vectorised scan of the page's bytes (:func:`_set_aside`), and the reader
+reads the others; the transform judges the set-aside records record by record
+(:mod:`sales_etl.validate`), which knows every reason. A record is set aside when it:
 
-:func:`read_strict` also refuses pages with a money literal the reader would take but the contract's
-rules refuse (``1e2``, ``+5``, ``.5``): those go the per-record way too, so both ways agree.
-For a page it accepts, it also finds each record's text, for the rows a rule rejects (their
-reason, detail and raw text come from the per-record rules), and refuses a page with a record
-nested deeper than the limit (the per-record rules reject it).
+* is not an object, or nests a container (an array, an object) in any field;
+* carries a field outside the contract (the per-record path writes its ``extra`` text);
+* has a contract field twice, or a backslash anywhere (an escape: a key spelt with a ``u`` escape, a
+  lone surrogate...);
+* has a contract field of another JSON type than the schema's: a text field that is not a string
+  or null, a quantity that is not an integer literal, a money value that is not the contract's
+  plain decimal (``1e2``, ``+5``, ``.5``, ``" 7 "``: the reader would take some of them, the
+  rules refuse them).
 
-Fields outside the contract are inferred as extra columns (a field of two JSON types across a
-page makes the reader refuse it); their null counts say which records carry a non-null one, so
-only those records' text is read again for the ``extra`` column (:mod:`sales_etl.contract`).
+A page goes the per-record way whole when its layout is not the plain one (``data`` the page's
+first container, no container after it) or a record nests deeper than the limit.
 """
 
 from __future__ import annotations
@@ -47,39 +50,105 @@ def _strict_type(column: pa.DataType) -> pa.DataType:
 
 RECORD_TYPE = pa.struct([pa.field(c.name, _strict_type(c.arrow)) for c in SALE_FIELDS])
 PAGE_SCHEMA = pa.schema([pa.field("data", pa.list_(RECORD_TYPE))])
-_PARSE = pj.ParseOptions(explicit_schema=PAGE_SCHEMA, unexpected_field_behavior="infer")
+_PARSE = pj.ParseOptions(explicit_schema=PAGE_SCHEMA, unexpected_field_behavior="error")
+_NO_RECORDS = pa.schema(list(RECORD_TYPE)).empty_table()
 
-# A money value the rules accept as it is written: a JSON number or a string of the contract's
-# decimal form (no exponent, sign or whitespace the reader would accept and the rules refuse).
-_MONEY_KEY = "|".join(MONEY_FIELDS)
-_PLAIN_MONEY = re.compile(
-    rb'"(?:' + _MONEY_KEY.encode() + rb')"\s*:\s*("?)-?\d{1,14}(?:\.\d{1,4})?\1\s*[,}]'
-)
-_OPEN, _CLOSE, _OPEN_LIST, _CLOSE_LIST, _QUOTE, _COMMA = (ord(c) for c in '{}[]",')
+_OPEN, _CLOSE, _OPEN_LIST, _CLOSE_LIST, _QUOTE, _COMMA, _COLON = (ord(c) for c in '{}[]",:')
 _BACKSLASH = ord("\\")
+_WHITESPACE = np.zeros(256, dtype=bool)
+_WHITESPACE[[ord(c) for c in " \t\r\n"]] = True
 _DATA_KEY = re.compile(
     rb'^\s*\{\s*(?:"(?:[^"\\]|\\.)*"\s*:\s*(?:"(?:[^"\\]|\\.)*"|[-\w.+]+)\s*,\s*)*"data"\s*:\s*\[$'
 )
+# What may follow the data array in a plain page: more scalar fields (none named "data": the
+# last of duplicate keys wins), then the page's close.
+_TAIL = re.compile(
+    rb'\s*(?:,\s*"(?!data")(?:[^"\\]|\\.)*"\s*:\s*(?:"(?:[^"\\]|\\.)*"|[-\w.+]+)\s*)*\}\s*$'
+)
+
+# A field's kind as the strict schema reads it.
+_TEXT, _INTEGER, _MONEY = 0, 1, 2
+_KINDS = np.array(
+    [
+        _MONEY if c.arrow == MONEY_ARROW else _INTEGER if pa.types.is_integer(c.arrow) else _TEXT
+        for c in SALE_FIELDS
+    ],
+    dtype=np.int8,
+)
+
+
+def _fields_by_shape() -> np.ndarray:
+    """A contract field's number by its key's (length, first byte, last byte), else -1.
+
+    The three tell the contract's names apart; another key of the same shape is taken for that
+    field, and the reader (which knows the names) then refuses the page: never a wrong row.
+    """
+    table = np.full((_LONGEST_KEY + 1, 256, 256), -1, dtype=np.int8)
+    for number, name in enumerate(FIELD_NAMES):
+        table[len(name), ord(name[0]), ord(name[-1])] = number
+    return table
+
+
+_LONGEST_KEY = max(len(n) for n in FIELD_NAMES)
+_FIELD_BY_SHAPE = _fields_by_shape()
+_STRUCTURAL = np.zeros(256, dtype=bool)
+_STRUCTURAL[[ord(c) for c in "{}[],:"]] = True
+_NUMBER_BYTES = 24  # the longest plain decimal is 20 characters (-, 14 digits, ., 4 digits)
+_POPCOUNT = np.array([bin(i).count("1") for i in range(1 << len(FIELD_NAMES))], dtype=np.int64)
 
 
 @dataclass(frozen=True)
 class StrictPage:
-    """A page the strict parse read: its records' typed columns and each record's text span."""
+    """A page the strict parse read: the typed columns of the records it kept, and where every
+    record's text is in the body (the set-aside ones are judged from it)."""
 
-    records: pa.Table  # RECORD_TYPE's fields, one row per record
+    records: pa.Table  # RECORD_TYPE's fields, one row per kept record
+    kept: np.ndarray  # positions in the page's data array of the rows of ``records``
+    aside: np.ndarray  # positions of the records set aside (for the per-record rules)
     starts: np.ndarray  # byte offset of each record's text in the body
     stops: np.ndarray
-    extra: np.ndarray | None = None  # which records carry a non-null field outside the contract
+
+    @property
+    def count(self) -> int:
+        """How many records the page holds."""
+        return len(self.starts)
 
 
 def read_strict(body: bytes) -> StrictPage | None:
-    """The records of a page as typed columns, or None when the strict parse refuses the page."""
-    # The layout and depth first: the reader infers extra fields' types by recursion, which a
-    # hostile record nested 100,000 deep would crash; such a page goes the per-record way.
-    spans = _record_spans(body)
-    if spans is None:
+    """The records of a page as typed columns, those the strict parse cannot read set aside;
+    None when the page is not of the plain layout (it then goes the per-record way whole)."""
+    # The layout and depth first: a hostile record nested 100,000 deep goes the per-record way.
+    scan = _Scan.of(body)
+    if scan is None or scan.deepest - 2 > MAX_RECORD_DEPTH:
         return None
-    line = body.replace(b"\n", b" ").replace(b"\r", b" ")  # whitespace only, in valid JSON
+    starts, stops = scan.item_spans()
+    aside = scan.set_aside(starts)
+    kept = np.flatnonzero(~aside)
+    table = _read_records(body, starts, stops, kept)
+    if table is None:
+        return None
+    return StrictPage(table, kept, np.flatnonzero(aside), starts, stops)
+
+
+def _read_records(
+    body: bytes, starts: np.ndarray, stops: np.ndarray, kept: np.ndarray
+) -> pa.Table | None:
+    """The records at positions ``kept``, read by the strict reader; None when it refuses."""
+    if len(kept) == 0:
+        return _NO_RECORDS
+    # Runs of consecutive kept records are one slice of the body, commas between them included.
+    breaks = np.flatnonzero(np.diff(kept) != 1)
+    firsts = kept[np.concatenate([[0], breaks + 1])].tolist()
+    lasts = kept[np.concatenate([breaks, [len(kept) - 1]])].tolist()
+    starts_list, stops_list = starts.tolist(), stops.tolist()
+    text = (
+        b'{"data":['
+        + b",".join(
+            body[starts_list[a] : stops_list[b]] for a, b in zip(firsts, lasts, strict=True)
+        )
+        + b"]}"
+    )
+    line = text.replace(b"\n", b" ").replace(b"\r", b" ")  # whitespace only, in valid JSON
     try:
         page = pj.read_json(
             io.BytesIO(line),
@@ -91,57 +160,151 @@ def read_strict(body: bytes) -> StrictPage | None:
     if page.num_rows != 1 or page.column("data").null_count:
         return None
     records = page.column("data").chunk(0).values
-    if records.null_count or len(spans[0]) != len(records):
+    if records.null_count or len(records) != len(kept):
         return None
-    table = pa.Table.from_struct_array(records)
-    if not _plain_money(body, table):
-        return None
-    return StrictPage(table.select(list(FIELD_NAMES)), *spans, extra=_extra_rows(table))
+    return pa.Table.from_struct_array(records).select(list(FIELD_NAMES))
 
 
-def _extra_rows(table: pa.Table) -> np.ndarray | None:
-    """Which rows have a non-null value in a column outside the contract; None when none do."""
-    extra = [n for n in table.column_names if n not in FIELD_NAMES]
-    if not extra:
-        return None
-    carried = np.zeros(table.num_rows, dtype=bool)
-    for name in extra:
-        carried |= table.column(name).is_valid().to_numpy(zero_copy_only=False)
-    return carried if carried.any() else None
+@dataclass(frozen=True)
+class _Scan:
+    """The structure of a plain page from a few vectorised passes over its bytes: the brackets,
+    commas and colons outside strings, with the depth after each (the page's object is 1, its
+    data array 2, a record 3), and the data array's items."""
+
+    data: np.ndarray  # the body's bytes
+    position: np.ndarray  # of each structural character outside strings
+    chars: np.ndarray  # that character
+    depth: np.ndarray
+    start: int  # index in ``position`` of the data array's open
+    close: int  # and of its close
+    bounds: np.ndarray  # offsets of the data array's brackets and of its commas between items
+    deepest: int  # the page's deepest nesting
+
+    @classmethod
+    def of(cls, body: bytes) -> _Scan | None:
+        data = np.frombuffer(body, dtype=np.uint8)
+        quotes = _string_quotes(data)
+        structural = (data == _OPEN) | (data == _CLOSE) | (data == _OPEN_LIST)
+        structural |= (data == _CLOSE_LIST) | (data == _COMMA) | (data == _COLON)
+        position = np.flatnonzero(structural)
+        position = position[np.searchsorted(quotes, position) % 2 == 0]
+        chars = data[position]
+        step = ((chars == _OPEN) | (chars == _OPEN_LIST)).astype(np.int64)
+        step -= (chars == _CLOSE) | (chars == _CLOSE_LIST)
+        depth = np.cumsum(step)
+        containers = np.flatnonzero(step == 1)
+        if len(containers) < 2 or depth[-1] != 0:
+            return None
+        start = int(containers[1])  # the data array's open, if the regex agrees
+        if chars[start] != _OPEN_LIST or not _DATA_KEY.search(body[: position[start] + 1]):
+            return None
+        after = np.flatnonzero(depth[start:] == 1)
+        if len(after) == 0:
+            return None
+        close = start + int(after[0])  # the data array's close
+        if not _TAIL.match(body, position[close] + 1):
+            return None
+        inside = np.arange(start + 1, close)
+        commas = inside[(chars[inside] == _COMMA) & (depth[inside] == 2)]
+        bounds = np.concatenate([[position[start]], position[commas], [position[close]]])
+        return cls(data, position, chars, depth, start, close, bounds, int(depth.max()))
+
+    def item_spans(self) -> tuple[np.ndarray, np.ndarray]:
+        """(start, stop) of each item of the data array, the whitespace around it left out."""
+        starts = _skip_whitespace(self.data, self.bounds[:-1] + 1, 1)
+        stops = _skip_whitespace(self.data, self.bounds[1:] - 1, -1) + 1
+        if len(starts) == 1 and starts[0] >= stops[0]:  # an empty array
+            return starts[:0], stops[:0]
+        return starts, stops
+
+    def set_aside(self, starts: np.ndarray) -> np.ndarray:
+        """Which items the strict reader cannot read as the per-record rules would (module
+        docstring)."""
+        data = self.data
+        inside = slice(self.start + 1, self.close)
+        position, chars, depth = self.position[inside], self.chars[inside], self.depth[inside]
+        item = np.cumsum((chars == _COMMA) & (depth == 2))  # of each character inside
+        aside = data[starts] != _OPEN
+        aside[item[(depth >= 4) & ((chars == _OPEN) | (chars == _OPEN_LIST))]] = True
+        first, last = self.bounds[0], self.bounds[-1]
+        slashes = np.flatnonzero(data[first:last] == _BACKSLASH) + first
+        aside[np.searchsorted(self.bounds, slashes) - 1] = True
+        colons = np.flatnonzero((chars == _COLON) & (depth == 3))
+        if len(colons) == 0:
+            return aside
+        # A key is the string between the character before its colon ({ or ,) and the colon.
+        key_open = _skip_whitespace(data, position[colons - 1] + 1, 1)
+        key_close = _skip_whitespace(data, position[colons] - 1, -1)
+        length = np.minimum(key_close - key_open - 1, _LONGEST_KEY + 1)
+        length[(length > _LONGEST_KEY) | (length < 0)] = 0  # no contract name is that long
+        field = _FIELD_BY_SHAPE[length, data[key_open + 1], data[key_close - 1]].astype(np.int64)
+        value = _skip_whitespace(data, position[colons] + 1, 1)
+        kind = np.where(field >= 0, _KINDS[np.maximum(field, 0)], -1)
+        fits = (field >= 0) & _value_fits(data, value, kind)
+        owner = item[colons]
+        aside[owner[~fits]] = True
+        # A contract field twice (the reader would refuse the page): fewer fields than keys.
+        firsts = np.flatnonzero(np.concatenate([[True], owner[1:] != owner[:-1]]))
+        seen = np.bitwise_or.reduceat(np.left_shift(1, np.maximum(field, 0)), firsts)
+        keys = np.diff(np.concatenate([firsts, [len(owner)]]))
+        aside[owner[firsts][_POPCOUNT[seen] != keys]] = True
+        return aside
 
 
-def _record_spans(body: bytes) -> tuple[np.ndarray, np.ndarray] | None:
-    """(start, stop) of each record of the page's ``data`` array; None if the layout is not
-    the plain one (``data`` the first array, each record an object no deeper than the limit).
+def _value_fits(data: np.ndarray, value: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    """Whether each value (at byte ``value``) is one the strict schema reads as the rules do:
+    null, or a string for text, an integer literal for a quantity, a plain decimal (a JSON
+    number or a string) for money."""
+    first = data[value]
+    fits = first == ord("n")  # null: the only JSON value starting with n
+    fits |= (kind == _TEXT) & (first == _QUOTE)
+    numeric = np.flatnonzero(((kind == _INTEGER) | (kind == _MONEY)) & ~fits)
+    if len(numeric) == 0:
+        return fits
+    quoted = first[numeric] == _QUOTE
+    token = value[numeric] + quoted
+    window = data[np.minimum(token[:, None] + np.arange(_NUMBER_BYTES), len(data) - 1)]
+    digit = (window >= ord("0")) & (window <= ord("9"))
+    dot = window == ord(".")
+    minus = window == ord("-")
+    length = np.argmin(digit | dot | minus, axis=1)  # the literal's length (0 if none)
+    within = np.arange(_NUMBER_BYTES) < length[:, None]
+    ends = window[np.arange(len(numeric)), np.minimum(length, _NUMBER_BYTES - 1)]
+    number_ended = _WHITESPACE[ends] | (ends == _COMMA) | (ends == _CLOSE)
+    ended = np.where(quoted, ends == _QUOTE, number_ended)
+    negative = minus[:, 0]
+    dots = (dot & within).sum(axis=1)
+    at = np.where(dots == 1, np.argmax(dot & within, axis=1), length)
+    whole = at - negative
+    plain = (
+        (length < _NUMBER_BYTES)
+        & ended
+        & ((minus & within).sum(axis=1) == negative)
+        & (whole >= 1)
+        & (whole <= 14)
+        & ((dots == 0) | ((dots == 1) & (length - at - 1 >= 1) & (length - at - 1 <= 4)))
+    )
+    integer = (
+        (kind[numeric] == _INTEGER)
+        & ~quoted
+        & (dots == 0)
+        & ((minus & within).sum(axis=1) == negative)
+        & (whole >= 1)
+        & (whole <= 18)
+    )
+    money = kind[numeric] == _MONEY
+    fits[numeric] = np.where(money, plain, integer & ended & (length < _NUMBER_BYTES))
+    return fits
 
-    Brackets outside strings, with their depth, from a few vectorised passes over the bytes;
-    escaped quotes are left out (:func:`_string_quotes`), so every quote kept opens or closes a
-    string.
-    """
-    data = np.frombuffer(body, dtype=np.uint8)
-    quotes = _string_quotes(data)
-    opens = np.flatnonzero((data == _OPEN) | (data == _OPEN_LIST))
-    closes = np.flatnonzero((data == _CLOSE) | (data == _CLOSE_LIST))
-    opens = opens[np.searchsorted(quotes, opens) % 2 == 0]
-    closes = closes[np.searchsorted(quotes, closes) % 2 == 0]
-    position = np.concatenate([opens, closes])
-    order = np.argsort(position, kind="stable")
-    position = position[order]
-    step = np.concatenate([np.ones(len(opens), np.int64), -np.ones(len(closes), np.int64)])[order]
-    depth = np.cumsum(step)  # after each bracket: the page's object is 1, data 2, a record 3
-    if len(depth) < 2 or depth.max() - 2 > MAX_RECORD_DEPTH or depth[-1] != 0:
-        return None
-    if data[position[1]] != _OPEN_LIST or not _DATA_KEY.search(body[: position[1] + 1]):
-        return None
-    after = np.flatnonzero(depth[1:] == 1)  # the data array's close
-    if len(after) == 0:
-        return None
-    inside = slice(2, after[0] + 1)
-    starts = position[inside][(step[inside] == 1) & (depth[inside] == 3)]
-    stops = position[inside][(step[inside] == -1) & (depth[inside] == 2)] + 1
-    if len(starts) != len(stops):
-        return None
-    return starts, stops
+
+def _skip_whitespace(data: np.ndarray, positions: np.ndarray, direction: int) -> np.ndarray:
+    """From each position, the first byte that is not JSON whitespace, walking ``direction``."""
+    found = positions.copy()
+    moving = np.flatnonzero(_WHITESPACE[data[found]])
+    while len(moving):
+        found[moving] += direction
+        moving = moving[_WHITESPACE[data[found[moving]]]]
+    return found
 
 
 def _string_quotes(data: np.ndarray) -> np.ndarray:
@@ -165,12 +328,6 @@ def _backslashes_before(data: np.ndarray, position: int) -> int:
     return count
 
 
-def _plain_money(body: bytes, table: pa.Table) -> bool:
-    """Whether every money value present is written in the contract's plain decimal form."""
-    present = sum(len(table.column(name)) - table.column(name).null_count for name in MONEY_FIELDS)
-    return present == 0 or _PLAIN_MONEY.subn(b"", body)[1] == present
-
-
 def record_limits(body: bytes, count: int) -> tuple[dict[int, int], bool]:
     """Bytes as sent of the page's ``data`` items over :data:`MAX_RECORD_BYTES`, by position,
     and whether every item is known to nest no deeper than :data:`MAX_RECORD_DEPTH`.
@@ -184,41 +341,13 @@ def record_limits(body: bytes, count: int) -> tuple[dict[int, int], bool]:
         return {}, True
     if len(body) <= MAX_RECORD_BYTES:
         return {}, False
-    found = _item_bounds(body)
-    if found is None or len(found[0]) != count + 1:
+    scan = _Scan.of(body)
+    if scan is None or len(scan.bounds) != count + 1:
         return jsontext.data_item_sizes(body, MAX_RECORD_BYTES), False
-    bounds, depth = found
+    bounds = scan.bounds
     sizes = {}
     for index in np.flatnonzero(np.diff(bounds) - 1 > MAX_RECORD_BYTES).tolist():
         size = len(body[bounds[index] + 1 : bounds[index + 1]].strip(b" \t\r\n"))
         if size > MAX_RECORD_BYTES:
             sizes[index] = size
-    return sizes, depth - 2 <= MAX_RECORD_DEPTH
-
-
-def _item_bounds(body: bytes) -> tuple[np.ndarray, int] | None:
-    """Offsets of the ``data`` array's brackets and of its commas between items, and the page's
-    deepest nesting (the page's object is 1, a record 3); None when the layout is not the plain
-    one (``data`` the first and last container of the page)."""
-    data = np.frombuffer(body, dtype=np.uint8)
-    quotes = _string_quotes(data)
-    opens = (data == _OPEN) | (data == _OPEN_LIST)
-    closes = (data == _CLOSE) | (data == _CLOSE_LIST)
-    position = np.flatnonzero(opens | closes | (data == _COMMA))
-    position = position[np.searchsorted(quotes, position) % 2 == 0]
-    step = opens[position].astype(np.int64) - closes[position]
-    depth = np.cumsum(step)  # after each: the page's object 1, data 2, a record 3
-    containers = np.flatnonzero(step == 1)
-    if len(containers) < 2 or depth[-1] != 0 or data[position[containers[1]]] != _OPEN_LIST:
-        return None
-    start = containers[1]  # the data array's open, if the regex agrees
-    if not _DATA_KEY.search(body[: position[start] + 1]):
-        return None
-    after = np.flatnonzero(depth[start:] == 1)
-    if len(after) == 0 or (step[start + after[0] :] == 1).any():
-        return None
-    close = start + after[0]  # the data array's close; no container follows it
-    inside = np.arange(start + 1, close)
-    commas = inside[(step[inside] == 0) & (depth[inside] == 2)]
-    bounds = np.concatenate([[position[start]], position[commas], [position[close]]])
-    return bounds, int(depth.max())
+    return sizes, scan.deepest - 2 <= MAX_RECORD_DEPTH

@@ -28,7 +28,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sales_etl import arrow_parse, jsontext
-from sales_etl.contract import extra_fields
 from sales_etl.errors import LakeError
 from sales_etl.lake import Lake
 from sales_etl.schema import CLEAN_SCHEMA, MONEY_ARROW, REJECTED_SCHEMA
@@ -184,11 +183,12 @@ class PageResult:
 def judge_page(body: bytes, day: date, first_index: int, *, strict: bool = True) -> PageResult:
     """Validate the records of one raw page, numbered from ``first_index``.
 
-    The strict parse (:func:`sales_etl.arrow_parse.read_strict`) types the page's columns
-    without a Python object per record; the rows it cannot vouch for (a rule fails) are judged
-    by :func:`sales_etl.validate.validate_chunk` from their text. A page the strict parse
-    refuses is judged record by record. Either way a record's size is the bytes of its text as
-    sent. Raises ``ValueError`` when the page is not JSON.
+    The strict parse (:func:`sales_etl.arrow_parse.read_strict`) types the columns of the
+    page's records without a Python object per record; the records it sets aside and the rows it
+    cannot vouch for (a rule fails) are judged by :func:`sales_etl.validate.validate_chunk` from
+    their text. A page the strict parse refuses is judged record by record. Either way a
+    record's size is the bytes of its text as sent. Raises ``ValueError`` when the page is not
+    JSON.
     """
     page = arrow_parse.read_strict(body) if strict else None
     if page is None:
@@ -196,36 +196,26 @@ def judge_page(body: bytes, day: date, first_index: int, *, strict: bool = True)
         sizes, shallow = arrow_parse.record_limits(body, len(data))
         judged = validate_chunk(data, day, first_index, record_sizes=sizes, known_shallow=shallow)
         return PageResult(len(data), judged, strict=False)
-    count = page.records.num_rows
-    index = np.arange(first_index, first_index + count, dtype=np.int64)
+    index = np.arange(first_index, first_index + page.count, dtype=np.int64)
     spans = page.stops - page.starts
-    clean, flagged = strict_clean(page.records, day, index, too_large=spans > MAX_RECORD_BYTES)
-    if page.extra is not None:
-        clean = _with_extras(clean, body, page, ~flagged)
-    if not flagged.any():
-        return PageResult(count, ValidatedChunk(clean, _no_rejects(day)), strict=True)
-    positions = np.flatnonzero(flagged).tolist()
-    starts, stops = page.starts.tolist(), page.stops.tolist()
-    others = [jsontext.loads(body[starts[p] : stops[p]]) for p in positions]
-    sizes = {i: int(spans[p]) for i, p in enumerate(positions)}
-    judged = validate_chunk(others, day, record_index=index[positions], record_sizes=sizes)
+    kept = page.kept
+    clean, flagged = strict_clean(
+        page.records, day, index[kept], too_large=spans[kept] > MAX_RECORD_BYTES
+    )
+    others = np.sort(np.concatenate([kept[flagged], page.aside]))
+    if len(others) == 0:
+        return PageResult(page.count, ValidatedChunk(clean, _no_rejects(day)), strict=True)
+    starts, stops = page.starts[others].tolist(), page.stops[others].tolist()
+    # One parse for all of them: the page's nesting is within the limit (read_strict).
+    records = jsontext.loads(
+        b"[" + b",".join(body[a:b] for a, b in zip(starts, stops, strict=True)) + b"]"
+    )
+    sizes = {i: int(spans[p]) for i, p in enumerate(others.tolist())}
+    judged = validate_chunk(
+        records, day, record_index=index[others], record_sizes=sizes, known_shallow=True
+    )
     both = _concat([clean, judged.clean]).sort_by("record_index")
-    return PageResult(count, ValidatedChunk(both, judged.rejected), strict=True)
-
-
-def _with_extras(
-    clean: pa.Table, body: bytes, page: arrow_parse.StrictPage, good: np.ndarray
-) -> pa.Table:
-    """``clean`` (the ``good`` rows of ``page``) with the ``extra`` text of the rows that carry
-    a non-null field outside the contract, read from their own text as the per-record way does."""
-    assert page.extra is not None
-    row = np.cumsum(good) - 1  # a good record's row in ``clean``
-    texts: list[str | None] = [None] * clean.num_rows
-    starts, stops = page.starts, page.stops
-    for p in np.flatnonzero(page.extra & good).tolist():
-        texts[row[p]] = extra_fields(jsontext.loads(body[starts[p] : stops[p]]))
-    column = clean.schema.get_field_index("extra")
-    return clean.set_column(column, "extra", pa.array(texts, type=pa.string()))
+    return PageResult(page.count, ValidatedChunk(both, judged.rejected), strict=True)
 
 
 @functools.cache
