@@ -5,14 +5,14 @@ object per record. Money is a ``decimal128(18, 4)`` converted from the number's 
 it is exact beyond float64. The reader is strict: one value of another JSON type than the
 schema's (a number where a string belongs, a record that is not an object) makes it refuse
 everything it was given. So the records it cannot read as the per-record rules would are **set
-aside** first, from a vectorised scan of the page's bytes (:func:`_set_aside`), and the reader
+aside** first, from a vectorised scan of the page's bytes (:meth:`_Scan.set_aside`), and the reader
 reads the others; the transform judges the set-aside records record by record
 (:mod:`sales_etl.validate`), which knows every reason. A record is set aside when it:
 
 * is not an object, or nests a container (an array, an object) in any field;
 * carries a field outside the contract (the per-record path writes its ``extra`` text);
-* has a contract field twice, or a backslash anywhere (an escape: a key spelt with a ``u`` escape, a
-  lone surrogate...);
+* has a contract field twice, or a backslash anywhere (an escape: a key spelt with a ``u``
+  escape, a lone surrogate...);
 * has a contract field of another JSON type than the schema's: a text field that is not a string
   or null, a quantity that is not an integer literal, a money value that is not the contract's
   plain decimal (``1e2``, ``+5``, ``.5``, ``" 7 "``: the reader would take some of them, the
