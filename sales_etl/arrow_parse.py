@@ -36,8 +36,6 @@ from sales_etl import jsontext
 from sales_etl.schema import FIELD_NAMES, MONEY_ARROW, SALE_FIELDS
 from sales_etl.validate import MAX_RECORD_BYTES, MAX_RECORD_DEPTH
 
-MONEY_FIELDS = tuple(c.name for c in SALE_FIELDS if c.arrow == MONEY_ARROW)
-
 
 def _strict_type(column: pa.DataType) -> pa.DataType:
     """Text and timestamps are read as text (the rules parse them); numbers as numbers."""
@@ -91,8 +89,6 @@ def _fields_by_shape() -> np.ndarray:
 
 _LONGEST_KEY = max(len(n) for n in FIELD_NAMES)
 _FIELD_BY_SHAPE = _fields_by_shape()
-_STRUCTURAL = np.zeros(256, dtype=bool)
-_STRUCTURAL[[ord(c) for c in "{}[],:"]] = True
 _NUMBER_BYTES = 24  # the longest plain decimal is 20 characters (-, 14 digits, ., 4 digits)
 _POPCOUNT = np.array([bin(i).count("1") for i in range(1 << len(FIELD_NAMES))], dtype=np.int64)
 
@@ -275,25 +271,19 @@ def _value_fits(data: np.ndarray, value: np.ndarray, kind: np.ndarray) -> np.nda
     negative = minus[:, 0]
     dots = (dot & within).sum(axis=1)
     at = np.where(dots == 1, np.argmax(dot & within, axis=1), length)
-    whole = at - negative
-    plain = (
+    whole = at - negative  # digits before the point
+    decimals = length - at - 1
+    literal = (
         (length < _NUMBER_BYTES)
         & ended
-        & ((minus & within).sum(axis=1) == negative)
+        & ((minus & within).sum(axis=1) == negative)  # a minus only in front
         & (whole >= 1)
-        & (whole <= 14)
-        & ((dots == 0) | ((dots == 1) & (length - at - 1 >= 1) & (length - at - 1 <= 4)))
     )
-    integer = (
-        (kind[numeric] == _INTEGER)
-        & ~quoted
-        & (dots == 0)
-        & ((minus & within).sum(axis=1) == negative)
-        & (whole >= 1)
-        & (whole <= 18)
+    plain = (
+        literal & (whole <= 14) & ((dots == 0) | ((dots == 1) & (decimals >= 1) & (decimals <= 4)))
     )
-    money = kind[numeric] == _MONEY
-    fits[numeric] = np.where(money, plain, integer & ended & (length < _NUMBER_BYTES))
+    integer = literal & ~quoted & (dots == 0) & (whole <= 18)
+    fits[numeric] = np.where(kind[numeric] == _MONEY, plain, integer)
     return fits
 
 
