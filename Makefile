@@ -37,9 +37,12 @@ psql: $(STAMP)
 
 ## make server: a local Prefect server, API and UI on http://127.0.0.1:$(PORT) (PORT=4200); the
 ## UI is told the same port (PREFECT_UI_API_URL), so any PORT works. Then `make serve PORT=...`.
+## Expired automation windows are kept a day, so a run that starts late still alerts
+## (LATE_START_BUFFER in deployments/automations.py).
 PORT ?= 4200
 server: $(STAMP)
 	PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT=$(PORT) \
+	PREFECT_SERVER_EVENTS_EXPIRED_BUCKET_BUFFER=P1D \
 	PREFECT_UI_API_URL=http://127.0.0.1:$(PORT)/api \
 		$(BIN)/prefect server start --host 127.0.0.1 --port $(PORT)
 

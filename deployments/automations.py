@@ -19,17 +19,26 @@ day's warehouse asset key):
   open-source server's stand-in for Prefect Cloud's asset freshness SLAs.
 
 Automations are found by name: running the script again updates them in place.
+
+The proactive ones need a server that keeps an expired window for a while: a run that starts
+late emits its due event dated in the past, and Prefect opens a window that has already closed.
+The server sweeps such windows once they are ``PREFECT_SERVER_EVENTS_EXPIRED_BUCKET_BUFFER``
+(default 60 s) old, every 5 s: before the run's materialization or the next proactive pass
+can fire it, so the late run never alerts. ``make server`` sets it to a day
+(:data:`LATE_START_BUFFER`); on another server the script warns when it is shorter.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import cast
 from uuid import UUID
 
+import httpx
 from prefect.automations import (
     Automation,
     AutomationCore,
@@ -38,7 +47,8 @@ from prefect.automations import (
     Posture,
 )
 from prefect.blocks.webhook import Webhook
-from pydantic import SecretStr
+from prefect.client.orchestration import get_client
+from pydantic import SecretStr, TypeAdapter
 
 from tasks.assets import ASSET_DUE, MATERIALIZATION_SUCCEEDED
 from tasks.operations import DAY_DEGRADED, DAY_DUE, DAY_FAILED, DAY_LOADED
@@ -54,6 +64,15 @@ NOT_FRESH = "Daily Sales: warehouse asset not fresh"
 DAY_RESOURCES = {"prefect.resource.id": "sales.day.*"}
 # The warehouse assets (sales_etl.assets.warehouse_asset_key); only a due event opens a window.
 WAREHOUSE_ASSETS = {"prefect.resource.id": "postgresql://*"}
+# How long the server keeps an expired window (PREFECT_SERVER_EVENTS_EXPIRED_BUCKET_BUFFER, as
+# `make server` sets it): a run that starts up to this long after its window closed still alerts.
+LATE_START_BUFFER = timedelta(days=1)
+
+
+def late_start_server_env() -> dict[str, str]:
+    """The server setting that keeps expired windows :data:`LATE_START_BUFFER` (ISO 8601)."""
+    buffer = TypeAdapter(timedelta).dump_python(LATE_START_BUFFER, mode="json")
+    return {"PREFECT_SERVER_EVENTS_EXPIRED_BUCKET_BUFFER": buffer}
 
 
 def parse_deadline(text: str) -> timedelta:
@@ -188,6 +207,31 @@ def webhook_block_id(name: str, url: str | None) -> UUID:
     return block._block_document_id
 
 
+def server_bucket_buffer() -> timedelta | None:
+    """The server's ``PREFECT_SERVER_EVENTS_EXPIRED_BUCKET_BUFFER``; None where the API does not
+    tell its settings (Prefect Cloud)."""
+    with get_client(sync_client=True) as client:
+        try:
+            response = client.request("GET", "/admin/settings")
+        except httpx.HTTPStatusError:
+            return None
+    buffer = response.json().get("server", {}).get("events", {}).get("expired_bucket_buffer")
+    return None if buffer is None else TypeAdapter(timedelta).validate_python(buffer)
+
+
+def late_start_warning(buffer: timedelta | None) -> str | None:
+    """What to tell the user when the server sweeps expired windows too soon for late runs."""
+    if buffer is None or buffer >= LATE_START_BUFFER:
+        return None
+    [(setting, value)] = late_start_server_env().items()
+    return (
+        f"warning: the server keeps an expired window {buffer.total_seconds():.0f} s "
+        "(PREFECT_SERVER_EVENTS_EXPIRED_BUCKET_BUFFER): a run that starts more than that past "
+        "its freshness or deadline window will not alert. Start the server with "
+        f"{setting}={value} (as `make server` does)."
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m deployments.automations",
@@ -233,6 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for automation in daily_sales_automations(block_id, args.deadline, args.freshness):
         verb, automation_id = apply(automation)
         print(f"{verb} automation {automation.name!r}: {automation_id}")
+    warning = late_start_warning(server_bucket_buffer())
+    if warning:
+        print(warning, file=sys.stderr)
     return 0
 
 

@@ -824,6 +824,8 @@ def running_prefect_server(
     retries but the UI shows as "Oops. Something went wrong." (seen in the browser tests when
     the machine was loaded).
     """
+    from deployments.automations import late_start_server_env
+
     home = Path(tempfile.mkdtemp(prefix="etl-prefect-server-"))
     database = f"etl_prefect_{uuid.uuid4().hex[:12]}"
     database_url = prefect_database_url(postgres.create_database(pg_admin_url, database))
@@ -836,6 +838,9 @@ def running_prefect_server(
         PREFECT_UI_API_URL=f"{url}/api",
         # Let the scheduler fill the upcoming runs within seconds, not a minute.
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
+        # As `make server`: a late run's expired window outlives the 5 s sweep (see
+        # deployments/automations.py), or its freshness alert is lost.
+        **late_start_server_env(),
     )
     env.pop("PREFECT_API_URL", None)
     log = home / "server.log"

@@ -50,11 +50,12 @@ def automations(served: Served, receiver: Receiver) -> Iterator[Receiver]:
     created = automations_cli(served.server, "--webhook-url", url, "--freshness", "00:02")
     assert created.returncode == 0, created.stderr
     assert f"created automation {NOT_FRESH!r}" in created.stdout
-    # Automations load into the triggers service asynchronously: an event that comes before
-    # would open no window, and the alert is lost. 5 s (as tests/deployments/test_automations.py
-    # gives its reactive ones) was not always enough while the whole suite loaded the machine
-    # (load ~6): the late day's alert never came.
-    time.sleep(15)
+    # Automations load into the triggers service asynchronously (a Postgres NOTIFY, well under
+    # a second): an event that comes before would open no window. The late day's alert once went
+    # missing under the whole suite; the server log showed why: its window, closed eight minutes
+    # before it opened, was swept by the 5-second sweep before anything evaluated it. The session
+    # server keeps closed windows a day (deployments.automations.late_start_server_env).
+    time.sleep(5)
     try:
         yield receiver
     finally:

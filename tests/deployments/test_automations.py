@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from deployments.automations import LATE_START_BUFFER, late_start_warning
 from tests.utils import PrefectServer, Receiver, automations_cli, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -36,6 +37,7 @@ def test_automations_fire_to_a_webhook_with_the_day(
     # The deadline is 15 s after the day "closes" (the due event's time) in this test.
     first = automations_cli(prefect_server, "--webhook-url", url, "--deadline", "00:00:15")
     assert first.returncode == 0, first.stderr
+    assert "warning" not in first.stderr  # the session server keeps expired windows a day
     assert [line.split(" automation ")[0] for line in first.stdout.splitlines()] == ["created"] * 4
     again = automations_cli(prefect_server, "--deadline", "00:00:15")  # the saved block
     assert again.returncode == 0, again.stderr
@@ -58,21 +60,35 @@ def test_automations_fire_to_a_webhook_with_the_day(
     emit(prefect_server, "sales.day.due", "2026-10-02", now)
     emit(prefect_server, "sales.day.quality-degraded", "2026-10-03", now, reject_rate=0.4)
     emit(prefect_server, "sales.day.failed", "2026-10-04", now, reason="API answered 403")
+    # A run that starts long after its day's deadline: its window closed ten minutes ago. The
+    # server keeps it (PREFECT_SERVER_EVENTS_EXPIRED_BUCKET_BUFFER), so it still fires; with
+    # Prefect's default (60 s) the 5-second sweep removes it first and nothing ever fires.
+    emit(prefect_server, "sales.day.due", "2026-10-05", now - timedelta(minutes=10))
     time.sleep(3)
     emit(prefect_server, "sales.day.loaded", "2026-10-02", datetime.now(UTC), valid=10)
 
     def alerts() -> dict[str, dict[str, Any]] | None:
-        by_alert = {call["alert"]: call for call in receiver.calls}
-        return by_alert if len(by_alert) == 3 else None
+        by_resource = {call["resource"]: call for call in receiver.calls}
+        return by_resource if len(by_resource) == 4 else None
 
-    by_alert = wait_for(alerts, 90, "three webhook calls", interval=1)
-    assert by_alert["not-loaded"]["resource"] == "sales.day.2026-10-01"
-    assert by_alert["not-loaded"]["detail"] == "not loaded by 00:00:15 UTC"
-    assert by_alert["quality-degraded"]["resource"] == "sales.day.2026-10-03"
-    assert by_alert["quality-degraded"]["detail"] == {"reject_rate": 0.4}
-    assert by_alert["run-failed"]["resource"] == "sales.day.2026-10-04"
-    assert by_alert["run-failed"]["detail"] == {"reason": "API answered 403"}
+    by_resource = wait_for(alerts, 90, "four webhook calls", interval=1)
+    for day in ("2026-10-01", "2026-10-05"):
+        assert by_resource[f"sales.day.{day}"]["alert"] == "not-loaded"
+        assert by_resource[f"sales.day.{day}"]["detail"] == "not loaded by 00:00:15 UTC"
+    assert by_resource["sales.day.2026-10-03"]["alert"] == "quality-degraded"
+    assert by_resource["sales.day.2026-10-03"]["detail"] == {"reject_rate": 0.4}
+    assert by_resource["sales.day.2026-10-04"]["alert"] == "run-failed"
+    assert by_resource["sales.day.2026-10-04"]["detail"] == {"reason": "API answered 403"}
     # The late day that loaded before its deadline never fires, well past that deadline.
     time.sleep(max(0.0, (now + timedelta(seconds=25) - datetime.now(UTC)).total_seconds()))
     assert not [c for c in receiver.calls if c["resource"] == "sales.day.2026-10-02"]
-    assert len(receiver.calls) == 3, receiver.calls
+    assert len(receiver.calls) == 4, receiver.calls
+
+
+def test_a_server_that_sweeps_expired_windows_soon_gets_a_warning() -> None:
+    assert late_start_warning(None) is None  # Prefect Cloud: no settings to read
+    assert late_start_warning(LATE_START_BUFFER) is None
+    warning = late_start_warning(timedelta(seconds=60))
+    assert warning is not None
+    assert "60 s" in warning
+    assert "PREFECT_SERVER_EVENTS_EXPIRED_BUCKET_BUFFER=P1D" in warning
