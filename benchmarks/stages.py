@@ -167,7 +167,6 @@ def _flow_runs(args: dict[str, Any], daily_sales: Any, started: float, imported:
 def job_plain(args: dict[str, Any]) -> None:
     from pydantic import SecretStr
 
-    from sales_etl.background import Behind
     from sales_etl.lake import open_lake
     from sales_etl.settings import LakeConfig, SourceConfig, WarehouseConfig
     from sales_etl.snapshots import RawSnapshotWriter, iter_tables
@@ -182,13 +181,13 @@ def job_plain(args: dict[str, Any]) -> None:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     writer = RawSnapshotWriter(store, day)
-    with SalesApiClient(source) as client, Behind(writer.add) as landing:
+    with SalesApiClient(source) as client:
         status = client.status(day)
         for page in client.iter_pages(
             day, max_pages_for(status.record_count, source.page_size), lossless=False
         ):
-            landing.put(page)
-    raw = writer.commit()
+            writer.add(page)
+        raw = writer.commit()
     timings["extract"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     clean = transform_snapshot(store, raw)

@@ -31,13 +31,15 @@ import contextlib
 import io
 import itertools
 import json
+import queue
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 import numpy as np
@@ -67,7 +69,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateSchema
 
 from sales_etl import schema
-from sales_etl.background import prefetched
 from sales_etl.counts import LoadCounts
 from sales_etl.errors import WarehouseError
 from sales_etl.settings import WarehouseConfig
@@ -491,7 +492,7 @@ def _stage(
         ((stage_versions.name, _VERSION_COLUMNS, b) for b in _slices(sales_batches)),
         ((stage_rejected.name, _REJECT_VERSION_COLUMNS, b) for b in _slices(rejected_batches)),
     )
-    for chunk in prefetched((_CsvChunk.of(*item) for item in batches), depth=2, name="stage-csv"):
+    for chunk in _prefetched((_CsvChunk.of(*item) for item in batches), depth=2):
         _copy(load.conn, chunk)
         load.last_index[chunk.table] = max(load.last_index.get(chunk.table, -1), chunk.last_index)
         if chunk.table == stage_versions.name:
@@ -543,6 +544,45 @@ class _CsvChunk:
         return cls(
             table, columns, buffer.getvalue(), rows, newest, with_id, -1 if last is None else last
         )
+
+
+_T = TypeVar("_T")
+
+
+def _prefetched(items: Iterator[_T], depth: int) -> Iterator[_T]:
+    """``items``, produced by a background thread up to ``depth`` ahead of the consumer.
+
+    An exception in the producer is raised here; a consumer that stops early stops it.
+    """
+    slots: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                slots.put(("item", item))
+            slots.put(("done", None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            slots.put(("error", exc))
+
+    worker = threading.Thread(target=produce, name="stage-csv", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = slots.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                slots.get(timeout=0.1)
+        worker.join()
 
 
 def _stage_table(name: str, columns: tuple[schema.Column, ...]) -> Table:
@@ -700,7 +740,7 @@ def _indexed(load: _Load, staged: str, query: str, dtype: type = np.int32) -> np
 def _copy_all(load: _Load, chunks: Iterator[_CsvChunk]) -> dict[str, int]:
     """COPY the chunks (made two ahead in a background thread); the rows written per table."""
     written: dict[str, int] = {}
-    for chunk in prefetched(chunks, depth=2, name="copy-csv"):
+    for chunk in _prefetched(chunks, depth=2):
         written[chunk.table] = written.get(chunk.table, 0) + _copy(load.conn, chunk)
     return written
 

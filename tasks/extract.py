@@ -12,7 +12,6 @@ from prefect.logging import get_run_logger
 from prefect.states import State
 
 from sales_etl.assets import raw_metadata
-from sales_etl.background import Behind
 from sales_etl.contract import SchemaChange, Shape, compare, enforce
 from sales_etl.errors import PartialExtractError, PermanentSourceError, TransientSourceError
 from sales_etl.lake import open_lake
@@ -134,18 +133,15 @@ def _land_pages(
         Progress("extract", expected=None if since else status.record_count),
         key="daily-sales-extract-progress",
     )
-    # The lake side of a page (its shape, compressing it into the part) runs on a thread while
-    # the next page is requested; leaving the block waits for it, so the counts below are whole.
     try:
-        with Behind(writer.add, name="land-pages") as landing:
-            for page in client.iter_pages(
-                writer.day,
-                max_pages_for(status.record_count, page_size),
-                lossless=False,
-                updated_since=since,
-            ):
-                landing.put(page)
-                progress.add(len(page.records))
+        for page in client.iter_pages(
+            writer.day,
+            max_pages_for(status.record_count, page_size),
+            lossless=False,
+            updated_since=since,
+        ):
+            writer.add(page)
+            progress.add(len(page.records))
     except TransientSourceError as exc:
         if not writer.pages:
             raise
