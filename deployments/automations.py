@@ -64,15 +64,16 @@ NOT_FRESH = "Daily Sales: warehouse asset not fresh"
 DAY_RESOURCES = {"prefect.resource.id": "sales.day.*"}
 # The warehouse assets (sales_etl.assets.warehouse_asset_key); only a due event opens a window.
 WAREHOUSE_ASSETS = {"prefect.resource.id": "postgresql://*"}
-# How long the server keeps an expired window (PREFECT_SERVER_EVENTS_EXPIRED_BUCKET_BUFFER, as
-# `make server` sets it): a run that starts up to this long after its window closed still alerts.
+# How long the server keeps an expired window (this setting, as `make server` sets it): a run
+# that starts up to this long after its window closed still alerts.
+BUCKET_BUFFER_SETTING = "PREFECT_SERVER_EVENTS_EXPIRED_BUCKET_BUFFER"
 LATE_START_BUFFER = timedelta(days=1)
 
 
 def late_start_server_env() -> dict[str, str]:
     """The server setting that keeps expired windows :data:`LATE_START_BUFFER` (ISO 8601)."""
     buffer = TypeAdapter(timedelta).dump_python(LATE_START_BUFFER, mode="json")
-    return {"PREFECT_SERVER_EVENTS_EXPIRED_BUCKET_BUFFER": buffer}
+    return {BUCKET_BUFFER_SETTING: buffer}
 
 
 def parse_deadline(text: str) -> timedelta:
@@ -208,8 +209,8 @@ def webhook_block_id(name: str, url: str | None) -> UUID:
 
 
 def server_bucket_buffer() -> timedelta | None:
-    """The server's ``PREFECT_SERVER_EVENTS_EXPIRED_BUCKET_BUFFER``; None where the API does not
-    tell its settings (Prefect Cloud)."""
+    """The server's :data:`BUCKET_BUFFER_SETTING`; None where the API does not tell its
+    settings (Prefect Cloud)."""
     with get_client(sync_client=True) as client:
         try:
             response = client.request("GET", "/admin/settings")
@@ -223,12 +224,11 @@ def late_start_warning(buffer: timedelta | None) -> str | None:
     """What to tell the user when the server sweeps expired windows too soon for late runs."""
     if buffer is None or buffer >= LATE_START_BUFFER:
         return None
-    [(setting, value)] = late_start_server_env().items()
     return (
         f"warning: the server keeps an expired window {buffer.total_seconds():.0f} s "
-        "(PREFECT_SERVER_EVENTS_EXPIRED_BUCKET_BUFFER): a run that starts more than that past "
-        "its freshness or deadline window will not alert. Start the server with "
-        f"{setting}={value} (as `make server` does)."
+        f"({BUCKET_BUFFER_SETTING}): a run that starts more than that past its freshness or "
+        f"deadline window will not alert. Start the server with {BUCKET_BUFFER_SETTING}="
+        f"{late_start_server_env()[BUCKET_BUFFER_SETTING]} (as `make server` does)."
     )
 
 

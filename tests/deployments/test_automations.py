@@ -10,9 +10,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from deployments.automations import LATE_START_BUFFER, late_start_warning
-from tests.utils import PrefectServer, Receiver, automations_cli, wait_for
+from deployments.automations import (
+    BUCKET_BUFFER_SETTING,
+    LATE_START_BUFFER,
+    late_start_server_env,
+    late_start_warning,
+    server_bucket_buffer,
+)
+from tests.utils import REPO, PrefectServer, Receiver, automations_cli, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -92,3 +99,14 @@ def test_a_server_that_sweeps_expired_windows_soon_gets_a_warning() -> None:
     assert warning is not None
     assert "60 s" in warning
     assert "PREFECT_SERVER_EVENTS_EXPIRED_BUCKET_BUFFER=P1D" in warning
+
+
+def test_the_script_reads_the_servers_bucket_buffer(prefect_server: PrefectServer) -> None:
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+        assert server_bucket_buffer() == LATE_START_BUFFER  # the session server's setting
+
+
+def test_make_server_keeps_expired_windows_as_the_script_expects() -> None:
+    [(setting, value)] = late_start_server_env().items()
+    assert setting == BUCKET_BUFFER_SETTING
+    assert f"{setting}={value} " in (REPO / "Makefile").read_text()
