@@ -50,6 +50,7 @@ from prefect.blocks.webhook import Webhook
 from prefect.client.orchestration import get_client
 from pydantic import SecretStr, TypeAdapter
 
+from deployments.api import unreachable_api_in_one_line
 from tasks.assets import ASSET_DUE, MATERIALIZATION_SUCCEEDED
 from tasks.operations import DAY_DEGRADED, DAY_DUE, DAY_FAILED, DAY_LOADED
 
@@ -273,11 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    block_id = webhook_block_id(args.webhook_block, args.webhook_url)
-    for automation in daily_sales_automations(block_id, args.deadline, args.freshness):
-        verb, automation_id = apply(automation)
-        print(f"{verb} automation {automation.name!r}: {automation_id}")
-    warning = late_start_warning(server_bucket_buffer())
+    with unreachable_api_in_one_line():
+        block_id = webhook_block_id(args.webhook_block, args.webhook_url)
+        for automation in daily_sales_automations(block_id, args.deadline, args.freshness):
+            verb, automation_id = apply(automation)
+            print(f"{verb} automation {automation.name!r}: {automation_id}")
+        buffer = server_bucket_buffer()
+    warning = late_start_warning(buffer)
     if warning:
         print(warning, file=sys.stderr)
     return 0

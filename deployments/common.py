@@ -21,6 +21,7 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from prefect.schedules import Cron, Interval, Schedule
 
 from blocks.setup import saved_name
+from deployments.api import unreachable_api_in_one_line
 from deployments.pools import ensure_work_pool
 from flows.config import BLOCK_PARAMETERS, load_block
 from flows.daily_sales import daily_sales
@@ -188,9 +189,10 @@ def deploy_on_pool(
 ) -> int:
     """A work-pool script's ``main``: create (or update) the pool, then the deployment on it."""
     enter_project_root()
-    pool = ensure_work_pool(args.pool, pool_type, base_job_template)
-    print(f"work pool {args.pool!r} ({pool_type}): {pool}")
-    deploy_to_pool(args.name, args.pool, args.image, job_variables, args.blocks)
+    with unreachable_api_in_one_line():
+        pool = ensure_work_pool(args.pool, pool_type, base_job_template)
+        print(f"work pool {args.pool!r} ({pool_type}): {pool}")
+        deploy_to_pool(args.name, args.pool, args.image, job_variables, args.blocks)
     return 0
 
 
