@@ -1,9 +1,9 @@
 """Raw snapshot -> clean snapshot, one raw part at a time, in bounded chunks.
 
-Each raw Parquet part is transformed on its own (:func:`transform_part`): its pages are parsed
-losslessly, validated in chunks of ``chunk_records`` with :func:`sales_etl.validate.validate_chunk`
-and written as typed Parquet parts (``sales-*`` and ``rejected-*``) by a
-:class:`~sales_etl.snapshots.CleanSnapshotWriter`. A part's records are numbered from the number
+Each raw Parquet part is transformed on its own (:func:`transform_part`): its pages are read by
+the strict Arrow parse (or record by record where it refuses), judged by the rules in chunks of
+``chunk_records`` records (:func:`judge_pages`) and written as typed Parquet parts (``sales-*``
+and ``rejected-*``) by a :class:`~sales_etl.snapshots.CleanSnapshotWriter`. A part's records are numbered from the number
 of records in the parts before it (:func:`plan_parts`), so parts can be transformed in any order,
 in parallel, on any machine, and give exactly the rows of one sequential pass; one commit
 (:func:`commit_clean_snapshot`) then publishes the manifest. :func:`transform_snapshot` is the
@@ -15,12 +15,13 @@ from __future__ import annotations
 import functools
 import gc
 import hashlib
+import itertools
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -118,7 +119,7 @@ def transform_part(
 ) -> CleanParts:
     """Validate one raw part into clean and rejected Parquet parts (not yet committed).
 
-    Each page goes the strict Arrow way when it can (``strict``; :func:`judge_page`), else
+    Each page goes the strict Arrow way when it can (``strict``; :func:`judge_pages`), else
     record by record; both give the same rows. Deterministic: a retry (or a second worker after
     a lost one) writes the same keys with the same content.
     """
@@ -144,31 +145,59 @@ def _chunks(
 ) -> Iterator[tuple[int, ValidatedChunk]]:
     """(records, their validated rows) in chunks of at least ``chunk_records`` records.
 
-    A refused strict parse costs a parse: after :data:`REFUSALS_BEFORE_PROBING` refused pages in
-    a row, the strict parse is tried on one page in :data:`PROBE_EVERY` until it is accepted
-    again (either path gives the same rows, so this changes the speed only).
+    The pages of a chunk are read one by one and judged together (:func:`judge_pages`): the
+    rules run once per chunk, not once per page. A refused strict parse costs a parse: after
+    :data:`REFUSALS_BEFORE_PROBING` refused pages in a row, the strict parse is tried on one page
+    in :data:`PROBE_EVERY` until it is accepted again (either path gives the same rows, so this
+    changes the speed only).
     """
-    judged: list[PageResult] = []
+    pages: list[ReadPage] = []
     records = refused = 0
     first_index = part.first_index
     for number, body in iter_part_pages(lake, part.key):
         probe = refused < REFUSALS_BEFORE_PROBING or number % PROBE_EVERY == 0
         try:
-            result = judge_page(body, part.day, first_index, strict=strict and probe)
+            page = read_page(body, part.day, first_index, strict=strict and probe)
         except ValueError as exc:
             raise LakeError(
                 f"raw snapshot {part.snapshot_id} page {number} is not valid JSON: {exc}"
             ) from None
         if strict and probe:
-            refused = 0 if result.strict else refused + 1
-        first_index += result.records
-        records += result.records
-        judged.append(result)
+            refused = 0 if page.strict is not None else refused + 1
+        first_index += page.records
+        records += page.records
+        pages.append(page)
         if records >= chunk_records:
-            yield records, _combine(judged)
-            judged, records = [], 0
-    if judged:
-        yield records, _combine(judged)
+            yield records, judge_pages(pages, part.day)
+            pages, records = [], 0
+    if pages:
+        yield records, judge_pages(pages, part.day)
+
+
+@dataclass(frozen=True)
+class ReadPage:
+    """One raw page read: its records typed by the strict parse (``strict``), or, when the
+    strict parse refused the page or was not tried, already judged record by record
+    (``judged``: its parsed records are not kept while the rest of the chunk is read)."""
+
+    body: bytes  # the page's text (empty once judged)
+    first_index: int  # record_index of its first record
+    records: int
+    strict: arrow_parse.StrictPage | None = None
+    judged: ValidatedChunk | None = None
+
+
+def read_page(body: bytes, day: date, first_index: int, *, strict: bool = True) -> ReadPage:
+    """Read one raw page for :func:`judge_pages`: the strict parse when ``strict`` and it
+    accepts the page, else every record parsed losslessly and judged by the rules. Raises
+    ``ValueError`` when the page is not JSON."""
+    page = arrow_parse.read_strict(body) if strict else None
+    if page is not None:
+        return ReadPage(body, first_index, page.count, strict=page)
+    data = jsontext.loads_page(body)["data"]
+    sizes, shallow = arrow_parse.record_limits(body, len(data))
+    judged = validate_chunk(data, day, first_index, record_sizes=sizes, known_shallow=shallow)
+    return ReadPage(b"", first_index, len(data), judged=judged)
 
 
 @dataclass(frozen=True)
@@ -181,41 +210,75 @@ class PageResult:
 
 
 def judge_page(body: bytes, day: date, first_index: int, *, strict: bool = True) -> PageResult:
-    """Validate the records of one raw page, numbered from ``first_index``.
+    """Validate the records of one raw page, numbered from ``first_index`` (:func:`judge_pages`
+    of that page alone). Raises ``ValueError`` when the page is not JSON."""
+    page = read_page(body, day, first_index, strict=strict)
+    return PageResult(page.records, judge_pages([page], day), strict=page.strict is not None)
 
-    The strict parse (:func:`sales_etl.arrow_parse.read_strict`) types the columns of the
-    page's records without a Python object per record; the records it sets aside and the rows it
-    cannot vouch for (a rule fails) are judged by :func:`sales_etl.validate.validate_chunk` from
-    their text. A page the strict parse refuses is judged record by record. Either way a
-    record's size is the bytes of its text as sent. Raises ``ValueError`` when the page is not
-    JSON.
+
+def judge_pages(pages: Sequence[ReadPage], day: date) -> ValidatedChunk:
+    """The clean and rejected rows of consecutive pages, in order.
+
+    The pages the strict parse read (:func:`sales_etl.arrow_parse.read_strict`) have typed
+    columns and no Python object per record: each run of them is judged at once
+    (:func:`_judge_strict`), so the rules run once per chunk, not once per page. A record's
+    size is the bytes of its text as sent, whichever way its page went.
     """
-    page = arrow_parse.read_strict(body) if strict else None
-    if page is None:
-        data = jsontext.loads_page(body)["data"]
-        sizes, shallow = arrow_parse.record_limits(body, len(data))
-        judged = validate_chunk(data, day, first_index, record_sizes=sizes, known_shallow=shallow)
-        return PageResult(len(data), judged, strict=False)
-    index = np.arange(first_index, first_index + page.count, dtype=np.int64)
-    spans = page.stops - page.starts
-    kept = page.kept
+    results: list[ValidatedChunk] = []
+    for strict, run in itertools.groupby(pages, key=lambda page: page.strict is not None):
+        if strict:
+            results.append(_judge_strict(list(run), day))
+        else:
+            results.extend(cast(ValidatedChunk, page.judged) for page in run)
+    return _combine(results)
+
+
+def _judge_strict(pages: Sequence[ReadPage], day: date) -> ValidatedChunk:
+    """Pages the strict parse read: :func:`~sales_etl.validate.strict_clean` over all of their
+    typed rows, then :func:`~sales_etl.validate.validate_chunk` over the records it could not
+    vouch for and those the parse set aside, parsed from their text in one go."""
+    strict = [cast(arrow_parse.StrictPage, page.strict) for page in pages]
+    index = [
+        np.arange(page.first_index, page.first_index + s.count, dtype=np.int64)
+        for page, s in zip(pages, strict, strict=True)
+    ]
+    spans = [s.stops - s.starts for s in strict]
     clean, flagged = strict_clean(
-        page.records, day, index[kept], too_large=spans[kept] > MAX_RECORD_BYTES
+        pa.concat_tables([s.records for s in strict]),
+        day,
+        np.concatenate([i[s.kept] for i, s in zip(index, strict, strict=True)]),
+        too_large=np.concatenate(
+            [n[s.kept] > MAX_RECORD_BYTES for n, s in zip(spans, strict, strict=True)]
+        ),
     )
-    others = np.sort(np.concatenate([kept[flagged], page.aside]))
-    if len(others) == 0:
-        return PageResult(page.count, ValidatedChunk(clean, _no_rejects(day)), strict=True)
-    starts, stops = page.starts[others].tolist(), page.stops[others].tolist()
-    # One parse for all of them: the page's nesting is within the limit (read_strict).
-    records = jsontext.loads(
-        b"[" + b",".join(body[a:b] for a, b in zip(starts, stops, strict=True)) + b"]"
-    )
-    sizes = {i: int(spans[p]) for i, p in enumerate(others.tolist())}
+    texts: list[bytes] = []
+    others_index: list[np.ndarray] = []
+    sizes: dict[int, int] = {}
+    kept_before = 0
+    for page, s, i, n in zip(pages, strict, index, spans, strict=True):
+        own = flagged[kept_before : kept_before + len(s.kept)]
+        kept_before += len(s.kept)
+        others = np.sort(np.concatenate([s.kept[own], s.aside]))
+        body = page.body
+        for position, start, stop in zip(
+            others.tolist(), s.starts[others].tolist(), s.stops[others].tolist(), strict=True
+        ):
+            sizes[len(texts)] = int(n[position])
+            texts.append(body[start:stop])
+        others_index.append(i[others])
+    if not texts:
+        return ValidatedChunk(clean, _no_rejects(day))
+    # One parse for all of them: each page's nesting is within the limit (read_strict).
+    records = jsontext.loads(b"[" + b",".join(texts) + b"]")
     judged = validate_chunk(
-        records, day, record_index=index[others], record_sizes=sizes, known_shallow=True
+        records,
+        day,
+        record_index=np.concatenate(others_index),
+        record_sizes=sizes,
+        known_shallow=True,
     )
     both = _concat([clean, judged.clean]).sort_by("record_index")
-    return PageResult(page.count, ValidatedChunk(both, judged.rejected), strict=True)
+    return ValidatedChunk(both, judged.rejected)
 
 
 @functools.cache
@@ -223,10 +286,10 @@ def _no_rejects(day: date) -> pa.Table:
     return validate_chunk([], day).rejected
 
 
-def _combine(results: Sequence[PageResult]) -> ValidatedChunk:
+def _combine(results: Sequence[ValidatedChunk]) -> ValidatedChunk:
     return ValidatedChunk(
-        clean=_concat([r.chunk.clean for r in results]),
-        rejected=_concat([r.chunk.rejected for r in results]),
+        clean=_concat([r.clean for r in results]),
+        rejected=_concat([r.rejected for r in results]),
     )
 
 
@@ -302,7 +365,9 @@ def clean_table(data: pd.DataFrame | pa.Table) -> pa.Table:
     """Validated clean rows as an Arrow table of :data:`CLEAN_SCHEMA` (money as exact decimals).
 
     Money text becomes ``decimal128`` exactly; timestamps become microseconds, the warehouse's
-    resolution (a sub-microsecond fraction is cut, as PostgreSQL cannot hold it either).
+    resolution (a sub-microsecond fraction is cut, as PostgreSQL cannot hold it either). One
+    chunk per column: the Parquet bytes written from it depend on the rows only, not on how many
+    pieces they were gathered from (a strict run of pages or a page at a time).
     """
     columns: dict[str, Any] = {}
     for name in CLEAN_SCHEMA.names:
@@ -314,11 +379,12 @@ def clean_table(data: pd.DataFrame | pa.Table) -> pa.Table:
             columns[name] = pc.cast(array, target, safe=False)
         else:
             columns[name] = array.cast(target)
-    return pa.table(columns, schema=CLEAN_SCHEMA)
+    return pa.table(columns, schema=CLEAN_SCHEMA).combine_chunks()
 
 
 def rejected_table(data: pd.DataFrame | pa.Table) -> pa.Table:
-    """Rejected records as an Arrow table; ``record_hash`` keys a reject across reruns."""
+    """Rejected records as an Arrow table; ``record_hash`` keys a reject across reruns. One
+    chunk per column, as :func:`clean_table`."""
     reasons = _column(data, "reason").to_pylist()
     raws = _column(data, "raw_record").to_pylist()
     hashes = [
@@ -331,7 +397,7 @@ def rejected_table(data: pd.DataFrame | pa.Table) -> pa.Table:
         if name != "record_hash"
     }
     columns["record_hash"] = pa.array(hashes, pa.string())
-    return pa.table(columns, schema=REJECTED_SCHEMA)
+    return pa.table(columns, schema=REJECTED_SCHEMA).combine_chunks()
 
 
 def _column(data: pd.DataFrame | pa.Table, name: str) -> pa.Array | pa.ChunkedArray:
