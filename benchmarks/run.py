@@ -13,6 +13,8 @@ reason, ``--duplicates``, Zipf-skewed stores and products, long ids; by default 
    parameters (``INCREMENTAL_PARAMS`` / ``--incremental-params``). The API switches revision
    between steps (not timed) and counts the requests each run makes.
 3. Loads the same valid rows (the first run's, one per sale_id) with ``psql \\copy``: the floor.
+   Transforms the first run's raw snapshot again, alone, on the part workers: the transform's
+   own speed (in the flow it overlaps the extract).
 4. With ``--compare``: on the first scenario pandas ``to_sql`` and dlt's Arrow-CSV path (the
    same valid rows); on every scenario dlt's ``rest_api`` source with ``merge`` end to end
    against the same API (revision 0) and database. A peer that fails on a day (dlt on a dirty
@@ -314,7 +316,9 @@ def scenario_metrics(scenario: Scenario, results: dict[str, Any]) -> dict[str, A
         "floor_s": floor,
         "flow_over_floor": _ratio(first["wall_s"], floor),
         "load_over_floor": _ratio(_stage(first, "load"), floor),
-        "transform_records_per_s": _ratio(_records(first), _stage(first, "transform")),
+        "transform_records_per_s": _ratio(
+            results.get("transform", {}).get("records"), results.get("transform", {}).get("wall_s")
+        ),
         "rerun_over_first": _ratio(runs["rerun"]["wall_s"], first["wall_s"])
         if "rerun" in runs
         else None,
@@ -418,6 +422,13 @@ def scenario_report(scenario: Scenario, results: dict[str, Any]) -> str:
         f"{flow.get('peak_rss_mb', 0):,.0f} MB (ephemeral server "
         f"{flow['server_peak_rss_mb']:,.0f} MB)"
     )
+    if "transform" in results:
+        alone = results["transform"]
+        out.append(
+            f"- the transform alone ({alone['workers']} part workers, the first run's raw "
+            f"snapshot): {alone['wall_s']:.2f} s, {_rate(alone['records'], alone['wall_s']):,} "
+            "records/s"
+        )
     if "plain" in results:
         plain = results["plain"]["timings"]
         out.append(
@@ -477,7 +488,7 @@ TARGETS: tuple[tuple[str, str, str, float, bool], ...] = (
     # key, label, target text, bound, bound is a maximum
     ("flow_over_floor", "flow run / `psql \\copy` floor", "<= 3x", 3.0, True),
     ("load_over_floor", "load / floor", "<= 2x", 2.0, True),
-    ("transform_records_per_s", "transform records/s", ">= 300k", 300_000, False),
+    ("transform_records_per_s", "transform records/s (alone)", ">= 300k", 300_000, False),
     ("peak_rss_mb", "peak RSS MB (pipeline process)", "<= 400", 400, True),
     ("rerun_over_first", "rerun / first run", "<= 5%", 0.05, True),
     ("incremental_requests_ratio", "incremental requests / full", "<= 2%", 0.02, True),
@@ -527,7 +538,8 @@ def scenario_table(metrics: dict[str, Any], command: str) -> str:
             "",
             f"{metrics['first_wall_s']:.1f} ({metrics['extract_s']:.1f} / "
             f"{metrics['transform_s']:.1f} / {metrics['load_s']:.1f})",
-            "first run of the day",
+            "first run of the day; the parts are transformed while the extract runs: the "
+            "transform stage is what is left after it",
         ],
         [
             "load's slowest statements s",
@@ -605,6 +617,7 @@ def run_scenario(
             "clean_file": clean_file,
         }
         results["psql_copy"] = run_job("psql_copy", floor_args, env)
+        results["transform"] = run_job("transform", floor_args, env)
         if args.plain:
             results["plain"] = run_job("plain", {**common, "lake": str(folder / "lake-plain")}, env)
         if args.compare:

@@ -10,6 +10,9 @@ Each job runs in a fresh process so its peak RSS (``ru_maxrss``) is its own, and
   after) and peak RSS (sampled); also times the ephemeral server start and counts task runs.
 * ``plain``: the same library functions the tasks call, without Prefect (the orchestration-free
   baseline).
+* ``transform``: the transform alone, as the flow's part workers do it, on a copy of the first
+  run's raw snapshot (in the flow the parts are transformed while the extract runs, so the
+  flow's transform stage is only what is left after the extract: not the transform's speed).
 * ``psql_copy``: ``psql \\copy`` of a ready CSV file into an empty keyed table (the floor); the
   rows are the valid rows of the flow's first clean snapshot, one per ``sale_id`` (the newest),
   also written as ``clean_file`` for the peers below.
@@ -222,6 +225,43 @@ def job_plain(args: dict[str, Any]) -> None:
     )
 
 
+def job_transform(args: dict[str, Any]) -> None:
+    import shutil
+
+    from flows.runners import RunnerChoice
+    from sales_etl.lake import open_lake
+    from sales_etl.part_workers import shared_part_workers
+    from sales_etl.settings import LakeConfig
+    from sales_etl.snapshots import find_snapshot, snapshot_prefix
+    from sales_etl.transform import DEFAULT_CHUNK_RECORDS, commit_clean_snapshot, plan_parts
+
+    day = date.fromisoformat(args["day"])
+    prefix = snapshot_prefix("raw", day, args["snapshot_id"])
+    lake = LakeConfig(url=os.path.join(args["work"], "lake-transform"))
+    shutil.rmtree(lake.url, ignore_errors=True)
+    shutil.copytree(os.path.join(args["lake"], prefix), os.path.join(lake.url, prefix))
+    store = open_lake(lake)
+    raw = find_snapshot(store, "raw", day, args["snapshot_id"])
+    if raw is None:
+        raise SystemExit(f"no raw snapshot {args['snapshot_id']} in {args['lake']}")
+    parts = plan_parts(store, raw)
+    workers = shared_part_workers(RunnerChoice("auto").for_parts(len(parts)).part_processes or 1)
+    workers.started()  # as in the flow, where they start while the source is asked
+    t0 = time.perf_counter()
+    futures = [workers.submit(lake, part, DEFAULT_CHUNK_RECORDS) for part in parts]
+    clean = commit_clean_snapshot(store, raw, [workers.wait(f) for f in futures])
+    seconds = time.perf_counter() - t0
+    _emit(
+        {
+            "job": "transform",
+            "wall_s": seconds,
+            "records": raw.manifest["records"],
+            "clean": clean.manifest["clean"],
+            "workers": workers.workers,
+        }
+    )
+
+
 CREATE_SALES = """
 DROP TABLE IF EXISTS {name};
 CREATE TABLE {name} (
@@ -415,6 +455,7 @@ def job_dlt_rest_api(args: dict[str, Any]) -> None:
 JOBS = {
     "flow": job_flow,
     "plain": job_plain,
+    "transform": job_transform,
     "psql_copy": job_psql_copy,
     "to_sql": job_to_sql,
     "dlt_arrow": job_dlt_arrow,

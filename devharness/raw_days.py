@@ -122,7 +122,7 @@ def write_realistic_day(
     records: int,
     *,
     page_size: int = 10_000,
-    part_bytes: int = 32 << 20,
+    part_bytes: int | None = None,
     **options: float,
 ) -> SnapshotRef:
     """Write a committed raw snapshot of a realistic day (see :func:`realistic_pages`)."""

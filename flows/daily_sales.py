@@ -269,7 +269,8 @@ def _run_day(run: DayRun) -> Any:
 
 def _check_contract(run: DayRun, earlier: list[RawManifest], raw: RawManifest) -> str | None:
     """The shape change of ``raw`` (a replay's earlier snapshots are held to the contract too);
-    under ``freeze`` a change fails the day here, before anything is transformed or loaded."""
+    under ``freeze`` a change fails the day here, before a clean snapshot is committed or
+    anything is loaded."""
     mode = run.options.schema_contract
     for replayed in earlier:
         check_schema_contract(run.lake, replayed, mode)

@@ -86,6 +86,10 @@ def read_parquet(lake: Lake, key: str, columns: list[str] | None = None) -> pa.T
         raise LakeError(f"{lake.uri(key)} is not a readable Parquet file: {exc}") from None
 
 
+# Page bytes per raw part: the unit of the transform's parallelism (~130k records of the demo).
+RAW_PART_BYTES = 32 << 20
+
+
 class _RawPart:
     """One raw part being written: a Parquet file in memory, a row group per page."""
 
@@ -117,12 +121,12 @@ class RawSnapshotWriter:
     """
 
     def __init__(
-        self, lake: Lake, day: date, snapshot_id: str | None = None, part_bytes: int = 32 << 20
+        self, lake: Lake, day: date, snapshot_id: str | None = None, part_bytes: int | None = None
     ) -> None:
         self.lake = lake
         self.day = day
         self.snapshot_id = snapshot_id or new_snapshot_id()
-        self.part_bytes = part_bytes
+        self.part_bytes = part_bytes or RAW_PART_BYTES
         self.parts: list[str] = []
         self.part_records: list[int] = []
         self.pages = 0

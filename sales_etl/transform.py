@@ -3,11 +3,12 @@
 Each raw Parquet part is transformed on its own (:func:`transform_part`): its pages are read by
 the strict Arrow parse (or record by record where it refuses), judged by the rules in chunks of
 ``chunk_records`` records (:func:`judge_pages`) and written as typed Parquet parts (``sales-*``
-and ``rejected-*``) by a :class:`~sales_etl.snapshots.CleanSnapshotWriter`. A part's records are numbered from the number
-of records in the parts before it (:func:`plan_parts`), so parts can be transformed in any order,
-in parallel, on any machine, and give exactly the rows of one sequential pass; one commit
-(:func:`commit_clean_snapshot`) then publishes the manifest. :func:`transform_snapshot` is the
-sequential path. Memory stays bounded by the chunk size, not by the size of the day.
+and ``rejected-*``) by a :class:`~sales_etl.snapshots.CleanSnapshotWriter`. A part's records
+are numbered from the number of records in the parts before it (:func:`plan_parts`), so parts
+can be transformed in any order, in parallel, on any machine, and give exactly the rows of one
+sequential pass; one commit (:func:`commit_clean_snapshot`) then publishes the manifest.
+:func:`transform_snapshot` is the sequential path. Memory stays bounded by the chunk size, not
+by the size of the day.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from sales_etl.assets import raw_metadata
 from sales_etl.contract import SchemaChange, Shape, compare, enforce
 from sales_etl.errors import PartialExtractError, PermanentSourceError, TransientSourceError
 from sales_etl.lake import open_lake
+from sales_etl.part_workers import LandedParts, running_part_workers
 from sales_etl.progress import Progress
 from sales_etl.settings import LakeConfig, SourceConfig
 from sales_etl.snapshots import (
@@ -88,21 +89,29 @@ def extract_sales(
     logger = get_run_logger()
     with open_lake(lake) as store, SalesApiClient(source) as client:
         writer = RawSnapshotWriter(store, day)
-        status = client.status(day)
-        since = updated_since if status.supports_updated_since else None
-        if updated_since is not None and since is None:
-            logger.info("The source does not support updated_since: extracting all of %s", day)
-        _land_pages(client, writer, status, since, source.page_size)
-        mode = client.mode
-        used_since = since.isoformat() if since is not None and mode == "incremental" else None
-        ref = writer.commit(
-            source_state=source_state,
-            source_record_count=status.record_count,
-            requests=client.requests_made,
-            retries=client.retries,
-            mode=mode,
-            updated_since=used_since,
-        )
+        handoff = _handoff(lake, writer)
+        try:
+            status = client.status(day)
+            since = updated_since if status.supports_updated_since else None
+            if updated_since is not None and since is None:
+                logger.info("The source does not support updated_since: extracting all of %s", day)
+            _land_pages(client, writer, status, since, source.page_size, handoff)
+            mode = client.mode
+            used_since = since.isoformat() if since is not None and mode == "incremental" else None
+            ref = writer.commit(
+                source_state=source_state,
+                source_record_count=status.record_count,
+                requests=client.requests_made,
+                retries=client.retries,
+                mode=mode,
+                updated_since=used_since,
+            )
+        except BaseException:
+            if handoff is not None:
+                handoff.discard()
+            raise
+        if handoff is not None:
+            handoff.landed(writer.parts, writer.part_records)
         logger.info(
             "Landed %d records in %d pages as %s (%s extract%s, %d retries)",
             writer.records,
@@ -117,15 +126,26 @@ def extract_sales(
     return raw
 
 
+def _handoff(lake: LakeConfig, writer: RawSnapshotWriter) -> LandedParts | None:
+    """When this process has part workers, they transform each raw part as it lands (their
+    results wait for the ``transform-part`` tasks); else None."""
+    pool = running_part_workers()
+    if pool is None:
+        return None
+    return LandedParts(pool, lake, writer.day, writer.snapshot_id)
+
+
 def _land_pages(
     client: SalesApiClient,
     writer: RawSnapshotWriter,
     status: SourceStatus,
     since: datetime | None,
     page_size: int,
+    handoff: LandedParts | None = None,
 ) -> None:
     """Write every page of the day (changed since ``since``, if given) to ``writer``, reporting
-    progress. A source lost after the first page raises :class:`PartialExtractError`."""
+    progress and handing each full raw part to ``handoff``. A source lost after the first page
+    raises :class:`PartialExtractError`."""
     # The lake keeps each body byte for byte and the transform parses it losslessly; here only
     # the envelope (cursor, record count) matters: the fast parser will do. The whole day's
     # count bounds the pages of a delta too (and of its fallback).
@@ -142,6 +162,8 @@ def _land_pages(
         ):
             writer.add(page)
             progress.add(len(page.records))
+            if handoff is not None:
+                handoff.landed(writer.parts, writer.part_records)
     except TransientSourceError as exc:
         if not writer.pages:
             raise
@@ -193,7 +215,8 @@ def check_schema_contract(lake: LakeConfig, raw: RawManifest, mode: str) -> Sche
     """How raw snapshot ``raw`` (its manifest) differs from the contract and from the snapshot
     of its day before it; None for a snapshot written before shapes were observed. A change is
     logged and emitted as ``sales.schema.changed``; under ``freeze`` it fails the task (a
-    permanent ``SchemaContractError``, not retried) before anything is transformed or loaded."""
+    permanent ``SchemaContractError``, not retried) before a clean snapshot is committed or anything
+    is loaded."""
     day = raw.day
     shape = Shape.from_manifest(raw.manifest)
     if shape is None:

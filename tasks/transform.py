@@ -13,7 +13,7 @@ from prefect.logging import get_run_logger
 from sales_etl import transform
 from sales_etl.assets import clean_metadata
 from sales_etl.lake import open_lake
-from sales_etl.part_workers import shared_part_workers
+from sales_etl.part_workers import shared_part_workers, take_landed
 from sales_etl.settings import LakeConfig
 from sales_etl.snapshots import (
     CleanManifest,
@@ -71,9 +71,13 @@ def transform_part(
     """Transform raw part ``part``; returns the clean parts it wrote and their counts.
 
     ``processes``: hand the work to this process's pool of that many part workers
-    (:mod:`sales_etl.part_workers`) and wait for it; 0: do it here.
+    (:mod:`sales_etl.part_workers`) and wait for it; 0: do it here. A part the workers started
+    when the extract landed it is not started again: the task waits for that result.
     """
-    if processes:
+    landed = take_landed(lake, part, chunk_records)
+    if landed is not None:
+        written = landed
+    elif processes:
         written = shared_part_workers(processes).transform(lake, part, chunk_records)
     else:
         with open_lake(lake) as store:

@@ -63,3 +63,48 @@ def test_a_dead_worker_breaks_its_pool_and_the_next_call_gets_a_new_one(
     again = part_workers.shared_part_workers(1)
     assert again is not workers
     assert again.transform(lake, part, 50_000).records == part.records
+
+
+def test_parts_handed_over_as_they_land_are_the_parts_the_tasks_would_write(
+    tmp_path: Path, shared_pool: None
+) -> None:
+    here, there = tmp_path / "here", tmp_path / "there"
+    raw = write_realistic_day(LocalLake(here), DAY, 3_000, page_size=500, part_bytes=250_000)
+    shutil.copytree(here, there)
+    parts = plan_parts(LocalLake(here), raw)
+    assert len(parts) > 2
+    lake = LakeConfig(url=str(there))
+    workers = part_workers.shared_part_workers(2)
+    assert part_workers.running_part_workers() is workers
+    handoff = part_workers.LandedParts(workers, lake, DAY, raw.snapshot_id)
+    keys, counts = list(raw.manifest["parts"]), list(raw.manifest["part_records"])
+    handoff.landed(keys[:1], counts[:1])  # as the extract flushes them, then all at the commit
+    handoff.landed(keys, counts)
+    handoff.landed(keys, counts)  # nothing new: nothing submitted twice
+    assert part_workers.take_landed(lake, parts[0], 97) is None  # another chunk size
+    assert part_workers.take_landed(LakeConfig(url=str(here)), parts[0], 50_000) is None
+    for part in parts:
+        expected = transform_part(LocalLake(here), part)
+        assert part_workers.take_landed(lake, part, 50_000) == expected
+        assert part_workers.take_landed(lake, part, 50_000) is None  # taken once
+    assert lake_bytes(there) == lake_bytes(here)
+
+
+def test_discarded_parts_are_not_taken(tmp_path: Path, shared_pool: None) -> None:
+    raw = write_realistic_day(LocalLake(tmp_path), DAY, 2_000, page_size=500, part_bytes=300_000)
+    parts = plan_parts(LocalLake(tmp_path), raw)
+    lake = LakeConfig(url=str(tmp_path))
+    assert part_workers.running_part_workers() is None
+    handoff = part_workers.LandedParts(
+        part_workers.shared_part_workers(1), lake, DAY, raw.snapshot_id
+    )
+    handoff.landed(raw.manifest["parts"], raw.manifest["part_records"])
+    handoff.discard()  # the extract failed: no task will take them
+    assert all(part_workers.take_landed(lake, part, 50_000) is None for part in parts)
+    # A new extract of the day forgets what an earlier one handed over and nobody took.
+    again = part_workers.LandedParts(
+        part_workers.shared_part_workers(1), lake, DAY, raw.snapshot_id
+    )
+    again.landed(raw.manifest["parts"], raw.manifest["part_records"])
+    part_workers.LandedParts(part_workers.shared_part_workers(1), lake, DAY, "later")
+    assert part_workers.take_landed(lake, parts[0], 50_000) is None

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from prefect.logging import disable_run_logger
 
 from devharness.demo_api import DemoData, UpdatedSinceMode, serve_demo_api
 from devharness.demo_days import DayMix, day_records, revision_time
+from sales_etl import part_workers, snapshots, transform
+from sales_etl.lake import LocalLake, open_lake
 from sales_etl.settings import LakeConfig, SourceConfig
 from sales_etl.snapshots import RawManifest
 from tasks.extract import extract_sales, find_raw_snapshot
@@ -72,3 +76,41 @@ def test_updated_since_is_part_of_the_cache_key() -> None:
 
     assert len({key(None), key(SINCE), key(revision_time(DAY, 2))}) == 3
     assert key(SINCE) == key(revision_time(DAY, 1))
+
+
+def test_with_part_workers_running_each_part_is_transformed_as_it_lands(
+    local_lake: LakeConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshots, "RAW_PART_BYTES", 4_000)  # a part every few pages
+    part_workers.close_shared_part_workers()
+    part_workers.shared_part_workers(2)
+    try:
+        info, manifest, _ = extract(local_lake, "filter", None)
+        parts = transform.plan_parts(open_lake(local_lake), manifest.ref())
+        assert len(parts) > 3
+        copy = tmp_path / "copy"
+        prefix = snapshots.snapshot_prefix("raw", DAY, info.snapshot_id)
+        shutil.copytree(Path(local_lake.url) / prefix, copy / prefix)
+        for part in parts:  # what the transform-part tasks take, as they would make it
+            taken = part_workers.take_landed(local_lake, part, transform.DEFAULT_CHUNK_RECORDS)
+            assert taken == transform.transform_part(LocalLake(copy), part)
+        assert lake_files(local_lake.url, "clean") == lake_files(copy, "clean")
+    finally:
+        part_workers.close_shared_part_workers()
+
+
+def test_without_part_workers_nothing_is_transformed_during_the_extract(
+    local_lake: LakeConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshots, "RAW_PART_BYTES", 4_000)
+    part_workers.close_shared_part_workers()
+    _, manifest, _ = extract(local_lake, "filter", None)
+    parts = transform.plan_parts(open_lake(local_lake), manifest.ref())
+    assert len(parts) > 3
+    assert not (Path(local_lake.url) / "clean").exists()
+    assert part_workers.take_landed(local_lake, parts[0], transform.DEFAULT_CHUNK_RECORDS) is None
+
+
+def lake_files(root: Path | str, zone: str) -> dict[str, bytes]:
+    folder = Path(root) / zone
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.parquet"))}
