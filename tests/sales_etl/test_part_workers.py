@@ -16,7 +16,8 @@ from devharness.raw_days import write_realistic_day
 from sales_etl import part_workers
 from sales_etl.lake import LocalLake
 from sales_etl.settings import LakeConfig
-from sales_etl.transform import plan_parts, transform_part
+from sales_etl.snapshots import SnapshotRef
+from sales_etl.transform import RawPart, plan_parts, transform_part
 
 DAY = date(2026, 11, 23)
 
@@ -32,14 +33,20 @@ def shared_pool() -> Iterator[None]:
     part_workers.close_shared_part_workers()
 
 
+def two_copies(tmp_path: Path) -> tuple[Path, Path, SnapshotRef, list[RawPart]]:
+    """A realistic raw day of several parts in ``here`` and a copy of it in ``there``."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    raw = write_realistic_day(LocalLake(here), DAY, 3_000, page_size=500, part_bytes=250_000)
+    shutil.copytree(here, there)
+    parts = plan_parts(LocalLake(here), raw)
+    assert len(parts) > 2
+    return here, there, raw, parts
+
+
 def test_a_part_transformed_by_a_worker_is_the_part_transformed_here(
     tmp_path: Path, shared_pool: None
 ) -> None:
-    here, there = tmp_path / "here", tmp_path / "there"
-    raw = write_realistic_day(LocalLake(here), DAY, 3_000, page_size=500, part_bytes=400_000)
-    shutil.copytree(here, there)
-    parts = plan_parts(LocalLake(here), raw)
-    assert len(parts) > 1
+    here, there, _, parts = two_copies(tmp_path)
     workers = part_workers.shared_part_workers(2)
     assert part_workers.shared_part_workers(2) is workers  # one pool per process and size
     for part in parts:
@@ -68,11 +75,7 @@ def test_a_dead_worker_breaks_its_pool_and_the_next_call_gets_a_new_one(
 def test_parts_handed_over_as_they_land_are_the_parts_the_tasks_would_write(
     tmp_path: Path, shared_pool: None
 ) -> None:
-    here, there = tmp_path / "here", tmp_path / "there"
-    raw = write_realistic_day(LocalLake(here), DAY, 3_000, page_size=500, part_bytes=250_000)
-    shutil.copytree(here, there)
-    parts = plan_parts(LocalLake(here), raw)
-    assert len(parts) > 2
+    here, there, raw, parts = two_copies(tmp_path)
     lake = LakeConfig(url=str(there))
     workers = part_workers.shared_part_workers(2)
     assert part_workers.running_part_workers() is workers
