@@ -179,11 +179,12 @@ class _Scan:
     @classmethod
     def of(cls, body: bytes) -> _Scan | None:
         data = np.frombuffer(body, dtype=np.uint8)
-        quotes = _string_quotes(data)
         structural = (data == _OPEN) | (data == _CLOSE) | (data == _OPEN_LIST)
         structural |= (data == _CLOSE_LIST) | (data == _COMMA) | (data == _COLON)
         position = np.flatnonzero(structural)
-        position = position[np.searchsorted(quotes, position) % 2 == 0]
+        # In a string after an odd number of string quotes: a running XOR of the quote marks.
+        in_string = np.bitwise_xor.accumulate(_quote_marks(data))
+        position = position[in_string[position] == 0]
         chars = data[position]
         step = ((chars == _OPEN) | (chars == _OPEN_LIST)).astype(np.int64)
         step -= (chars == _CLOSE) | (chars == _CLOSE_LIST)
@@ -297,16 +298,17 @@ def _skip_whitespace(data: np.ndarray, positions: np.ndarray, direction: int) ->
     return found
 
 
-def _string_quotes(data: np.ndarray) -> np.ndarray:
-    """Positions of the quotes that open or close a string: those not escaped, i.e. not after
-    an odd run of backslashes (an escaped quote is the only escape that can hide structure)."""
-    quotes = np.flatnonzero(data == _QUOTE)
-    after = quotes[quotes > 0]
-    after = after[data[after - 1] == _BACKSLASH]
-    if len(after) == 0:
-        return quotes
-    escaped = [q for q in after.tolist() if _backslashes_before(data, q) % 2]
-    return np.setdiff1d(quotes, np.array(escaped, dtype=quotes.dtype), assume_unique=True)
+def _quote_marks(data: np.ndarray) -> np.ndarray:
+    """1 at each quote that opens or closes a string, else 0 (``uint8``): the quotes not
+    escaped, i.e. not after an odd run of backslashes (an escaped quote is the only escape that
+    can hide structure)."""
+    marks = (data == _QUOTE).view(np.uint8)
+    after = np.flatnonzero(marks[1:] & (data[:-1] == _BACKSLASH)) + 1
+    for quote in after.tolist():
+        if _backslashes_before(data, quote) % 2:
+            marks[quote] = 0
+    return marks
+
 
 
 def _backslashes_before(data: np.ndarray, position: int) -> int:

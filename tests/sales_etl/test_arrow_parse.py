@@ -460,4 +460,4 @@ def test_string_quotes_are_the_quotes_no_odd_run_of_backslashes_escapes(text: st
     blanked = body.replace(b"\\\\", b"  ").replace(b'\\"', b"  ")
     expected = [i for i, byte in enumerate(blanked) if byte == ord('"')]
     data = np.frombuffer(body, dtype=np.uint8)
-    assert arrow_parse._string_quotes(data).tolist() == expected
+    assert np.flatnonzero(arrow_parse._quote_marks(data)).tolist() == expected
