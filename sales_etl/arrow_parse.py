@@ -310,7 +310,6 @@ def _quote_marks(data: np.ndarray) -> np.ndarray:
     return marks
 
 
-
 def _backslashes_before(data: np.ndarray, position: int) -> int:
     """How many backslashes run right before ``position`` (each run is counted once per page:
     the work is linear in the page)."""
