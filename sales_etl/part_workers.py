@@ -9,15 +9,15 @@ the Prefect task stays in the flow's process (a thread that waits for its part),
 states and the UI are unchanged.
 
 The pool is made once per process (:func:`shared_part_workers`) and kept for the next day of a
-backfill or the next run of a served deployment; it is closed when the process exits.
+backfill or the next run of a served deployment; it is closed when the process exits. Workers
+use ``spawn`` (no state inherited from a threaded parent), ignore Ctrl-C (the parent decides:
+:mod:`flows.termination` stops them with SIGTERM) and die with their parent on Linux.
 
 While the extract lands a day, these workers would idle: :class:`LandedParts` hands them each raw
 part as soon as it is in the lake, and the part's ``transform-part`` task later takes the result
 (:func:`take_landed`) instead of starting the work. A part is deterministic, so a result made
 early is the result the task would make; the clean snapshot is still committed only after the
-schema contract is checked. Workers
-use ``spawn`` (no state inherited from a threaded parent), ignore Ctrl-C (the parent decides:
-:mod:`flows.termination` stops them with SIGTERM) and die with their parent on Linux.
+schema contract is checked.
 """
 
 from __future__ import annotations
@@ -154,7 +154,9 @@ class LandedParts:
     The extract calls :meth:`landed` after each page (and after the commit, for the last part);
     every part new since the last call is submitted to ``pool``. The ``transform-part`` task of
     the same part, lake and chunk size takes the result (:func:`take_landed`). :meth:`discard`
-    drops what no task will take (the extract failed: its snapshot is never committed).
+    drops what no task will take (the extract failed: its snapshot is never committed); a new
+    extract of the day in the same lake forgets what an earlier one handed over and no task took
+    (a day whose schema contract failed), so nothing accumulates in a long-lived process.
     """
 
     def __init__(
