@@ -9,7 +9,7 @@ leaving a ``with`` block).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, date, datetime
+from datetime import date
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -148,7 +148,6 @@ class WarehouseBlock(ConfigBlock):
         run_id: str,
         sales_batches: Iterable[pa.Table],
         rejected_batches: Iterable[pa.Table] = (),
-        loaded_at: datetime | None = None,
     ) -> LoadStats:
         """The pipeline's idempotent load of one day (``sales_etl.warehouse.load_day``).
 
@@ -165,7 +164,6 @@ class WarehouseBlock(ConfigBlock):
             run_id,
             sales_batches,
             rejected_batches,
-            loaded_at=loaded_at or datetime.now(UTC),
         )
 
     def insert(self, frame: pd.DataFrame | pa.Table, day: date, run_id: str) -> LoadStats:

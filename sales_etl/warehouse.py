@@ -67,6 +67,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateSchema
+from sqlalchemy.sql.elements import TextClause
 
 from sales_etl import schema
 from sales_etl.counts import LoadCounts
@@ -76,7 +77,6 @@ from sales_etl.validate import NON_POSITIVE_AMOUNT
 
 # What a load writes of a sale: the contract's fields and the fields outside it (jsonb).
 BUSINESS_COLUMNS: tuple[str, ...] = (*schema.FIELD_NAMES, schema.EXTRA.name)
-_SALES_WRITTEN: tuple[str, ...] = (*BUSINESS_COLUMNS, schema.RUN_ID.name, schema.LOADED_AT.name)
 STAGE_SALES_COLUMNS: tuple[str, ...] = tuple(c.name for c in schema.CLEAN_COLUMNS)
 # What the winners are picked from: each sale's version, not its whole row.
 _VERSION_SPECS: tuple[schema.Column, ...] = tuple(
@@ -93,9 +93,14 @@ _REJECTS_WRITTEN: tuple[str, ...] = (
     schema.BUSINESS_DATE.name,
     *(c.name for c in schema.REJECTED_COLUMNS if c.name != "record_index"),
     "occurrences",
-    schema.RUN_ID.name,
-    "rejected_at",
 )
+# Which load wrote a row, and when, are filled in by the server: the load sets RUN_ID_SETTING
+# for its transaction, and a row it writes takes that and the transaction's start (now()) as
+# its defaults. COPY sends the business columns only: the two stamps were a third of the bytes
+# of a sale (1M/10% day: 183 -> 123 MB of CSV; the COPY 4.4 -> 3.6 s, benchmarks/RESULTS.md).
+RUN_ID_SETTING = "daily_sales.run_id"
+_RUN_ID_DEFAULT = text(f"current_setting('{RUN_ID_SETTING}', true)")
+_LOAD_START = text("now()")
 
 
 @dataclass(frozen=True)
@@ -155,8 +160,8 @@ def warehouse_tables(schema_name: str | None, table_name: str = "sales") -> Ware
         metadata,
         *_columns(schema.SALE_FIELDS),
         _column(schema.EXTRA),
-        _column(schema.RUN_ID),
-        _column(schema.LOADED_AT),
+        _column(schema.RUN_ID, _RUN_ID_DEFAULT),
+        _column(schema.LOADED_AT, _LOAD_START),
         PrimaryKeyConstraint("sale_id"),
         # The day's rows sit together in the heap (each load appends its day): a BRIN index
         # finds a day's range for the day totals at almost no write cost.
@@ -168,8 +173,8 @@ def warehouse_tables(schema_name: str | None, table_name: str = "sales") -> Ware
         _column(schema.BUSINESS_DATE),
         *_columns(tuple(c for c in schema.REJECTED_COLUMNS if c.name != "record_index")),
         Column("occurrences", Integer, nullable=False),
-        _column(schema.RUN_ID),
-        Column("rejected_at", DateTime(timezone=True), nullable=False),
+        _column(schema.RUN_ID, _RUN_ID_DEFAULT),
+        Column("rejected_at", DateTime(timezone=True), nullable=False, server_default=_LOAD_START),
         PrimaryKeyConstraint("business_date", "record_hash"),
         Index(f"ix_{table_name}_rejected_sale_id", "sale_id"),
     )
@@ -194,8 +199,8 @@ def warehouse_tables(schema_name: str | None, table_name: str = "sales") -> Ware
     return WarehouseTables(metadata, sales, rejected, ledger)
 
 
-def _column(spec: schema.Column) -> Column[Any]:
-    return Column(spec.name, spec.sql, nullable=spec.nullable)
+def _column(spec: schema.Column, default: TextClause | None = None) -> Column[Any]:
+    return Column(spec.name, spec.sql, nullable=spec.nullable, server_default=default)
 
 
 def _columns(specs: tuple[schema.Column, ...]) -> list[Column[Any]]:
@@ -263,6 +268,7 @@ def ensure_tables(engine: Engine, tables: WarehouseTables) -> None:
         tables.metadata.create_all(conn, checkfirst=True)
         _widen_ledger_totals(conn, tables)
         _add_new_columns(conn, tables)
+        _add_stamp_defaults(conn, tables)
 
 
 # Ledger columns created with a bounded numeric type by older versions, widened in place.
@@ -320,6 +326,39 @@ def _add_new_columns(conn: Connection, tables: WarehouseTables) -> None:
             )
 
 
+# Columns whose server default later versions added to existing tables: (table attribute,
+# column), set in place.
+STAMP_COLUMNS: tuple[tuple[str, str, TextClause], ...] = (
+    ("sales", schema.RUN_ID.name, _RUN_ID_DEFAULT),
+    ("sales", schema.LOADED_AT.name, _LOAD_START),
+    ("rejected", schema.RUN_ID.name, _RUN_ID_DEFAULT),
+    ("rejected", "rejected_at", _LOAD_START),
+)
+
+
+def _add_stamp_defaults(conn: Connection, tables: WarehouseTables) -> None:
+    """ALTER a table created by an older version: ``SET DEFAULT`` of each stamp column without
+    its default (the catalog only: no row is rewritten)."""
+    quote = conn.dialect.identifier_preparer
+    for attribute, name, default in STAMP_COLUMNS:
+        table: Table = getattr(tables, attribute)
+        missing = conn.execute(
+            text(
+                "SELECT count(*) FROM information_schema.columns "
+                "WHERE table_schema = coalesce(:schema, current_schema()) "
+                "AND table_name = :table AND column_name = :column AND column_default IS NULL"
+            ),
+            {"schema": table.schema, "table": table.name, "column": name},
+        ).scalar_one()
+        if missing:
+            conn.execute(
+                text(
+                    f"ALTER TABLE {quote.format_table(table)} ALTER COLUMN {quote.quote(name)} "
+                    f"SET DEFAULT {default.text}"
+                )
+            )
+
+
 # ---------------------------------------------------------------------------------------------
 # The load
 
@@ -369,7 +408,6 @@ def load_day(
     run_id: str,
     sales_batches: Iterable[pa.Table],
     rejected_batches: Iterable[pa.Table],
-    loaded_at: datetime,
     source: LoadSource | None = None,
     *,
     force: bool = False,
@@ -397,8 +435,8 @@ def load_day(
         )
     started = time.perf_counter()
     with engine.begin() as conn:
+        loaded_at = _begin(conn, tables, day, run_id, work_mem)
         load = _Load(conn, tables, day, run_id, loaded_at, plans=plans)
-        _lock_day(load, work_mem)
         if source.snapshot_id and not force:
             earlier = _loaded_stats(load, source.snapshot_id)
             if earlier is not None:
@@ -416,14 +454,23 @@ def load_day(
         return stats
 
 
-def _lock_day(load: _Load, work_mem: str | None) -> None:
-    key = f"daily_sales_etl:{load.tables.sales.fullname}:{load.day.isoformat()}"
-    load.conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+def _begin(
+    conn: Connection, tables: WarehouseTables, day: date, run_id: str, work_mem: str | None
+) -> datetime:
+    """Lock the day, set the transaction's settings (the run id the written rows take); returns
+    the transaction's start, which every row it writes takes as ``loaded_at``."""
+    key = f"daily_sales_etl:{tables.sales.fullname}:{day.isoformat()}"
+    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
     # COPY receives timestamps as naive UTC text (see _utc_wall_clock); only for this
     # transaction, and no statement below depends on the session time zone.
-    load.conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
+    conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
     if work_mem is not None:
-        load.conn.execute(text("SELECT set_config('work_mem', :value, true)"), {"value": work_mem})
+        conn.execute(text("SELECT set_config('work_mem', :value, true)"), {"value": work_mem})
+    started: datetime = conn.execute(
+        text("SELECT set_config(:setting, :run_id, true), now()"),
+        {"setting": RUN_ID_SETTING, "run_id": run_id},
+    ).one()[1]
+    return started
 
 
 def _loaded_stats(load: _Load, snapshot_id: str) -> LoadStats | None:
@@ -600,7 +647,7 @@ def _utc_wall_clock(batch: pa.Table) -> pa.Table:
 
     Arrow formats zoned timestamps through a time-zone lookup per value (about 6x slower for
     this table than naive ones); the instants are the same, and the load transaction reads them
-    back as UTC (``SET LOCAL TIME ZONE 'UTC'`` in :func:`_lock_day`).
+    back as UTC (``SET LOCAL TIME ZONE 'UTC'`` in :func:`_begin`).
     """
     for i, column in enumerate(batch.schema):
         if pa.types.is_timestamp(column.type) and column.type.tz is not None:
@@ -687,13 +734,11 @@ def _write_sales(load: _Load, sales_batches: Iterable[pa.Table]) -> tuple[int, i
     updated = load.run(
         "update_changed_sales",
         f"""
-        UPDATE {{sales}} s SET {_SET_FROM_STAGE}, run_id = :run_id, loaded_at = :loaded_at
+        UPDATE {{sales}} s SET {_SET_FROM_STAGE}, run_id = DEFAULT, loaded_at = DEFAULT
         FROM _winners w JOIN _stage_sales st ON st.record_index = w.record_index
         WHERE w.applies AND NOT w.is_void AND w.in_sales AND s.sale_id = w.sale_id
           AND s.updated_at <= st.updated_at AND NOT ({_IDENTICAL})
         """,
-        run_id=load.run_id,
-        loaded_at=load.loaded_at,
     ).rowcount
     return inserted, int(updated)
 
@@ -788,8 +833,7 @@ def _winning_chunks(
         role = _values_at(load, batch, roles)
         new = _rows_where(batch, role == _NEW)
         if new.num_rows:
-            stamped = _with_constants(new, run_id=load.run_id, loaded_at=load.loaded_at)
-            yield _CsvChunk.of(target, _SALES_WRITTEN, stamped)
+            yield _CsvChunk.of(target, BUSINESS_COLUMNS, new)
         stored = _rows_where(batch, role == _STORED)
         if stored.num_rows:
             yield _CsvChunk.of("_stage_sales", STAGE_SALES_COLUMNS, stored)
@@ -874,7 +918,7 @@ def _write_new_rejects(load: _Load, rejected_batches: Iterable[pa.Table]) -> Non
 def _new_reject_chunks(
     load: _Load, rejected_batches: Iterable[pa.Table], occurrences: np.ndarray, target: str
 ) -> Iterator[_CsvChunk]:
-    """CSV chunks of the rejects to write into ``target``, with their day, copies and run."""
+    """CSV chunks of the rejects to write into ``target``, with their day and copies."""
     for batch in _slices(rejected_batches, _REJECT_CHUNK_ROWS):
         copies = _values_at(load, batch, occurrences)
         keep = copies > 0
@@ -882,7 +926,6 @@ def _new_reject_chunks(
             continue
         rows = _with_constants(_rows_where(batch, keep), business_date=load.day)
         rows = rows.append_column("occurrences", pa.array(copies[keep]))
-        rows = _with_constants(rows, run_id=load.run_id, rejected_at=load.loaded_at)
         yield _CsvChunk.of(target, _REJECTS_WRITTEN, rows)
 
 

@@ -109,7 +109,6 @@ def _load_or_record_failure(
             run_id,
             iter_tables(store, list(clean.sales_parts)),
             iter_tables(store, list(clean.rejected_parts)),
-            loaded_at=datetime.now(UTC),
             source=source,
             force=reload,
             work_mem=warehouse.work_mem,

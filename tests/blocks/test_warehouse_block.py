@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-from datetime import UTC, datetime
 
 import pyarrow as pa
 import pytest
@@ -85,7 +84,6 @@ def test_upsert_keeps_rejects_of_the_day(pg_url: str) -> None:
             "run-1",
             [clean_table(result.clean)],
             [rejected_table(result.rejected)],
-            loaded_at=datetime(2026, 11, 24, tzinfo=UTC),
         )
         counts = warehouse.query(
             "SELECT (SELECT count(*) FROM sales), (SELECT count(*) FROM sales_rejected)"

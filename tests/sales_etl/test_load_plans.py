@@ -115,7 +115,6 @@ def test_every_load_statement_joins_by_hash_merge_or_index(
                 attempt,
                 [clean],
                 [rejected],
-                datetime.now(UTC),
                 work_mem=None,  # the server's default (4MB here): the setting that went wrong
                 plans=plans,
             )

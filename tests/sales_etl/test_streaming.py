@@ -10,7 +10,7 @@ tables. Nothing is timed here; the benchmark lives in ``benchmarks/``.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -76,7 +76,6 @@ def run_day(
         "test-run",
         iter_tables(store, clean.manifest["sales_parts"]),
         iter_tables(store, clean.manifest["rejected_parts"]),
-        loaded_at=datetime(2026, 11, 24, tzinfo=UTC),
     )
     engine.dispose()
     store.close()

@@ -20,6 +20,7 @@ from sales_etl.source import Page
 from sales_etl.transform import transform_snapshot
 from sales_etl.warehouse import (
     ADDED_COLUMNS,
+    STAMP_COLUMNS,
     LoadSource,
     LoadStats,
     create_warehouse_engine,
@@ -79,7 +80,6 @@ def load(
             run_id,
             iter_tables(lake, clean.manifest["sales_parts"]),
             iter_tables(lake, clean.manifest["rejected_parts"]),
-            datetime.now(UTC),
             source,
             force=force,
             keep_extra=keep_extra,
@@ -373,7 +373,7 @@ def test_a_batch_that_fails_to_read_fails_the_load_and_writes_nothing(
     ensure_tables(engine, tables)
     try:
         with pytest.raises(LakeError, match="part 2 is torn"):
-            load_day(engine, tables, DAY, "r", Torn(), [], datetime.now(UTC))
+            load_day(engine, tables, DAY, "r", Torn(), [])
     finally:
         engine.dispose()
     assert query(pg_url, "SELECT count(*) FROM sales") == [(0,)]
@@ -412,9 +412,7 @@ def test_batches_that_change_between_the_two_readings_fail_the_load(
     ensure_tables(engine, tables)
     try:
         with pytest.raises(WarehouseError, match="the load was rolled back"):
-            load_day(
-                engine, tables, DAY, "r", batches["sales"], batches["rejects"], datetime.now(UTC)
-            )
+            load_day(engine, tables, DAY, "r", batches["sales"], batches["rejects"])
     finally:
         engine.dispose()
     assert query(pg_url, "SELECT count(*) FROM sales") == [(0,)]
@@ -457,7 +455,7 @@ def test_the_load_refuses_batches_it_cannot_read_twice(
     engine = create_warehouse_engine(warehouse)
     try:
         with pytest.raises(TypeError, match="reads its batches twice"):
-            load_day(engine, tables_for(warehouse), DAY, "r", once, [], datetime.now(UTC))
+            load_day(engine, tables_for(warehouse), DAY, "r", once, [])
     finally:
         engine.dispose()
 
@@ -532,13 +530,20 @@ def test_a_ledger_created_with_the_old_total_type_is_widened_in_place_on_the_nex
 
 def previous_version_tables(schema_name: str | None = None) -> sa.MetaData:
     """The tables as the version before the schema contract created them: the current DDL
-    without the columns that version lacked (``ADDED_COLUMNS``)."""
+    without the columns that version lacked (``ADDED_COLUMNS``) and without the defaults of the
+    stamp columns (``STAMP_COLUMNS``: that version sent the run id and the time with each row).
+    """
     current = warehouse_tables(schema_name)
     metadata = sa.MetaData(schema=schema_name)
     for attribute in ("sales", "rejected", "ledger"):
         table: sa.Table = getattr(current, attribute)
         added = {name for owner, name in ADDED_COLUMNS if owner == attribute}
-        sa.Table(table.name, metadata, *(c._copy() for c in table.columns if c.name not in added))
+        stamps = {name for owner, name, _ in STAMP_COLUMNS if owner == attribute}
+        columns = [c._copy() for c in table.columns if c.name not in added]
+        for column in columns:
+            if column.name in stamps:
+                column.server_default = None
+        sa.Table(table.name, metadata, *columns)
     return metadata
 
 
@@ -565,7 +570,7 @@ def test_unknown_fields_land_in_the_extra_jsonb_and_a_rerun_changes_nothing(
     assert query(pg_url, "SELECT count(*) FROM sales WHERE extra IS NOT NULL") == [(0,)]
 
 
-def test_a_warehouse_of_the_previous_version_gets_the_new_columns_in_place_on_its_next_load(
+def test_a_warehouse_of_the_previous_version_gets_the_new_columns_and_defaults_in_place(
     warehouse: WarehouseConfig, lake: Lake, pg_url: str
 ) -> None:
     admin = sa.create_engine(pg_url)
@@ -595,10 +600,16 @@ def test_a_warehouse_of_the_previous_version_gets_the_new_columns_in_place_on_it
         "SELECT table_name, column_name, data_type FROM information_schema.columns"
         " WHERE column_name IN ('extra', 'schema_change') ORDER BY table_name"
     )
+    defaults = (
+        "SELECT table_name, column_name, column_default FROM information_schema.columns"
+        " WHERE column_name IN ('run_id', 'loaded_at', 'rejected_at')"
+        " AND table_name IN ('sales', 'sales_rejected') ORDER BY table_name, column_name"
+    )
     before = query(pg_url, files)
     assert query(pg_url, columns) == []
+    assert {default for _, _, default in query(pg_url, defaults)} == {None}
 
-    records = [sale("new", channel="web")]
+    records = [sale("new", channel="web"), sale("void", amount="0.00")]
     source = LoadSource(snapshot_id="s1", schema_change="added channel (1 records)")
     stats = load(warehouse, lake, snapshot(lake, [records]), source=source)
 
@@ -613,6 +624,19 @@ def test_a_warehouse_of_the_previous_version_gets_the_new_columns_in_place_on_it
         ("new", "r1", {"channel": "web"}),
         ("old", "old-run", None),
     ]
+    # The rows the load wrote took the run id and the load's time from the defaults it set.
+    assert query(pg_url, defaults) == [
+        ("sales", "loaded_at", "now()"),
+        ("sales", "run_id", "current_setting('daily_sales.run_id'::text, true)"),
+        ("sales_rejected", "rejected_at", "now()"),
+        ("sales_rejected", "run_id", "current_setting('daily_sales.run_id'::text, true)"),
+    ]
+    stamped = (
+        "SELECT s.run_id, r.run_id, s.loaded_at = l.finished_at, r.rejected_at = l.finished_at"
+        " FROM sales s, sales_rejected r, sales_load_ledger l"
+        " WHERE s.sale_id = 'new' AND r.sale_id = 'void' AND l.run_id = 'r1'"
+    )
+    assert query(pg_url, stamped) == [("r1", "r1", True, True)]
     assert query(
         pg_url, "SELECT run_id, schema_change FROM sales_load_ledger ORDER BY load_id"
     ) == [
