@@ -20,7 +20,7 @@ import json
 import secrets
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -485,12 +485,18 @@ class LakeTables:
     lake: Lake
     keys: tuple[str, ...]
     batch_rows: int = 16_384
+    columns: tuple[str, ...] | None = None  # None: every column
+
+    def select(self, columns: Iterable[str]) -> LakeTables:
+        """The same parts, read with ``columns`` only (the others are not decoded)."""
+        return replace(self, columns=tuple(columns))
 
     def __iter__(self) -> Iterator[pa.Table]:
+        columns = list(self.columns) if self.columns is not None else None
         for key in self.keys:
             try:
                 parquet = pq.ParquetFile(pa.BufferReader(self.lake.get(key)))
-                for batch in parquet.iter_batches(batch_size=self.batch_rows):
+                for batch in parquet.iter_batches(batch_size=self.batch_rows, columns=columns):
                     yield pa.Table.from_batches([batch])
             except pa.ArrowInvalid as exc:
                 raise LakeError(

@@ -4,6 +4,9 @@ A load (:func:`load_day`) is a short list of named steps, like the CTEs of a dbt
 
     lock_day          advisory lock of the day: concurrent runs of one day queue up
     skip_if_loaded    the ledger already holds this snapshot of the day: nothing to do
+    new_day           on a day the warehouse holds nothing of, the sales alone of their
+      find_lone       sale_id win unjudged: not staged, COPYed as new under a savepoint (a
+                      sale_id stored under another day: rolled back, every version judged)
     stage             COPY each sale's version (id, updated_at, index) and the rejects into
                       temporary tables
     pick_winners      per sale_id the newest well-formed version (a sale or a void), and
@@ -43,6 +46,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote
 
 import numpy as np
+import psycopg2.errors
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -73,7 +77,9 @@ from sales_etl import schema
 from sales_etl.counts import LoadCounts
 from sales_etl.errors import WarehouseError
 from sales_etl.settings import WarehouseConfig
+from sales_etl.snapshots import LakeTables
 from sales_etl.validate import NON_POSITIVE_AMOUNT
+from sales_etl.versions import is_among, repeated_hashes, string_hashes
 
 # What a load writes of a sale: the contract's fields and the fields outside it (jsonb).
 BUSINESS_COLUMNS: tuple[str, ...] = (*schema.FIELD_NAMES, schema.EXTRA.name)
@@ -377,6 +383,7 @@ class _Load:
     last_index: dict[str, int] = field(default_factory=dict)  # per staging table, the largest
     # record_index staged (sizes the arrays that map a record to its part in the write)
     rejected_with_id: int = 0  # staged rejects that name a sale_id
+    lone: _Lone | None = None  # on a new day: the versions that win unjudged (not staged)
     newest_seen: datetime | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     plans: list[tuple[str, Any]] | None = None
@@ -414,6 +421,7 @@ def load_day(
     work_mem: str | None = "128MB",
     plans: list[tuple[str, Any]] | None = None,
     keep_extra: bool = True,
+    new_day_shortcut: bool = True,
 ) -> LoadStats:
     """Load one day idempotently; see the module docstring for the steps.
 
@@ -427,6 +435,9 @@ def load_day(
             this day is skipped unless ``force``.
         work_mem: ``SET LOCAL work_mem`` for the load's sorts and hashes (None: the server's).
         plans: when given, receives the ``EXPLAIN`` of every statement before it runs.
+        new_day_shortcut: on a day the warehouse holds nothing of, the versions that are
+            alone of their sale_id win without being staged and judged (:func:`_find_lone`);
+            False judges every version (the tests compare the two ways).
     """
     source = source or LoadSource()
     if isinstance(sales_batches, Iterator) or isinstance(rejected_batches, Iterator):
@@ -441,17 +452,43 @@ def load_day(
             earlier = _loaded_stats(load, source.snapshot_id)
             if earlier is not None:
                 return earlier
-        staging_started = time.perf_counter()
-        _stage(load, sales_batches, rejected_batches)
-        load.seconds["stage"] = time.perf_counter() - staging_started
-        _pick_winners(load)
-        sales = (_with_extra(batch, keep_extra) for batch in sales_batches)
-        inserted, updated = _write_sales(load, sales)
-        voided = _remove_voided(load)
-        malformed_kept, quarantined = _keep_rejects(load, rejected_batches)
-        stats = _reconcile(load, inserted, updated, voided, malformed_kept, quarantined)
-        _write_ledger(load, source, stats, time.perf_counter() - started)
-        return stats
+        batches = (sales_batches, rejected_batches)
+        if new_day_shortcut and _is_new_day(load):
+            attempt = time.perf_counter()
+            try:
+                with conn.begin_nested():
+                    load.lone = _find_lone(day, *batches)
+                    load.seconds["find_lone"] = time.perf_counter() - attempt
+                    return _apply(load, *batches, source, keep_extra, started)
+            except psycopg2.errors.UniqueViolation as exc:
+                if exc.diag.table_name != tables.sales.name:
+                    raise
+                # A winner's sale_id is stored under another day: judge every version.
+                load = _Load(conn, tables, day, run_id, loaded_at, plans=plans)
+                load.seconds["new_day_refused"] = time.perf_counter() - attempt
+        return _apply(load, *batches, source, keep_extra, started)
+
+
+def _apply(
+    load: _Load,
+    sales_batches: Iterable[pa.Table],
+    rejected_batches: Iterable[pa.Table],
+    source: LoadSource,
+    keep_extra: bool,
+    started: float,
+) -> LoadStats:
+    """The load's steps after the lock (see the module docstring); returns its counts."""
+    staging_started = time.perf_counter()
+    _stage(load, sales_batches, rejected_batches)
+    load.seconds["stage"] = time.perf_counter() - staging_started
+    _pick_winners(load)
+    sales = (_with_extra(batch, keep_extra) for batch in sales_batches)
+    inserted, updated = _write_sales(load, sales)
+    voided = _remove_voided(load)
+    malformed_kept, quarantined = _keep_rejects(load, rejected_batches)
+    stats = _reconcile(load, inserted, updated, voided, malformed_kept, quarantined)
+    _write_ledger(load, source, stats, time.perf_counter() - started)
+    return stats
 
 
 def _begin(
@@ -519,6 +556,86 @@ def _with_extra(batch: pa.Table, keep: bool) -> pa.Table:
     return batch.append_column(name, nulls)
 
 
+def _is_new_day(load: _Load) -> bool:
+    """Whether the warehouse holds nothing of the day: no sale dated that day, no reject."""
+    start, end = _day_range(load.day)
+    held = load.run(
+        "new_day",
+        """
+        SELECT EXISTS (SELECT FROM {sales} WHERE sale_date >= :start AND sale_date < :end)
+            OR EXISTS (SELECT FROM {rejected} WHERE business_date = :day)
+        """,
+        start=start,
+        end=end,
+        day=load.day,
+    ).scalar_one()
+    return not held
+
+
+@dataclass
+class _Lone:
+    """The sales of a load that are the only version of their sale_id (no other sale, void or
+    malformed record names it), by record_index. On a day the warehouse holds nothing of, such
+    a version is the winner, new to the table (its COPY checks that: a sale_id stored under
+    another day violates the primary key, and the load judges every version instead). They
+    are not staged nor judged: ~90% of a realistic day.
+    """
+
+    day: date
+    repeated: np.ndarray  # the hashes of the sale ids of more than one version, sorted
+    mask: np.ndarray  # per record_index: a lone version
+    read: tuple[int, int]  # (sales, rejects) read to find them
+    rows: int = 0
+    newest: datetime | None = None
+
+    def split(self, batch: pa.Table) -> pa.Table:
+        """Record the batch's lone versions; returns the others (to stage)."""
+        alone = ~is_among(string_hashes(batch.column("sale_id")), self.repeated)
+        if not alone.any():
+            return batch
+        lone = _rows_where(batch, alone)
+        index = lone.column("record_index").to_numpy()
+        if index.max() >= len(self.mask):
+            raise _snapshot_changed(self.day)
+        self.mask[index] = True
+        self.rows += lone.num_rows
+        self.newest = _newest(self.newest, pc.max(lone.column("updated_at")).as_py())
+        return _rows_where(batch, ~alone)
+
+
+def _newest(seen: datetime | None, other: datetime | None) -> datetime | None:
+    """The later of two ``updated_at`` (None: none seen)."""
+    if seen is None or (other is not None and other > seen):
+        return other
+    return seen
+
+
+def _find_lone(
+    day: date, sales_batches: Iterable[pa.Table], rejected_batches: Iterable[pa.Table]
+) -> _Lone:
+    """Read every sale's and reject's sale_id (and the sales' record indexes): 4 bytes a
+    version for their hashes, 1 a record for the mask, no copy of the ids."""
+    hashes, last_index, sales, rejects = [], -1, 0, 0
+    for batch in _select(sales_batches, ("record_index", "sale_id")):
+        hashes.append(string_hashes(batch.column("sale_id")))
+        sales += batch.num_rows
+        if batch.num_rows:
+            last_index = max(last_index, pc.max(batch.column("record_index")).as_py())
+    for batch in _select(rejected_batches, ("sale_id",)):
+        named = batch.column("sale_id").drop_null()
+        hashes.append(string_hashes(named))
+        rejects += batch.num_rows
+    repeated = repeated_hashes(np.concatenate(hashes) if hashes else np.zeros(0, np.uint32))
+    return _Lone(day, repeated, np.zeros(last_index + 1, dtype=bool), (sales, rejects))
+
+
+def _select(batches: Iterable[pa.Table], columns: tuple[str, ...]) -> Iterable[pa.Table]:
+    """The batches' ``columns`` only (from the lake, the other columns are not decoded)."""
+    if isinstance(batches, LakeTables):
+        return batches.select(columns)
+    return (batch.select(list(columns)) for batch in batches)
+
+
 def _stage(
     load: _Load, sales_batches: Iterable[pa.Table], rejected_batches: Iterable[pa.Table]
 ) -> None:
@@ -535,8 +652,11 @@ def _stage(
     stage_rejected = _stage_table("_stage_rejected", _REJECT_VERSION_SPECS)
     for table in (stage_versions, stage_rejected):
         table.create(load.conn)
+    versions = _slices(_select(sales_batches, _VERSION_COLUMNS))
+    if load.lone is not None:
+        versions = (load.lone.split(batch) for batch in versions)
     batches = itertools.chain(
-        ((stage_versions.name, _VERSION_COLUMNS, b) for b in _slices(sales_batches)),
+        ((stage_versions.name, _VERSION_COLUMNS, b) for b in versions),
         ((stage_rejected.name, _REJECT_VERSION_COLUMNS, b) for b in _slices(rejected_batches)),
     )
     for chunk in _prefetched((_CsvChunk.of(*item) for item in batches), depth=2):
@@ -547,13 +667,22 @@ def _stage(
         else:
             load.staged_rejected += chunk.rows
             load.rejected_with_id += chunk.with_id
-        if chunk.newest is not None and (
-            load.newest_seen is None or chunk.newest > load.newest_seen
-        ):
-            load.newest_seen = chunk.newest
+        load.newest_seen = _newest(load.newest_seen, chunk.newest)
+    if load.lone is not None:
+        _count_lone(load, load.lone, stage_versions.name)
     # Temporary tables are never auto-analyzed: give the planner real row counts and
     # distributions for the joins below (a sample, well under a second per million).
     load.conn.execute(text("ANALYZE _stage_versions, _stage_rejected"))
+
+
+def _count_lone(load: _Load, lone: _Lone, staged: str) -> None:
+    """Count the lone versions as read, as if staged. The staging read what :func:`_find_lone`
+    read, or the snapshot changed between the two readings."""
+    load.staged += lone.rows
+    if (load.staged, load.staged_rejected) != lone.read:
+        raise _snapshot_changed(load.day)
+    load.last_index[staged] = max(load.last_index.get(staged, -1), len(lone.mask) - 1)
+    load.newest_seen = _newest(load.newest_seen, lone.newest)
 
 
 def _slices(batches: Iterable[pa.Table], rows: int = _COPY_CHUNK_ROWS) -> Iterator[pa.Table]:
@@ -750,12 +879,15 @@ _SKIP, _NEW, _STORED = 0, 1, 2
 def _winning_roles(load: _Load) -> np.ndarray:
     """Per record_index of the staged sales: :data:`_NEW` for a winning sale the table does not
     hold, :data:`_STORED` for one it holds (to compare), :data:`_SKIP` for every other row."""
-    return _indexed(
+    roles = _indexed(
         load,
         "_stage_versions",
         f"SELECT record_index, {_NEW} + in_sales::int FROM _winners WHERE applies AND NOT is_void",
         np.int8,
     )
+    if load.lone is not None:
+        roles[load.lone.mask] = _NEW
+    return roles
 
 
 def _indexed(load: _Load, staged: str, query: str, dtype: type = np.int32) -> np.ndarray:
@@ -817,11 +949,14 @@ def _values_at(load: _Load, batch: pa.Table, values: np.ndarray) -> np.ndarray:
     snapshot changed between the two readings) fails the load."""
     index = batch.column("record_index").to_numpy()
     if len(index) and index.max() >= len(values):
-        raise WarehouseError(
-            f"the clean snapshot of {load.day} changed while it was loading; the load was "
-            "rolled back"
-        )
+        raise _snapshot_changed(load.day)
     return values[index]
+
+
+def _snapshot_changed(day: date) -> WarehouseError:
+    return WarehouseError(
+        f"the clean snapshot of {day} changed while it was loading; the load was rolled back"
+    )
 
 
 def _winning_chunks(
@@ -994,7 +1129,8 @@ def _reconcile(
     check = _check_winners(load)
     day_sales, day_amount, rejects_kept = _day_totals(load)
     with_id = load.staged + load.rejected_with_id  # counted while staging
-    winners, applied = int(check["winners"]), int(check["sales_applied"])
+    lone = load.lone.rows if load.lone is not None else 0  # winners outside _winners
+    winners, applied = int(check["winners"]) + lone, int(check["sales_applied"]) + lone
     return LoadStats(
         staged=load.staged,
         staged_rejected=load.staged_rejected,
@@ -1054,7 +1190,7 @@ def _check_winners(load: _Load) -> Mapping[str, Any]:
 
 def _day_totals(load: _Load) -> tuple[int, Decimal, int]:
     """The day's sales and their amount in the table after the load, and its kept rejects."""
-    start = datetime(load.day.year, load.day.month, load.day.day, tzinfo=UTC)
+    start, end = _day_range(load.day)
     sales, amount, rejects = load.run(
         "day_totals",
         """
@@ -1064,10 +1200,16 @@ def _day_totals(load: _Load) -> tuple[int, Decimal, int]:
                (SELECT count(*) FROM {rejected} WHERE business_date = :day)
         """,
         start=start,
-        end=start + timedelta(days=1),
+        end=end,
         day=load.day,
     ).one()
     return int(sales), Decimal(amount), int(rejects)
+
+
+def _day_range(day: date) -> tuple[datetime, datetime]:
+    """The day's first instant (UTC) and the next day's."""
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return start, start + timedelta(days=1)
 
 
 def _high_water_mark(load: _Load) -> datetime | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -11,7 +12,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
+from pydantic import SecretStr
 
+from devharness.raw_days import write_realistic_day
 from sales_etl.errors import WarehouseError
 from sales_etl.lake import Lake, open_lake
 from sales_etl.settings import LakeConfig, WarehouseConfig
@@ -30,7 +33,7 @@ from sales_etl.warehouse import (
     tables_for,
     warehouse_tables,
 )
-from tests.utils import DAY, query, table_rows
+from tests.utils import DAY, query, table_contents, table_rows
 
 
 def sale(
@@ -68,6 +71,7 @@ def load(
     source: LoadSource | None = None,
     force: bool = False,
     keep_extra: bool = True,
+    new_day_shortcut: bool = True,
 ) -> LoadStats:
     engine = create_warehouse_engine(warehouse)
     tables = tables_for(warehouse)
@@ -83,6 +87,7 @@ def load(
             source,
             force=force,
             keep_extra=keep_extra,
+            new_day_shortcut=new_day_shortcut,
         )
     finally:
         engine.dispose()
@@ -642,4 +647,54 @@ def test_a_warehouse_of_the_previous_version_gets_the_new_columns_and_defaults_i
     ) == [
         ("old-run", None),
         ("r1", "added channel (1 records)"),
+    ]
+
+
+# A new day: the versions alone of their sale_id win without being staged and judged.
+
+
+@pytest.mark.parametrize("reject_share", [0.1, 0.3])
+def test_a_new_day_loads_the_same_with_and_without_the_lone_versions_shortcut(
+    lake: Lake, pg_url: str, new_database: Callable[[], str], reject_share: float
+) -> None:
+    raw = write_realistic_day(
+        lake, DAY, 6_000, page_size=500, reject_share=reject_share, duplicate_share=0.2
+    )
+    clean = transform_snapshot(lake, raw, chunk_records=2_000)
+    judged_url = new_database()
+    shortcut = load(WarehouseConfig(url=SecretStr(pg_url)), lake, clean)
+    judged = load(WarehouseConfig(url=SecretStr(judged_url)), lake, clean, new_day_shortcut=False)
+    assert "find_lone" in shortcut.step_seconds and "find_lone" not in judged.step_seconds
+    assert "new_day_refused" not in shortcut.step_seconds
+    assert shortcut.counts == judged.counts
+    assert shortcut.superseded > 0 and shortcut.quarantined > 0 and shortcut.inserted > 0
+    assert table_contents(pg_url) == table_contents(judged_url)
+
+
+@pytest.mark.parametrize("new_day_shortcut", [True, False])
+def test_a_new_day_naming_sales_stored_under_another_day_judges_them_like_any_day(
+    warehouse: WarehouseConfig, lake: Lake, pg_url: str, new_day_shortcut: bool
+) -> None:
+    admin = sa.create_engine(pg_url)
+    ensure_tables(admin, tables_for(warehouse))
+    with admin.begin() as conn:  # the day before holds m (moved to DAY), s (stale) and v
+        for sale_id, updated in (("m", T(8)), ("s", T(20)), ("v", T(8))):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO sales (sale_id, sale_date, store_id, product_id, quantity,"
+                    " unit_price, amount, currency, updated_at, run_id) VALUES (:id,"
+                    " '2026-11-22T10:00:00Z', 'S1', 'P1', 1, 5, 5, 'EUR', :updated, 'old')"
+                ),
+                {"id": sale_id, "updated": updated},
+            )
+    admin.dispose()
+    day = [sale("a"), sale("m", "7.00", T(12)), sale("s", "8.00", T(12)), sale("v", "0", T(12))]
+    stats = load(warehouse, lake, snapshot(lake, [day]), new_day_shortcut=new_day_shortcut)
+    # The shortcut tried the day as new and gave way at the first stored sale_id.
+    assert ("new_day_refused" in stats.step_seconds) == new_day_shortcut
+    assert (stats.inserted, stats.updated, stats.stale, stats.voided) == (1, 1, 1, 1)
+    assert table_rows(pg_url, "sales", ["sale_id", "amount", "sale_date"]) == [
+        ("a", Decimal("10.0000"), datetime(2026, 11, 23, 10, tzinfo=UTC)),
+        ("m", Decimal("7.0000"), datetime(2026, 11, 23, 10, tzinfo=UTC)),
+        ("s", Decimal("5.0000"), datetime(2026, 11, 22, 10, tzinfo=UTC)),
     ]
