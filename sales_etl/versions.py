@@ -11,11 +11,14 @@ slower, never wrong.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pyarrow as pa
 
 # FNV-1's 32-bit prime: odd, so two ids of one length differing in one byte never collide.
 _MULTIPLIER = 0x01000193
+_NONE = np.zeros(0, dtype=np.uint32)
 
 
 def string_hashes(strings: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -26,14 +29,26 @@ def string_hashes(strings: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """
     if isinstance(strings, pa.ChunkedArray):
         parts = [_array_hashes(chunk) for chunk in strings.chunks]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
+        return np.concatenate([_NONE, *parts])
     return _array_hashes(strings)
 
 
-def repeated_hashes(hashes: np.ndarray) -> np.ndarray:
-    """The hash values that occur more than once in ``hashes``, sorted, each once."""
-    ordered = np.sort(hashes)
-    return np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+def repeated_hashes(hashes: Sequence[np.ndarray], slices: int = 8) -> np.ndarray:
+    """The hash values that occur more than once in the arrays ``hashes``, sorted, each once.
+
+    Sorted one slice of the hash range at a time: beside the hashes themselves, memory holds
+    one ``slices``-th of them, not a joined and a sorted copy of all (a 5M-record day: 21 MB
+    of hashes and ~3 MB more, instead of ~63 MB in all).
+    """
+    bits = (slices - 1).bit_length()  # the slice is a hash's top bits
+    found = []
+    for part in range(1 << bits):
+        chosen = np.concatenate(
+            [_NONE, *(h[(h >> (32 - bits)) == part] if bits else h for h in hashes)]
+        )
+        chosen.sort()
+        found.append(np.unique(chosen[1:][chosen[1:] == chosen[:-1]]))
+    return np.concatenate(found)
 
 
 def is_among(hashes: np.ndarray, ordered: np.ndarray) -> np.ndarray:

@@ -625,7 +625,7 @@ def _find_lone(
         named = batch.column("sale_id").drop_null()
         hashes.append(string_hashes(named))
         rejects += batch.num_rows
-    repeated = repeated_hashes(np.concatenate(hashes) if hashes else np.zeros(0, np.uint32))
+    repeated = repeated_hashes(hashes)
     return _Lone(day, repeated, np.zeros(last_index + 1, dtype=bool), (sales, rejects))
 
 

@@ -30,10 +30,13 @@ def test_the_same_text_hashes_the_same_wherever_it_sits_in_arrow_buffers(
     assert chunked[len(before) :].tolist() == alone
 
 
-@given(st.lists(st.sampled_from(["a", "b", "", "20261101-000000001", "x" * 64, "é"]), max_size=40))
-def test_a_repeated_id_is_never_taken_for_a_lone_one(values: list[str]) -> None:
+@given(
+    st.lists(st.sampled_from(["a", "b", "", "20261101-000000001", "x" * 64, "é"]), max_size=40),
+    st.sampled_from([1, 2, 3, 8]),
+)
+def test_a_repeated_id_is_never_taken_for_a_lone_one(values: list[str], slices: int) -> None:
     hashes = string_hashes(pa.array(values, pa.string()))
-    repeated = repeated_hashes(hashes)
+    repeated = repeated_hashes([hashes[:7], hashes[7:]], slices=slices)
     taken_alone = ~is_among(hashes, repeated)
     counts = Counter(values)
     lone = [value for value, alone in zip(values, taken_alone, strict=True) if alone]
