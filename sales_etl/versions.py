@@ -72,24 +72,18 @@ def _array_hashes(array: pa.Array) -> np.ndarray:
         return hashes
     _, offset_buffer, data_buffer = array.buffers()
     offsets = np.frombuffer(offset_buffer, dtype=np.int32)[array.offset : array.offset + count + 1]
-    first, last = int(offsets[0]), int(offsets[-1])
-    if data_buffer is None or first == last:
-        return hashes
-    starts = offsets[:-1] - first
     lengths = np.diff(offsets)
-    data = np.frombuffer(data_buffer, dtype=np.uint8)[first:last]
-    position = np.arange(last - first, dtype=np.int32) - np.repeat(starts, lengths)
-    terms = _powers(int(lengths.max()))[position] * data  # uint32, wraps modulo 2**32
-    filled = lengths > 0
-    hashes[filled] = np.add.reduceat(terms, starts[filled])
-    hashes ^= (lengths.astype(np.uint32) * np.uint32(0x9E3779B1)).astype(np.uint32)
+    if data_buffer is not None and lengths.any():
+        data = np.frombuffer(data_buffer, dtype=np.uint8)
+        # Horner's rule a byte position at a time, over the strings that long: the temporaries
+        # are a few bytes a string, never a few a byte (those outgrew the heap's reuse).
+        longest_first = np.argsort(-lengths, kind="stable")
+        longer_than = np.searchsorted(-lengths[longest_first], -np.arange(lengths.max()), "left")
+        for position, strings in enumerate(longer_than):
+            which = longest_first[:strings]
+            byte = data[offsets[which] + position]
+            hashes[which] = hashes[which] * np.uint32(_MULTIPLIER) + byte
+    hashes ^= lengths.astype(np.uint32) * np.uint32(0x9E3779B1)
     if array.null_count:
         hashes[np.asarray(array.is_null())] = 0
     return hashes
-
-
-def _powers(count: int) -> np.ndarray:
-    """``_MULTIPLIER ** k`` modulo 2**32 for k in range(count)."""
-    powers = np.full(count, _MULTIPLIER, dtype=np.uint32)
-    powers[0] = 1
-    return np.multiply.accumulate(powers, dtype=np.uint32)
