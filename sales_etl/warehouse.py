@@ -348,11 +348,15 @@ def _add_stamp_defaults(conn: Connection, tables: WarehouseTables) -> None:
     quote = conn.dialect.identifier_preparer
     for attribute, name, default in STAMP_COLUMNS:
         table: Table = getattr(tables, attribute)
+        # The catalog's flag, not information_schema's column_default: deparsing a default
+        # opens the table, and waits for any lock on it (a failed load records itself here).
         missing = conn.execute(
             text(
-                "SELECT count(*) FROM information_schema.columns "
-                "WHERE table_schema = coalesce(:schema, current_schema()) "
-                "AND table_name = :table AND column_name = :column AND column_default IS NULL"
+                "SELECT count(*) FROM pg_catalog.pg_attribute a "
+                "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = coalesce(:schema, current_schema()) AND c.relname = :table "
+                "AND a.attname = :column AND NOT a.atthasdef"
             ),
             {"schema": table.schema, "table": table.name, "column": name},
         ).scalar_one()
