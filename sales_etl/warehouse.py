@@ -314,15 +314,7 @@ def _add_new_columns(conn: Connection, tables: WarehouseTables) -> None:
     quote = conn.dialect.identifier_preparer
     for attribute, name in ADDED_COLUMNS:
         table: Table = getattr(tables, attribute)
-        present = conn.execute(
-            text(
-                "SELECT count(*) FROM information_schema.columns "
-                "WHERE table_schema = coalesce(:schema, current_schema()) "
-                "AND table_name = :table AND column_name = :column"
-            ),
-            {"schema": table.schema, "table": table.name, "column": name},
-        ).scalar_one()
-        if not present:
+        if _has_default(conn, table, name) is None:
             column = table.c[name]
             conn.execute(
                 text(
@@ -330,6 +322,26 @@ def _add_new_columns(conn: Connection, tables: WarehouseTables) -> None:
                     f"{quote.quote(name)} {column.type.compile(dialect=conn.dialect)}"
                 )
             )
+
+
+def _has_default(conn: Connection, table: Table, column: str) -> bool | None:
+    """Whether ``column`` of ``table`` has a default; None when the table lacks the column.
+
+    The catalog's flag, not information_schema's ``column_default``: deparsing a default opens
+    the table, and waits behind any lock on it (a stopped load records its failure after
+    :func:`ensure_tables`; it hung there behind the lock it was stopped on).
+    """
+    flag: bool | None = conn.execute(
+        text(
+            "SELECT a.atthasdef FROM pg_catalog.pg_attribute a "
+            "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = coalesce(:schema, current_schema()) AND c.relname = :table "
+            "AND a.attname = :column AND NOT a.attisdropped"
+        ),
+        {"schema": table.schema, "table": table.name, "column": column},
+    ).scalar_one_or_none()
+    return flag
 
 
 # Columns whose server default later versions added to existing tables: (table attribute,
@@ -348,19 +360,7 @@ def _add_stamp_defaults(conn: Connection, tables: WarehouseTables) -> None:
     quote = conn.dialect.identifier_preparer
     for attribute, name, default in STAMP_COLUMNS:
         table: Table = getattr(tables, attribute)
-        # The catalog's flag, not information_schema's column_default: deparsing a default
-        # opens the table, and waits for any lock on it (a failed load records itself here).
-        missing = conn.execute(
-            text(
-                "SELECT count(*) FROM pg_catalog.pg_attribute a "
-                "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
-                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = coalesce(:schema, current_schema()) AND c.relname = :table "
-                "AND a.attname = :column AND NOT a.atthasdef"
-            ),
-            {"schema": table.schema, "table": table.name, "column": name},
-        ).scalar_one()
-        if missing:
+        if _has_default(conn, table, name) is False:
             conn.execute(
                 text(
                     f"ALTER TABLE {quote.format_table(table)} ALTER COLUMN {quote.quote(name)} "
