@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 
+import psycopg2.errors
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
 from prefect.logging import get_run_logger
+from prefect.states import State
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -41,11 +45,24 @@ class LoadedDay:
     table: str
 
 
+def _retry_unless_cancelled(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
+    """A statement cancelled on purpose is not retried: the run's stop (Ctrl-C, SIGTERM: a
+    ``KeyboardInterrupt`` raised while psycopg2 was inside a COPY is lost there, the cancel is
+    what comes back), an operator's ``pg_cancel_backend``, ``statement_timeout``."""
+    try:
+        state.result()
+    except Exception as exc:
+        cause = exc.orig if isinstance(exc, DBAPIError) else exc
+        return not isinstance(cause, psycopg2.errors.QueryCanceled)
+    return True
+
+
 @task(
     name="load-sales",
     description="Upsert a day's clean sales and keep its rejects in the warehouse.",
     retries=2,
     retry_delay_seconds=[5, 20],
+    retry_condition_fn=_retry_unless_cancelled,
     timeout_seconds=3600,
     cache_policy=NO_CACHE,
 )

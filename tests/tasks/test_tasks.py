@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+import sqlalchemy as sa
 from prefect import Task
 from prefect.logging import disable_run_logger
 from prefect.states import Failed
@@ -12,6 +13,7 @@ from prefect.states import Failed
 from sales_etl.errors import PermanentSourceError, TransientSourceError
 from sales_etl.settings import LakeConfig
 from tasks.extract import _retry_unless_permanent, extract_sales, find_raw_snapshot
+from tasks.load import _retry_unless_cancelled, load_sales
 
 
 @pytest.mark.parametrize(
@@ -25,6 +27,30 @@ from tasks.extract import _retry_unless_permanent, extract_sales, find_raw_snaps
 def test_only_transient_extract_failures_are_retried(error: Exception, retried: bool) -> None:
     state = Failed(data=error)
     assert _retry_unless_permanent(extract_sales, None, state) is retried  # type: ignore[arg-type]
+
+
+def cancelled_by_the_server(url: str, wrapped: bool) -> Exception:
+    """The error PostgreSQL's cancel gives (here by ``statement_timeout``): psycopg2's own, as
+    a COPY raises it, or wrapped by SQLAlchemy, as a statement does."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SET statement_timeout = 50"))
+            try:
+                conn.execute(sa.text("SELECT pg_sleep(5)"))
+            except sa.exc.DBAPIError as exc:
+                return exc if wrapped else exc.orig  # type: ignore[return-value]
+    finally:
+        engine.dispose()
+    raise AssertionError("the statement was not cancelled")
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_a_cancelled_load_statement_is_not_retried(pg_url: str, wrapped: bool) -> None:
+    cancelled = Failed(data=cancelled_by_the_server(pg_url, wrapped))
+    assert _retry_unless_cancelled(load_sales, None, cancelled) is False  # type: ignore[arg-type]
+    refused = Failed(data=OSError("connection refused"))
+    assert _retry_unless_cancelled(load_sales, None, refused) is True  # type: ignore[arg-type]
 
 
 def test_extract_cache_key_ignores_configs_with_secrets() -> None:
