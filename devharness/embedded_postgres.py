@@ -515,6 +515,10 @@ def _stop(pgdata: Path, runner: _Runner, timeout: float) -> None:
     )  # fmt: skip
     if stopped.returncode != 0 and _alive(running.pid):
         runner.run("pg_ctl", "stop", "-m", "immediate", "-D", str(pgdata), timeout=30)
+    # pg_ctl returns once postmaster.pid is gone; the postmaster removes it just before it exits.
+    deadline = time.monotonic() + timeout
+    while _alive(running.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _alive(pid: int) -> bool:
