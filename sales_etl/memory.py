@@ -17,15 +17,26 @@ jemalloc itself keeps freed pages for a second before handing them back; a flow 
 at once (:func:`return_freed_memory_at_once`): reading the rejected parts of a 30%-rejects day
 (15,000 rows and 5.5 MB of ``raw_record`` text a part) peaked +64 MB with the default decay and
 +30 MB with none, in the same 0.54 s.
+
+What is not Arrow's (numpy arrays, the CSV text of a COPY chunk, a page's bytes) comes from the
+C library's malloc. glibc's serves a large block from a mapping of its own, returned when freed,
+but after each such free it raises the size it calls large, up to 32 MB: later blocks of a few
+MB then come from the heap, which keeps them resident once freed. The flow fixes the threshold
+(:func:`map_large_blocks`): a 5M-record day's pipeline process peaked at 368 MB instead of
+388-398 MB (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import MutableMapping
 
 ARROW_POOL_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
 RETURNING_POOL = "jemalloc"
+# A block of at least this many bytes gets its own mapping (glibc's initial threshold is 128 KiB).
+MMAP_THRESHOLD_BYTES = 256 * 1024
+_M_MMAP_THRESHOLD = -3  # glibc's <malloc.h>
 
 
 def prefer_returning_allocator(environ: MutableMapping[str, str] = os.environ) -> None:
@@ -40,3 +51,16 @@ def return_freed_memory_at_once() -> None:
 
     if pa.default_memory_pool().backend_name == RETURNING_POOL:
         pa.jemalloc_set_decay_ms(0)
+    map_large_blocks()
+
+
+def map_large_blocks() -> bool:
+    """Have the C library's malloc map every block of :data:`MMAP_THRESHOLD_BYTES` or more on
+    its own (and unmap it when freed), whatever was freed before; False where it cannot (a C
+    library without glibc's ``mallopt``: macOS)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))

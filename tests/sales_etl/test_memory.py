@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from sales_etl.memory import ARROW_POOL_VARIABLE, prefer_returning_allocator
 from tests.utils import REPO
 
@@ -34,3 +36,43 @@ def test_an_entry_point_s_process_allocates_from_jemalloc_and_returns_at_once() 
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "jemalloc"
+
+
+# After freeing a 4 MB block, glibc calls 4 MB "large": a 2 MB block then comes from the heap.
+# mallinfo2's hblkhd counts the bytes in blocks with a mapping of their own.
+HEAP_OR_MAPPED = """
+import ctypes, sys
+from sales_etl.memory import return_freed_memory_at_once
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "fixed":
+    return_freed_memory_at_once()  # as the flow does when it starts
+libc.free(libc.malloc(4 << 20))
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(2 << 20)
+print(libc.mallinfo2().hblkhd - before >= 2 << 20)
+libc.free(block)
+"""
+
+
+@pytest.mark.parametrize(("threshold", "mapped"), [("dynamic", "False"), ("fixed", "True")])
+def test_the_flow_s_process_maps_large_blocks_whatever_was_freed_before(
+    threshold: str, mapped: str
+) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", HEAP_OR_MAPPED, threshold],
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")},
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == mapped
