@@ -599,9 +599,7 @@ class _Lone:
             return batch
         # numpy on the column's buffer, no Arrow table of the lone rows: this runs on the
         # staging thread, whose Arrow allocations stay resident (~25 MB at 1M records).
-        index = batch.column("record_index").to_numpy()[alone]
-        if index.max() >= len(self.mask):
-            raise _snapshot_changed(self.day)
+        index = _record_indexes(self.day, batch, len(self.mask) - 1)[alone]
         self.mask[index] = True
         self.rows += len(index)
         self.newest = _newest(self.newest, pc.max(batch.column("updated_at")).as_py())
@@ -925,7 +923,7 @@ class _Listed:
 
     def at(self, load: _Load, batch: pa.Table) -> np.ndarray:
         """The values at the batch's record indexes, 0 where not listed."""
-        wanted = _record_indexes(load, batch, self.last_index)
+        wanted = _record_indexes(load.day, batch, self.last_index)
         found = np.zeros(len(wanted), dtype=self.values.dtype)
         if len(self.index):
             at = np.minimum(np.searchsorted(self.index, wanted), len(self.index) - 1)
@@ -986,15 +984,15 @@ def _with_constants(rows: pa.Table, **values: Any) -> pa.Table:
 
 def _values_at(load: _Load, batch: pa.Table, values: np.ndarray) -> np.ndarray:
     """``values`` at the batch's record indexes."""
-    return values[_record_indexes(load, batch, len(values) - 1)]
+    return values[_record_indexes(load.day, batch, len(values) - 1)]
 
 
-def _record_indexes(load: _Load, batch: pa.Table, last_index: int) -> np.ndarray:
+def _record_indexes(day: date, batch: pa.Table, last_index: int) -> np.ndarray:
     """The batch's record indexes; one past ``last_index``, the largest the staging saw (the
     clean snapshot changed between the two readings), fails the load."""
     index: np.ndarray = batch.column("record_index").to_numpy()
     if len(index) and index.max() > last_index:
-        raise _snapshot_changed(load.day)
+        raise _snapshot_changed(day)
     return index
 
 
