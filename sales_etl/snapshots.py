@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from sales_etl.contract import ShapeCounter
 from sales_etl.errors import LakeError
 from sales_etl.lake import Lake
+from sales_etl.schema import DICTIONARY_COLUMNS
 from sales_etl.source import Page
 
 MANIFEST = "_manifest.json"
@@ -75,7 +76,7 @@ def new_snapshot_id(now: datetime | None = None) -> str:
 
 def write_parquet(lake: Lake, key: str, table: pa.Table) -> None:
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
+    pq.write_table(table, buffer, compression="zstd", use_dictionary=list(DICTIONARY_COLUMNS))
     lake.put(key, buffer.getvalue())
 
 
@@ -95,7 +96,14 @@ class _RawPart:
 
     def __init__(self) -> None:
         self._sink = io.BytesIO()
-        self._writer = pq.ParquetWriter(self._sink, RAW_SCHEMA, compression="zstd")
+        # No statistics of a page's body: its min and max cost a third of the write, unused.
+        self._writer = pq.ParquetWriter(
+            self._sink,
+            RAW_SCHEMA,
+            compression="zstd",
+            use_dictionary=False,
+            write_statistics=[f.name for f in RAW_SCHEMA if f.name != "body"],
+        )
         self.body_bytes = 0
         self.records = 0
 
