@@ -300,19 +300,23 @@ def _run_flow(
     """Load the blocks named on the command line, run the flow with them (``run`` returns its
     final state); returns (0, its result), or (exit code, None) after printing
     ``<label> failed: <reason>`` to stderr."""
-    from flows.termination import line_tracked_stderr, status_line, stoppable_run
+    from flows.termination import ApiStartError, line_tracked_stderr, status_line, stoppable_run
 
     # Ctrl-C / SIGTERM: SQL cancelled, workers stopped, one line, exit 130 / 143; Prefect's
     # temporary API server shielded from Ctrl-C and tied to this process (flows.termination).
     with line_tracked_stderr():
-        with stoppable_run(label):
-            try:
-                blocks = _block_references(args, parameters)
-            except ConfigError as exc:  # a named block that does not exist: no run is started
-                status_line(f"{label} failed: {exc}")
-                return EXIT_FAILED, None
-            with _no_permanent_tracebacks_on_the_terminal():
-                state = cast("State[Any]", run(**blocks))
+        try:
+            with stoppable_run(label):
+                try:
+                    blocks = _block_references(args, parameters)
+                except ConfigError as exc:  # a named block that does not exist: no run started
+                    status_line(f"{label} failed: {exc}")
+                    return EXIT_FAILED, None
+                with _no_permanent_tracebacks_on_the_terminal():
+                    state = cast("State[Any]", run(**blocks))
+        except ApiStartError as exc:  # no run was started: the server's own error is above
+            status_line(f"{label} failed: {exc}")
+            return EXIT_FAILED, None
         if state.is_completed():
             return 0, state.result()
         status_line(f"{label} failed: {_failure_reason(state)}")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import socket
 import ssl
@@ -47,7 +48,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 import sqlalchemy as sa
 
@@ -58,6 +59,17 @@ LOST_API_GRACE_SECONDS = 8.0  # the run's own unwinding (its ledger row) before 
 API_LOST_AFTER_SETTING = "PREFECT_API_LOST_AFTER_SECONDS"
 DEFAULT_API_LOST_AFTER_SECONDS = 30.0  # a configured API may be silent this long (a restart)
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# The temporary API server's start-up allowance, at least: its first start in a new
+# PREFECT_HOME runs Prefect's database migrations (~21 s seen on a busy 2-core machine, past
+# Prefect's default 20 s). prefect.toml says the same to Prefect's own commands, but Prefect
+# reads that file from the working directory, and the CLI runs from any folder.
+EPHEMERAL_STARTUP_SECONDS = 120
+# Launches of the temporary server that exit at start-up (uvicorn's exit 3): Prefect takes each
+# for a taken port and tries another, until its start-up allowance is spent, a traceback each
+# time; the second means the server itself cannot start (its database, its PREFECT_HOME).
+_FAILED_LAUNCHES_ALLOWED = 1
+SERVER_LOG_NAME = "temporary-server.log"
+_LOG_LINE = re.compile(r"\d\d:\d\d:\d\d")  # a logging line: "12:00:00.000 | ERROR | ..."
 
 
 class OrchestratorLost(BaseException):
@@ -298,8 +310,11 @@ def _parent_death_signal() -> Any:
     return libc.prctl
 
 
-def shielded_popen(args: list[str], env: dict[str, str]) -> subprocess.Popen[Any]:
-    """Popen in a new session (no terminal Ctrl-C), dying with this process (PDEATHSIG)."""
+def shielded_popen(
+    args: list[str], env: dict[str, str], output: IO[bytes] | None = None
+) -> subprocess.Popen[Any]:
+    """Popen in a new session (no terminal Ctrl-C), dying with this process (PDEATHSIG); its
+    stdout and stderr go to ``output`` when given, else to this process's."""
     prctl = _parent_death_signal()
     parent = os.getpid()
 
@@ -310,17 +325,49 @@ def shielded_popen(args: list[str], env: dict[str, str]) -> subprocess.Popen[Any
             os._exit(1)
 
     # preexec_fn: prctl must run in the child; the CLI's main thread starts it before any pool.
-    return subprocess.Popen(args, env=env, start_new_session=True, preexec_fn=in_child)  # noqa: S603
+    return subprocess.Popen(  # noqa: S603
+        args,
+        env=env,
+        stdout=output,
+        stderr=output,
+        start_new_session=True,
+        preexec_fn=in_child,
+    )
+
+
+def server_log_path() -> Path:
+    """Where the temporary API server writes its output: ``$PREFECT_HOME/temporary-server.log``
+    (its errors only; on the terminal they would bury the run's one line)."""
+    from prefect.settings import get_current_settings
+
+    return Path(get_current_settings().home) / SERVER_LOG_NAME
 
 
 def _shielded_server_class() -> type[Any]:
-    """Prefect's ``SubprocessASGIServer`` with the server started by :func:`shielded_popen`."""
+    """Prefect's ``SubprocessASGIServer`` with the server started by :func:`shielded_popen`,
+    its output in :func:`server_log_path`, and given up on (:class:`ApiStartError`) once it has
+    exited at start-up twice."""
     import prefect
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import get_current_settings
 
     class ShieldedServer(SubprocessASGIServer):
+        failed_launches = 0
+        log_start = 0  # the log's size when the server was launched
+
         def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+            log = server_log_path()
+            previous = getattr(self, "server_process", None)
+            if previous is not None and previous.poll() is not None:  # Prefect relaunches it
+                self.failed_launches += 1
+                if self.failed_launches > _FAILED_LAUNCHES_ALLOWED:
+                    raise ApiStartError(
+                        "Prefect's temporary API server exited while starting "
+                        f"({_last_error(log, self.log_start)}; exit code {previous.returncode}, "
+                        f"{self.failed_launches} times; its log: {log}): check PREFECT_HOME and "
+                        "PREFECT_API_DATABASE_CONNECTION_URL, or set PREFECT_API_URL to a "
+                        "running Prefect server"
+                    )
             # Prefect 3's own command (prefect/server/api/server.py), in a shielded process.
             server_env = {
                 "PREFECT_UI_ENABLED": "0",
@@ -339,9 +386,43 @@ def _shielded_server_class() -> type[Any]:
                 **server_env,
                 **get_current_settings().to_environment_variables(exclude_unset=True),
             }
-            return shielded_popen(args, env)
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("ab") as output:  # appended: runs may share a PREFECT_HOME
+                self.log_start = output.tell()
+                return shielded_popen(args, env, output)
 
     return ShieldedServer
+
+
+def _last_error(log: Path, start: int) -> str:
+    """The last error line the server wrote to ``log`` after ``start``: the exception's own
+    line, after its traceback (not the log lines, nor the traceback's indented frames)."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(start)
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return "no log"
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line[0].isspace() and not _LOG_LINE.match(line)
+    ]
+    return lines[-1][:300] if lines else "no error written"
+
+
+class ApiStartError(RuntimeError):
+    """Prefect's temporary API server could not start: no run was started."""
+
+
+def ephemeral_startup_seconds() -> int:
+    """How long the temporary API server may take to start: Prefect's setting
+    (``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``), at least
+    :data:`EPHEMERAL_STARTUP_SECONDS`."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    configured = int(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+    return max(configured, EPHEMERAL_STARTUP_SECONDS)
 
 
 @contextmanager
@@ -360,7 +441,8 @@ def shielded_api() -> Iterator[Any]:
         yield None
         return
     server = _shielded_server_class()()  # registered as Prefect's default temporary server
-    server.start()  # registers its own stop with atexit, after Prefect's drains
+    # Registers its own stop with atexit, after Prefect's drains.
+    server.start(timeout=ephemeral_startup_seconds())
     previous = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = server.api_url  # the process pool's workers inherit it
     try:

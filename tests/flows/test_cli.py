@@ -4,6 +4,7 @@ errors no retry can fix refused at once with one line that names the setting."""
 from __future__ import annotations
 
 import subprocess
+import sys
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -15,11 +16,13 @@ from devharness.demo_api import DemoData, Faults, serve_demo_api
 from flows.cli import BACKFILL_MODES, BLOCK_TYPES, parse_args, parse_backfill_args
 from flows.config import BLOCK_PARAMETERS
 from sales_etl import ledger
+from tests.postgres import free_port
 from tests.utils import (
     API_KEY,
     DAY_TEXT,
     DB_PASSWORD,
     REPO,
+    closed_port_url,
     row_counts,
     run_cli,
     run_env,
@@ -209,6 +212,57 @@ def test_a_wrong_warehouse_url_fails_at_once_naming_it(
             assert says in reason, reason
         assert api.sales_requests == []  # nothing was extracted
     assert not (tmp_path / "lake").exists()
+
+
+def test_a_temporary_server_that_cannot_start_fails_at_once_with_one_line(tmp_path: Path) -> None:
+    """Its database refused: one line with the server's own error and its log, not Prefect's
+    relaunch on another port after each failure until its start-up allowance is spent (a
+    traceback each time)."""
+    home = tmp_path / "prefect-home"
+    env = run_env(
+        PREFECT_HOME=str(home),
+        PREFECT_API_DATABASE_CONNECTION_URL=f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x",
+        SALES_API_URL=closed_port_url(),
+        DATA_LAKE_URL=str(tmp_path / "lake"),
+    )
+    result = run_cli("--date", DAY_TEXT, env=env, cwd=tmp_path)
+    reason = failure_line(result, f"Daily Sales ETL {DAY_TEXT}")
+    assert reason.startswith("Prefect's temporary API server exited while starting"), reason
+    assert "Connect call failed" in reason, reason  # the server's error, from its log
+    assert str(home / "temporary-server.log") in reason, reason
+    assert "PREFECT_API_DATABASE_CONNECTION_URL" in reason, reason
+    assert result.stderr.count("Starting temporary server") == 1, result.stderr
+    assert not (tmp_path / "lake").exists()  # no run was started
+
+
+def test_the_temporary_server_start_up_allowance_holds_from_any_folder(tmp_path: Path) -> None:
+    """prefect.toml's allowance is read from the working folder only: the CLI's own applies
+    from anywhere (a first start in a new PREFECT_HOME migrates its database: ~21 s seen, past
+    Prefect's default 20 s), and a larger setting wins."""
+    probe = (
+        "from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as S\n"
+        "from flows.termination import ephemeral_startup_seconds\n"
+        "print(S.value(), ephemeral_startup_seconds())"
+    )
+    env = run_env()
+    env.pop("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
+    for folder, setting, expected in (
+        (tmp_path, None, "20 120"),
+        (REPO, None, "120 120"),
+        (tmp_path, "300", "300 300"),
+    ):
+        overrides = (
+            {} if setting is None else {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": setting}
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=folder,
+            env={"PYTHONPATH": str(REPO), **env, **overrides},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.stdout.split()[-2:] == expected.split(), (folder, result.stderr[-2000:])
 
 
 def test_a_lake_that_cannot_be_written_fails_at_once_and_the_ledger_says_so(
