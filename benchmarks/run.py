@@ -410,6 +410,19 @@ def scenario_report(scenario: Scenario, results: dict[str, Any]) -> str:
                 f"- load steps, {run['label']} (s): "
                 + ", ".join(f"{step} {seconds:.2f}" for step, seconds in steps.items())
             )
+    for run in flow["runs"]:
+        cpu = run.get("cpu_s")
+        if cpu:
+            total = sum(cpu.values())
+            out.append(
+                f"- CPU s during the {run['label']} run, machine-wide: "
+                + ", ".join(
+                    f"{name} {seconds:.1f}"
+                    for name, seconds in sorted(cpu.items(), key=lambda item: -item[1])
+                )
+                + f"; {total:.1f} in all over {run['wall_s']:.1f} s "
+                f"({total / run['wall_s']:.2f} of {os.cpu_count()} cores)"
+            )
     if "psql_copy" in results:
         floor = results["psql_copy"]
         out.append(

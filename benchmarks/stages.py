@@ -82,6 +82,76 @@ def rss_sampler(interval: float = 0.05) -> Iterator[dict[str, float]]:
         peak["mb"] = round(max(peak["mb"], current_rss_mb()), 1)
 
 
+# Who spends the machine's CPU during a flow run, by the process's command line (Linux /proc).
+CPU_CLASSES: tuple[tuple[str, str], ...] = (
+    ("part workers", "multiprocessing.spawn"),
+    ("Prefect server", "uvicorn"),
+    ("PostgreSQL", "postgres:"),
+    ("demo API", "devharness.demo_api"),
+)
+
+
+def cpu_class(
+    pid: int, cmdline: str, pipeline: int, classes: tuple[tuple[str, str], ...] = CPU_CLASSES
+) -> str:
+    """The class of a process for :func:`cpu_sampler`: the pipeline process itself, the first
+    of ``classes`` (name, mark) whose mark is in its command line, or "other" (the benchmark
+    runner, the machine's other work)."""
+    if pid == pipeline:
+        return "pipeline process"
+    return next((name for name, mark in classes if mark in cmdline), "other")
+
+
+def _cpu_seconds() -> dict[tuple[int, int], tuple[str, float]]:
+    """(pid, start time) -> (command line, user + system CPU seconds) of every process."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    seen = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{name}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        # After the command's ")": state is field 3 of proc(5), utime 14, stime 15, starttime 22.
+        seen[(int(name), int(fields[19]))] = (cmdline, (int(fields[11]) + int(fields[12])) / ticks)
+    return seen
+
+
+@contextmanager
+def cpu_sampler(
+    interval: float = 0.5, classes: tuple[tuple[str, str], ...] = CPU_CLASSES
+) -> Iterator[dict[str, float]]:
+    """CPU seconds spent by each class of process (:func:`cpu_class`) while the block runs,
+    machine-wide: sampled, so a process that ends between samples loses its last interval."""
+    first = _cpu_seconds()
+    last = dict(first)
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(interval):
+            last.update(_cpu_seconds())
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    spent: dict[str, float] = {}
+    try:
+        yield spent
+    finally:
+        done.set()
+        thread.join()
+        last.update(_cpu_seconds())
+        pipeline = os.getpid()
+        for key, (cmdline, seconds) in last.items():
+            used = seconds - first.get(key, ("", 0.0))[1]
+            if used > 0:
+                name = cpu_class(key[0], cmdline, pipeline, classes)
+                spent[name] = round(spent.get(name, 0.0) + used, 2)
+
+
 def demo_call(api_url: str, path: str, method: str = "GET", timeout: float = 600) -> Any:
     """The demo API's admin endpoints (``--admin``): request counters, revision switch."""
     request = urllib.request.Request(f"{api_url}{path}", method=method)
@@ -125,7 +195,7 @@ def _flow_runs(args: dict[str, Any], daily_sales: Any, started: float, imported:
             revision = step["revision"]
             print(f"API at revision {revision} ({switched['render_seconds']} s)", file=sys.stderr)
         before = demo_call(args["api_url"], "/_demo/stats")
-        with rss_sampler() as peak:
+        with rss_sampler() as peak, cpu_sampler() as cpu:
             t0 = time.perf_counter()
             state = cast(
                 "State[Any]", daily_sales(run_date=day, return_state=True, **step["params"])
@@ -145,6 +215,7 @@ def _flow_runs(args: dict[str, Any], daily_sales: Any, started: float, imported:
                 "requests": after["requests"] - before["requests"],
                 "sales_requests": after["sales_requests"] - before["sales_requests"],
                 "peak_rss_mb": peak["mb"],
+                "cpu_s": cpu,
             }
         )
     time.sleep(2)  # let the ephemeral server's recorder catch up before counting task runs
