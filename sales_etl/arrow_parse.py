@@ -9,14 +9,19 @@ aside** first, from a vectorised scan of the page's bytes (:meth:`_Scan.set_asid
 reads the others; the transform judges the set-aside records record by record
 (:mod:`sales_etl.validate`), which knows every reason. A record is set aside when it:
 
-* is not an object, or nests a container (an array, an object) in any field;
-* carries a field outside the contract (the per-record path writes its ``extra`` text);
+* is not an object;
 * has a contract field twice, or a backslash anywhere (an escape: a key spelt with a ``u``
   escape, a lone surrogate...);
 * has a contract field of another JSON type than the schema's: a text field that is not a string
   or null, a quantity that is not an integer literal, a money value that is not the contract's
   plain decimal (``1e2``, ``+5``, ``.5``, ``" 7 "``: the reader would take some of them, the
-  rules refuse them).
+  rules refuse them), a container (an array, an object);
+* carries a field outside the contract whose value the reader might refuse: NaN or Infinity
+  (not JSON) or a number other than a plain one (``1e999999`` does not fit a double).
+
+The reader skips the other fields outside the contract (keys are compared with the contract's
+names byte for byte); where each such field's text is (``StrictPage.extra``), the transform
+reads the record's ``extra`` from, as the per-record path does from the whole record.
 
 A page goes the per-record way whole when its layout is not the plain one (``data`` the page's
 first container, no container after it) or a record nests deeper than the limit.
@@ -49,7 +54,9 @@ def _strict_type(column: pa.DataType) -> pa.DataType:
 
 RECORD_TYPE = pa.struct([pa.field(c.name, _strict_type(c.arrow)) for c in SALE_FIELDS])
 PAGE_SCHEMA = pa.schema([pa.field("data", pa.list_(RECORD_TYPE))])
-_PARSE = pj.ParseOptions(explicit_schema=PAGE_SCHEMA, unexpected_field_behavior="error")
+# Fields outside the contract are skipped: the scan compares every key with the contract's
+# names byte for byte, and the caller reads such records' other fields from their text.
+_PARSE = pj.ParseOptions(explicit_schema=PAGE_SCHEMA, unexpected_field_behavior="ignore")
 _NO_RECORDS = pa.schema(list(RECORD_TYPE)).empty_table()
 
 _OPEN, _CLOSE, _OPEN_LIST, _CLOSE_LIST, _QUOTE, _COMMA, _COLON = (ord(c) for c in '{}[]",:')
@@ -79,8 +86,8 @@ _KINDS = np.array(
 def _fields_by_shape() -> np.ndarray:
     """A contract field's number by its key's (length, first byte, last byte), else -1.
 
-    The three tell the contract's names apart; another key of the same shape is taken for that
-    field, and the reader (which knows the names) then refuses the page: never a wrong row.
+    The three tell the contract's names apart; :func:`_named` then checks the key byte for byte
+    (another key of the same shape is a field outside the contract).
     """
     table = np.full((_LONGEST_KEY + 1, 256, 256), -1, dtype=np.int8)
     for number, name in enumerate(FIELD_NAMES):
@@ -91,6 +98,25 @@ def _fields_by_shape() -> np.ndarray:
 _LONGEST_KEY = max(len(n) for n in FIELD_NAMES)
 _FIELD_BY_SHAPE = _fields_by_shape()
 _NUMBER_BYTES = 24  # the longest plain decimal is 20 characters (-, 14 digits, ., 4 digits)
+# Each contract name's first eight bytes as a little-endian word (with a mask of its bytes, for
+# a name shorter than eight), and its last eight bytes and where they start (0: none past the
+# first eight) (_named).
+assert _LONGEST_KEY <= 16
+_NAME_HEAD = np.array(
+    [int.from_bytes(n.encode()[:8].ljust(8, b"\0"), "little") for n in FIELD_NAMES],
+    dtype=np.uint64,
+)
+_NAME_HEAD_MASK = np.array([(1 << (8 * min(len(n), 8))) - 1 for n in FIELD_NAMES], dtype=np.uint64)
+_NAME_TAIL = np.array(
+    [int.from_bytes(n.encode()[-8:], "little") if len(n) > 8 else 0 for n in FIELD_NAMES],
+    dtype=np.uint64,
+)
+_NAME_TAIL_AT = np.array([max(len(n) - 8, 0) for n in FIELD_NAMES], dtype=np.int64)
+# How a value the reader skips (a field outside the contract) may start besides a plain
+# number: a string, an object, an array, true, false, null. Not NaN or Infinity (not JSON), nor
+# a number a double cannot hold (1e999999): the reader would refuse the page for them.
+_SKIPPED_START = np.zeros(256, dtype=bool)
+_SKIPPED_START[[ord(c) for c in '"{[tfn']] = True
 _POPCOUNT = np.array([bin(i).count("1") for i in range(1 << len(FIELD_NAMES))], dtype=np.int64)
 
 
@@ -104,6 +130,9 @@ class StrictPage:
     aside: np.ndarray  # positions of the records set aside (for the per-record rules)
     starts: np.ndarray  # byte offset of each record's text in the body
     stops: np.ndarray
+    # The fields outside the contract of the rows of ``records``: a row (index into ``records``)
+    # and the byte span of the field's text (``"key": value``) in the body, in text order.
+    extra: tuple[np.ndarray, np.ndarray, np.ndarray]
 
     @property
     def count(self) -> int:
@@ -119,12 +148,16 @@ def read_strict(body: bytes) -> StrictPage | None:
     if scan is None or scan.deepest - 2 > MAX_RECORD_DEPTH:
         return None
     starts, stops = scan.item_spans()
-    aside = scan.set_aside(starts)
+    aside, (owner, field_starts, field_stops) = scan.set_aside(starts)
     kept = np.flatnonzero(~aside)
     table = _read_records(body, starts, stops, kept)
     if table is None:
         return None
-    return StrictPage(table, kept, np.flatnonzero(aside), starts, stops)
+    row = np.full(len(starts), -1, dtype=np.int64)
+    row[kept] = np.arange(len(kept))
+    ours = row[owner] >= 0
+    extra = (row[owner[ours]], field_starts[ours], field_stops[ours])
+    return StrictPage(table, kept, np.flatnonzero(aside), starts, stops, extra)
 
 
 def _read_records(
@@ -219,38 +252,72 @@ class _Scan:
             return starts[:0], stops[:0]
         return starts, stops
 
-    def set_aside(self, starts: np.ndarray) -> np.ndarray:
+    def set_aside(
+        self, starts: np.ndarray
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Which items the strict reader cannot read as the per-record rules would (module
-        docstring)."""
+        docstring); and the fields outside the contract, as (item, start, stop) of each field's
+        text (``"key": value``)."""
         data = self.data
         inside = slice(self.start + 1, self.close)
         position, chars, depth = self.position[inside], self.chars[inside], self.depth[inside]
         item = np.cumsum((chars == _COMMA) & (depth == 2))  # of each character inside
         aside = data[starts] != _OPEN
-        aside[item[(depth >= 4) & ((chars == _OPEN) | (chars == _OPEN_LIST))]] = True
         first, last = self.bounds[0], self.bounds[-1]
         slashes = np.flatnonzero(data[first:last] == _BACKSLASH) + first
         aside[np.searchsorted(self.bounds, slashes) - 1] = True
         colons = np.flatnonzero((chars == _COLON) & (depth == 3))
         if len(colons) == 0:
-            return aside
+            return aside, (colons, colons, colons)
         # A key is the string between the character before its colon ({ or ,) and the colon.
         key_open = _skip_whitespace(data, position[colons - 1] + 1, 1)
         key_close = _skip_whitespace(data, position[colons] - 1, -1)
         length = np.minimum(key_close - key_open - 1, _LONGEST_KEY + 1)
         length[(length > _LONGEST_KEY) | (length < 0)] = 0  # no contract name is that long
         field = _FIELD_BY_SHAPE[length, data[key_open + 1], data[key_close - 1]].astype(np.int64)
+        shaped = np.flatnonzero(field >= 0)
+        field[shaped[~_named(data, key_open[shaped] + 1, field[shaped])]] = -1
+        known = field >= 0
         value = _skip_whitespace(data, position[colons] + 1, 1)
-        kind = np.where(field >= 0, _KINDS[np.maximum(field, 0)], -1)
-        fits = (field >= 0) & _value_fits(data, value, kind)
+        # A contract field's value must be what the schema reads as the rules do (a container
+        # never is); the reader skips another field's value, which goes to ``extra``.
+        kind = np.where(known, _KINDS[np.maximum(field, 0)], _INTEGER)
+        fits = _value_fits(data, value, kind)
+        other = np.flatnonzero(~known)
+        fits[other] |= _SKIPPED_START[data[value[other]]]
+        fits[other] |= _value_fits(data, value[other], np.full(len(other), _MONEY))
         owner = item[colons]
         aside[owner[~fits]] = True
         # A contract field twice (the reader would refuse the page): fewer fields than keys.
         firsts = np.flatnonzero(np.concatenate([[True], owner[1:] != owner[:-1]]))
-        seen = np.bitwise_or.reduceat(np.left_shift(1, np.maximum(field, 0)), firsts)
-        keys = np.diff(np.concatenate([firsts, [len(owner)]]))
+        bits = np.where(known, np.left_shift(1, np.maximum(field, 0)), 0)
+        seen = np.bitwise_or.reduceat(bits, firsts)
+        keys = np.add.reduceat(known.astype(np.int64), firsts)
         aside[owner[firsts][_POPCOUNT[seen] != keys]] = True
-        return aside
+        # A field's value ends before the record's next comma, or its close.
+        ends = np.flatnonzero(
+            ((chars == _COMMA) & (depth == 3)) | ((chars == _CLOSE) & (depth == 2))
+        )
+        end = position[ends[np.searchsorted(ends, colons[other])]]
+        stops = _skip_whitespace(data, end - 1, -1) + 1
+        return aside, (owner[other], key_open[other], stops)
+
+
+def _named(data: np.ndarray, key: np.ndarray, field: np.ndarray) -> np.ndarray:
+    """Whether the key text at byte ``key`` is the name of ``field`` (its length and first and
+    last bytes already are), byte for byte: its first and its last eight bytes, each read as
+    one 64-bit word (every contract name is at most 16 bytes)."""
+    padded = np.concatenate([data, np.zeros(8, dtype=np.uint8)])
+    words = np.ndarray((len(data) + 1,), dtype="<u8", buffer=padded, strides=(1,))
+    head = (words[key] & _NAME_HEAD_MASK[field]) == _NAME_HEAD[field]
+    tail = words[key + _NAME_TAIL_AT[field]] == _NAME_TAIL[field]
+    return head & (tail | (_NAME_TAIL_AT[field] == 0))
+
+
+def _windows(data: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """The ``width`` bytes from each start, one row each (past the body, its last byte)."""
+    padded = np.concatenate([data, np.full(width, data[-1], dtype=np.uint8)])
+    return sliding_window_view(padded, width)[starts]
 
 
 def _value_fits(data: np.ndarray, value: np.ndarray, kind: np.ndarray) -> np.ndarray:
@@ -265,10 +332,7 @@ def _value_fits(data: np.ndarray, value: np.ndarray, kind: np.ndarray) -> np.nda
         return fits
     quoted = first[numeric] == _QUOTE
     token = value[numeric] + quoted
-    # The _NUMBER_BYTES bytes from each token, as rows of a sliding view (a window that runs
-    # past the body repeats its last byte).
-    padded = np.concatenate([data, np.full(_NUMBER_BYTES, data[-1], dtype=np.uint8)])
-    window = sliding_window_view(padded, _NUMBER_BYTES)[token]
+    window = _windows(data, token, _NUMBER_BYTES)
     digit = (window - np.uint8(ord("0"))) < 10  # bytes below "0" wrap around
     dot = window == ord(".")
     minus = window == ord("-")

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sales_etl import arrow_parse, jsontext
+from sales_etl.contract import extra_fields
 from sales_etl.errors import LakeError
 from sales_etl.lake import Lake
 from sales_etl.schema import CLEAN_SCHEMA, MONEY_ARROW, REJECTED_SCHEMA
@@ -251,6 +252,7 @@ def _judge_strict(pages: Sequence[ReadPage], day: date) -> ValidatedChunk:
         too_large=np.concatenate(
             [n[s.kept] > MAX_RECORD_BYTES for n, s in zip(spans, strict, strict=True)]
         ),
+        extra=_extra_texts(pages, strict),
     )
     texts: list[bytes] = []
     others_index: list[np.ndarray] = []
@@ -280,6 +282,32 @@ def _judge_strict(pages: Sequence[ReadPage], day: date) -> ValidatedChunk:
     )
     both = _concat([clean, judged.clean]).sort_by("record_index")
     return ValidatedChunk(both, judged.rejected)
+
+
+def _extra_texts(
+    pages: Sequence[ReadPage], strict: Sequence[arrow_parse.StrictPage]
+) -> pa.Array | None:
+    """Per kept row of the pages, its fields outside the contract as the per-record path
+    writes them (:func:`~sales_etl.contract.extra_fields`), parsed from those fields' own text;
+    None when no row carries any. Rows whose fields read the same (a field the source added to
+    every record, with a few values) are parsed once."""
+    fields: dict[int, list[bytes]] = {}
+    before = 0
+    for page, s in zip(pages, strict, strict=True):
+        rows, starts, stops = s.extra
+        for row, start, stop in zip(rows.tolist(), starts.tolist(), stops.tolist(), strict=True):
+            fields.setdefault(before + row, []).append(page.body[start:stop])
+        before += len(s.kept)
+    if not fields:
+        return None
+    texts = {row: b"{" + b",".join(parts) + b"}" for row, parts in fields.items()}
+    distinct = list(dict.fromkeys(texts.values()))
+    objects = jsontext.loads(b"[" + b",".join(distinct) + b"]")
+    extra = {text: extra_fields(o) for text, o in zip(distinct, objects, strict=True)}
+    values: list[str | None] = [None] * before
+    for row, text in texts.items():
+        values[row] = extra[text]
+    return pa.array(values, type=pa.string())
 
 
 @functools.cache

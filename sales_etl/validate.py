@@ -175,13 +175,19 @@ def validate_chunk(
 
 
 def strict_clean(
-    table: pa.Table, day: date, record_index: np.ndarray, *, too_large: np.ndarray | None = None
+    table: pa.Table,
+    day: date,
+    record_index: np.ndarray,
+    *,
+    too_large: np.ndarray | None = None,
+    extra: pa.Array | None = None,
 ) -> tuple[pa.Table, np.ndarray]:
     """The rows of a strictly parsed page (:mod:`sales_etl.arrow_parse`) that pass every rule.
 
     ``too_large`` marks the rows whose text is over :data:`MAX_RECORD_BYTES`: never clean.
-    Their ``extra`` column is null: the caller fills it from the records' text
-    (:func:`sales_etl.transform.judge_page`) for the rows that carry fields outside the contract.
+    ``extra`` is each row's fields outside the contract as :func:`extra_fields` writes them
+    (read from the records' text by the caller, :func:`sales_etl.transform.judge_pages`); None:
+    no row carries any.
 
     Returns them as :func:`validate_chunk` types its clean rows, and a mask of the other rows:
     those are judged by :func:`validate_chunk` from their text, which gives their reasons. The
@@ -212,8 +218,10 @@ def strict_clean(
         },
         passed=passed,
     )
-    extra = pa.nulls(int(good.sum()), pa.string())
-    return typed.clean_rows(good, record_index, extra), ~good
+    kept_extra = (
+        pa.nulls(int(good.sum()), pa.string()) if extra is None else extra.filter(pa.array(good))
+    )
+    return typed.clean_rows(good, record_index, kept_extra), ~good
 
 
 @dataclass(frozen=True)

@@ -167,15 +167,22 @@ def test_extra_fields_give_the_same_lake_either_way(
     assert_same_lake(tmp_path, pages_of(records + hostile, sizes, []))
 
 
-def test_records_with_fields_outside_the_contract_are_set_aside_with_their_extra_text() -> None:
-    records = [generate_record(DAY.isoformat(), i) for i in range(6)]
+def test_records_with_fields_outside_the_contract_are_read_with_their_extra_text() -> None:
+    """The reader skips the fields outside the contract; their text gives ``extra``. Only a
+    value the reader could refuse (not plain JSON: ``1e999999``) sets its record aside."""
+    records = [generate_record(DAY.isoformat(), i) for i in range(7)]
     records[1]["channel"] = {"kind": "web", "score": jsontext.JsonNumber("1.50")}
     records[2]["channel"] = None
     records[4]["channel"] = {"kind": "store", "tags": ["a"]}
+    records[4]["note"] = "two fields, in their order"
+    records[5]["rate"] = jsontext.JsonNumber("1e999999")
+    records[6]["sale_ix"] = "S"  # the shape of "sale_id" (its length, first and last letters)
     body = ('{"data": [' + ", ".join(jsontext.dumps(r) for r in records) + "]}").encode()
     page = arrow_parse.read_strict(body)
     assert page is not None
-    assert page.aside.tolist() == [1, 2, 4] and page.kept.tolist() == [0, 3, 5]
+    assert page.aside.tolist() == [5] and page.kept.tolist() == [0, 1, 2, 3, 4, 6]
+    rows, _, _ = page.extra
+    assert rows.tolist() == [1, 2, 4, 4, 5]  # rows of the kept records: 1, 2, 4 (twice), 6
     judged = transform.judge_page(body, DAY, 0)
     assert judged.strict
     assert judged.chunk.clean.column("extra").to_pylist() == [
@@ -183,8 +190,9 @@ def test_records_with_fields_outside_the_contract_are_set_aside_with_their_extra
         '{"channel":{"kind":"web","score":1.50}}',
         None,
         None,
-        '{"channel":{"kind":"store","tags":["a"]}}',
-        None,
+        '{"channel":{"kind":"store","tags":["a"]},"note":"two fields, in their order"}',
+        '{"_unstorable":["rate"]}',
+        '{"sale_ix":"S"}',
     ]
     per_record = transform.judge_page(body, DAY, 0, strict=False)
     assert transform.clean_table(per_record.chunk.clean) == transform.clean_table(
@@ -253,13 +261,15 @@ def test_records_the_strict_parse_cannot_read_are_set_aside_the_page_is_kept() -
         "text",
         7,
         None,
-        {**record, "extra": {"tags": ["a", "{"], "n": math.pi}},
+        {**record, "extra": "__money__"},  # 1e999999: a double cannot hold it, the reader fails
+        {**record, "extra": "__money__"},  # NaN: not JSON
     ]
-    money = ["1e2", '"+5"', '" 7 "', "1.23450"]
-    body = spelt([record, *aside, record], money).encode()
+    read = {**record, "extra": {"tags": ["a", "{"], "n": math.pi}}  # skipped by the reader
+    money = ["1e2", '"+5"', '" 7 "', "1.23450", "1e999999", "NaN"]
+    body = spelt([record, *aside, read, record], money).encode()
     page = arrow_parse.read_strict(body)
     assert page is not None
-    assert page.kept.tolist() == [0, len(aside) + 1]
+    assert page.kept.tolist() == [0, len(aside) + 1, len(aside) + 2]
     assert page.aside.tolist() == list(range(1, len(aside) + 1))
     strict, per_record = (transform.judge_page(body, DAY, 0, strict=s) for s in (True, False))
     assert strict.strict and not per_record.strict
@@ -278,12 +288,16 @@ def test_pages_the_strict_parse_must_refuse() -> None:
         "extra": json.loads("[" * (MAX_RECORD_DEPTH + 1) + "]" * (MAX_RECORD_DEPTH + 1)),
     }
     assert arrow_parse.read_strict(spelt([record, deep], []).encode()) is None
-    # A key of a contract name's shape (length, first and last letter) is taken for it, and
-    # the reader, which knows the names, refuses the page: the page goes the per-record way.
+    # A key of a contract name's shape (length, first and last letter) is another field: the
+    # reader skips it and the record lacks sale_id, judged the same either way.
     renamed = {("sxxx_id" if k == "sale_id" else k): v for k, v in record.items()}
     body = spelt([record, renamed], []).encode()
-    assert arrow_parse.read_strict(body) is None
-    assert transform.judge_page(body, DAY, 0).strict is False
+    page = arrow_parse.read_strict(body)
+    assert page is not None and page.kept.tolist() == [0, 1]
+    strict, per_record = (transform.judge_page(body, DAY, 0, strict=s) for s in (True, False))
+    assert strict.strict and not per_record.strict
+    assert [r["reason"] for r in strict.chunk.rejected.to_pylist()] == ["invalid_sale_id"]
+    assert strict.chunk.rejected.equals(per_record.chunk.rejected)
     tails = [', "data": []}', ', "more": {"a": 1}}', ", }", "} x"]
     for tail in tails:
         page = spelt([record], []).encode().removesuffix(b', "next_cursor": null}')
@@ -353,8 +367,10 @@ def test_a_record_over_the_size_limit_is_one_reject_either_way(tmp_path: Path) -
     scalar = "s" * MAX_RECORD_BYTES  # 65,538 bytes with its quotes
     records = [good[0], good[1], big, good[3], scalar, good[4]]
     body = json.dumps({"data": records, "next_cursor": None}).encode()
-    page = arrow_parse.read_strict(body)  # the scalar and the padded record are set aside
-    assert page is not None and page.aside.tolist() == [2, 4]
+    # The scalar is set aside; the padded record is read, and the size limit sends it the
+    # per-record way.
+    page = arrow_parse.read_strict(body)
+    assert page is not None and page.aside.tolist() == [4]
     without_scalar = json.dumps({"data": records[:4], "next_cursor": None}).encode()
     assert arrow_parse.read_strict(without_scalar) is not None
     too_large = [(12, "BIG", MAX_RECORD_BYTES + 1), (14, None, MAX_RECORD_BYTES + 2)]
