@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devharness.demo_api import generate_record
-from sales_etl import jsontext
+from sales_etl import contract, jsontext
 from sales_etl.contract import (
     CONTRACT_FIELDS,
     UNSTORABLE,
@@ -19,6 +20,7 @@ from sales_etl.contract import (
     compare,
     enforce,
     extra_fields,
+    json_type,
 )
 from sales_etl.errors import SchemaContractError, is_permanent
 from tests.utils import DAY_TEXT
@@ -29,6 +31,30 @@ def shape_of(*pages: list[Any]) -> Shape:
     for page in pages:
         counter.add(page)
     return counter.shape()
+
+
+def test_the_shape_is_the_same_when_records_have_more_signatures_than_are_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Records with many optional fields each have their own keys: past MAX_SIGNATURES the
+    counter folds them into counts per field, and the shape is the field-by-field count."""
+    rng = random.Random(7)
+    values = [None, 1, "x", [1], {"a": 1}, True, jsontext.JsonNumber("1.50")]
+    pages = [
+        [{f"f{k}": rng.choice(values) for k in range(12) if rng.random() < 0.5} for _ in range(200)]
+        for _ in range(5)
+    ]
+    expected: dict[str, dict[str, int]] = {}
+    for record in (r for page in pages for r in page):
+        for name, value in record.items():
+            kinds = expected.setdefault(name, {})
+            kinds[json_type(type(value))] = kinds.get(json_type(type(value)), 0) + 1
+    monkeypatch.setattr(contract, "MAX_SIGNATURES", 50)
+    counter = ShapeCounter()
+    for page in pages:
+        counter.add(page)
+        assert len(counter._signatures) <= 50
+    assert counter.shape() == Shape(1000, expected)
 
 
 def sales(n: int, **changes: Any) -> list[dict[str, Any]]:
