@@ -82,11 +82,12 @@ def rss_sampler(interval: float = 0.05) -> Iterator[dict[str, float]]:
         peak["mb"] = round(max(peak["mb"], current_rss_mb()), 1)
 
 
-# Who spends the machine's CPU during a flow run, by the process's command line (Linux /proc).
+# Who spends the machine's CPU during a flow run, by the process's name and command line as
+# "<comm> <cmdline>" (Linux /proc; a PostgreSQL backend rewrites its command line, not its name).
 CPU_CLASSES: tuple[tuple[str, str], ...] = (
     ("part workers", "multiprocessing.spawn"),
     ("Prefect server", "uvicorn"),
-    ("PostgreSQL", "postgres:"),
+    ("PostgreSQL", "postgres "),
     ("demo API", "devharness.demo_api"),
 )
 
@@ -103,7 +104,8 @@ def cpu_class(
 
 
 def _cpu_seconds() -> dict[tuple[int, int], tuple[str, float]]:
-    """(pid, start time) -> (command line, user + system CPU seconds) of every process."""
+    """(pid, start time) -> ("<comm> <command line>", user + system CPU seconds) of every
+    process."""
     ticks = os.sysconf("SC_CLK_TCK")
     seen = {}
     for name in os.listdir("/proc"):
@@ -112,8 +114,10 @@ def _cpu_seconds() -> dict[tuple[int, int], tuple[str, float]]:
         try:
             with open(f"/proc/{name}/stat") as handle:
                 fields = handle.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{name}/comm") as handle:
+                comm = handle.read().strip()
             with open(f"/proc/{name}/cmdline", "rb") as handle:
-                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+                cmdline = comm + " " + handle.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:  # gone meanwhile
             continue
         # After the command's ")": state is field 3 of proc(5), utime 14, stime 15, starttime 22.
@@ -131,9 +135,15 @@ def cpu_sampler(
     last = dict(first)
     done = threading.Event()
 
+    def seen(now: dict[tuple[int, int], tuple[str, float]]) -> None:
+        # A process is classed by its first reading: a command line read while a process
+        # rewrites it (a PostgreSQL backend's status) may come back empty.
+        for key, (cmdline, seconds) in now.items():
+            last[key] = (last[key][0] if key in last else cmdline, seconds)
+
     def sample() -> None:
         while not done.wait(interval):
-            last.update(_cpu_seconds())
+            seen(_cpu_seconds())
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
@@ -143,7 +153,7 @@ def cpu_sampler(
     finally:
         done.set()
         thread.join()
-        last.update(_cpu_seconds())
+        seen(_cpu_seconds())
         pipeline = os.getpid()
         for key, (cmdline, seconds) in last.items():
             used = seconds - first.get(key, ("", 0.0))[1]

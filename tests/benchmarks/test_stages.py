@@ -28,12 +28,12 @@ def test_the_cpu_sampler_counts_a_child_that_ended_between_samples_by_its_class(
 
 def test_processes_are_classed_by_their_command_line() -> None:
     me = os.getpid()
-    assert cpu_class(me, "python -m benchmarks.stages flow", me) == "pipeline process"
-    spawn = "python -B -c from multiprocessing.spawn import spawn_main; spawn_main(...)"
+    assert cpu_class(me, "python python -m benchmarks.stages flow", me) == "pipeline process"
+    spawn = "python python -B -c from multiprocessing.spawn import spawn_main; spawn_main(...)"
     assert cpu_class(me + 1, spawn, me) == "part workers"
-    assert cpu_class(me + 1, "python -m uvicorn --factory prefect...", me) == "Prefect server"
-    assert cpu_class(me + 1, "postgres: 15/main: postgres bench 127.0.0.1 COPY", me) == (
-        "PostgreSQL"
-    )
-    assert cpu_class(me + 1, "python -m devharness.demo_api --port 1", me) == "demo API"
-    assert cpu_class(me + 1, "redis-server 127.0.0.1:6379", me) == "other"
+    assert cpu_class(me + 1, "python python -m uvicorn --factory prefect", me) == "Prefect server"
+    # A backend by its name, whatever its command line says at that moment.
+    for cmdline in ("postgres: 15/main: postgres bench 127.0.0.1 COPY", ""):
+        assert cpu_class(me + 1, "postgres " + cmdline, me) == "PostgreSQL"
+    assert cpu_class(me + 1, "python python -m devharness.demo_api --port 1", me) == "demo API"
+    assert cpu_class(me + 1, "redis-server redis-server 127.0.0.1:6379", me) == "other"
