@@ -20,8 +20,9 @@ reads the others; the transform judges the set-aside records record by record
   (not JSON) or a number other than a plain one (``1e999999`` does not fit a double).
 
 The reader skips the other fields outside the contract (keys are compared with the contract's
-names byte for byte); where each such field's text is (``StrictPage.extra``), the transform
-reads the record's ``extra`` from, as the per-record path does from the whole record.
+names byte for byte). The scan notes where each such field's text is (``StrictPage.extra``), and
+the transform reads the record's ``extra`` from that text, as the per-record path reads it from
+the whole record.
 
 A page goes the per-record way whole when its layout is not the plain one (``data`` the page's
 first container, no container after it) or a record nests deeper than the limit.
