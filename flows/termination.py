@@ -361,12 +361,16 @@ def _shielded_server_class() -> type[Any]:
             if previous is not None and previous.poll() is not None:  # Prefect relaunches it
                 self.failed_launches += 1
                 if self.failed_launches > _FAILED_LAUNCHES_ALLOWED:
+                    error = (
+                        f"{_last_error(log, self.log_start)}; its log: {log}"
+                        if log.is_file()
+                        else "its output is above"
+                    )
                     raise ApiStartError(
                         "Prefect's temporary API server exited while starting "
-                        f"({_last_error(log, self.log_start)}; exit code {previous.returncode}, "
-                        f"{self.failed_launches} times; its log: {log}): check PREFECT_HOME and "
-                        "PREFECT_API_DATABASE_CONNECTION_URL, or set PREFECT_API_URL to a "
-                        "running Prefect server"
+                        f"({error}; exit code {previous.returncode}, {self.failed_launches} "
+                        "times): check PREFECT_HOME and PREFECT_API_DATABASE_CONNECTION_URL, or "
+                        "set PREFECT_API_URL to a running Prefect server"
                     )
             # Prefect 3's own command (prefect/server/api/server.py), in a shielded process.
             server_env = {
@@ -386,8 +390,12 @@ def _shielded_server_class() -> type[Any]:
                 **server_env,
                 **get_current_settings().to_environment_variables(exclude_unset=True),
             }
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with log.open("ab") as output:  # appended: runs may share a PREFECT_HOME
+            try:
+                log.parent.mkdir(parents=True, exist_ok=True)
+                output = log.open("ab")  # appended: runs may share a PREFECT_HOME
+            except OSError:  # a PREFECT_HOME this user cannot write: on the terminal, then
+                return shielded_popen(args, env)
+            with output:
                 self.log_start = output.tell()
                 return shielded_popen(args, env, output)
 
@@ -402,7 +410,7 @@ def _last_error(log: Path, start: int) -> str:
             handle.seek(start)
             text = handle.read().decode("utf-8", "replace")
     except OSError:
-        return "no log"
+        return "its log cannot be read"
     lines = [
         line.strip()
         for line in text.splitlines()
