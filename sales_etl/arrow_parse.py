@@ -277,16 +277,17 @@ class _Scan:
         length[(length > _LONGEST_KEY) | (length < 0)] = 0  # no contract name is that long
         field = _FIELD_BY_SHAPE[length, data[key_open + 1], data[key_close - 1]].astype(np.int64)
         shaped = np.flatnonzero(field >= 0)
-        field[shaped[~_named(data, key_open[shaped] + 1, field[shaped])]] = -1
+        padded = _padded(data)  # for the windows of bytes read from each key and value
+        field[shaped[~_named(padded, key_open[shaped] + 1, field[shaped])]] = -1
         known = field >= 0
         value = _skip_whitespace(data, position[colons] + 1, 1)
         # A contract field's value must be what the schema reads as the rules do (a container
         # never is); the reader skips another field's value, which goes to ``extra``.
         kind = np.where(known, _KINDS[np.maximum(field, 0)], _INTEGER)
-        fits = _value_fits(data, value, kind)
+        fits = _value_fits(padded, value, kind)
         other = np.flatnonzero(~known)
         fits[other] |= _SKIPPED_START[data[value[other]]]
-        fits[other] |= _value_fits(data, value[other], np.full(len(other), _MONEY))
+        fits[other] |= _value_fits(padded, value[other], np.full(len(other), _MONEY))
         owner = item[colons]
         aside[owner[~fits]] = True
         # A contract field twice (the reader would refuse the page): fewer fields than keys.
@@ -304,28 +305,32 @@ class _Scan:
         return aside, (owner[other], key_open[other], stops)
 
 
-def _named(data: np.ndarray, key: np.ndarray, field: np.ndarray) -> np.ndarray:
+def _named(padded: np.ndarray, key: np.ndarray, field: np.ndarray) -> np.ndarray:
     """Whether the key text at byte ``key`` is the name of ``field`` (its length and first and
     last bytes already are), byte for byte: its first and its last eight bytes, each read as
     one 64-bit word (every contract name is at most 16 bytes)."""
-    padded = np.concatenate([data, np.zeros(8, dtype=np.uint8)])
-    words = np.ndarray((len(data) + 1,), dtype="<u8", buffer=padded, strides=(1,))
+    words = np.ndarray((len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))
     head = (words[key] & _NAME_HEAD_MASK[field]) == _NAME_HEAD[field]
     tail = words[key + _NAME_TAIL_AT[field]] == _NAME_TAIL[field]
     return head & (tail | (_NAME_TAIL_AT[field] == 0))
 
 
-def _windows(data: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+def _padded(data: np.ndarray) -> np.ndarray:
+    """The body's bytes followed by :data:`_NUMBER_BYTES` copies of its last byte: every window
+    of bytes read from a key or a value stays inside it."""
+    return np.concatenate([data, np.full(_NUMBER_BYTES, data[-1], dtype=np.uint8)])
+
+
+def _windows(padded: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
     """The ``width`` bytes from each start, one row each (past the body, its last byte)."""
-    padded = np.concatenate([data, np.full(width, data[-1], dtype=np.uint8)])
     return sliding_window_view(padded, width)[starts]
 
 
-def _value_fits(data: np.ndarray, value: np.ndarray, kind: np.ndarray) -> np.ndarray:
+def _value_fits(padded: np.ndarray, value: np.ndarray, kind: np.ndarray) -> np.ndarray:
     """Whether each value (at byte ``value``) is one the strict schema reads as the rules do:
     null, or a string for text, an integer literal for a quantity, a plain decimal (a JSON
-    number or a string) for money."""
-    first = data[value]
+    number or a string) for money. ``padded``: the body's bytes, :func:`_padded`."""
+    first = padded[value]
     fits = first == ord("n")  # null: the only JSON value starting with n
     fits |= (kind == _TEXT) & (first == _QUOTE)
     numeric = np.flatnonzero(((kind == _INTEGER) | (kind == _MONEY)) & ~fits)
@@ -333,7 +338,7 @@ def _value_fits(data: np.ndarray, value: np.ndarray, kind: np.ndarray) -> np.nda
         return fits
     quoted = first[numeric] == _QUOTE
     token = value[numeric] + quoted
-    window = _windows(data, token, _NUMBER_BYTES)
+    window = _windows(padded, token, _NUMBER_BYTES)
     digit = (window - np.uint8(ord("0"))) < 10  # bytes below "0" wrap around
     dot = window == ord(".")
     minus = window == ord("-")
