@@ -238,18 +238,14 @@ def test_a_temporary_server_that_cannot_start_fails_at_once_with_one_line(tmp_pa
 def test_the_temporary_server_start_up_allowance_holds_from_any_folder(tmp_path: Path) -> None:
     """prefect.toml's allowance is read from the working folder only: the CLI's own applies
     from anywhere (a first start in a new PREFECT_HOME migrates its database: ~21 s seen, past
-    Prefect's default 20 s), and a larger setting wins."""
-    probe = (
-        "from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as S\n"
-        "from flows.termination import ephemeral_startup_seconds\n"
-        "print(S.value(), ephemeral_startup_seconds())"
-    )
+    Prefect's default 20 s, which the other folder would get), and a larger setting wins."""
+    probe = "from flows.termination import ephemeral_startup_seconds as s; print(s())"
     env = run_env()
     env.pop("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
     for folder, setting, expected in (
-        (tmp_path, None, "20 120"),
-        (REPO, None, "120 120"),
-        (tmp_path, "300", "300 300"),
+        (tmp_path, None, 120),
+        (REPO, None, 120),
+        (tmp_path, "300", 300),
     ):
         overrides = (
             {} if setting is None else {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": setting}
@@ -262,7 +258,7 @@ def test_the_temporary_server_start_up_allowance_holds_from_any_folder(tmp_path:
             text=True,
             timeout=60,
         )
-        assert result.stdout.split()[-2:] == expected.split(), (folder, result.stderr[-2000:])
+        assert result.stdout.split()[-1:] == [str(expected)], (folder, result.stderr[-2000:])
 
 
 def test_a_lake_that_cannot_be_written_fails_at_once_and_the_ledger_says_so(
