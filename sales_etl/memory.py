@@ -1,7 +1,7 @@
 """Arrow's allocator for the pipeline's processes: one that hands freed memory back.
 
 pyarrow allocates from mimalloc by default, which keeps freed pages resident: a long-lived
-process that streams batch after batch (the extract's parts, the load's clean parts and CSV
+process that streams batch after batch (the extract's parts, the load's clean parts and COPY
 chunks) held tens of MB more than it used. Measured on the 945,066 clean rows of a 1M-record
 day read batch by batch: peak RSS +81 MB with mimalloc, +27 MB with jemalloc (+55 MB when the
 pool is only switched with ``pyarrow.set_memory_pool``, which Arrow's C++ readers and writers do
@@ -18,7 +18,7 @@ at once (:func:`return_freed_memory_at_once`): reading the rejected parts of a 3
 (15,000 rows and 5.5 MB of ``raw_record`` text a part) peaked +64 MB with the default decay and
 +30 MB with none, in the same 0.54 s.
 
-What is not Arrow's (numpy arrays, the CSV text of a COPY chunk, a page's bytes) comes from the
+What is not Arrow's (numpy arrays, the data of a COPY chunk, a page's bytes) comes from the
 C library's malloc. glibc's serves a large block from a mapping of its own, returned when freed,
 but after each such free it raises the size it calls large, up to 32 MB: later blocks of a few
 MB then come from the heap, which keeps them resident once freed. The flow fixes the threshold

@@ -49,7 +49,6 @@ import numpy as np
 import psycopg2.errors
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -73,7 +72,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateSchema
 from sqlalchemy.sql.elements import TextClause
 
-from sales_etl import schema
+from sales_etl import pgbinary, schema
 from sales_etl.counts import LoadCounts
 from sales_etl.errors import WarehouseError
 from sales_etl.settings import WarehouseConfig
@@ -94,6 +93,8 @@ _REJECT_VERSION_SPECS: tuple[schema.Column, ...] = tuple(
     c for c in schema.REJECTED_COLUMNS if c.name not in ("detail", "raw_record")
 )
 _REJECT_VERSION_COLUMNS: tuple[str, ...] = tuple(c.name for c in _REJECT_VERSION_SPECS)
+# The columns COPY sends as jsonb (the others' types follow from their Arrow types).
+_JSONB_COLUMNS = frozenset({schema.EXTRA.name})
 # What a load writes of a reject it keeps.
 _REJECTS_WRITTEN: tuple[str, ...] = (
     schema.BUSINESS_DATE.name,
@@ -103,7 +104,7 @@ _REJECTS_WRITTEN: tuple[str, ...] = (
 # Which load wrote a row, and when, are filled in by the server: the load sets RUN_ID_SETTING
 # for its transaction, and a row it writes takes that and the transaction's start (now()) as
 # its defaults. COPY sends the business columns only: the two stamps were a third of the bytes
-# of a sale (1M/10% day: 183 -> 123 MB of CSV; the COPY 4.4 -> 3.6 s, benchmarks/RESULTS.md).
+# of a sale (1M/10% day, as CSV: 183 -> 123 MB; the COPY 4.4 -> 3.6 s, benchmarks/RESULTS.md).
 RUN_ID_SETTING = "daily_sales.run_id"
 _RUN_ID_DEFAULT = text(f"current_setting('{RUN_ID_SETTING}', true)")
 _LOAD_START = text("now()")
@@ -153,7 +154,7 @@ class LoadStats(LoadCounts):
 _COPY_READ_BYTES = 1 << 20
 # Rows per chunk of the rejects' text on its way to COPY (each carries its raw record).
 _REJECT_CHUNK_ROWS = 4_096
-# Rows per COPY chunk: a clean part is cut into slices this long (no copy), so the CSV text in
+# Rows per COPY chunk: a clean part is cut into slices this long (no copy), so the COPY data in
 # flight (two chunks ahead of the COPY) stays a few MB whatever the parts' size.
 _COPY_CHUNK_ROWS = 8_192
 
@@ -502,9 +503,6 @@ def _begin(
     the transaction's start, which every row it writes takes as ``loaded_at``."""
     key = f"daily_sales_etl:{tables.sales.fullname}:{day.isoformat()}"
     conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
-    # COPY receives timestamps as naive UTC text (see _utc_wall_clock); only for this
-    # transaction, and no statement below depends on the session time zone.
-    conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
     if work_mem is not None:
         conn.execute(text("SELECT set_config('work_mem', :value, true)"), {"value": work_mem})
     started: datetime = conn.execute(
@@ -648,7 +646,7 @@ def _stage(
     Only the versions: the winners and the rejects to keep are judged from them, and only the
     rows to write are read again and written, each once (:func:`_write_sales`,
     :func:`_write_new_rejects`). A background thread reads the batches
-    and writes them as CSV (Arrow releases the GIL) while this one sends the previous batch to
+    and encodes them for COPY (Arrow releases the GIL) while this one sends the previous batch to
     the server: reading and COPY overlap.
     """
     stage_versions = _stage_table("_stage_versions", _VERSION_SPECS)
@@ -662,7 +660,7 @@ def _stage(
         ((stage_versions.name, _VERSION_COLUMNS, b) for b in versions),
         ((stage_rejected.name, _REJECT_VERSION_COLUMNS, b) for b in _slices(rejected_batches)),
     )
-    for chunk in _prefetched((_CsvChunk.of(*item) for item in batches), depth=2):
+    for chunk in _prefetched((_CopyChunk.of(*item) for item in batches), depth=2):
         _copy(load.conn, chunk)
         load.last_index[chunk.table] = max(load.last_index.get(chunk.table, -1), chunk.last_index)
         if chunk.table == stage_versions.name:
@@ -696,33 +694,26 @@ def _slices(batches: Iterable[pa.Table], rows: int = _COPY_CHUNK_ROWS) -> Iterat
 
 
 @dataclass(frozen=True)
-class _CsvChunk:
-    """One batch, ready for COPY: its CSV text, its row count and its newest ``updated_at``."""
+class _CopyChunk:
+    """One batch, ready for COPY: its rows in the binary COPY format (:mod:`sales_etl.pgbinary`),
+    its row count and its newest ``updated_at``."""
 
     table: str
     columns: tuple[str, ...]
-    csv: bytes
+    data: bytes
     rows: int
     newest: datetime | None
     with_id: int  # rows whose sale_id is not null
     last_index: int  # the largest record_index, -1 for none
 
     @classmethod
-    def of(cls, table: str, columns: tuple[str, ...], batch: pa.Table) -> _CsvChunk:
+    def of(cls, table: str, columns: tuple[str, ...], batch: pa.Table) -> _CopyChunk:
         newest = pc.max(batch.column("updated_at")).as_py() if batch.num_rows else None
         with_id = batch.num_rows - batch.column("sale_id").null_count
         last = pc.max(batch.column("record_index")).as_py() if batch.num_rows else None
-        buffer = io.BytesIO()
-        if batch.num_rows:
-            pacsv.write_csv(
-                _utc_wall_clock(batch.select(list(columns))),
-                buffer,
-                pacsv.WriteOptions(include_header=False, quoting_style="needed"),
-            )
+        data = pgbinary.encode(batch.select(list(columns)), jsonb=_JSONB_COLUMNS)
         rows = int(batch.num_rows)
-        return cls(
-            table, columns, buffer.getvalue(), rows, newest, with_id, -1 if last is None else last
-        )
+        return cls(table, columns, data, rows, newest, with_id, -1 if last is None else last)
 
 
 _T = TypeVar("_T")
@@ -746,7 +737,7 @@ def _prefetched(items: Iterator[_T], depth: int) -> Iterator[_T]:
         except BaseException as exc:  # handed to the consumer, which raises it
             slots.put(("error", exc))
 
-    worker = threading.Thread(target=produce, name="stage-csv", daemon=True)
+    worker = threading.Thread(target=produce, name="copy-data", daemon=True)
     worker.start()
     try:
         while True:
@@ -774,29 +765,15 @@ def _stage_table(name: str, columns: tuple[schema.Column, ...]) -> Table:
     )
 
 
-def _utc_wall_clock(batch: pa.Table) -> pa.Table:
-    """Timestamps with a time zone as naive UTC wall-clock times, for the CSV writer.
-
-    Arrow formats zoned timestamps through a time-zone lookup per value (about 6x slower for
-    this table than naive ones); the instants are the same, and the load transaction reads them
-    back as UTC (``SET LOCAL TIME ZONE 'UTC'`` in :func:`_begin`).
-    """
-    for i, column in enumerate(batch.schema):
-        if pa.types.is_timestamp(column.type) and column.type.tz is not None:
-            naive = batch.column(i).cast(pa.timestamp(column.type.unit))
-            batch = batch.set_column(i, column.name, naive)
-    return batch
-
-
-def _copy(conn: Connection, chunk: _CsvChunk) -> int:
-    """COPY one CSV chunk into its table; returns the rows the server says it wrote."""
+def _copy(conn: Connection, chunk: _CopyChunk) -> int:
+    """COPY one chunk into its table; returns the rows the server says it wrote."""
     if not chunk.rows:
         return 0
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.copy_expert(
-            f"COPY {chunk.table} ({', '.join(chunk.columns)}) FROM STDIN WITH (FORMAT csv)",
-            io.BytesIO(chunk.csv),
+            f"COPY {chunk.table} ({', '.join(chunk.columns)}) FROM STDIN WITH (FORMAT binary)",
+            io.BytesIO(chunk.data),
             size=_COPY_READ_BYTES,
         )
         return int(cursor.rowcount)
@@ -952,7 +929,7 @@ def _listed(load: _Load, staged: str, query: str) -> Iterator[tuple[np.ndarray, 
             yield pairs[0::2], pairs[1::2]
 
 
-def _copy_all(load: _Load, chunks: Iterator[_CsvChunk]) -> dict[str, int]:
+def _copy_all(load: _Load, chunks: Iterator[_CopyChunk]) -> dict[str, int]:
     """COPY the chunks (made two ahead in a background thread); the rows written per table."""
     written: dict[str, int] = {}
     for chunk in _prefetched(chunks, depth=2):
@@ -1004,17 +981,17 @@ def _snapshot_changed(day: date) -> WarehouseError:
 
 def _winning_chunks(
     load: _Load, sales_batches: Iterable[pa.Table], roles: np.ndarray, target: str
-) -> Iterator[_CsvChunk]:
-    """CSV chunks of the winning rows: the new ones for ``target``, the stored ones for
+) -> Iterator[_CopyChunk]:
+    """COPY chunks of the winning rows: the new ones for ``target``, the stored ones for
     ``_stage_sales``."""
     for batch in _slices(sales_batches):
         role = _values_at(load, batch, roles)
         new = _rows_where(batch, role == _NEW)
         if new.num_rows:
-            yield _CsvChunk.of(target, BUSINESS_COLUMNS, new)
+            yield _CopyChunk.of(target, BUSINESS_COLUMNS, new)
         stored = _rows_where(batch, role == _STORED)
         if stored.num_rows:
-            yield _CsvChunk.of("_stage_sales", STAGE_SALES_COLUMNS, stored)
+            yield _CopyChunk.of("_stage_sales", STAGE_SALES_COLUMNS, stored)
 
 
 def _remove_voided(load: _Load) -> int:
@@ -1095,8 +1072,8 @@ def _write_new_rejects(load: _Load, rejected_batches: Iterable[pa.Table]) -> Non
 
 def _new_reject_chunks(
     load: _Load, rejected_batches: Iterable[pa.Table], occurrences: _Listed, target: str
-) -> Iterator[_CsvChunk]:
-    """CSV chunks of the rejects to write into ``target``, with their day and copies."""
+) -> Iterator[_CopyChunk]:
+    """COPY chunks of the rejects to write into ``target``, with their day and copies."""
     for batch in _slices(rejected_batches, _REJECT_CHUNK_ROWS):
         copies = occurrences.at(load, batch)
         keep = copies > 0
@@ -1104,7 +1081,7 @@ def _new_reject_chunks(
             continue
         rows = _with_constants(_rows_where(batch, keep), business_date=load.day)
         rows = rows.append_column("occurrences", pa.array(copies[keep]))
-        yield _CsvChunk.of(target, _REJECTS_WRITTEN, rows)
+        yield _CopyChunk.of(target, _REJECTS_WRITTEN, rows)
 
 
 def _collect_rejects(load: _Load) -> None:
