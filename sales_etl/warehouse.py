@@ -1214,10 +1214,9 @@ def _day_totals(load: _Load) -> tuple[int, Decimal, int]:
     sales, amount, rejects = load.run(
         "day_totals",
         """
-        SELECT (SELECT count(*) FROM {sales} WHERE sale_date >= :start AND sale_date < :end),
-               (SELECT coalesce(sum(amount), 0) FROM {sales}
-                WHERE sale_date >= :start AND sale_date < :end),
-               (SELECT count(*) FROM {rejected} WHERE business_date = :day)
+        SELECT d.sales, d.amount, (SELECT count(*) FROM {rejected} WHERE business_date = :day)
+        FROM (SELECT count(*) AS sales, coalesce(sum(amount), 0) AS amount FROM {sales}
+              WHERE sale_date >= :start AND sale_date < :end) d  -- one pass over the day
         """,
         start=start,
         end=end,
