@@ -95,6 +95,13 @@ _REJECT_VERSION_SPECS: tuple[schema.Column, ...] = tuple(
 _REJECT_VERSION_COLUMNS: tuple[str, ...] = tuple(c.name for c in _REJECT_VERSION_SPECS)
 # The columns COPY sends as jsonb (the others' types follow from their Arrow types).
 _JSONB_COLUMNS = frozenset({schema.EXTRA.name})
+# The Arrow type COPY sends each column as (binary COPY data is typed): a batch with another
+# type the value casts from (an int64 quantity, a string raw record, a timestamp in ns) is cast.
+_COPY_TYPES: Mapping[str, pa.DataType] = {
+    **{c.name: c.arrow for c in (*schema.CLEAN_COLUMNS, *schema.REJECTED_COLUMNS)},
+    schema.BUSINESS_DATE.name: schema.BUSINESS_DATE.arrow,
+    "occurrences": pa.int32(),
+}
 # What a load writes of a reject it keeps.
 _REJECTS_WRITTEN: tuple[str, ...] = (
     schema.BUSINESS_DATE.name,
@@ -711,9 +718,18 @@ class _CopyChunk:
         newest = pc.max(batch.column("updated_at")).as_py() if batch.num_rows else None
         with_id = batch.num_rows - batch.column("sale_id").null_count
         last = pc.max(batch.column("record_index")).as_py() if batch.num_rows else None
-        data = pgbinary.encode(batch.select(list(columns)), jsonb=_JSONB_COLUMNS)
+        data = pgbinary.encode(_as_copied(batch.select(list(columns))), jsonb=_JSONB_COLUMNS)
         rows = int(batch.num_rows)
         return cls(table, columns, data, rows, newest, with_id, -1 if last is None else last)
+
+
+def _as_copied(rows: pa.Table) -> pa.Table:
+    """``rows`` with the types COPY sends (:data:`_COPY_TYPES`); the rows themselves when they
+    have them already (the clean zone's batches)."""
+    target = pa.schema([pa.field(name, _COPY_TYPES[name]) for name in rows.column_names])
+    if rows.schema.equals(target):
+        return rows
+    return rows.cast(target)
 
 
 _T = TypeVar("_T")

@@ -671,6 +671,40 @@ def test_a_new_day_loads_the_same_with_and_without_the_lone_versions_shortcut(
     assert table_contents(pg_url) == table_contents(judged_url)
 
 
+def test_batches_of_types_that_cast_to_the_clean_ones_load_the_same(
+    lake: Lake, pg_url: str, new_database: Callable[[], str]
+) -> None:
+    """COPY sends typed binary data: a caller's batch of castable types (the block's ``upsert``
+    takes any Arrow tables) is cast to the clean zone's types, as CSV text once was parsed."""
+    raw = write_realistic_day(lake, DAY, 2_000, page_size=500, reject_share=0.2)
+    clean = transform_snapshot(lake, raw)
+    sales = pa.concat_tables(iter_tables(lake, clean.manifest["sales_parts"]))
+    rejects = pa.concat_tables(iter_tables(lake, clean.manifest["rejected_parts"]))
+    loose_sales = sales.cast(
+        sales.schema.set(sales.schema.get_field_index("quantity"), pa.field("quantity", pa.int64()))
+        .set(sales.schema.get_field_index("record_index"), pa.field("record_index", pa.int32()))
+        .set(
+            sales.schema.get_field_index("sale_date"),
+            pa.field("sale_date", pa.timestamp("ns", tz="UTC")),
+        )
+        .set(sales.schema.get_field_index("amount"), pa.field("amount", pa.decimal128(20, 4)))
+    )
+    loose_rejects = rejects.cast(
+        rejects.schema.set(
+            rejects.schema.get_field_index("raw_record"), pa.field("raw_record", pa.string())
+        )
+    )
+    exact_url = new_database()
+    for url, batches in ((pg_url, (loose_sales, loose_rejects)), (exact_url, (sales, rejects))):
+        engine = sa.create_engine(url)
+        tables = warehouse_tables(None)
+        ensure_tables(engine, tables)
+        stats = load_day(engine, tables, DAY, "r1", [batches[0]], [batches[1]])
+        engine.dispose()
+        assert stats.inserted > 0 and stats.rejects_kept > 0
+    assert table_contents(pg_url) == table_contents(exact_url)
+
+
 @pytest.mark.parametrize("new_day_shortcut", [True, False])
 def test_a_new_day_naming_sales_stored_under_another_day_judges_them_like_any_day(
     warehouse: WarehouseConfig, lake: Lake, pg_url: str, new_day_shortcut: bool
