@@ -30,6 +30,7 @@ records never replace a well-formed version: those newer than it are kept in ``s
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import itertools
@@ -594,12 +595,17 @@ class _Lone:
     repeated: np.ndarray  # the hashes of the sale ids of more than one version, sorted
     mask: np.ndarray  # per record_index: a lone version
     read: tuple[int, int]  # (sales, rejects) read to find them
+    hashes: collections.deque[np.ndarray]  # each sales batch's id hashes, not yet split
     rows: int = 0
     newest: datetime | None = None  # of the batches split
 
     def split(self, batch: pa.Table) -> pa.Table:
-        """Record the batch's lone versions; returns the others (to stage)."""
-        alone = ~is_among(string_hashes(batch.column("sale_id")), self.repeated)
+        """Record the lone versions of the next sales batch (the batches in the order
+        :func:`_find_lone` read them); returns the others (to stage)."""
+        hashes = self.hashes.popleft() if self.hashes else None
+        if hashes is None or len(hashes) != batch.num_rows:
+            raise _snapshot_changed(self.day)
+        alone = ~is_among(hashes, self.repeated)
         if not alone.any():
             return batch
         # numpy on the column's buffer, no Arrow table of the lone rows: this runs on the
@@ -622,19 +628,22 @@ def _find_lone(
     day: date, sales_batches: Iterable[pa.Table], rejected_batches: Iterable[pa.Table]
 ) -> _Lone:
     """Read every sale's and reject's sale_id (and the sales' record indexes): 4 bytes a
-    version for their hashes, 1 a record for the mask, no copy of the ids."""
-    hashes, last_index, sales, rejects = [], -1, 0, 0
+    version for their hashes (the sales' kept for the staging's split), 1 a record for the
+    mask, no copy of the ids."""
+    sales_hashes: collections.deque[np.ndarray] = collections.deque()
+    rejects_hashes, last_index, sales, rejects = [], -1, 0, 0
     for batch in _select(sales_batches, ("record_index", "sale_id")):
-        hashes.append(string_hashes(batch.column("sale_id")))
+        sales_hashes.append(string_hashes(batch.column("sale_id")))
         sales += batch.num_rows
         if batch.num_rows:
             last_index = max(last_index, pc.max(batch.column("record_index")).as_py())
     for batch in _select(rejected_batches, ("sale_id",)):
         named = batch.column("sale_id").drop_null()
-        hashes.append(string_hashes(named))
+        rejects_hashes.append(string_hashes(named))
         rejects += batch.num_rows
-    repeated = repeated_hashes(hashes)
-    return _Lone(day, repeated, np.zeros(last_index + 1, dtype=bool), (sales, rejects))
+    repeated = repeated_hashes([*sales_hashes, *rejects_hashes])
+    mask = np.zeros(last_index + 1, dtype=bool)
+    return _Lone(day, repeated, mask, (sales, rejects), sales_hashes)
 
 
 def _select(batches: Iterable[pa.Table], columns: tuple[str, ...]) -> Iterable[pa.Table]:
@@ -660,11 +669,11 @@ def _stage(
     stage_rejected = _stage_table("_stage_rejected", _REJECT_VERSION_SPECS)
     for table in (stage_versions, stage_rejected):
         table.create(load.conn)
-    versions = _slices(_select(sales_batches, _VERSION_COLUMNS))
-    if load.lone is not None:
+    versions = _select(sales_batches, _VERSION_COLUMNS)
+    if load.lone is not None:  # whole batches, as _find_lone read them
         versions = (load.lone.split(batch) for batch in versions)
     batches = itertools.chain(
-        ((stage_versions.name, _VERSION_COLUMNS, b) for b in versions),
+        ((stage_versions.name, _VERSION_COLUMNS, b) for b in _slices(versions)),
         ((stage_rejected.name, _REJECT_VERSION_COLUMNS, b) for b in _slices(rejected_batches)),
     )
     for chunk in _prefetched((_CopyChunk.of(*item) for item in batches), depth=2):

@@ -671,6 +671,41 @@ def test_a_new_day_loads_the_same_with_and_without_the_lone_versions_shortcut(
     assert table_contents(pg_url) == table_contents(judged_url)
 
 
+class _ChangingBatches:
+    """Batches whose later readings differ from the first (a snapshot rewritten mid-load)."""
+
+    def __init__(self, first: list[pa.Table], later: list[pa.Table]) -> None:
+        self.readings = 0
+        self.first, self.later = first, later
+
+    def __iter__(self) -> Any:
+        self.readings += 1
+        return iter(self.first if self.readings == 1 else self.later)
+
+
+@pytest.mark.parametrize("change", ["a batch shorter", "a batch more", "a batch less"])
+def test_a_clean_snapshot_that_changes_between_the_loads_readings_fails_the_load(
+    lake: Lake, pg_url: str, change: str
+) -> None:
+    raw = write_realistic_day(lake, DAY, 3_000, page_size=500, reject_share=0.1)
+    clean = transform_snapshot(lake, raw)
+    sales = pa.concat_tables(iter_tables(lake, clean.manifest["sales_parts"]))
+    rejects = list(iter_tables(lake, clean.manifest["rejected_parts"]))
+    halves = [sales.slice(0, 1_000), sales.slice(1_000)]
+    later = {
+        "a batch shorter": [halves[0].slice(0, 999), halves[1]],
+        "a batch more": [*halves, halves[1].slice(0, 1)],
+        "a batch less": halves[:1],
+    }[change]
+    engine = sa.create_engine(pg_url)
+    tables = warehouse_tables(None)
+    ensure_tables(engine, tables)
+    with pytest.raises(WarehouseError, match="changed while it was loading"):
+        load_day(engine, tables, DAY, "r1", _ChangingBatches(halves, later), rejects)
+    engine.dispose()
+    assert query(pg_url, "SELECT count(*) FROM sales") == [(0,)]
+
+
 def test_batches_of_types_that_cast_to_the_clean_ones_load_the_same(
     lake: Lake, pg_url: str, new_database: Callable[[], str]
 ) -> None:
