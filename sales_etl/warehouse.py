@@ -511,6 +511,9 @@ def _begin(
     the transaction's start, which every row it writes takes as ``loaded_at``."""
     key = f"daily_sales_etl:{tables.sales.fullname}:{day.isoformat()}"
     conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+    # The times the load reads back (the ledger's high-water mark) come as UTC whatever the
+    # server's zone, like the batches' own; only for this transaction.
+    conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
     if work_mem is not None:
         conn.execute(text("SELECT set_config('work_mem', :value, true)"), {"value": work_mem})
     started: datetime = conn.execute(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -355,6 +355,24 @@ def test_ledger_skips_a_loaded_snapshot_and_keeps_the_high_water_mark(
     assert query(pg_url, "SELECT run_id, status, mode FROM sales_load_ledger ORDER BY load_id") == [
         ("1", "loaded", "full"),
         ("3", "loaded", "full"),
+    ]
+
+
+def test_a_server_in_another_time_zone_loads_the_same_instants_and_marks_them_in_utc(
+    warehouse: WarehouseConfig, lake: Lake, pg_url: str
+) -> None:
+    database = sa.make_url(pg_url).database
+    query(pg_url, f"ALTER DATABASE {database} SET timezone = 'America/New_York'")
+    older = snapshot(lake, [[sale("a", "1.00", T(10))]])
+    newer = snapshot(lake, [[sale("a", "1.00", T(13)), sale("b", "2.00", T(9))]])
+    load(warehouse, lake, newer, "1")
+    # The older snapshot's mark is the ledger's, read back inside the load.
+    stats = load(warehouse, lake, older, "2", force=True)
+    assert stats.high_water_mark == datetime(2026, 11, 23, 13, tzinfo=UTC)
+    assert stats.high_water_mark is not None and stats.high_water_mark.utcoffset() == timedelta(0)
+    assert table_rows(pg_url, "sales", ["sale_id", "sale_date", "updated_at"]) == [
+        ("a", datetime(2026, 11, 23, 10, tzinfo=UTC), datetime(2026, 11, 23, 13, tzinfo=UTC)),
+        ("b", datetime(2026, 11, 23, 10, tzinfo=UTC), datetime(2026, 11, 23, 9, tzinfo=UTC)),
     ]
 
 
