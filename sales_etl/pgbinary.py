@@ -68,8 +68,8 @@ def _field(name: str, array: pa.Array, is_jsonb: bool) -> list[pa.Array]:
     if is_jsonb:
         raise TypeError(f"column {name!r}: jsonb needs a string column, not {kind}")
     if kind == pa.int32() or kind == pa.int64():
-        values = array.to_numpy(zero_copy_only=False) if array.null_count == 0 else None
-        return [_fixed_width(array, values, kind.byte_width)]
+        dtype = np.int64 if kind == pa.int64() else np.int32
+        return [_fixed_width(array, _ints(array, dtype), kind.byte_width)]
     if (
         pa.types.is_decimal128(kind)
         and 0 <= kind.scale <= _MAX_SCALE
@@ -131,10 +131,8 @@ def _ints(array: pa.Array, dtype: type) -> np.ndarray:
     return values
 
 
-def _fixed_width(array: pa.Array, values: np.ndarray | None, width: int) -> pa.Array:
+def _fixed_width(array: pa.Array, values: np.ndarray, width: int) -> pa.Array:
     """A field of ``width`` bytes a value: its length and its big-endian value, a NULL's -1."""
-    if values is None:
-        values = _ints(array, np.int64 if width == 8 else np.int32)
     rows = len(array)
     if values.dtype != np.uint8:
         values = values.astype(values.dtype.newbyteorder(">")).view(np.uint8)
