@@ -94,6 +94,8 @@ _REJECT_VERSION_SPECS: tuple[schema.Column, ...] = tuple(
     c for c in schema.REJECTED_COLUMNS if c.name not in ("detail", "raw_record")
 )
 _REJECT_VERSION_COLUMNS: tuple[str, ...] = tuple(c.name for c in _REJECT_VERSION_SPECS)
+# A kept reject's count of copies in the load (its record_hash once per day).
+_OCCURRENCES = schema.Column("occurrences", pa.int32(), Integer(), nullable=False)
 # The columns COPY sends as jsonb (the others' types follow from their Arrow types).
 _JSONB_COLUMNS = frozenset({schema.EXTRA.name})
 # The Arrow type COPY sends each column as (binary COPY data is typed): a batch with another
@@ -101,13 +103,13 @@ _JSONB_COLUMNS = frozenset({schema.EXTRA.name})
 _COPY_TYPES: Mapping[str, pa.DataType] = {
     **{c.name: c.arrow for c in (*schema.CLEAN_COLUMNS, *schema.REJECTED_COLUMNS)},
     schema.BUSINESS_DATE.name: schema.BUSINESS_DATE.arrow,
-    "occurrences": pa.int32(),
+    _OCCURRENCES.name: _OCCURRENCES.arrow,
 }
 # What a load writes of a reject it keeps.
 _REJECTS_WRITTEN: tuple[str, ...] = (
     schema.BUSINESS_DATE.name,
     *(c.name for c in schema.REJECTED_COLUMNS if c.name != "record_index"),
-    "occurrences",
+    _OCCURRENCES.name,
 )
 # Which load wrote a row, and when, are filled in by the server: the load sets RUN_ID_SETTING
 # for its transaction, and a row it writes takes that and the transaction's start (now()) as
@@ -187,7 +189,7 @@ def warehouse_tables(schema_name: str | None, table_name: str = "sales") -> Ware
         metadata,
         _column(schema.BUSINESS_DATE),
         *_columns(tuple(c for c in schema.REJECTED_COLUMNS if c.name != "record_index")),
-        Column("occurrences", Integer, nullable=False),
+        _column(_OCCURRENCES),
         _column(schema.RUN_ID, _RUN_ID_DEFAULT),
         Column("rejected_at", DateTime(timezone=True), nullable=False, server_default=_LOAD_START),
         PrimaryKeyConstraint("business_date", "record_hash"),
@@ -1108,7 +1110,7 @@ def _new_reject_chunks(
         if not keep.any():
             continue
         rows = _with_constants(_rows_where(batch, keep), business_date=load.day)
-        rows = rows.append_column("occurrences", pa.array(copies[keep]))
+        rows = rows.append_column(_OCCURRENCES.name, pa.array(copies[keep], _OCCURRENCES.arrow))
         yield _CopyChunk.of(target, _REJECTS_WRITTEN, rows)
 
 
