@@ -19,6 +19,7 @@ type raises ``TypeError``.
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -39,12 +40,53 @@ _NBASE = 10_000
 _MAX_SCALE, _MAX_INTEGER_DIGITS = 4, 14
 
 
-def encode(table: pa.Table, jsonb: Collection[str] = ()) -> bytes:
+@dataclass(frozen=True)
+class CopyData:
+    """One COPY's data in the binary format: the header, the rows (a view of the buffer Arrow
+    joined them in, not a copy) and the trailer."""
+
+    rows: memoryview
+
+    def __len__(self) -> int:
+        return len(HEADER) + self.rows.nbytes + len(TRAILER)
+
+    def __bytes__(self) -> bytes:
+        return b"".join((HEADER, self.rows, TRAILER))
+
+    def reader(self) -> CopyReader:
+        """A file to COPY from (psycopg2's ``copy_expert``), read in the pieces it asks for."""
+        return CopyReader((memoryview(HEADER), self.rows, memoryview(TRAILER)))
+
+
+class CopyReader:
+    """The ``read`` of a file over a few buffers, in turn: each call copies no more than it is
+    asked for into a new ``bytes`` (psycopg2 takes nothing else), so a caller that reads in
+    pieces smaller than the C library's threshold for mapping a block of its own gets heap
+    memory it reuses, not pages mapped and faulted in afresh at every read."""
+
+    def __init__(self, parts: tuple[memoryview, ...]) -> None:
+        self._parts = [part.cast("B") for part in parts if part.nbytes]
+        self._at = 0
+
+    def read(self, size: int = -1) -> bytes:
+        while self._parts:
+            part = self._parts[0]
+            if self._at < part.nbytes:
+                end = part.nbytes if size is None or size < 0 else self._at + size
+                piece = bytes(part[self._at : end])
+                self._at += len(piece)
+                return piece
+            self._parts.pop(0)
+            self._at = 0
+        return b""
+
+
+def encode(table: pa.Table, jsonb: Collection[str] = ()) -> CopyData:
     """``table``'s rows in PostgreSQL's binary COPY format, header and trailer included; the
     columns in the table's order, which the COPY statement names."""
     rows = table.num_rows
     if rows == 0:
-        return HEADER + TRAILER
+        return CopyData(memoryview(b""))
     count = np.full(rows, table.num_columns, dtype=">i2").view(np.uint8).reshape(rows, 2)
     pieces = [_fixed(count)]
     for name, column in zip(table.column_names, table.columns, strict=True):
@@ -56,8 +98,7 @@ def encode(table: pa.Table, jsonb: Collection[str] = ()) -> bytes:
     assert isinstance(joined, pa.LargeBinaryArray)
     offsets = joined.buffers()[1]
     start, stop = np.frombuffer(offsets, dtype=np.int64)[[joined.offset, joined.offset + rows]]
-    body = memoryview(joined.buffers()[2])[start:stop]  # type: ignore[index]
-    return b"".join((HEADER, body, TRAILER))
+    return CopyData(memoryview(joined.buffers()[2])[start:stop])  # type: ignore[index]
 
 
 def _field(name: str, array: pa.Array, is_jsonb: bool) -> list[pa.Array]:

@@ -3,7 +3,6 @@ same Python values stores, value for value and as text."""
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -47,7 +46,7 @@ def cursor(pg_url: str) -> Iterator[Any]:
 def copy_binary(cur: Any, table: pa.Table, target: str = "by_copy") -> int:
     data = pgbinary.encode(table, jsonb=("j",))
     names = ", ".join(table.column_names)
-    cur.copy_expert(f"COPY {target} ({names}) FROM STDIN WITH (FORMAT binary)", io.BytesIO(data))
+    cur.copy_expert(f"COPY {target} ({names}) FROM STDIN WITH (FORMAT binary)", data.reader())
     return int(cur.rowcount)
 
 
@@ -177,3 +176,17 @@ def test_an_empty_table_copies_nothing(cursor: Any) -> None:
 def test_a_type_without_an_encoding_is_refused_by_name(array: pa.Array, jsonb: tuple[str]) -> None:
     with pytest.raises(TypeError, match="'x'"):
         pgbinary.encode(pa.table({"x": array}), jsonb=jsonb)
+
+
+@given(st.lists(st.text(max_size=30), max_size=40), st.integers(min_value=1, max_value=64))
+def test_the_copy_source_reads_the_whole_data_in_pieces_no_larger_than_asked(
+    texts: list[str], size: int
+) -> None:
+    data = pgbinary.encode(pa.table({"t": pa.array(texts, pa.string())}))
+    reader = data.reader()
+    pieces = list(iter(lambda: reader.read(size), b""))
+    assert all(0 < len(piece) <= size for piece in pieces)
+    whole = b"".join(pieces)
+    assert whole == bytes(data) and len(whole) == len(data)
+    assert whole.startswith(pgbinary.HEADER) and whole.endswith(pgbinary.TRAILER)
+    assert reader.read(size) == b""
