@@ -50,7 +50,7 @@ from sales_etl.errors import (
     TransientSourceError,
     WarehouseError,
 )
-from sales_etl.memory import return_freed_memory_at_once
+from sales_etl.memory import return_freed_memory_soon
 from sales_etl.report import RunSummary, mask_url
 from sales_etl.settings import (
     LakeConfig,
@@ -153,7 +153,7 @@ def daily_sales(
         The run summary (a dict). The run ends Completed, "Completed from snapshot" when the API
         failed and the day was reloaded from the lake, or Failed with the reason.
     """
-    return_freed_memory_at_once()  # this process streams batches: keep its RSS bounded
+    return_freed_memory_soon()  # this process streams batches: keep its RSS bounded
     day = run_business_date(run_date, _deployment_schedule())
     check_business_date(day, datetime.now(UTC).date(), allow_future)  # before any work
     settings = load_settings()

@@ -14,9 +14,12 @@ image sets it for the deployments' flow runs. The part workers and the flow-run 
 served deployment inherit it. A value set by the user is kept.
 
 jemalloc itself keeps freed pages for a second before handing them back; a flow returns them
-at once (:func:`return_freed_memory_at_once`): reading the rejected parts of a 30%-rejects day
-(15,000 rows and 5.5 MB of ``raw_record`` text a part) peaked +64 MB with the default decay and
-+30 MB with none, in the same 0.54 s.
+after 20 ms (:func:`return_freed_memory_soon`): reading the rejected parts of a 30%-rejects
+day (15,000 rows and 5.5 MB of ``raw_record`` text a part) peaked +64 MB with the default decay
+and +30 MB with none, in the same 0.54 s. None at all is not free, though: every batch then
+faults its pages in afresh. The load of a 1M-record day took 400k page faults and 3.2 CPU-s in
+the pipeline process that way, 91k and 2.3 CPU-s with 20 ms (+14 MB peak), 83k and 2.1 with the
+default (benchmarks/RESULTS.md).
 
 What is not Arrow's (numpy arrays, the data of a COPY chunk, a page's bytes) comes from the
 C library's malloc. glibc's serves a large block from a mapping of its own, returned when freed,
@@ -34,6 +37,8 @@ from collections.abc import MutableMapping
 
 ARROW_POOL_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
 RETURNING_POOL = "jemalloc"
+# How long jemalloc keeps a freed page before handing it back (its default: a second).
+RETURN_AFTER_MS = 20
 # A block of at least this many bytes gets its own mapping (glibc's initial threshold is 128 KiB).
 MMAP_THRESHOLD_BYTES = 256 * 1024
 _M_MMAP_THRESHOLD = -3  # glibc's <malloc.h>
@@ -45,12 +50,13 @@ def prefer_returning_allocator(environ: MutableMapping[str, str] = os.environ) -
     environ.setdefault(ARROW_POOL_VARIABLE, RETURNING_POOL)
 
 
-def return_freed_memory_at_once() -> None:
-    """When Arrow allocates from jemalloc here, have it hand freed pages back at once."""
+def return_freed_memory_soon() -> None:
+    """When Arrow allocates from jemalloc here, have it hand freed pages back soon
+    (:data:`RETURN_AFTER_MS`); map large blocks on their own (:func:`map_large_blocks`)."""
     import pyarrow as pa  # here: importing this module must not import pyarrow (see above)
 
     if pa.default_memory_pool().backend_name == RETURNING_POOL:
-        pa.jemalloc_set_decay_ms(0)
+        pa.jemalloc_set_decay_ms(RETURN_AFTER_MS)
     map_large_blocks()
 
 

@@ -21,12 +21,12 @@ def test_jemalloc_is_chosen_unless_the_user_chose() -> None:
     assert chosen == {ARROW_POOL_VARIABLE: "system"}
 
 
-def test_an_entry_point_s_process_allocates_from_jemalloc_and_returns_at_once() -> None:
+def test_an_entry_point_s_process_allocates_from_jemalloc_and_returns_soon() -> None:
     # As flows/cli.py does: choose before pyarrow is imported, then the flow sets the decay.
     script = (
-        "from sales_etl.memory import prefer_returning_allocator, return_freed_memory_at_once\n"
+        "from sales_etl.memory import prefer_returning_allocator, return_freed_memory_soon\n"
         "prefer_returning_allocator()\n"
-        "return_freed_memory_at_once()\n"
+        "return_freed_memory_soon()\n"
         "import pyarrow as pa\n"
         "print(pa.default_memory_pool().backend_name)\n"
     )
@@ -42,7 +42,7 @@ def test_an_entry_point_s_process_allocates_from_jemalloc_and_returns_at_once() 
 # mallinfo2's hblkhd counts the bytes in blocks with a mapping of their own.
 HEAP_OR_MAPPED = """
 import ctypes, sys
-from sales_etl.memory import return_freed_memory_at_once
+from sales_etl.memory import return_freed_memory_soon
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (
@@ -54,7 +54,7 @@ libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
 libc.mallinfo2.restype = MallInfo2
 if sys.argv[1] == "fixed":
-    return_freed_memory_at_once()  # as the flow does when it starts
+    return_freed_memory_soon()  # as the flow does when it starts
 libc.free(libc.malloc(4 << 20))
 before = libc.mallinfo2().hblkhd
 block = libc.malloc(2 << 20)
