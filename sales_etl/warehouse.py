@@ -518,6 +518,9 @@ def _begin(
     # The times the load reads back (the ledger's high-water mark) come as UTC whatever the
     # server's zone, like the batches' own; only for this transaction.
     conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
+    # No JIT compilation: it pays off over long scans of wide rows, not over these statements
+    # (a plan costed above jit_above_cost spent 0.35 s compiling to run in 0.45 s).
+    conn.execute(text("SET LOCAL jit = off"))
     if work_mem is not None:
         conn.execute(text("SELECT set_config('work_mem', :value, true)"), {"value": work_mem})
     started: datetime = conn.execute(
