@@ -1138,21 +1138,17 @@ def _collect_rejects(load: _Load) -> None:
             WHERE business_date = :day AND reason = :void AND sale_id IS NOT NULL
             GROUP BY sale_id
         ),
-        contested AS (  -- the winners of the malformed records' sale ids (a semi-join)
-            SELECT sale_id, updated_at FROM _winners
-            WHERE sale_id IN (SELECT sale_id FROM malformed)
-        ),
-        held AS (  -- the stored sales of those ids (a semi-join: never a hash of the table)
-            SELECT sale_id, updated_at FROM {sales}
-            WHERE sale_id IN (SELECT sale_id FROM malformed)
-        ),
         judged AS (
             SELECT r.record_index, r.record_hash, r.updated_at,
                    greatest(w.updated_at, s.updated_at, v.updated_at) AS good_version,
                    coalesce(w.sale_id, s.sale_id, v.sale_id) IS NOT NULL AS has_good
             FROM malformed r
-            LEFT JOIN contested w ON w.sale_id = r.sale_id
-            LEFT JOIN held s ON s.sale_id = r.sale_id
+            LEFT JOIN _winners w ON w.sale_id = r.sale_id  -- one winner a sale_id
+            -- the stored sale of the id: an index probe per malformed id, in the ids' order
+            -- (never a hash of the table)
+            LEFT JOIN LATERAL (
+                SELECT sale_id, updated_at FROM {sales} WHERE sale_id = r.sale_id LIMIT 1
+            ) s ON true
             LEFT JOIN stored_voids v ON v.sale_id = r.sale_id
         ),
         kept AS (
