@@ -16,16 +16,18 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-# FNV-1's 32-bit prime: odd, so two ids of one length differing in one byte never collide.
+# FNV-1's 32-bit prime: odd, so two ids of one length differing in one word never collide.
 _MULTIPLIER = 0x01000193
 _NONE = np.zeros(0, dtype=np.uint32)
+# The bytes of a word that belong to the string, by how many do (1-4; little-endian).
+_WORD_MASKS = np.array([0, 0xFF, 0xFFFF, 0xFFFFFF, 0xFFFFFFFF], dtype=np.uint32)
 
 
 def string_hashes(strings: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A 32-bit hash of each string (``uint32``), the same for the same text; null is 0.
 
-    A polynomial of the UTF-8 bytes, computed with numpy over Arrow's buffers: no Python
-    object per string.
+    A polynomial of the UTF-8 bytes read as 4-byte words, computed with numpy over Arrow's
+    buffers: no Python object per string.
     """
     if isinstance(strings, pa.ChunkedArray):
         parts = [_array_hashes(chunk) for chunk in strings.chunks]
@@ -74,15 +76,25 @@ def _array_hashes(array: pa.Array) -> np.ndarray:
     offsets = np.frombuffer(offset_buffer, dtype=np.int32)[array.offset : array.offset + count + 1]
     lengths = np.diff(offsets)
     if data_buffer is not None and lengths.any():
-        data = np.frombuffer(data_buffer, dtype=np.uint8)
-        # Horner's rule a byte position at a time, over the strings that long: the temporaries
-        # are a few bytes a string, never a few a byte (those outgrew the heap's reuse).
-        longest_first = np.argsort(-lengths, kind="stable")
-        longer_than = np.searchsorted(-lengths[longest_first], -np.arange(lengths.max()), "left")
+        # The strings' bytes, then three zero bytes: a 4-byte word can be read at any of them.
+        data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
+        padded = np.concatenate([data, np.zeros(3, dtype=np.uint8)])
+        words = np.ndarray((len(data),), dtype="<u4", buffer=padded, strides=(1,))
+        starts = offsets[:-1] - offsets[0]
+        # Horner's rule a 4-byte word at a time, over the strings that long: the temporaries
+        # are a few bytes a string, never a few a byte (those outgrew the heap's reuse). A
+        # string's last word keeps only its own bytes.
+        word_counts = (lengths + 3) // 4
+        longest_first = np.argsort(-word_counts, kind="stable")
+        longer_than = np.searchsorted(
+            -word_counts[longest_first], -np.arange(word_counts.max()), "left"
+        )
         for position, strings in enumerate(longer_than):
-            which = longest_first[:strings]
-            byte = data[offsets[which] + position]
-            hashes[which] = hashes[which] * np.uint32(_MULTIPLIER) + byte
+            which = slice(None) if strings == count else longest_first[:strings]
+            word = words[starts[which] + 4 * position]
+            left = np.minimum(lengths[which] - 4 * position, 4).astype(np.uint32)
+            word &= _WORD_MASKS[left]
+            hashes[which] = hashes[which] * np.uint32(_MULTIPLIER) + word
     hashes ^= lengths.astype(np.uint32) * np.uint32(0x9E3779B1)
     if array.null_count:
         hashes[np.asarray(array.is_null())] = 0
