@@ -76,3 +76,21 @@ def test_the_flow_s_process_maps_large_blocks_whatever_was_freed_before(
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == mapped
+
+
+def test_the_collector_is_paused_while_any_user_is_inside_and_back_after_an_error() -> None:
+    import gc
+
+    from sales_etl.memory import cyclic_gc_paused
+
+    def land_pages() -> None:
+        with cyclic_gc_paused():
+            with cyclic_gc_paused():
+                assert not gc.isenabled()
+            assert not gc.isenabled()  # the outer user is still inside
+            raise RuntimeError("a failed page")
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        land_pages()
+    assert gc.isenabled()
