@@ -122,6 +122,7 @@ def warehouse_key(served: Served, day: date) -> str:
 # (FRESHNESS + 15 s) by design: 190 s alone on a slow machine, past the suite's 300 s timeout
 # under the full suite. Its own waits end it with a message first.
 @pytest.mark.timeout(720)
+@pytest.mark.long
 def test_a_late_day_fires_the_freshness_automation_and_a_day_in_time_does_not(
     served: Served, automations: Receiver
 ) -> None:

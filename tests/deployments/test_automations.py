@@ -37,6 +37,7 @@ def emit(server: PrefectServer, name: str, day: str, occurred: datetime, **paylo
         client.post("/events", json=[event]).raise_for_status()
 
 
+@pytest.mark.long
 def test_automations_fire_to_a_webhook_with_the_day(
     prefect_server: PrefectServer, receiver: Receiver
 ) -> None:

@@ -113,6 +113,7 @@ async def resolve(
     return config, flow_run.model_dump(mode="json")
 
 
+@pytest.mark.long
 def test_deployments_carry_no_secret(deployed: dict[str, dict[str, Any]]) -> None:
     text = json.dumps(deployed)
     for value in SECRETS.values():

@@ -161,6 +161,7 @@ def test_the_housekeeping_deployment_runs_daily_with_a_form(served: Served) -> N
     assert {"type": "integer"} in properties["keep"]["anyOf"]
 
 
+@pytest.mark.long
 def test_a_missing_backfill_from_the_form_loads_exactly_the_missing_days(served: Served) -> None:
     days = [date(2026, 11, 10), date(2026, 11, 11), date(2026, 11, 12)]
     loaded = create_flow_run(

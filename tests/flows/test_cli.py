@@ -137,6 +137,7 @@ def test_backfill_start_after_end_is_refused_before_prefect_starts(tmp_path: Pat
     assert "prefect" not in result.stderr.lower()
 
 
+@pytest.mark.long
 def test_run_with_secrets_succeeds_then_a_refused_port_fails_at_once_without_leaking_them(
     tmp_path: Path, pg_password_url: str, prefect_api_url: str
 ) -> None:

@@ -55,6 +55,7 @@ EXPECTED_LOADED = 300 - 30
 EXPECTED_REJECTED = 30
 
 
+@pytest.mark.long
 def test_a_hostile_api_loads_every_sale_id_exactly_once(api: DemoSalesApi, configured: str) -> None:
     api.set_faults(
         error_5xx_every=4, rate_limit_every=7, retry_after_seconds=0, broken_page_every=9

@@ -54,6 +54,7 @@ def rebuild_from_the_lake(monkeypatch: pytest.MonkeyPatch, warehouse: str) -> No
     assert state.is_completed() and state.name == "Completed from snapshot", state.message
 
 
+@pytest.mark.long
 def test_four_refreshes_keep_two_snapshots_and_the_lake_rebuilds_the_warehouse(
     monkeypatch: pytest.MonkeyPatch,
     configured: LakeConfig,

@@ -105,6 +105,7 @@ def test_loads_of_a_changing_day_end_in_the_newest_truth(
 
 
 @pytest.mark.usefixtures("lake_env")
+@pytest.mark.long
 def test_source_down_replays_the_full_snapshot_and_every_delta_after_it(
     monkeypatch: pytest.MonkeyPatch, new_database: Callable[[], str]
 ) -> None:

@@ -35,6 +35,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 @STOP_TIMEOUT
+@pytest.mark.long
 def test_losing_the_api_server_mid_load_fails_the_run_at_once(
     monkeypatch: pytest.MonkeyPatch,
     pg_url: str,

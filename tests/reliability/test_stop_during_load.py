@@ -56,6 +56,7 @@ def test_ctrl_c_during_the_extract(
 
 
 @STOP_TIMEOUT
+@pytest.mark.long
 def test_ctrl_c_during_the_load_rolls_it_back(
     monkeypatch: pytest.MonkeyPatch,
     pg_url: str,

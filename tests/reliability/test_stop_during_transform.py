@@ -64,6 +64,7 @@ def raw_day(
 
 @STOP_TIMEOUT
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.long
 def test_stop_during_the_transform_stops_the_pool_workers(
     signum: int,
     monkeypatch: pytest.MonkeyPatch,

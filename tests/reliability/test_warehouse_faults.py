@@ -108,6 +108,7 @@ def test_postgres_restarted_under_a_load_retries_and_rerun_converges(
         assert database_name(url) == "warehouse"
 
 
+@pytest.mark.long
 def test_concurrent_runs_of_the_same_day_end_as_one_run(
     pg_url: str,
     pg_admin_url: str,
