@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from datetime import date
@@ -111,3 +113,39 @@ def test_discarded_parts_are_not_taken(tmp_path: Path, shared_pool: None) -> Non
     again.landed(raw.manifest["parts"], raw.manifest["part_records"])
     part_workers.LandedParts(part_workers.shared_part_workers(1), lake, DAY, "later")
     assert part_workers.take_landed(lake, parts[0], 50_000) is None
+
+
+PROBE_MAIN = """
+import os
+
+with open(os.environ["IMPORTS_LOG"], "a") as log:
+    log.write(f"imported as {__name__}\\n")
+
+if __name__ == "__main__":
+    from sales_etl.part_workers import PartWorkers
+
+    workers = PartWorkers(2)
+    workers.started()
+    workers.close()
+    with open(os.environ["IMPORTS_LOG"], "a") as log:
+        log.write(f"main is {__spec__.name} at {os.path.basename(__file__)}\\n")
+"""
+
+
+def test_the_workers_never_run_the_parent_s_main_module_again(tmp_path: Path) -> None:
+    """Spawned under ``python -m flows.daily_sales``, each worker ran that module again as
+    ``__mp_main__``: Prefect and the whole flow imported, ~2.5 CPU-s and ~50 MB a worker."""
+    (tmp_path / "probe_main.py").write_text(PROBE_MAIN)
+    imports = tmp_path / "imports.log"
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "IMPORTS_LOG": str(imports),
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)]),
+    }
+    subprocess.run([sys.executable, "-m", "probe_main"], env=env, check=True, timeout=120)
+    # Imported once, as the main module; its spec and file are back after the workers started.
+    assert imports.read_text().splitlines() == [
+        "imported as __main__",
+        "main is probe_main at probe_main.py",
+    ]
