@@ -65,7 +65,9 @@ def _main_module_hidden() -> Iterator[None]:
     4.9-5.4 CPU-s starting, 2.2-2.4 without it, and the CLI's extract of a 1M-record day, which
     they overlap, took 7.1-7.5 s instead of 6.2-6.8 (workers' peak RSS 287-291 -> 240-242 MB).
     multiprocessing reads the main module's ``__spec__`` and ``__file__`` only when it starts a
-    child (``multiprocessing.spawn.get_preparation_data``): they are hidden meanwhile.
+    child (``multiprocessing.spawn.get_preparation_data``): they are hidden meanwhile, a few
+    milliseconds (a child another thread spawned in that moment would not run it either; the
+    project starts no other ``multiprocessing`` children alongside a pool).
     """
     namespace = vars(sys.modules["__main__"])
     saved: dict[str, Any] = {n: namespace[n] for n in ("__spec__", "__file__") if n in namespace}
