@@ -441,6 +441,7 @@ def shielded_api() -> Iterator[Any]:
     its last logs and events."""
     from prefect.settings import (
         PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
         PREFECT_SERVER_ALLOW_EPHEMERAL_MODE,
         temporary_settings,
     )
@@ -454,7 +455,11 @@ def shielded_api() -> Iterator[Any]:
     previous = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = server.api_url  # the process pool's workers inherit it
     try:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        # No flow-run heartbeats: they tell a lasting server that a run is still alive, and this
+        # one dies with the run. Prefect's sync engine joins the heartbeat thread at the end of
+        # every flow run, and that thread sleeps in 1 s steps: ~1 s a run for nothing.
+        updates = {PREFECT_API_URL: server.api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+        with temporary_settings(updates=updates):
             yield server
     finally:
         if previous is None:

@@ -362,3 +362,31 @@ def test_the_final_line_starts_its_own_line_after_a_partial_write(
         "Daily Sales ETL 2026-11-23 failed: the API server died",
         "a second line",
     ]
+
+
+def test_flow_runs_on_the_temporary_server_send_no_heartbeats(tmp_path: Path) -> None:
+    """Heartbeats tell a lasting server that a run is still alive; the temporary server dies
+    with the run, and Prefect's sync engine waits for the heartbeat thread (it sleeps in 1 s
+    steps) at the end of every flow run. A flow run on the temporary server starts none; the
+    setting is Prefect's own again once the server's context is left."""
+    probe = (
+        "from prefect import flow\n"
+        "from prefect.settings import get_current_settings\n"
+        "from flows.termination import shielded_api\n"
+        "def heartbeat():\n"
+        "    return get_current_settings().flows.heartbeat_frequency\n"
+        "before = heartbeat()\n"
+        "with shielded_api() as server:\n"
+        "    during = flow(heartbeat)()\n"
+        "print('PROBE', server is not None, before, during, heartbeat(), flush=True)\n"
+    )
+    env = run_env(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONPATH=str(REPO))
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=600
+    )
+    lines = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("PROBE")]
+    assert lines, result.stderr[-3000:]
+    started, before, during, after = lines[0]
+    assert started == "True"  # no PREFECT_API_URL: the temporary server ran the flow
+    assert during == "None"
+    assert before == after != "None"
