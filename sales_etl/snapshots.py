@@ -89,6 +89,8 @@ def read_parquet(lake: Lake, key: str, columns: list[str] | None = None) -> pa.T
 
 # Page bytes per raw part: the unit of the transform's parallelism (~130k records of the demo).
 RAW_PART_BYTES = 32 << 20
+# The smallest tapered part (RawSnapshotWriter.expected_records), as a share of a full one.
+TAPERED_PART_SHARE = 8
 
 
 class _RawPart:
@@ -126,15 +128,28 @@ class RawSnapshotWriter:
 
     Each page is compressed into its part as it arrives (one row group per page), so memory
     holds the part's compressed bytes and one page, not ``part_bytes`` of pages.
+
+    When the day's size is known (``expected_records``), the parts taper off at its end: a part
+    also closes once it holds half of the records the day had left when it began (and at least
+    1/:data:`TAPERED_PART_SHARE` of ``part_bytes``). The part workers transform each part as it
+    lands, so the last parts are transformed while the extract ends, in a fraction of a full
+    part's time, by both workers; a full last part kept one of them busy for a second after
+    the extract, the other idle.
     """
 
     def __init__(
-        self, lake: Lake, day: date, snapshot_id: str | None = None, part_bytes: int | None = None
+        self,
+        lake: Lake,
+        day: date,
+        snapshot_id: str | None = None,
+        part_bytes: int | None = None,
+        expected_records: int | None = None,
     ) -> None:
         self.lake = lake
         self.day = day
         self.snapshot_id = snapshot_id or new_snapshot_id()
         self.part_bytes = part_bytes or RAW_PART_BYTES
+        self.expected_records = expected_records
         self.parts: list[str] = []
         self.part_records: list[int] = []
         self.pages = 0
@@ -154,8 +169,15 @@ class RawSnapshotWriter:
         self.pages += 1
         self.records += len(page.records)
         self._shape.add(page.records)
-        if self._part.body_bytes >= self.part_bytes:
+        if self._part.body_bytes >= self.part_bytes or self._tapered(self._part):
             self._flush()
+
+    def _tapered(self, part: _RawPart) -> bool:
+        """Whether ``part`` closes early as the day ends (the class's docstring)."""
+        if self.expected_records is None:
+            return False
+        left = self.expected_records - (self.records - part.records)  # when the part began
+        return 2 * part.records >= left and TAPERED_PART_SHARE * part.body_bytes >= self.part_bytes
 
     def _flush(self) -> None:
         if self._part is None:

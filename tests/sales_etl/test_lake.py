@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sales_etl.errors import LakeError
@@ -49,6 +51,24 @@ def test_raw_snapshot_round_trip_in_parts(lake: Lake) -> None:
     (listed,) = list_snapshots(lake, "raw", DAY)
     assert listed.snapshot_id == ref.snapshot_id
     assert listed.manifest["source_state"] == "test"
+
+
+def test_a_day_of_known_size_ends_in_smaller_parts(tmp_path: Path) -> None:
+    """Known the day's size, a part also closes at half of what the day had left when it began,
+    never below an eighth of a full part; unknown (a delta), every part but the last is full."""
+    body = b'{"data":[' + b",".join([b'{"sale_id":"x"}'] * 10) + b'],"next_cursor":null}'
+
+    def part_records(expected: int | None) -> list[int]:
+        lake = LocalLake(tmp_path / str(expected))
+        writer = RawSnapshotWriter(lake, DAY, part_bytes=16 * len(body), expected_records=expected)
+        for number in range(40):  # 400 records, 10 a page; a full part: 16 pages, 160 records
+            writer.add(Page(number=number, body=body, records=[{}] * 10, next_cursor=None))
+        return list(writer.commit().manifest["part_records"])
+
+    assert part_records(None) == [160, 160, 80]
+    # Left when each part began: 400 (full first), 240, 120, 60, 30 (2 pages: the smallest
+    # part), 10 (under 2 pages: it runs to the day's end).
+    assert part_records(400) == [160, 120, 60, 30, 20, 10]
 
 
 def test_uncommitted_snapshot_is_invisible_and_newest_comes_first(lake: Lake) -> None:

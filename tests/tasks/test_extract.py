@@ -111,6 +111,19 @@ def test_without_part_workers_nothing_is_transformed_during_the_extract(
     assert part_workers.take_landed(local_lake, parts[0], transform.DEFAULT_CHUNK_RECORDS) is None
 
 
+def test_a_whole_day_ends_in_smaller_parts(
+    local_lake: LakeConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The extract tells the writer the day's size: the last parts are transformed in a
+    fraction of a full part's time while the extract ends."""
+    monkeypatch.setattr(snapshots, "RAW_PART_BYTES", 30_000)  # about six pages a part
+    part_workers.close_shared_part_workers()
+    _, manifest, _ = extract(local_lake, "filter", None)
+    records = [part.records for part in transform.plan_parts(open_lake(local_lake), manifest.ref())]
+    assert sum(records) == manifest.records
+    assert records[-2] < records[0] / 2
+
+
 def lake_files(root: Path | str, zone: str) -> dict[str, bytes]:
     folder = Path(root) / zone
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.parquet"))}
