@@ -129,12 +129,13 @@ class RawSnapshotWriter:
     Each page is compressed into its part as it arrives (one row group per page), so memory
     holds the part's compressed bytes and one page, not ``part_bytes`` of pages.
 
-    When the day's size is known (``expected_records``), the parts taper off at its end: a part
-    also closes once it holds half of the records the day had left when it began (and at least
-    1/:data:`TAPERED_PART_SHARE` of ``part_bytes``). The part workers transform each part as it
-    lands, so the last parts are transformed while the extract ends, in a fraction of a full
-    part's time, by both workers; a full last part kept one of them busy for a second after
-    the extract, the other idle.
+    When the day's size is known (``expected_records``) and it already filled a part, the
+    parts taper off at its end: a part also closes once it holds half of the records the day
+    had left when it began (and at least 1/:data:`TAPERED_PART_SHARE` of ``part_bytes``). The
+    part workers transform each part as it lands, so the last parts are transformed while the
+    extract ends, in a fraction of a full part's time, by both workers; a full last part kept
+    one of them busy for a second after the extract, the other idle. A day smaller than a part
+    stays one part (transformed in the flow's process, no workers to start).
     """
 
     def __init__(
@@ -174,7 +175,7 @@ class RawSnapshotWriter:
 
     def _tapered(self, part: _RawPart) -> bool:
         """Whether ``part`` closes early as the day ends (the class's docstring)."""
-        if self.expected_records is None:
+        if self.expected_records is None or not self.parts:
             return False
         left = self.expected_records - (self.records - part.records)  # when the part began
         return 2 * part.records >= left and TAPERED_PART_SHARE * part.body_bytes >= self.part_bytes

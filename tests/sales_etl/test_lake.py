@@ -54,14 +54,15 @@ def test_raw_snapshot_round_trip_in_parts(lake: Lake) -> None:
 
 
 def test_a_day_of_known_size_ends_in_smaller_parts(tmp_path: Path) -> None:
-    """Known the day's size, a part also closes at half of what the day had left when it began,
-    never below an eighth of a full part; unknown (a delta), every part but the last is full."""
+    """Known the day's size, a part after the first full one also closes at half of what the
+    day had left when it began, never below an eighth of a full part; unknown (a delta), every
+    part but the last is full; a day smaller than a part stays one part."""
     body = b'{"data":[' + b",".join([b'{"sale_id":"x"}'] * 10) + b'],"next_cursor":null}'
 
-    def part_records(expected: int | None) -> list[int]:
-        lake = LocalLake(tmp_path / str(expected))
+    def part_records(expected: int | None, pages: int = 40) -> list[int]:
+        lake = LocalLake(tmp_path / f"{expected}-{pages}")
         writer = RawSnapshotWriter(lake, DAY, part_bytes=16 * len(body), expected_records=expected)
-        for number in range(40):  # 400 records, 10 a page; a full part: 16 pages, 160 records
+        for number in range(pages):  # 10 records a page; a full part: 16 pages, 160 records
             writer.add(Page(number=number, body=body, records=[{}] * 10, next_cursor=None))
         return list(writer.commit().manifest["part_records"])
 
@@ -69,6 +70,7 @@ def test_a_day_of_known_size_ends_in_smaller_parts(tmp_path: Path) -> None:
     # Left when each part began: 400 (full first), 240, 120, 60, 30 (2 pages: the smallest
     # part), 10 (under 2 pages: it runs to the day's end).
     assert part_records(400) == [160, 120, 60, 30, 20, 10]
+    assert part_records(None, pages=15) == part_records(150, pages=15) == [150]
 
 
 def test_uncommitted_snapshot_is_invisible_and_newest_comes_first(lake: Lake) -> None:
