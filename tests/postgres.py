@@ -26,9 +26,25 @@ DEFAULT_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
 
 def free_port() -> int:
+    """A loopback port free now, for a server the test is about to start on it."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+_REFUSING: list[socket.socket] = []
+
+
+def refused_port() -> int:
+    """A loopback port that refuses connections for the rest of this test process: bound by a
+    socket that never listens and stays open, so no server can take it meanwhile. A port only
+    found free (:func:`free_port`) can be: another test worker's server, or this test's own demo
+    API, may bind it next, and a connection then hangs until its timeout instead of being
+    refused (seen: a warehouse URL "timeout expired" where the test expected "refused")."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _REFUSING.append(sock)
+    return int(sock.getsockname()[1])
 
 
 def answers(url: str) -> bool:

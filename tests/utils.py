@@ -397,8 +397,8 @@ def marked_processes(marker: str) -> list[int]:
 
 
 def closed_port_url() -> str:
-    """An http URL on which nothing listens."""
-    return f"http://127.0.0.1:{postgres.free_port()}"
+    """An http URL on which nothing listens (:func:`tests.postgres.refused_port`)."""
+    return f"http://127.0.0.1:{postgres.refused_port()}"
 
 
 def stop_process(

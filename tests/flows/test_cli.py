@@ -16,7 +16,7 @@ from devharness.demo_api import DemoData, Faults, serve_demo_api
 from flows.cli import BACKFILL_MODES, BLOCK_TYPES, parse_args, parse_backfill_args
 from flows.config import BLOCK_PARAMETERS
 from sales_etl import ledger
-from tests.postgres import free_port
+from tests.postgres import refused_port
 from tests.utils import (
     API_KEY,
     DAY_TEXT,
@@ -222,7 +222,7 @@ def test_a_temporary_server_that_cannot_start_fails_at_once_with_one_line(tmp_pa
     home = tmp_path / "prefect-home"
     env = run_env(
         PREFECT_HOME=str(home),
-        PREFECT_API_DATABASE_CONNECTION_URL=f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x",
+        PREFECT_API_DATABASE_CONNECTION_URL=f"postgresql+asyncpg://postgres@127.0.0.1:{refused_port()}/x",
         SALES_API_URL=closed_port_url(),
         DATA_LAKE_URL=str(tmp_path / "lake"),
     )

@@ -47,7 +47,7 @@ def raw_ids(lake: LakeConfig, zone: str = "raw") -> list[str]:
 def rebuild_from_the_lake(monkeypatch: pytest.MonkeyPatch, warehouse: str) -> None:
     """Run the day against ``warehouse`` with the source gone: the replay path."""
     monkeypatch.setenv("WAREHOUSE_URL", warehouse)
-    monkeypatch.setenv("SALES_API_URL", f"http://127.0.0.1:{postgres.free_port()}")
+    monkeypatch.setenv("SALES_API_URL", f"http://127.0.0.1:{postgres.refused_port()}")
     monkeypatch.setenv("SALES_API_MAX_RETRIES", "0")
     monkeypatch.setattr(extract_sales, "retries", 0)
     state = daily_sales(run_date=DAY, return_state=True)

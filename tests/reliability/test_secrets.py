@@ -96,7 +96,7 @@ def test_no_secret_on_failure_paths(
     lake = tmp_path / "lake"
     warehouse = pg_password_url
     if spec.get("warehouse_down"):
-        port = postgres.free_port()
+        port = postgres.refused_port()
         warehouse = sa.make_url(pg_password_url).set(port=port).render_as_string(False)
         assert DB_PASSWORD in warehouse
     server_key = spec.get("server_key", API_KEY)

@@ -38,7 +38,7 @@ def test_warehouse_refusing_connections_fails_clearly_and_rerun_converges(
     monkeypatch: pytest.MonkeyPatch, pg_url: str, tmp_path: Path, reference: WarehouseContents
 ) -> None:
     monkeypatch.setattr(flow_module, "load_sales", load_sales.with_options(retry_delay_seconds=0))
-    port = postgres.free_port()
+    port = postgres.refused_port()
     down = f"postgresql://etl:pw-not-shown@127.0.0.1:{port}/warehouse"
     lake = tmp_path / "lake"
     with serve_demo_api(REFERENCE_DATA) as api:
