@@ -457,7 +457,7 @@ def shielded_api() -> Iterator[Any]:
     try:
         # No flow-run heartbeats: they tell a lasting server that a run is still alive, and this
         # one dies with the run. Prefect's sync engine joins the heartbeat thread at the end of
-        # every flow run, and that thread sleeps in 1 s steps: ~1 s a run for nothing.
+        # every flow run, and that thread sleeps in 1 s steps: up to 1 s a run for nothing.
         updates = {PREFECT_API_URL: server.api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
         with temporary_settings(updates=updates):
             yield server
