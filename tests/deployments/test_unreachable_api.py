@@ -8,13 +8,12 @@ import sys
 
 import pytest
 
-from tests import postgres
-from tests.utils import REPO, run_env
+from tests.utils import REPO, closed_port_url, run_env
 
 
 @pytest.mark.parametrize("script", ["automations", "docker", "kubernetes"])
 def test_a_dead_api_fails_in_one_line_naming_it(script: str) -> None:
-    url = f"http://127.0.0.1:{postgres.refused_port()}/api"  # nothing listens there
+    url = f"{closed_port_url()}/api"  # nothing listens there
     done = subprocess.run(
         [sys.executable, "-m", f"deployments.{script}"],
         env=run_env(PREFECT_API_URL=url), cwd=REPO, capture_output=True, text=True, timeout=120,

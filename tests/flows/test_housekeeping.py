@@ -17,8 +17,7 @@ from sales_etl.lake import open_lake
 from sales_etl.settings import LakeConfig
 from sales_etl.snapshots import list_snapshots
 from tasks.extract import extract_sales
-from tests import postgres
-from tests.utils import DAY, REPO, contents, query, run_env
+from tests.utils import DAY, REPO, closed_port_url, contents, query, run_env
 
 MIX = dataclasses.replace(REALISTIC, rows=600).with_change_rate(0.05)
 
@@ -47,7 +46,7 @@ def raw_ids(lake: LakeConfig, zone: str = "raw") -> list[str]:
 def rebuild_from_the_lake(monkeypatch: pytest.MonkeyPatch, warehouse: str) -> None:
     """Run the day against ``warehouse`` with the source gone: the replay path."""
     monkeypatch.setenv("WAREHOUSE_URL", warehouse)
-    monkeypatch.setenv("SALES_API_URL", f"http://127.0.0.1:{postgres.refused_port()}")
+    monkeypatch.setenv("SALES_API_URL", closed_port_url())
     monkeypatch.setenv("SALES_API_MAX_RETRIES", "0")
     monkeypatch.setattr(extract_sales, "retries", 0)
     state = daily_sales(run_date=DAY, return_state=True)

@@ -20,6 +20,7 @@ from sales_etl.lake import LocalLake
 from sales_etl.settings import LakeConfig
 from sales_etl.snapshots import SnapshotRef
 from sales_etl.transform import RawPart, plan_parts, transform_part
+from tests.utils import REPO
 
 DAY = date(2026, 11, 23)
 
@@ -137,11 +138,10 @@ def test_the_workers_never_run_the_parent_s_main_module_again(tmp_path: Path) ->
     ``__mp_main__``: Prefect and the whole flow imported, ~2.5 CPU-s and ~50 MB a worker."""
     (tmp_path / "probe_main.py").write_text(PROBE_MAIN)
     imports = tmp_path / "imports.log"
-    root = Path(__file__).resolve().parents[2]
     env = {
         **os.environ,
         "IMPORTS_LOG": str(imports),
-        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)]),
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]),
     }
     subprocess.run([sys.executable, "-m", "probe_main"], env=env, check=True, timeout=120)
     # Imported once, as the main module; its spec and file are back after the workers started.
