@@ -199,6 +199,17 @@ def _flag(mask: pd.Series) -> pd.Series:
     return mask.fillna(False).astype(bool)
 
 
+def valid_id(value: Any, max_chars: int) -> bool:
+    """One JSON value as the id rules take it: a string of 1..max_chars, no control or
+    bidirectional-control character, no lone surrogate (what :func:`_text` passes)."""
+    return (
+        type(value) is str  # a JSON number (JsonNumber) is no id
+        and 1 <= len(value) <= max_chars
+        and not _CONTROL.search(value)
+        and _utf8_ok(value)
+    )
+
+
 def _utf8_ok(value: str) -> bool:
     try:
         value.encode("utf-8")
