@@ -62,6 +62,8 @@ _NO_RECORDS = pa.schema(list(RECORD_TYPE)).empty_table()
 
 _OPEN, _CLOSE, _OPEN_LIST, _CLOSE_LIST, _QUOTE, _COMMA, _COLON = (ord(c) for c in '{}[]",:')
 _BACKSLASH = ord("\\")
+# bytes.translate table: 1 for a structural character or a quote, else 0 (read as bool).
+_STRUCTURE_OR_QUOTE = bytes(int(chr(b) in '{}[],:"') for b in range(256))
 _WHITESPACE = np.zeros(256, dtype=bool)
 _WHITESPACE[[ord(c) for c in " \t\r\n"]] = True
 _DATA_KEY = re.compile(
@@ -99,6 +101,7 @@ def _fields_by_shape() -> np.ndarray:
 _LONGEST_KEY = max(len(n) for n in FIELD_NAMES)
 _FIELD_BY_SHAPE = _fields_by_shape()
 _NUMBER_BYTES = 24  # the longest plain decimal is 20 characters (-, 14 digits, ., 4 digits)
+_SHORT_NUMBER_BYTES = 12  # most literals end within (_value_fits)
 # Each contract name's first eight bytes as a little-endian word (with a mask of its bytes, for
 # a name shorter than eight), and its last eight bytes and where they start (0: none past the
 # first eight) (_named).
@@ -214,16 +217,12 @@ class _Scan:
     @classmethod
     def of(cls, body: bytes) -> _Scan | None:
         data = np.frombuffer(body, dtype=np.uint8)
-        marks = _quote_marks(data)
-        structural = (data == _OPEN) | (data == _CLOSE) | (data == _OPEN_LIST)
-        structural |= (data == _CLOSE_LIST) | (data == _COMMA) | (data == _COLON)
         # The structural characters and the string quotes, in order (a fifth of the bytes): a
         # character is in a string after an odd number of quotes, a running count over these
         # only (over every byte it cost as much as the rest of the scan).
-        candidate = np.flatnonzero(structural | marks.view(bool))
-        quote = marks[candidate]
-        in_string = np.cumsum(quote, dtype=np.int32) & 1
-        position = candidate[(in_string | quote) == 0]
+        candidate, quote = _candidates(body, data)
+        in_string = np.cumsum(quote.view(np.uint8), dtype=np.int8) & 1  # int8 wraps: parity kept
+        position = candidate[(in_string == 0) & ~quote]
         chars = data[position]
         step = ((chars == _OPEN) | (chars == _OPEN_LIST)).astype(np.int64)
         step -= (chars == _CLOSE) | (chars == _CLOSE_LIST)
@@ -240,8 +239,8 @@ class _Scan:
         close = start + int(after[0])  # the data array's close
         if not _TAIL.match(body, position[close] + 1):
             return None
-        inside = np.arange(start + 1, close)
-        commas = inside[(chars[inside] == _COMMA) & (depth[inside] == 2)]
+        inside = slice(start + 1, close)
+        commas = np.flatnonzero((chars[inside] == _COMMA) & (depth[inside] == 2)) + start + 1
         bounds = np.concatenate([[position[start]], position[commas], [position[close]]])
         return cls(data, position, chars, depth, start, close, bounds, int(depth.max()))
 
@@ -338,33 +337,51 @@ def _value_fits(padded: np.ndarray, value: np.ndarray, kind: np.ndarray) -> np.n
         return fits
     quoted = first[numeric] == _QUOTE
     token = value[numeric] + quoted
-    window = _windows(padded, token, _NUMBER_BYTES)
+    money = kind[numeric] == _MONEY
+    # Most literals are short: a narrow window first, the full one for those that fill it.
+    plain, filled = _plain_literals(padded, token, quoted, money, _SHORT_NUMBER_BYTES)
+    longer = np.flatnonzero(filled)
+    if len(longer):
+        plain[longer], _ = _plain_literals(
+            padded, token[longer], quoted[longer], money[longer], _NUMBER_BYTES
+        )
+    fits[numeric] = plain
+    return fits
+
+
+def _plain_literals(
+    padded: np.ndarray, token: np.ndarray, quoted: np.ndarray, money: np.ndarray, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each number token (at byte ``token``, inside its quotes when ``quoted``) is, from
+    the ``width`` bytes there, an integer literal (a quantity) or a plain decimal (``money``);
+    and which tokens fill the window with number characters (their literal may run on)."""
+    window = _windows(padded, token, width)
     digit = (window - np.uint8(ord("0"))) < 10  # bytes below "0" wrap around
     dot = window == ord(".")
     minus = window == ord("-")
-    length = np.argmin(digit | dot | minus, axis=1)  # the literal's length (0 if none)
-    within = np.arange(_NUMBER_BYTES) < length[:, None]
-    ends = window[np.arange(len(numeric)), np.minimum(length, _NUMBER_BYTES - 1)]
+    number = digit | dot | minus
+    length = np.argmin(number, axis=1)  # the literal's length (0 if none, or if it fills)
+    filled = (length == 0) & number[:, 0]
+    within = np.arange(width) < length[:, None]
+    ends = window[np.arange(len(token)), length]
     number_ended = _WHITESPACE[ends] | (ends == _COMMA) | (ends == _CLOSE)
     ended = np.where(quoted, ends == _QUOTE, number_ended)
     negative = minus[:, 0]
     dot_within = dot & within
-    dots = dot_within.sum(axis=1)
+    dots = np.count_nonzero(dot_within, axis=1)
     at = np.where(dots == 1, np.argmax(dot_within, axis=1), length)
     whole = at - negative  # digits before the point
     decimals = length - at - 1
     literal = (
-        (length < _NUMBER_BYTES)
-        & ended
-        & ((minus & within).sum(axis=1) == negative)  # a minus only in front
+        ended
+        & (np.count_nonzero(minus & within, axis=1) == negative)  # a minus only in front
         & (whole >= 1)
     )
     plain = (
         literal & (whole <= 14) & ((dots == 0) | ((dots == 1) & (decimals >= 1) & (decimals <= 4)))
     )
     integer = literal & ~quoted & (dots == 0) & (whole <= 18)
-    fits[numeric] = np.where(kind[numeric] == _MONEY, plain, integer)
-    return fits
+    return np.where(money, plain, integer), filled
 
 
 def _skip_whitespace(data: np.ndarray, positions: np.ndarray, direction: int) -> np.ndarray:
@@ -377,16 +394,21 @@ def _skip_whitespace(data: np.ndarray, positions: np.ndarray, direction: int) ->
     return found
 
 
-def _quote_marks(data: np.ndarray) -> np.ndarray:
-    """1 at each quote that opens or closes a string, else 0 (``uint8``): the quotes not
-    escaped, i.e. not after an odd run of backslashes (an escaped quote is the only escape that
-    can hide structure)."""
-    marks = (data == _QUOTE).view(np.uint8)
-    after = np.flatnonzero(marks[1:] & (data[:-1] == _BACKSLASH)) + 1
-    for quote in after.tolist():
-        if _backslashes_before(data, quote) % 2:
-            marks[quote] = 0
-    return marks
+def _candidates(body: bytes, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The positions of the structural characters and of the quotes that open or close a string,
+    and which of them are such quotes. A quote after an odd run of backslashes is escaped (the
+    only escape that can hide structure): it is neither."""
+    candidate = np.flatnonzero(np.frombuffer(body.translate(_STRUCTURE_OR_QUOTE), dtype=bool))
+    quote = data[candidate] == _QUOTE
+    if b"\\" in body:
+        quoted = np.flatnonzero(data == _BACKSLASH) + 1  # a quote may follow a backslash
+        quoted = quoted[quoted < len(data)]
+        quoted = quoted[data[quoted] == _QUOTE].tolist()
+        escaped = [q for q in quoted if _backslashes_before(data, q) % 2]
+        if escaped:
+            drop = np.searchsorted(candidate, escaped)
+            candidate, quote = np.delete(candidate, drop), np.delete(quote, drop)
+    return candidate, quote
 
 
 def _backslashes_before(data: np.ndarray, position: int) -> int:

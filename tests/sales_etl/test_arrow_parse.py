@@ -52,6 +52,14 @@ MONEY = [
     '" 7 "',
     "1.23450",
     "1000000000000000000",
+    # Around the scan's first window of 12 bytes (arrow_parse._value_fits): 11, 12, 13 bytes.
+    "1234567.123",
+    "-1234567.12",
+    '"1234567.123"',
+    "12345678.123",
+    "123456789012",
+    '"-1234567.1234"',
+    "123456789.1234",
 ]
 
 
@@ -222,22 +230,26 @@ def test_late_data_revisions_give_the_same_lake_either_way(tmp_path: Path) -> No
 
 
 def test_a_clean_page_goes_the_strict_way_and_money_stays_exact() -> None:
-    records = [generate_record(DAY.isoformat(), i) for i in range(3)]
+    # Beyond float64, and around the scan's first window of 12 bytes (11, 12, 14 characters).
+    money = ["99999999999999.9999", '"12345678901234.5678"', "0.10"]
+    money += ["1234567.123", '"12345678.123"', "123456789.1234"]
+    records = [generate_record(DAY.isoformat(), i) for i in range(len(money))]
     for record in records:
         record["amount"] = "__money__"
-    body = spelt(records, ["99999999999999.9999", '"12345678901234.5678"', "0.10"]).encode()
+    body = spelt(records, money).encode()
     page = arrow_parse.read_strict(body)
     assert page is not None
+    assert page.aside.tolist() == []
     assert [str(v) for v in page.records.column("amount").to_pylist()] == [
         "99999999999999.9999",
         "12345678901234.5678",
         "0.1000",
+        "1234567.1230",
+        "12345678.1230",
+        "123456789.1234",
     ]
     assert [json.loads(body[a:b]) for a, b in zip(page.starts, page.stops, strict=True)] == [
-        json.loads(spelt([r], [m]))["data"][0]
-        for r, m in zip(
-            records, ["99999999999999.9999", '"12345678901234.5678"', "0.10"], strict=True
-        )
+        json.loads(spelt([r], [m]))["data"][0] for r, m in zip(records, money, strict=True)
     ]
 
 
@@ -476,4 +488,7 @@ def test_string_quotes_are_the_quotes_no_odd_run_of_backslashes_escapes(text: st
     blanked = body.replace(b"\\\\", b"  ").replace(b'\\"', b"  ")
     expected = [i for i, byte in enumerate(blanked) if byte == ord('"')]
     data = np.frombuffer(body, dtype=np.uint8)
-    assert np.flatnonzero(arrow_parse._quote_marks(data)).tolist() == expected
+    candidate, quote = arrow_parse._candidates(body, data)
+    assert candidate[quote].tolist() == expected
+    # The other candidates are the structural characters, inside strings or not.
+    assert candidate[~quote].tolist() == [i for i, byte in enumerate(body) if byte == ord("{")]
