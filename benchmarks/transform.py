@@ -8,6 +8,11 @@ literals), then transforms it in fresh processes and prints records/s and peak R
 * ``parallel``: the per-part tasks of :func:`sales_etl.transform.transform_part` on a
   ``dask.distributed`` cluster with 1 and then 2 single-threaded worker processes.
 
+``--pages N`` prints instead where one page's time goes, in this process: each step of the
+strict path (:mod:`sales_etl.arrow_parse`: the scan, setting aside, Arrow's reader; then the
+rules and the rejects, :func:`sales_etl.transform.judge_page`) and the per-record path, the
+fastest of a few passes over ``N`` realistic pages (:func:`devharness.raw_days.realistic_pages`).
+
 The generator is :func:`devharness.raw_days.write_realistic_day`, shared with the tests.
 """
 
@@ -22,11 +27,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from devharness.raw_days import write_realistic_day
+import numpy as np
+
+from devharness.raw_days import realistic_pages, write_realistic_day
 from sales_etl.snapshots import SnapshotRef
 
 DAY = date(2026, 11, 23)
@@ -139,6 +147,60 @@ def _median(rows: list[dict[str, Any]], records: int, variant: str) -> tuple[flo
     return walls[len(walls) // 2], cpus[len(cpus) // 2]
 
 
+def page_costs(
+    pages: int, page_size: int, reject_share: float, passes: int = 5
+) -> list[tuple[str, float]]:
+    """(step, milliseconds a page) of the transform's steps on ``pages`` realistic pages of
+    ``page_size`` records: the fastest of ``passes`` passes over them, in this process. The
+    strict read's three steps add up to the strict read; "judged" is the whole strict way of
+    a page (read, rules, rejects), "per record" the other way for the same page."""
+    from sales_etl import arrow_parse, transform
+
+    bodies = [
+        body
+        for _, body in realistic_pages(
+            DAY, pages * page_size, page_size=page_size, reject_share=reject_share
+        )
+    ]
+    scans = []
+    for body in bodies:
+        scan = arrow_parse._Scan.of(body)
+        if scan is None:
+            raise SystemExit("a realistic page is not of the plain layout: no breakdown")
+        scans.append(scan)
+    spans = [scan.item_spans() for scan in scans]
+    kept = [
+        np.flatnonzero(~scan.set_aside(starts)[0])
+        for scan, (starts, _) in zip(scans, spans, strict=True)
+    ]
+    steps: dict[str, Callable[[int], object]] = {
+        "scan (brackets, commas, keys outside strings)": lambda i: arrow_parse._Scan.of(bodies[i]),
+        "set aside (what the reader would read otherwise)": lambda i: scans[i].set_aside(
+            spans[i][0]
+        ),
+        "Arrow's reader (the records kept)": lambda i: arrow_parse._read_records(
+            bodies[i], *spans[i], kept[i]
+        ),
+        "strict read (the three above)": lambda i: arrow_parse.read_strict(bodies[i]),
+        "judged the strict way (read, rules, rejects)": lambda i: transform.judge_page(
+            bodies[i], DAY, 0
+        ),
+        "judged record by record (lossless parse, rules...)": lambda i: transform.judge_page(
+            bodies[i], DAY, 0, strict=False
+        ),
+    }
+    costs = []
+    for name, step in steps.items():
+        best = float("inf")
+        for _ in range(passes):
+            started = time.perf_counter()
+            for i in range(len(bodies)):
+                step(i)
+            best = min(best, time.perf_counter() - started)
+        costs.append((name, best / len(bodies) * 1000))
+    return costs
+
+
 JOBS = {"generate": job_generate, "sequential": job_sequential, "dask": job_dask}
 
 
@@ -180,8 +242,24 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run the sequential transform with every page judged record by record",
     )
+    parser.add_argument(
+        "--pages",
+        type=int,
+        default=0,
+        help="instead: where a page's time goes, step by step, over this many realistic pages",
+    )
+    parser.add_argument("--page-size", type=int, default=5_000, help="records a page (--pages)")
     parser.add_argument("--job", nargs=2, metavar=("JOB", "ARGS"), help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
+    if options.pages:
+        print(
+            f"{options.pages} realistic pages of {options.page_size:,} records, "
+            f"{options.reject_share:.0%} rejects; the fastest of 5 passes, in this process"
+        )
+        for name, ms in page_costs(options.pages, options.page_size, options.reject_share):
+            per_record = ms * 1000 / options.page_size
+            print(f"  {name:<52} {ms:8.2f} ms a page {per_record:6.2f} us a record")
+        return 0
     if options.job:
         name, raw_args = options.job
         result = JOBS[name](json.loads(raw_args))
