@@ -213,14 +213,18 @@ class _Scan:
     close: int  # and of its close
     bounds: np.ndarray  # offsets of the data array's brackets and of its commas between items
     deepest: int  # the page's deepest nesting
+    backslashes: np.ndarray  # offsets of the body's backslashes (escapes)
 
     @classmethod
     def of(cls, body: bytes) -> _Scan | None:
         data = np.frombuffer(body, dtype=np.uint8)
+        backslashes = (
+            np.flatnonzero(data == _BACKSLASH) if b"\\" in body else np.zeros(0, dtype=np.intp)
+        )
         # The structural characters and the string quotes, in order (a fifth of the bytes): a
         # character is in a string after an odd number of quotes, a running count over these
         # only (over every byte it cost as much as the rest of the scan).
-        candidate, quote = _candidates(body, data)
+        candidate, quote = _candidates(body, data, backslashes)
         in_string = np.cumsum(quote.view(np.uint8), dtype=np.int8) & 1  # int8 wraps: parity kept
         position = candidate[(in_string == 0) & ~quote]
         chars = data[position]
@@ -242,7 +246,8 @@ class _Scan:
         inside = slice(start + 1, close)
         commas = np.flatnonzero((chars[inside] == _COMMA) & (depth[inside] == 2)) + start + 1
         bounds = np.concatenate([[position[start]], position[commas], [position[close]]])
-        return cls(data, position, chars, depth, start, close, bounds, int(depth.max()))
+        deepest = int(depth.max())
+        return cls(data, position, chars, depth, start, close, bounds, deepest, backslashes)
 
     def item_spans(self) -> tuple[np.ndarray, np.ndarray]:
         """(start, stop) of each item of the data array, the whitespace around it left out."""
@@ -264,7 +269,7 @@ class _Scan:
         item = np.cumsum((chars == _COMMA) & (depth == 2))  # of each character inside
         aside = data[starts] != _OPEN
         first, last = self.bounds[0], self.bounds[-1]
-        slashes = np.flatnonzero(data[first:last] == _BACKSLASH) + first
+        slashes = self.backslashes[(self.backslashes > first) & (self.backslashes < last)]
         aside[np.searchsorted(self.bounds, slashes) - 1] = True
         colons = np.flatnonzero((chars == _COLON) & (depth == 3))
         if len(colons) == 0:
@@ -394,14 +399,16 @@ def _skip_whitespace(data: np.ndarray, positions: np.ndarray, direction: int) ->
     return found
 
 
-def _candidates(body: bytes, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _candidates(
+    body: bytes, data: np.ndarray, backslashes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """The positions of the structural characters and of the quotes that open or close a string,
-    and which of them are such quotes. A quote after an odd run of backslashes is escaped (the
-    only escape that can hide structure): it is neither."""
+    and which of them are such quotes. A quote after an odd run of backslashes (at
+    ``backslashes``) is escaped (the only escape that can hide structure): it is neither."""
     candidate = np.flatnonzero(np.frombuffer(body.translate(_STRUCTURE_OR_QUOTE), dtype=bool))
     quote = data[candidate] == _QUOTE
-    if b"\\" in body:
-        quoted = np.flatnonzero(data == _BACKSLASH) + 1  # a quote may follow a backslash
+    if len(backslashes):
+        quoted = backslashes + 1  # a quote may follow a backslash
         quoted = quoted[quoted < len(data)]
         quoted = quoted[data[quoted] == _QUOTE].tolist()
         escaped = [q for q in quoted if _backslashes_before(data, q) % 2]

@@ -488,7 +488,7 @@ def test_string_quotes_are_the_quotes_no_odd_run_of_backslashes_escapes(text: st
     blanked = body.replace(b"\\\\", b"  ").replace(b'\\"', b"  ")
     expected = [i for i, byte in enumerate(blanked) if byte == ord('"')]
     data = np.frombuffer(body, dtype=np.uint8)
-    candidate, quote = arrow_parse._candidates(body, data)
+    candidate, quote = arrow_parse._candidates(body, data, np.flatnonzero(data == ord("\\")))
     assert candidate[quote].tolist() == expected
     # The other candidates are the structural characters, inside strings or not.
     assert candidate[~quote].tolist() == [i for i, byte in enumerate(body) if byte == ord("{")]
